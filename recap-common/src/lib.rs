@@ -1,0 +1,176 @@
+//! Types and names shared by the kernel side (`recap-ebpf`) and user space (`recap-agent`).
+//!
+//! Everything that crosses the kernel boundary is `#[repr(C)]`, `Copy`, made of fixed-width
+//! integers with explicit padding, and its size is asserted at compile time.
+#![no_std]
+
+/// Window slots. Slot 0 means "no window": every map indexed by slot leaves it unused, so a
+/// zeroed entry in `TASK_SLOTS` or in a cgroup's window tag means "not a target".
+pub const MAX_WINDOWS: u32 = 32;
+
+/// Syscall numbers at or above this are counted in the last row.
+pub const MAX_SYSCALLS: u32 = 512;
+
+/// Run-queue latency histogram: bucket `b` holds waits in `[2^b, 2^(b+1))` ns; the last bucket
+/// is open-ended (2^31 ns ≈ 2.1 s and above).
+pub const RUNQ_BUCKETS: u32 = 32;
+
+/// `TASK_SLOTS` packs the window slot of 64 consecutive thread ids into one array entry, so the
+/// "is this thread a target?" check on the syscall and scheduler paths is one inlined array
+/// lookup and a byte load.
+pub const TIDS_PER_ENTRY: u32 = 64;
+pub type TaskSlotChunk = [u8; TIDS_PER_ENTRY as usize];
+
+/// Length of a task's `comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Scalar counters kept per window: `COUNTERS[slot * Counter::COUNT + counter]`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    TcpConnectAttempts = 0,
+    TcpConnectEstablished,
+    TcpConnectFailed,
+    TcpAccepted,
+    /// Connections that were established in the window and then closed in it.
+    TcpClosed,
+    NetRxBytesTcp,
+    NetRxBytesUdp,
+    NetRxBytesOther,
+    NetTxBytesTcp,
+    NetTxBytesUdp,
+    NetTxBytesOther,
+    NetRxPacketsTcp,
+    NetRxPacketsUdp,
+    NetRxPacketsOther,
+    NetTxPacketsTcp,
+    NetTxPacketsUdp,
+    NetTxPacketsOther,
+    /// TCP/UDP payload (bytes above the transport header), per direction.
+    NetRxPayloadTcp,
+    NetRxPayloadUdp,
+    NetTxPayloadTcp,
+    NetTxPayloadUdp,
+    ProcExecs,
+    ProcExits,
+    ProcForks,
+    CpuOnCpuNs,
+    CpuSwitchesIn,
+    /// Threads that were seen joining the target (fork or cgroup move) but found no room in
+    /// `TASK_SLOTS`: a non-zero value means task-based counts are incomplete.
+    TaskTrackMisses,
+}
+
+impl Counter {
+    pub const COUNT: u32 = Counter::TaskTrackMisses as u32 + 1;
+}
+
+/// Index of a counter for a window slot in `COUNTERS`.
+#[inline(always)]
+pub const fn counter_index(slot: u32, counter: Counter) -> u32 {
+    slot * Counter::COUNT + counter as u32
+}
+
+/// Index of a syscall's calls (`errors == 0`) or errors (`errors == 1`) in `SYSCALLS`.
+#[inline(always)]
+pub const fn syscall_index(slot: u32, nr: u32, errors: u32) -> u32 {
+    (slot * MAX_SYSCALLS + nr) * 2 + errors
+}
+
+/// Value of the per-attachment cgroup storage: which window a cgroup-attached program runs for.
+/// Socket programs run in softirq context too, where the current task says nothing about the
+/// socket, so the window is taken from the attachment itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WindowTag {
+    pub slot: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<WindowTag>() == 8);
+
+/// Per-CPU state of the scheduler probe: which window's task is on this CPU, and since when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OnCpu {
+    pub since_ns: u64,
+    pub slot: u32,
+    pub tid: u32,
+}
+const _: () = assert!(core::mem::size_of::<OnCpu>() == 16);
+
+/// Key of the exec-name counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExecKey {
+    pub slot: u32,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ExecKey>() == 20);
+
+/// Kernel struct offsets the probes need, read from the running kernel's BTF by user space and
+/// written into the program's read-only globals before load (Rust eBPF has no CO-RE).
+pub mod offsets {
+    pub const TASK_PID: &str = "RECAP_OFF_TASK_PID";
+    pub const CGROUP_KN: &str = "RECAP_OFF_CGROUP_KN";
+    pub const KERNFS_ID: &str = "RECAP_OFF_KERNFS_ID";
+    pub const CGROUP_ROOT: &str = "RECAP_OFF_CGROUP_ROOT";
+    pub const ROOT_HIERARCHY_ID: &str = "RECAP_OFF_ROOT_HIER";
+    /// x86-64 `struct pt_regs`: `orig_ax` holds the syscall number (fixed by the ABI).
+    pub const PT_REGS_ORIG_AX: u64 = 15 * 8;
+}
+
+/// Map names, declared once.
+pub mod maps {
+    pub const TASK_SLOTS: &str = "TASK_SLOTS";
+    pub const WINDOW_CGROUPS: &str = "WINDOW_CGROUPS";
+    pub const WINDOW_TAGS: &str = "WINDOW_TAGS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const SYSCALLS: &str = "SYSCALLS";
+    pub const RUNQ_HIST: &str = "RUNQ_HIST";
+    pub const EXECS: &str = "EXECS";
+    pub const ON_CPU: &str = "ON_CPU";
+    pub const WAKE_TS: &str = "WAKE_TS";
+}
+
+/// Program names (the kernel keeps 15 bytes of a name; every one starts with `recap_` so
+/// `bpftool prog list | grep recap` finds all of ours).
+pub mod programs {
+    pub const SYS_EXIT: &str = "recap_sys_exit";
+    pub const SCHED_SWITCH: &str = "recap_switch";
+    pub const SCHED_WAKEUP: &str = "recap_wakeup";
+    pub const SCHED_WAKEUP_NEW: &str = "recap_wakeup_nw";
+    pub const PROC_FORK: &str = "recap_fork";
+    pub const PROC_EXIT: &str = "recap_exit";
+    pub const PROC_EXEC: &str = "recap_exec";
+    pub const CGROUP_MOVE: &str = "recap_cg_move";
+    pub const TCP_SOCK_OPS: &str = "recap_sockops";
+    pub const SKB_INGRESS: &str = "recap_skb_in";
+    pub const SKB_EGRESS: &str = "recap_skb_out";
+    pub const ALL: [&str; 11] = [
+        SYS_EXIT,
+        SCHED_SWITCH,
+        SCHED_WAKEUP,
+        SCHED_WAKEUP_NEW,
+        PROC_FORK,
+        PROC_EXIT,
+        PROC_EXEC,
+        CGROUP_MOVE,
+        TCP_SOCK_OPS,
+        SKB_INGRESS,
+        SKB_EGRESS,
+    ];
+    const _: () = {
+        let mut i = 0;
+        while i < ALL.len() {
+            assert!(ALL[i].len() <= 15);
+            i += 1;
+        }
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::WindowTag {}
+    unsafe impl aya::Pod for super::OnCpu {}
+    unsafe impl aya::Pod for super::ExecKey {}
+}

@@ -1,0 +1,60 @@
+//! Reading kernel structs whose layout depends on the kernel build. User space finds the
+//! offsets in the running kernel's BTF and writes them into these read-only globals before
+//! the programs are loaded.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+
+#[unsafe(no_mangle)]
+static RECAP_OFF_TASK_PID: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_TASK_TGID: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_CGROUP_KN: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_KERNFS_ID: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_CGROUP_ROOT: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_ROOT_HIER: u64 = 0;
+
+#[inline(always)]
+fn offset(global: &'static u64) -> u64 {
+    // Volatile so the compiler cannot fold the pre-load value 0 into the code.
+    unsafe { core::ptr::read_volatile(global) }
+}
+
+#[inline(always)]
+fn read<T>(addr: u64) -> Option<T> {
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+/// `task->pid` (the thread id) of a `struct task_struct *`.
+#[inline(always)]
+pub fn task_tid(task: u64) -> u32 {
+    read::<u32>(task + offset(&RECAP_OFF_TASK_PID)).unwrap_or(0)
+}
+
+/// `task->tgid` (the process id) of a `struct task_struct *`.
+#[inline(always)]
+pub fn task_tgid(task: u64) -> u32 {
+    read::<u32>(task + offset(&RECAP_OFF_TASK_TGID)).unwrap_or(0)
+}
+
+/// The cgroup id (kernfs inode number) of a `struct cgroup *`, if it belongs to the cgroup v2
+/// hierarchy (hierarchy id 0). v1 hierarchies have ids of their own, which may collide.
+#[inline(always)]
+pub fn cgroup_v2_id(cgroup: u64) -> Option<u64> {
+    let root: u64 = read(cgroup + offset(&RECAP_OFF_CGROUP_ROOT))?;
+    let hierarchy: i32 = read(root + offset(&RECAP_OFF_ROOT_HIER))?;
+    if hierarchy != 0 {
+        return None;
+    }
+    let kn: u64 = read(cgroup + offset(&RECAP_OFF_CGROUP_KN))?;
+    read(kn + offset(&RECAP_OFF_KERNFS_ID))
+}
+
+/// The syscall number saved in a `struct pt_regs *` (x86-64 `orig_ax`).
+#[inline(always)]
+pub fn syscall_nr(regs: u64) -> Option<u64> {
+    read(regs + recap_common::offsets::PT_REGS_ORIG_AX)
+}

@@ -1,0 +1,82 @@
+//! The maps every probe shares, and the small accessors the probes use on them.
+//! Sizes here are placeholders: user space sets the real ones before load.
+
+#[allow(deprecated)] // per-attachment cgroup storage is what we need; CGRP_STORAGE is per cgroup
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, CgroupStorage, HashMap, PerCpuArray, PerCpuHashMap},
+};
+use recap_common::{
+    counter_index, Counter, ExecKey, OnCpu, TaskSlotChunk, WindowTag, TIDS_PER_ENTRY,
+};
+
+/// Window slot of every thread id, 64 tids per entry (sized from `pid_max`).
+#[map(name = "TASK_SLOTS")]
+pub static TASK_SLOTS: Array<TaskSlotChunk> = Array::with_max_entries(1, 0);
+
+/// cgroup v2 id → window slot, for threads moved into a target cgroup during a window.
+#[map(name = "WINDOW_CGROUPS")]
+pub static WINDOW_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
+
+/// Which window a cgroup-attached program runs for (one entry per attachment).
+#[allow(deprecated)]
+#[map(name = "WINDOW_TAGS")]
+pub static WINDOW_TAGS: CgroupStorage<WindowTag> = CgroupStorage::new();
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "SYSCALLS")]
+pub static SYSCALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "RUNQ_HIST")]
+pub static RUNQ_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "EXECS")]
+pub static EXECS: PerCpuHashMap<ExecKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+#[map(name = "ON_CPU")]
+pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
+
+/// When a target thread became runnable, until it runs.
+#[map(name = "WAKE_TS")]
+pub static WAKE_TS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+/// The window slot of a thread, 0 if it is in no window.
+#[inline(always)]
+pub fn task_slot(tid: u32) -> u32 {
+    match TASK_SLOTS.get(tid / TIDS_PER_ENTRY) {
+        Some(chunk) => chunk[(tid % TIDS_PER_ENTRY) as usize] as u32,
+        None => 0,
+    }
+}
+
+/// Sets a thread's window slot; false if the tid is beyond the map (pid_max grew).
+#[inline(always)]
+pub fn set_task_slot(tid: u32, slot: u32) -> bool {
+    match TASK_SLOTS.get_ptr_mut(tid / TIDS_PER_ENTRY) {
+        // A single-byte store: concurrent updates of neighbouring tids cannot tear it.
+        Some(chunk) => {
+            unsafe { (*chunk)[(tid % TIDS_PER_ENTRY) as usize] = slot as u8 };
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+pub fn add(slot: u32, counter: Counter, value: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(slot, counter)) {
+        unsafe { *c += value };
+    }
+}
+
+/// The window of the cgroup attachment this program runs for, 0 before it is armed.
+#[inline(always)]
+pub fn attachment_slot() -> u32 {
+    let tag = WINDOW_TAGS.get_ptr_mut();
+    if tag.is_null() {
+        return 0;
+    }
+    unsafe { (*tag).slot }
+}

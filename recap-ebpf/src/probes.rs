@@ -1,0 +1,7 @@
+//! One file per family of probes; each program is named `recap_<event>`.
+mod cpu;
+mod net;
+mod proc;
+mod syscalls;
+mod tasks;
+mod tcp;

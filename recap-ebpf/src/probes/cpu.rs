@@ -1,0 +1,112 @@
+//! `cpu`: on-CPU time of the target's threads and their run-queue latency (runnable → running).
+//!
+//! The scheduler hooks are global, so the path for a thread outside every window is kept to a
+//! per-CPU state check, one kernel read of `next->pid` and one inlined array lookup.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
+use recap_common::{Counter, OnCpu, RUNQ_BUCKETS};
+
+use crate::{
+    kernel::task_tid,
+    maps::{add, task_slot, ON_CPU, RUNQ_HIST, WAKE_TS},
+};
+
+/// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+/// unsigned int prev_state)`.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
+    let Some(state) = ON_CPU.get_ptr_mut(0) else {
+        return 0;
+    };
+    let state = unsafe { &mut *state };
+    let mut now = 0;
+    if state.slot != 0 {
+        // The outgoing thread was a target when it came on this CPU.
+        now = unsafe { bpf_ktime_get_ns() };
+        add(state.slot, Counter::CpuOnCpuNs, now.saturating_sub(state.since_ns));
+        let prev_state: u64 = ctx.arg(3);
+        if prev_state as u32 == 0 {
+            // Preempted while runnable: it waits on the run queue from now.
+            let _ = WAKE_TS.insert(&state.tid, &now, 0);
+        }
+        state.slot = 0;
+    }
+    let next: u64 = ctx.arg(2);
+    let tid = task_tid(next);
+    let slot = task_slot(tid);
+    if slot == 0 {
+        return 0;
+    }
+    if now == 0 {
+        now = unsafe { bpf_ktime_get_ns() };
+    }
+    *state = OnCpu { since_ns: now, slot, tid };
+    add(slot, Counter::CpuSwitchesIn, 1);
+    if let Some(&queued) = unsafe { WAKE_TS.get(&tid) } {
+        let _ = WAKE_TS.remove(&tid);
+        let bucket = log2_bucket(now.saturating_sub(queued));
+        if let Some(c) = RUNQ_HIST.get_ptr_mut(slot * RUNQ_BUCKETS + bucket) {
+            unsafe { *c += 1 };
+        }
+    }
+    0
+}
+
+/// `sched_wakeup(struct task_struct *p)`.
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn recap_wakeup(ctx: RawTracePointContext) -> i32 {
+    mark_runnable(ctx.arg(0));
+    0
+}
+
+/// `sched_wakeup_new(struct task_struct *p)`: a new task's first wait for a CPU.
+#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+pub fn recap_wakeup_nw(ctx: RawTracePointContext) -> i32 {
+    mark_runnable(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn mark_runnable(task: u64) {
+    let tid = task_tid(task);
+    if task_slot(tid) != 0 {
+        let now = unsafe { bpf_ktime_get_ns() };
+        let _ = WAKE_TS.insert(&tid, &now, 0);
+    }
+}
+
+/// floor(log2(ns)), clamped to the histogram; 0 ns and 1 ns share bucket 0.
+#[inline(always)]
+fn log2_bucket(ns: u64) -> u32 {
+    let mut v = ns;
+    let mut b = 0u32;
+    // Unrolled binary search: BPF has no count-leading-zeros instruction.
+    if v >= 1 << 32 {
+        v >>= 32;
+        b += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        b += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        b += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        b += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        b += 2;
+    }
+    if v >= 1 << 1 {
+        b += 1;
+    }
+    if b >= RUNQ_BUCKETS {
+        RUNQ_BUCKETS - 1
+    } else {
+        b
+    }
+}

@@ -1,0 +1,70 @@
+//! Keeps `TASK_SLOTS` exact while windows are open: a thread forked by a target thread joins
+//! its window, an exiting thread leaves it, a thread moved into a target cgroup joins it.
+//! These hooks fire on fork, exit and cgroup moves only, never on the syscall path.
+
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
+use recap_common::Counter;
+
+use crate::{
+    kernel::{cgroup_v2_id, task_tgid, task_tid},
+    maps::{add, set_task_slot, task_slot, WINDOW_CGROUPS},
+};
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`; runs in the parent.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn recap_fork(ctx: RawTracePointContext) -> i32 {
+    let parent_tid = bpf_get_current_pid_tgid() as u32;
+    let slot = task_slot(parent_tid);
+    if slot == 0 {
+        return 0;
+    }
+    let child: u64 = ctx.arg(1);
+    let child_tid = task_tid(child);
+    if child_tid == 0 || !set_task_slot(child_tid, slot) {
+        add(slot, Counter::TaskTrackMisses, 1);
+        return 0;
+    }
+    // A new thread group leader is a new process; other clones are threads.
+    if task_tgid(child) == child_tid {
+        add(slot, Counter::ProcForks, 1);
+    }
+    0
+}
+
+/// `sched_process_exit(struct task_struct *p, ...)`; runs in the exiting thread.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn recap_exit(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let slot = task_slot(tid);
+    if slot == 0 {
+        return 0;
+    }
+    set_task_slot(tid, 0);
+    if tid == (pid_tgid >> 32) as u32 {
+        add(slot, Counter::ProcExits, 1);
+    }
+    0
+}
+
+/// `cgroup_attach_task(struct cgroup *dst, const char *path, struct task_struct *task, bool)`.
+/// Fires once per move, with the thread group leader for whole-process moves; user space's
+/// periodic resync picks up the other threads of a multi-threaded process.
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn recap_cg_move(ctx: RawTracePointContext) -> i32 {
+    let dst: u64 = ctx.arg(0);
+    let Some(cgroup_id) = cgroup_v2_id(dst) else {
+        return 0;
+    };
+    let task: u64 = ctx.arg(2);
+    let tid = task_tid(task);
+    if tid == 0 {
+        return 0;
+    }
+    let new_slot = unsafe { WINDOW_CGROUPS.get(&cgroup_id) }.copied().unwrap_or(0);
+    let old_slot = task_slot(tid);
+    if new_slot != old_slot && !set_task_slot(tid, new_slot) && new_slot != 0 {
+        add(new_slot, Counter::TaskTrackMisses, 1);
+    }
+    0
+}
