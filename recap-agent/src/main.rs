@@ -1,1 +1,40 @@
-fn main() {}
+//! `recap`: open a time-boxed, cgroup-scoped eBPF window on a workload.
+//!
+//! Exit codes: 0 the window ran (completed, interrupted, or its target exited: the summary
+//! says which); 1 it could not run (bad target, no privileges, kernel refused); 2 bad usage.
+
+mod cli;
+mod probes;
+mod report;
+mod target;
+mod window;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("recap: error: starting the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Window(args) => cli::window::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("recap: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -13,21 +13,22 @@ const ETH_P_IPV6: u32 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
+/// The counters of one direction, by transport: (bytes, packets, payload).
 struct Direction {
-    bytes: [Counter; 3],
-    packets: [Counter; 3],
-    payload: [Counter; 2],
+    tcp: (Counter, Counter, Counter),
+    udp: (Counter, Counter, Counter),
+    other: (Counter, Counter),
 }
 
 const RX: Direction = Direction {
-    bytes: [Counter::NetRxBytesTcp, Counter::NetRxBytesUdp, Counter::NetRxBytesOther],
-    packets: [Counter::NetRxPacketsTcp, Counter::NetRxPacketsUdp, Counter::NetRxPacketsOther],
-    payload: [Counter::NetRxPayloadTcp, Counter::NetRxPayloadUdp],
+    tcp: (Counter::NetRxBytesTcp, Counter::NetRxPacketsTcp, Counter::NetRxPayloadTcp),
+    udp: (Counter::NetRxBytesUdp, Counter::NetRxPacketsUdp, Counter::NetRxPayloadUdp),
+    other: (Counter::NetRxBytesOther, Counter::NetRxPacketsOther),
 };
 const TX: Direction = Direction {
-    bytes: [Counter::NetTxBytesTcp, Counter::NetTxBytesUdp, Counter::NetTxBytesOther],
-    packets: [Counter::NetTxPacketsTcp, Counter::NetTxPacketsUdp, Counter::NetTxPacketsOther],
-    payload: [Counter::NetTxPayloadTcp, Counter::NetTxPayloadUdp],
+    tcp: (Counter::NetTxBytesTcp, Counter::NetTxPacketsTcp, Counter::NetTxPayloadTcp),
+    udp: (Counter::NetTxBytesUdp, Counter::NetTxPacketsUdp, Counter::NetTxPayloadUdp),
+    other: (Counter::NetTxBytesOther, Counter::NetTxPacketsOther),
 };
 
 #[cgroup_skb(ingress)]
@@ -49,7 +50,7 @@ fn count(ctx: &SkBuffContext, dir: &Direction) {
         return;
     }
     let len = ctx.len() as u64;
-    let (proto, l3_len) = match u32::from_be(ctx.skb.protocol()) as u16 as u32 {
+    let (proto, l3_len) = match u16::from_be(ctx.skb.protocol() as u16) as u32 {
         ETH_P_IP => match (ctx.load::<u8>(0), ctx.load::<u8>(9)) {
             (Ok(vihl), Ok(p)) => (p, ((vihl & 0x0f) as u64) * 4),
             _ => (0, 0),
@@ -57,20 +58,22 @@ fn count(ctx: &SkBuffContext, dir: &Direction) {
         ETH_P_IPV6 => (ctx.load::<u8>(6).unwrap_or(0), 40),
         _ => (0, 0),
     };
-    let kind = match proto {
-        IPPROTO_TCP => 0,
-        IPPROTO_UDP => 1,
-        _ => 2,
+    // No indexing below: a bounds check would pull a panic path into the program.
+    let (bytes, packets, payload, l4_len) = match proto {
+        IPPROTO_TCP => {
+            let Ok(doff) = ctx.load::<u8>(l3_len as usize + 12) else {
+                return;
+            };
+            (dir.tcp.0, dir.tcp.1, dir.tcp.2, ((doff >> 4) as u64) * 4)
+        }
+        IPPROTO_UDP => (dir.udp.0, dir.udp.1, dir.udp.2, 8),
+        _ => {
+            add(slot, dir.other.0, len);
+            add(slot, dir.other.1, 1);
+            return;
+        }
     };
-    add(slot, dir.bytes[kind], len);
-    add(slot, dir.packets[kind], 1);
-    let l4_len = match proto {
-        IPPROTO_TCP => match ctx.load::<u8>(l3_len as usize + 12) {
-            Ok(doff) => ((doff >> 4) as u64) * 4,
-            Err(_) => return,
-        },
-        IPPROTO_UDP => 8,
-        _ => return,
-    };
-    add(slot, dir.payload[kind], len.saturating_sub(l3_len + l4_len));
+    add(slot, bytes, len);
+    add(slot, packets, 1);
+    add(slot, payload, len.saturating_sub(l3_len + l4_len));
 }

@@ -1,0 +1,141 @@
+//! `recap window`: arguments, validated into a `WindowSpec` before anything touches the kernel.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+
+use super::duration::{format_duration, parse_duration};
+use crate::{
+    probes::Family,
+    report::render_table,
+    target::TargetSpec,
+    window::{self, WindowSpec},
+};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["cgroup", "pid"])))]
+pub struct WindowArgs {
+    /// A cgroup v2 directory (e.g. /sys/fs/cgroup/unified/docker/<id>).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup: Option<PathBuf>,
+    /// A process: the window covers its cgroup v2 (and ends if the process exits).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// How long the window stays open (500ms, 30s, 5m, 1h).
+    #[arg(long, short = 'd', default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Refuse durations above this.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub max_duration: Duration,
+    /// Probe families, comma-separated: tcp, net, syscalls, proc, cpu, or `all`.
+    /// Default: tcp,net,proc,cpu. `syscalls` costs every process on the host
+    /// (~90 ns per syscall while the window is open), so it is opt-in.
+    #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
+    pub probes: Vec<String>,
+    /// Summary format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// How many syscalls and program names the table shows.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+impl WindowArgs {
+    pub fn into_spec(self) -> anyhow::Result<(WindowSpec, Output, usize)> {
+        if self.duration.is_zero() {
+            bail!("--duration must be more than 0 (e.g. --duration 30s)");
+        }
+        if self.duration > self.max_duration {
+            bail!(
+                "--duration {} is over the maximum {}; pass --max-duration to allow longer windows",
+                format_duration(self.duration),
+                format_duration(self.max_duration)
+            );
+        }
+        let families = parse_families(&self.probes)?;
+        let target = match (self.cgroup, self.pid) {
+            (Some(path), None) => TargetSpec::Cgroup { path },
+            (None, Some(pid)) => TargetSpec::Pid { pid },
+            _ => bail!("give exactly one of --cgroup or --pid"),
+        };
+        Ok((WindowSpec { target, duration: self.duration, families }, self.output, self.top))
+    }
+}
+
+pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
+    if list.is_empty() {
+        return Ok(Family::DEFAULT.to_vec());
+    }
+    let mut out = Vec::new();
+    for item in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        if item == "all" {
+            out.extend(Family::ALL);
+        } else {
+            out.push(item.parse::<Family>().map_err(anyhow::Error::msg)?);
+        }
+    }
+    if out.is_empty() {
+        bail!("--probes is empty; give families such as tcp,net");
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
+    let (spec, output, top) = args.into_spec()?;
+    let summary = window::run(spec, output == Output::Table).await?;
+    match output {
+        Output::Table => print!("{}", render_table(&summary, top)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&summary).context("encoding the summary")?),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn window_args(args: &[&str]) -> Result<WindowArgs, clap::Error> {
+        let mut argv = vec!["recap", "window"];
+        argv.extend(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Window(w) => w,
+        })
+    }
+
+    #[test]
+    fn defaults_and_families() {
+        let (spec, output, _) = window_args(&["--pid", "1"]).unwrap().into_spec().unwrap();
+        assert_eq!(spec.duration, Duration::from_secs(30));
+        assert_eq!(spec.families, Family::DEFAULT.to_vec());
+        assert_eq!(output, Output::Table);
+        let (spec, _, _) = window_args(&["--pid", "1", "--probes", "syscalls,tcp,tcp"]).unwrap().into_spec().unwrap();
+        assert_eq!(spec.families, vec![Family::Tcp, Family::Syscalls]);
+        let (spec, _, _) = window_args(&["--pid", "1", "--probes", "all"]).unwrap().into_spec().unwrap();
+        assert_eq!(spec.families.len(), 5);
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_a_reason() {
+        let err = |a: &[&str]| window_args(a).unwrap().into_spec().unwrap_err().to_string();
+        assert!(err(&["--pid", "1", "-d", "0s"]).contains("more than 0"));
+        assert!(err(&["--pid", "1", "-d", "2h"]).contains("over the maximum 1h"));
+        assert!(err(&["--pid", "1", "--probes", "tcp,dns"]).contains("unknown probe family `dns`"));
+        assert!(window_args(&["-d", "5s"]).is_err(), "a target is required");
+        assert!(window_args(&["--pid", "1", "--cgroup", "/x"]).is_err(), "one target only");
+        assert!(window_args(&["--pid", "1", "--duration=-5s"]).unwrap_err().to_string().contains("negative"));
+        let (spec, _, _) = window_args(&["--pid", "1", "-d", "2h", "--max-duration", "3h"]).unwrap().into_spec().unwrap();
+        assert_eq!(spec.duration, Duration::from_secs(7200));
+    }
+}

@@ -1,0 +1,11 @@
+//! The window's summary: built from raw counts, printed as a table or as one JSON document
+//! (schema in docs/window-json.md).
+
+mod summary;
+pub mod syscall_names;
+mod table;
+mod time;
+
+pub use summary::*;
+pub use table::render_table;
+pub use time::rfc3339_utc;

@@ -1,0 +1,118 @@
+//! cgroup v2 facts read from procfs and the cgroup filesystem.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use super::TargetError;
+
+/// The cgroup2 mount point: `/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on
+/// hybrid ones. Never hard-coded.
+pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|source| TargetError::Io {
+        what: "/proc/self/mountinfo".into(),
+        source,
+    })?;
+    parse_cgroup2_mount(&mountinfo).ok_or(TargetError::NoCgroup2Mount)
+}
+
+/// Finds the first `cgroup2` mount in mountinfo text.
+pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER"
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount_path(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
+fn unescape_mount_path(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let oct: String = chars.by_ref().take(3).collect();
+            if let Ok(b) = u8::from_str_radix(&oct, 8) {
+                out.push(b as char);
+                continue;
+            }
+            out.push('\\');
+            out.push_str(&oct);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Checks that `path` is a directory of the cgroup2 hierarchy mounted at `root`.
+pub fn check_cgroup_dir(root: &Path, path: &Path) -> Result<PathBuf, TargetError> {
+    let canonical = path.canonicalize().map_err(|_| TargetError::NoSuchPath {
+        path: path.to_owned(),
+        root: root.to_owned(),
+    })?;
+    if !canonical.starts_with(root) || !canonical.join("cgroup.threads").is_file() {
+        return Err(TargetError::NotCgroup2 { path: path.to_owned(), root: root.to_owned() });
+    }
+    Ok(canonical)
+}
+
+/// The cgroup v2 directory of a process, from the `0::/path` line of /proc/PID/cgroup.
+pub fn cgroup_of_pid(root: &Path, pid: u32) -> Result<PathBuf, TargetError> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|_| TargetError::NoSuchPid { pid })?;
+    let rel = parse_v2_cgroup_line(&text).ok_or(TargetError::NoCgroup2Mount)?;
+    Ok(root.join(rel.trim_start_matches('/')))
+}
+
+pub fn parse_v2_cgroup_line(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The kernel's cgroup id: the inode number of the cgroup's directory.
+pub fn cgroup_id(dir: &Path) -> Result<u64, TargetError> {
+    fs::metadata(dir)
+        .map(|m| m.ino())
+        .map_err(|source| TargetError::Io { what: dir.display().to_string(), source })
+}
+
+/// Thread ids directly in the cgroup (`cgroup.threads`).
+pub fn threads(dir: &Path) -> std::io::Result<Vec<u32>> {
+    Ok(fs::read_to_string(dir.join("cgroup.threads"))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+pub fn child_cgroups(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).count())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_and_pure_v2_mounts() {
+        let hybrid = "25 30 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let pure = "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(parse_cgroup2_mount(pure), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(parse_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        let escaped = "41 31 0:38 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_cgroup2_mount(escaped), Some(PathBuf::from("/mnt/my cg")));
+    }
+
+    #[test]
+    fn reads_the_v2_line_of_proc_cgroup() {
+        let text = "12:pids:/docker/abc\n1:name=systemd:/docker/abc\n0::/docker/abc\n";
+        assert_eq!(parse_v2_cgroup_line(text), Some("/docker/abc"));
+        assert_eq!(parse_v2_cgroup_line("3:cpu:/x\n"), None);
+    }
+}
