@@ -3,15 +3,8 @@
 //! Exit codes: 0 the window ran (completed, interrupted, or its target exited: the summary
 //! says which); 1 it could not run (bad target, no privileges, kernel refused); 2 bad usage.
 
-mod cli;
-mod probes;
-mod report;
-mod target;
-mod window;
-
 use clap::Parser;
-
-use cli::{Cli, Command};
+use recap_agent::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -34,7 +27,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("recap: error: {e:#}");
-            std::process::ExitCode::from(1)
+            let usage = e.downcast_ref::<cli::UsageError>().is_some();
+            std::process::ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

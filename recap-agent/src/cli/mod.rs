@@ -12,6 +12,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A mistake in the command line found after parsing (exit code 2, like clap's own errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+macro_rules! usage {
+    ($($arg:tt)*) => { return Err(anyhow::Error::new($crate::cli::UsageError(format!($($arg)*)))) };
+}
+pub(crate) use usage;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Open a time-boxed window on one target, show it live, print what it measured.

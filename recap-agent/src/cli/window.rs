@@ -2,10 +2,13 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::duration::{format_duration, parse_duration};
+use super::{
+    duration::{format_duration, parse_duration},
+    usage,
+};
 use crate::{
     probes::Family,
     report::render_table,
@@ -50,10 +53,10 @@ pub enum Output {
 impl WindowArgs {
     pub fn into_spec(self) -> anyhow::Result<(WindowSpec, Output, usize)> {
         if self.duration.is_zero() {
-            bail!("--duration must be more than 0 (e.g. --duration 30s)");
+            usage!("--duration must be more than 0 (e.g. --duration 30s)");
         }
         if self.duration > self.max_duration {
-            bail!(
+            usage!(
                 "--duration {} is over the maximum {}; pass --max-duration to allow longer windows",
                 format_duration(self.duration),
                 format_duration(self.max_duration)
@@ -63,7 +66,7 @@ impl WindowArgs {
         let target = match (self.cgroup, self.pid) {
             (Some(path), None) => TargetSpec::Cgroup { path },
             (None, Some(pid)) => TargetSpec::Pid { pid },
-            _ => bail!("give exactly one of --cgroup or --pid"),
+            _ => usage!("give exactly one of --cgroup or --pid"),
         };
         Ok((WindowSpec { target, duration: self.duration, families }, self.output, self.top))
     }
@@ -78,11 +81,11 @@ pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
         if item == "all" {
             out.extend(Family::ALL);
         } else {
-            out.push(item.parse::<Family>().map_err(anyhow::Error::msg)?);
+            out.push(item.parse::<Family>().map_err(|e| anyhow::Error::new(super::UsageError(e)))?);
         }
     }
     if out.is_empty() {
-        bail!("--probes is empty; give families such as tcp,net");
+        usage!("--probes is empty; give families such as tcp,net");
     }
     out.sort();
     out.dedup();

@@ -8,7 +8,7 @@ mod task_slots;
 use std::{fmt, str::FromStr};
 
 pub use counts::RawCounts;
-pub use engine::ProbeEngine;
+pub use engine::{EngineError, ProbeEngine, WindowProbes};
 use serde::Serialize;
 
 /// A family of probes the user can pick with `--probes`.

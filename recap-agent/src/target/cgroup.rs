@@ -87,6 +87,16 @@ pub fn threads(dir: &Path) -> std::io::Result<Vec<u32>> {
         .collect())
 }
 
+/// Whether a process exists and has not exited (a zombie, state Z or X, has exited).
+pub fn process_running(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "PID (comm) STATE ...": comm may hold spaces and parentheses, so look after the last ')'.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
+}
+
 pub fn child_cgroups(dir: &Path) -> usize {
     fs::read_dir(dir)
         .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).count())
@@ -107,6 +117,17 @@ mod tests {
         assert_eq!(parse_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
         let escaped = "41 31 0:38 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n";
         assert_eq!(parse_cgroup2_mount(escaped), Some(PathBuf::from("/mnt/my cg")));
+    }
+
+    #[test]
+    fn zombies_and_missing_processes_are_not_running() {
+        assert!(process_running(std::process::id()));
+        assert!(!process_running(u32::MAX));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(200)); // exited, not yet reaped
+        assert!(!process_running(pid));
+        child.wait().unwrap();
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Target {
     /// Whether the target still exists (a process target: the process is alive).
     pub fn is_alive(&self) -> bool {
         match &self.spec {
-            TargetSpec::Pid { pid } => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            TargetSpec::Pid { pid } => cgroup::process_running(*pid),
             TargetSpec::Cgroup { .. } => self.cgroup_dir.exists(),
         }
     }

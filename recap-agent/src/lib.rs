@@ -1,0 +1,8 @@
+//! RECap's user space: target resolution, the probe engine, windows and their reports.
+//! The `recap` binary (main.rs) is a thin CLI over this library.
+
+pub mod cli;
+pub mod probes;
+pub mod report;
+pub mod target;
+pub mod window;

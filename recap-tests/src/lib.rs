@@ -1,0 +1,325 @@
+//! Harness for RECap's privileged integration tests: fresh cgroups, workloads started inside
+//! them, loopback servers, the `recap` binary, and the residue check every test ends with.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, UdpSocket},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, ChildStderr, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use recap_agent::target::cgroup::cgroup2_mount;
+
+/// Privileged tests need root; CI runs as root, so there they always run.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root to load eBPF programs and create cgroups");
+        return false;
+    }
+    true
+}
+
+/// The `recap` binary under test: `$RECAP_BIN`, else the workspace's debug build.
+pub fn recap_bin() -> PathBuf {
+    std::env::var_os("RECAP_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/recap")
+    })
+}
+
+/// `recap-workload`, built by cargo next to the test binary (`target/<profile>/`).
+pub fn workload_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    profile_dir.join("recap-workload")
+}
+
+/// A cgroup v2 directory made for one test, removed (with its processes killed) on drop.
+pub struct TestCgroup {
+    pub dir: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let root = cgroup2_mount().expect("a cgroup2 mount");
+        let dir = root.join(format!("recap-test-{name}-{}", std::process::id()));
+        let _ = std::fs::create_dir(&dir);
+        assert!(dir.join("cgroup.procs").exists(), "could not create cgroup {}", dir.display());
+        TestCgroup { dir }
+    }
+
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.dir).unwrap().ino()
+    }
+
+    /// Total CPU time of the cgroup's tasks so far (cgroup v2 `cpu.stat`).
+    pub fn cpu_usage(&self) -> Duration {
+        let stat = std::fs::read_to_string(self.dir.join("cpu.stat")).unwrap();
+        let usec: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        Duration::from_micros(usec)
+    }
+
+    /// Moves a running process into this cgroup.
+    pub fn adopt(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    /// A command whose process starts inside this cgroup.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let procs = self.dir.join("cgroup.procs");
+        // SAFETY: the closure only writes a file, which is async-signal-safe enough here
+        // (no locks are taken by std::fs::write on an already-known path).
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, "0"));
+        }
+        cmd
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A loopback TCP server outside every target: accepts, drains, closes. Counts bytes received.
+pub struct TcpSink {
+    pub port: u16,
+    pub received: Arc<AtomicU64>,
+}
+
+impl TcpSink {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let counter = counter.clone();
+                thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let n = s.read_to_end(&mut buf).unwrap_or(0);
+                    counter.fetch_add(n as u64, Ordering::SeqCst);
+                });
+            }
+        });
+        TcpSink { port, received }
+    }
+}
+
+/// A loopback UDP socket that receives and drops datagrams.
+pub fn udp_sink() -> (UdpSocket, u16) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// What a workload does between `go` and `done`.
+#[derive(Clone, Debug)]
+pub struct WorkloadPlan {
+    pub connects: usize,
+    pub refused: usize,
+    pub kept_open: usize,
+    pub bytes_per_connect: usize,
+    pub datagrams: usize,
+    pub datagram_size: usize,
+    pub execs: usize,
+    pub getppid: usize,
+    pub spin_ms: u64,
+}
+
+/// A running `recap-workload`.
+pub struct Workload {
+    pub child: Child,
+    pub listen_port: u16,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Workload {
+    pub fn start(cgroup: &TestCgroup, plan: &WorkloadPlan, sink: &TcpSink, refused_port: u16, udp_port: u16) -> Self {
+        let mut cmd = cgroup.command(workload_bin());
+        cmd.args([
+            format!("127.0.0.1:{}", sink.port),
+            refused_port.to_string(),
+            format!("127.0.0.1:{udp_port}"),
+            plan.connects.to_string(),
+            plan.refused.to_string(),
+            plan.kept_open.to_string(),
+            plan.bytes_per_connect.to_string(),
+            plan.datagrams.to_string(),
+            plan.datagram_size.to_string(),
+            plan.execs.to_string(),
+            plan.getppid.to_string(),
+            plan.spin_ms.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("starting recap-workload");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let listen_port = line.trim().strip_prefix("listening ").expect("listening line").parse().unwrap();
+        Workload { child, listen_port, stdout }
+    }
+
+    pub fn go(&mut self) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+
+    pub fn wait_done(&mut self) {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done", "workload did not finish");
+    }
+
+    pub fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A `recap window` process under test.
+pub struct RecapRun {
+    pub child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+}
+
+impl RecapRun {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(recap_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting recap (build it first: cargo build -p recap-agent)");
+        let stderr_lines = forward_lines(child.stderr.take().unwrap());
+        RecapRun { child, stderr_lines, stderr: Vec::new() }
+    }
+
+    /// Waits for the "armed" line; panics with recap's stderr if it exits first.
+    pub fn wait_armed(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match self.stderr_lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let armed = line.contains(" armed on ");
+                    self.stderr.push(line);
+                    if armed {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!("recap did not arm; stderr:\n{}", self.stderr.join("\n"));
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for exit; returns (exit code, stdout, stderr).
+    pub fn finish(mut self) -> (i32, String, String) {
+        let mut out = String::new();
+        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let status = self.child.wait().unwrap();
+        self.stderr.extend(self.stderr_lines.iter());
+        (status.code().unwrap_or(-1), out, self.stderr.join("\n"))
+    }
+}
+
+fn forward_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs `recap` to completion with the given arguments.
+pub fn recap(args: &[&str]) -> (i32, String, String) {
+    RecapRun::start(args).finish()
+}
+
+/// Names of our maps as the kernel lists them (it keeps 15 bytes).
+const OUR_MAPS: [&str; 9] =
+    ["TASK_SLOTS", "WINDOW_CGROUPS", "WINDOW_TAGS", "COUNTERS", "SYSCALLS", "RUNQ_HIST", "EXECS", "ON_CPU", "WAKE_TS"];
+
+/// What of ours is still in the kernel: program, link and map lines from bpftool.
+pub fn residue() -> Vec<String> {
+    let bpftool = |what: &str| -> String {
+        let out = Command::new("bpftool").args([what, "list"]).output().expect("bpftool (apt-get install bpftool)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let progs = bpftool("prog");
+    let mut ours: Vec<String> = progs.lines().filter(|l| l.contains("name recap_")).map(str::to_owned).collect();
+    let our_prog_ids: Vec<String> = ours.iter().filter_map(|l| l.split(':').next()).map(str::to_owned).collect();
+    // A link line reads "12: raw_tracepoint  prog 34".
+    let links_to_ours = |l: &&str| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        words.windows(2).any(|w| w[0] == "prog" && our_prog_ids.iter().any(|id| id == w[1]))
+    };
+    ours.extend(bpftool("link").lines().filter(links_to_ours).map(str::to_owned));
+    ours.extend(
+        bpftool("map")
+            .lines()
+            .filter(|l| OUR_MAPS.iter().any(|m| l.contains(&format!("name {m} "))))
+            .map(str::to_owned),
+    );
+    ours
+}
+
+/// Asserts nothing of ours is left, allowing the kernel a moment: it frees programs and maps
+/// asynchronously after their last file descriptor closes.
+pub fn assert_no_residue() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = residue();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("left in the kernel:\n{}", left.join("\n"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Parses recap's JSON summary.
+pub fn summary(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}

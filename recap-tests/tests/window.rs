@@ -1,0 +1,236 @@
+//! `recap window` against workloads whose numbers are known, in the real kernel.
+//! Every test ends by asserting that nothing of ours is left loaded.
+
+use std::{thread, time::Duration};
+
+use recap_tests::*;
+use serde_json::Value;
+
+const PLAN: WorkloadPlan = WorkloadPlan {
+    connects: 12,
+    refused: 3,
+    kept_open: 2,
+    bytes_per_connect: 1500,
+    datagrams: 9,
+    datagram_size: 333,
+    execs: 7,
+    getppid: 10_000,
+    spin_ms: 300,
+};
+const INBOUND: usize = 4;
+const INBOUND_BYTES: usize = 700;
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing in {v:#}"))
+}
+
+fn syscall(v: &Value, name: &str) -> (u64, u64) {
+    v["syscalls"]["by_syscall"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .map(|r| (r["calls"].as_u64().unwrap(), r["errors"].as_u64().unwrap()))
+        .unwrap_or((0, 0))
+}
+
+/// The same workload runs inside the target and outside it, at the same time; the window
+/// counts exactly the inside one.
+#[test]
+fn counts_equal_ground_truth_and_ignore_outside() {
+    if !require_root() {
+        return;
+    }
+    let inside = TestCgroup::new("inside");
+    let outside = TestCgroup::new("outside");
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let refused = closed_port();
+    let mut w_in = Workload::start(&inside, &PLAN, &sink, refused, udp_port);
+    let mut w_out = Workload::start(&outside, &PLAN, &sink, refused, udp_port);
+
+    let dir = inside.dir.to_str().unwrap().to_owned();
+    let mut run = RecapRun::start(&["window", "--cgroup", &dir, "-d", "120s", "--probes", "all", "-o", "json"]);
+    run.wait_armed();
+    let cpu_before = inside.cpu_usage();
+    w_in.go();
+    w_out.go();
+    // Inbound connections to both workloads, from this process (outside every target).
+    for port in [w_in.listen_port, w_out.listen_port] {
+        for _ in 0..INBOUND {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&[b'z'; INBOUND_BYTES]).unwrap();
+        }
+    }
+    w_in.wait_done();
+    w_out.wait_done();
+    thread::sleep(Duration::from_millis(300)); // last FIN/ACKs and drains on loopback
+    let cpu_used = inside.cpu_usage() - cpu_before;
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "stderr:\n{err}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "interrupted");
+    for family in ["tcp", "net", "syscalls", "proc", "cpu"] {
+        assert_eq!(s["families"][family]["status"], "ok", "{family}: {:#}", s["families"]);
+    }
+
+    let p = &PLAN;
+    let outbound = (p.connects + p.refused + p.kept_open) as u64;
+    assert_eq!(u(&s, "/tcp/connect_attempts"), outbound);
+    assert_eq!(u(&s, "/tcp/connect_established"), (p.connects + p.kept_open) as u64);
+    assert_eq!(u(&s, "/tcp/connect_failed"), p.refused as u64);
+    assert_eq!(u(&s, "/tcp/accepted"), INBOUND as u64);
+    assert_eq!(u(&s, "/tcp/closed"), (p.connects + INBOUND) as u64);
+    assert_eq!(u(&s, "/tcp/open_at_end"), p.kept_open as u64);
+
+    assert_eq!(u(&s, "/net/tx/payload_bytes/tcp"), (p.connects * p.bytes_per_connect) as u64);
+    assert_eq!(u(&s, "/net/rx/payload_bytes/tcp"), (INBOUND * INBOUND_BYTES) as u64);
+    assert_eq!(u(&s, "/net/tx/payload_bytes/udp"), (p.datagrams * p.datagram_size) as u64);
+    assert_eq!(u(&s, "/net/tx/packets/udp"), p.datagrams as u64);
+    assert_eq!(u(&s, "/net/rx/payload_bytes/udp"), 0);
+
+    assert_eq!(syscall(&s, "getppid"), (p.getppid as u64, 0));
+    assert_eq!(syscall(&s, "connect"), (outbound, p.refused as u64));
+
+    assert_eq!(u(&s, "/proc/execs"), p.execs as u64);
+    assert_eq!(u(&s, "/proc/forks"), p.execs as u64);
+    assert_eq!(u(&s, "/proc/exits"), p.execs as u64);
+    assert_eq!(s["proc"]["exec_names"][0]["name"], "true");
+    assert_eq!(u(&s, "/proc/exec_names/0/count"), p.execs as u64);
+
+    // cgroup v2 cpu.stat is the ground truth for CPU time; the window spans a bit more.
+    let on_cpu = Duration::from_nanos(u(&s, "/cpu/on_cpu_ns"));
+    assert!(
+        on_cpu >= cpu_used.mul_f64(0.9) && on_cpu <= cpu_used.mul_f64(1.1) + Duration::from_millis(20),
+        "on-CPU {on_cpu:?} vs cgroup cpu.stat {cpu_used:?}"
+    );
+    let waits = u(&s, "/cpu/runq_latency/count");
+    assert!(waits > 0 && waits <= u(&s, "/cpu/switches_in"), "run-queue waits {waits}");
+
+    w_in.stop();
+    w_out.stop();
+    assert_no_residue();
+}
+
+/// A thread moved into the target cgroup during the window is counted from then on; one
+/// moved out stops being counted.
+#[test]
+fn follows_processes_moved_in_and_out() {
+    if !require_root() {
+        return;
+    }
+    let target = TestCgroup::new("moves");
+    let elsewhere = TestCgroup::new("elsewhere");
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let plan = WorkloadPlan { connects: 0, refused: 0, kept_open: 0, execs: 0, spin_ms: 0, ..PLAN };
+    // Starts outside, is moved in after the window is armed.
+    let mut mover = Workload::start(&elsewhere, &plan, &sink, closed_port(), udp_port);
+    // Starts inside, is moved out before it works.
+    let mut leaver = Workload::start(&target, &plan, &sink, closed_port(), udp_port);
+
+    let dir = target.dir.to_str().unwrap().to_owned();
+    let mut run = RecapRun::start(&["window", "--cgroup", &dir, "-d", "120s", "--probes", "syscalls", "-o", "json"]);
+    run.wait_armed();
+    target.adopt(mover.child.id());
+    elsewhere.adopt(leaver.child.id());
+    thread::sleep(Duration::from_millis(100));
+    mover.go();
+    leaver.go();
+    mover.wait_done();
+    leaver.wait_done();
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(syscall(&s, "getppid"), (plan.getppid as u64, 0), "only the mover's getppid calls");
+    mover.stop();
+    leaver.stop();
+    assert_no_residue();
+}
+
+#[test]
+fn completes_on_time_and_pid_target_exit_ends_the_window() {
+    if !require_root() {
+        return;
+    }
+    let cg = TestCgroup::new("pid");
+    let mut sleeper = cg.command("sleep").arg("1.5").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let (code, out, err) = recap(&["window", "--pid", &pid, "-d", "30s", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "target_exited");
+    assert!(s["duration_s"].as_f64().unwrap() < 5.0);
+    assert_eq!(s["target"]["kind"], "pid");
+    let _ = sleeper.wait();
+
+    let (code, out, err) = recap(&["window", "--cgroup", cg.dir.to_str().unwrap(), "-d", "1s", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "completed");
+    let ran = s["duration_s"].as_f64().unwrap();
+    assert!((1.0..3.0).contains(&ran), "ran {ran}s");
+    assert!(s.get("syscalls").is_none(), "syscalls is opt-in");
+    assert_no_residue();
+}
+
+#[test]
+fn sigterm_and_sigkill_leave_nothing_behind() {
+    if !require_root() {
+        return;
+    }
+    let cg = TestCgroup::new("signals");
+    let dir = cg.dir.to_str().unwrap().to_owned();
+
+    let mut run = RecapRun::start(&["window", "--cgroup", &dir, "-d", "60s", "--probes", "all", "-o", "json"]);
+    run.wait_armed();
+    assert!(!residue().is_empty(), "programs should be loaded while the window is open");
+    run.signal(libc::SIGTERM);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&out)["status"], "interrupted");
+    assert_no_residue();
+
+    let mut run = RecapRun::start(&["window", "--cgroup", &dir, "-d", "60s", "--probes", "all"]);
+    run.wait_armed();
+    run.signal(libc::SIGKILL);
+    let (code, _, _) = run.finish();
+    assert_eq!(code, -1, "killed by a signal");
+    assert_no_residue();
+}
+
+#[test]
+fn bad_input_fails_clearly_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["window", "--cgroup", "/nonexistent/cg", "-d", "1s"], 1, "does not exist"),
+        (&["window", "--cgroup", "/tmp", "-d", "1s"], 1, "not a cgroup v2 directory"),
+        (&["window", "--pid", "999999999", "-d", "1s"], 1, "no process with PID"),
+        (&["window", "--pid", "1", "-d", "0s"], 2, "more than 0"),
+        (&["window", "--pid", "1", "--duration=-3s"], 2, "negative"),
+        (&["window", "--pid", "1", "-d", "2h"], 2, "over the maximum"),
+        (&["window", "--pid", "1", "--probes", "tcp,bogus"], 2, "unknown probe family"),
+        (&["window", "-d", "1s"], 2, "--cgroup"),
+    ];
+    for (args, want_code, want_msg) in cases {
+        let (code, _, err) = recap(args);
+        assert_eq!(code, *want_code, "{args:?}: {err}");
+        assert!(err.contains(want_msg), "{args:?}: expected `{want_msg}` in:\n{err}");
+    }
+    // Not root: run as nobody with no capabilities.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(recap_bin())
+        .args(["window", "--pid", "1", "-d", "1s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("needs root") && err.contains("CAP_BPF"), "{err}");
+    assert_no_residue();
+}
