@@ -11,7 +11,10 @@ fn main() -> std::process::ExitCode {
         .format_target(false)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("recap: error: starting the runtime: {e}");

@@ -1,7 +1,8 @@
 //! The maps every probe shares, and the small accessors the probes use on them.
 //! Sizes here are placeholders: user space sets the real ones before load.
 
-#[allow(deprecated)] // per-attachment cgroup storage is what we need; CGRP_STORAGE is per cgroup
+#[allow(deprecated)]
+// per-attachment cgroup storage is what we need; CGRP_STORAGE is per cgroup
 use aya_ebpf::{
     macros::map,
     maps::{Array, CgroupStorage, HashMap, PerCpuArray, PerCpuHashMap},

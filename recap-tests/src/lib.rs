@@ -29,9 +29,9 @@ pub fn require_root() -> bool {
 
 /// The `recap` binary under test: `$RECAP_BIN`, else the workspace's debug build.
 pub fn recap_bin() -> PathBuf {
-    std::env::var_os("RECAP_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/recap")
-    })
+    std::env::var_os("RECAP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/recap"))
 }
 
 /// `recap-workload`, built by cargo next to the test binary (`target/<profile>/`).
@@ -51,7 +51,11 @@ impl TestCgroup {
         let root = cgroup2_mount().expect("a cgroup2 mount");
         let dir = root.join(format!("recap-test-{name}-{}", std::process::id()));
         let _ = std::fs::create_dir(&dir);
-        assert!(dir.join("cgroup.procs").exists(), "could not create cgroup {}", dir.display());
+        assert!(
+            dir.join("cgroup.procs").exists(),
+            "could not create cgroup {}",
+            dir.display()
+        );
         TestCgroup { dir }
     }
 
@@ -163,7 +167,13 @@ pub struct Workload {
 }
 
 impl Workload {
-    pub fn start(cgroup: &TestCgroup, plan: &WorkloadPlan, sink: &TcpSink, refused_port: u16, udp_port: u16) -> Self {
+    pub fn start(
+        cgroup: &TestCgroup,
+        plan: &WorkloadPlan,
+        sink: &TcpSink,
+        refused_port: u16,
+        udp_port: u16,
+    ) -> Self {
         let mut cmd = cgroup.command(workload_bin());
         cmd.args([
             format!("127.0.0.1:{}", sink.port),
@@ -185,8 +195,17 @@ impl Workload {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let listen_port = line.trim().strip_prefix("listening ").expect("listening line").parse().unwrap();
-        Workload { child, listen_port, stdout }
+        let listen_port = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect("listening line")
+            .parse()
+            .unwrap();
+        Workload {
+            child,
+            listen_port,
+            stdout,
+        }
     }
 
     pub fn go(&mut self) {
@@ -221,7 +240,11 @@ impl RecapRun {
             .spawn()
             .expect("starting recap (build it first: cargo build -p recap-agent)");
         let stderr_lines = forward_lines(child.stderr.take().unwrap());
-        RecapRun { child, stderr_lines, stderr: Vec::new() }
+        RecapRun {
+            child,
+            stderr_lines,
+            stderr: Vec::new(),
+        }
     }
 
     /// Waits for the "armed" line; panics with recap's stderr if it exits first.
@@ -251,7 +274,12 @@ impl RecapRun {
     /// Waits for exit; returns (exit code, stdout, stderr).
     pub fn finish(mut self) -> (i32, String, String) {
         let mut out = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         let status = self.child.wait().unwrap();
         self.stderr.extend(self.stderr_lines.iter());
         (status.code().unwrap_or(-1), out, self.stderr.join("\n"))
@@ -276,24 +304,51 @@ pub fn recap(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Names of our maps as the kernel lists them (it keeps 15 bytes).
-const OUR_MAPS: [&str; 9] =
-    ["TASK_SLOTS", "WINDOW_CGROUPS", "WINDOW_TAGS", "COUNTERS", "SYSCALLS", "RUNQ_HIST", "EXECS", "ON_CPU", "WAKE_TS"];
+const OUR_MAPS: [&str; 9] = [
+    "TASK_SLOTS",
+    "WINDOW_CGROUPS",
+    "WINDOW_TAGS",
+    "COUNTERS",
+    "SYSCALLS",
+    "RUNQ_HIST",
+    "EXECS",
+    "ON_CPU",
+    "WAKE_TS",
+];
 
 /// What of ours is still in the kernel: program, link and map lines from bpftool.
 pub fn residue() -> Vec<String> {
     let bpftool = |what: &str| -> String {
-        let out = Command::new("bpftool").args([what, "list"]).output().expect("bpftool (apt-get install bpftool)");
+        let out = Command::new("bpftool")
+            .args([what, "list"])
+            .output()
+            .expect("bpftool (apt-get install bpftool)");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let progs = bpftool("prog");
-    let mut ours: Vec<String> = progs.lines().filter(|l| l.contains("name recap_")).map(str::to_owned).collect();
-    let our_prog_ids: Vec<String> = ours.iter().filter_map(|l| l.split(':').next()).map(str::to_owned).collect();
+    let mut ours: Vec<String> = progs
+        .lines()
+        .filter(|l| l.contains("name recap_"))
+        .map(str::to_owned)
+        .collect();
+    let our_prog_ids: Vec<String> = ours
+        .iter()
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_owned)
+        .collect();
     // A link line reads "12: raw_tracepoint  prog 34".
     let links_to_ours = |l: &&str| {
         let words: Vec<&str> = l.split_whitespace().collect();
-        words.windows(2).any(|w| w[0] == "prog" && our_prog_ids.iter().any(|id| id == w[1]))
+        words
+            .windows(2)
+            .any(|w| w[0] == "prog" && our_prog_ids.iter().any(|id| id == w[1]))
     };
-    ours.extend(bpftool("link").lines().filter(links_to_ours).map(str::to_owned));
+    ours.extend(
+        bpftool("link")
+            .lines()
+            .filter(links_to_ours)
+            .map(str::to_owned),
+    );
     ours.extend(
         bpftool("map")
             .lines()

@@ -21,7 +21,9 @@ const INBOUND: usize = 4;
 const INBOUND_BYTES: usize = 700;
 
 fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing in {v:#}"))
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
 }
 
 fn syscall(v: &Value, name: &str) -> (u64, u64) {
@@ -50,7 +52,9 @@ fn counts_equal_ground_truth_and_ignore_outside() {
     let mut w_out = Workload::start(&outside, &PLAN, &sink, refused, udp_port);
 
     let dir = inside.dir.to_str().unwrap().to_owned();
-    let mut run = RecapRun::start(&["window", "--cgroup", &dir, "-d", "120s", "--probes", "all", "-o", "json"]);
+    let mut run = RecapRun::start(&[
+        "window", "--cgroup", &dir, "-d", "120s", "--probes", "all", "-o", "json",
+    ]);
     run.wait_armed();
     let cpu_before = inside.cpu_usage();
     w_in.go();
@@ -73,21 +77,37 @@ fn counts_equal_ground_truth_and_ignore_outside() {
     let s = summary(&out);
     assert_eq!(s["status"], "interrupted");
     for family in ["tcp", "net", "syscalls", "proc", "cpu"] {
-        assert_eq!(s["families"][family]["status"], "ok", "{family}: {:#}", s["families"]);
+        assert_eq!(
+            s["families"][family]["status"], "ok",
+            "{family}: {:#}",
+            s["families"]
+        );
     }
 
     let p = &PLAN;
     let outbound = (p.connects + p.refused + p.kept_open) as u64;
     assert_eq!(u(&s, "/tcp/connect_attempts"), outbound);
-    assert_eq!(u(&s, "/tcp/connect_established"), (p.connects + p.kept_open) as u64);
+    assert_eq!(
+        u(&s, "/tcp/connect_established"),
+        (p.connects + p.kept_open) as u64
+    );
     assert_eq!(u(&s, "/tcp/connect_failed"), p.refused as u64);
     assert_eq!(u(&s, "/tcp/accepted"), INBOUND as u64);
     assert_eq!(u(&s, "/tcp/closed"), (p.connects + INBOUND) as u64);
     assert_eq!(u(&s, "/tcp/open_at_end"), p.kept_open as u64);
 
-    assert_eq!(u(&s, "/net/tx/payload_bytes/tcp"), (p.connects * p.bytes_per_connect) as u64);
-    assert_eq!(u(&s, "/net/rx/payload_bytes/tcp"), (INBOUND * INBOUND_BYTES) as u64);
-    assert_eq!(u(&s, "/net/tx/payload_bytes/udp"), (p.datagrams * p.datagram_size) as u64);
+    assert_eq!(
+        u(&s, "/net/tx/payload_bytes/tcp"),
+        (p.connects * p.bytes_per_connect) as u64
+    );
+    assert_eq!(
+        u(&s, "/net/rx/payload_bytes/tcp"),
+        (INBOUND * INBOUND_BYTES) as u64
+    );
+    assert_eq!(
+        u(&s, "/net/tx/payload_bytes/udp"),
+        (p.datagrams * p.datagram_size) as u64
+    );
     assert_eq!(u(&s, "/net/tx/packets/udp"), p.datagrams as u64);
     assert_eq!(u(&s, "/net/rx/payload_bytes/udp"), 0);
 
@@ -103,11 +123,15 @@ fn counts_equal_ground_truth_and_ignore_outside() {
     // cgroup v2 cpu.stat is the ground truth for CPU time; the window spans a bit more.
     let on_cpu = Duration::from_nanos(u(&s, "/cpu/on_cpu_ns"));
     assert!(
-        on_cpu >= cpu_used.mul_f64(0.9) && on_cpu <= cpu_used.mul_f64(1.1) + Duration::from_millis(20),
+        on_cpu >= cpu_used.mul_f64(0.9)
+            && on_cpu <= cpu_used.mul_f64(1.1) + Duration::from_millis(20),
         "on-CPU {on_cpu:?} vs cgroup cpu.stat {cpu_used:?}"
     );
     let waits = u(&s, "/cpu/runq_latency/count");
-    assert!(waits > 0 && waits <= u(&s, "/cpu/switches_in"), "run-queue waits {waits}");
+    assert!(
+        waits > 0 && waits <= u(&s, "/cpu/switches_in"),
+        "run-queue waits {waits}"
+    );
 
     w_in.stop();
     w_out.stop();
@@ -125,14 +149,23 @@ fn follows_processes_moved_in_and_out() {
     let elsewhere = TestCgroup::new("elsewhere");
     let sink = TcpSink::start();
     let (_udp, udp_port) = udp_sink();
-    let plan = WorkloadPlan { connects: 0, refused: 0, kept_open: 0, execs: 0, spin_ms: 0, ..PLAN };
+    let plan = WorkloadPlan {
+        connects: 0,
+        refused: 0,
+        kept_open: 0,
+        execs: 0,
+        spin_ms: 0,
+        ..PLAN
+    };
     // Starts outside, is moved in after the window is armed.
     let mut mover = Workload::start(&elsewhere, &plan, &sink, closed_port(), udp_port);
     // Starts inside, is moved out before it works.
     let mut leaver = Workload::start(&target, &plan, &sink, closed_port(), udp_port);
 
     let dir = target.dir.to_str().unwrap().to_owned();
-    let mut run = RecapRun::start(&["window", "--cgroup", &dir, "-d", "120s", "--probes", "syscalls", "-o", "json"]);
+    let mut run = RecapRun::start(&[
+        "window", "--cgroup", &dir, "-d", "120s", "--probes", "syscalls", "-o", "json",
+    ]);
     run.wait_armed();
     target.adopt(mover.child.id());
     elsewhere.adopt(leaver.child.id());
@@ -145,7 +178,11 @@ fn follows_processes_moved_in_and_out() {
     let (code, out, err) = run.finish();
     assert_eq!(code, 0, "{err}");
     let s = summary(&out);
-    assert_eq!(syscall(&s, "getppid"), (plan.getppid as u64, 0), "only the mover's getppid calls");
+    assert_eq!(
+        syscall(&s, "getppid"),
+        (plan.getppid as u64, 0),
+        "only the mover's getppid calls"
+    );
     mover.stop();
     leaver.stop();
     assert_no_residue();
@@ -167,7 +204,15 @@ fn completes_on_time_and_pid_target_exit_ends_the_window() {
     assert_eq!(s["target"]["kind"], "pid");
     let _ = sleeper.wait();
 
-    let (code, out, err) = recap(&["window", "--cgroup", cg.dir.to_str().unwrap(), "-d", "1s", "-o", "json"]);
+    let (code, out, err) = recap(&[
+        "window",
+        "--cgroup",
+        cg.dir.to_str().unwrap(),
+        "-d",
+        "1s",
+        "-o",
+        "json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let s = summary(&out);
     assert_eq!(s["status"], "completed");
@@ -185,9 +230,14 @@ fn sigterm_and_sigkill_leave_nothing_behind() {
     let cg = TestCgroup::new("signals");
     let dir = cg.dir.to_str().unwrap().to_owned();
 
-    let mut run = RecapRun::start(&["window", "--cgroup", &dir, "-d", "60s", "--probes", "all", "-o", "json"]);
+    let mut run = RecapRun::start(&[
+        "window", "--cgroup", &dir, "-d", "60s", "--probes", "all", "-o", "json",
+    ]);
     run.wait_armed();
-    assert!(!residue().is_empty(), "programs should be loaded while the window is open");
+    assert!(
+        !residue().is_empty(),
+        "programs should be loaded while the window is open"
+    );
     run.signal(libc::SIGTERM);
     let (code, out, err) = run.finish();
     assert_eq!(code, 0, "{err}");
@@ -208,29 +258,58 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
         return;
     }
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["window", "--cgroup", "/nonexistent/cg", "-d", "1s"], 1, "does not exist"),
-        (&["window", "--cgroup", "/tmp", "-d", "1s"], 1, "not a cgroup v2 directory"),
-        (&["window", "--pid", "999999999", "-d", "1s"], 1, "no process with PID"),
+        (
+            &["window", "--cgroup", "/nonexistent/cg", "-d", "1s"],
+            1,
+            "does not exist",
+        ),
+        (
+            &["window", "--cgroup", "/tmp", "-d", "1s"],
+            1,
+            "not a cgroup v2 directory",
+        ),
+        (
+            &["window", "--pid", "999999999", "-d", "1s"],
+            1,
+            "no process with PID",
+        ),
         (&["window", "--pid", "1", "-d", "0s"], 2, "more than 0"),
         (&["window", "--pid", "1", "--duration=-3s"], 2, "negative"),
         (&["window", "--pid", "1", "-d", "2h"], 2, "over the maximum"),
-        (&["window", "--pid", "1", "--probes", "tcp,bogus"], 2, "unknown probe family"),
+        (
+            &["window", "--pid", "1", "--probes", "tcp,bogus"],
+            2,
+            "unknown probe family",
+        ),
         (&["window", "-d", "1s"], 2, "--cgroup"),
     ];
     for (args, want_code, want_msg) in cases {
         let (code, _, err) = recap(args);
         assert_eq!(code, *want_code, "{args:?}: {err}");
-        assert!(err.contains(want_msg), "{args:?}: expected `{want_msg}` in:\n{err}");
+        assert!(
+            err.contains(want_msg),
+            "{args:?}: expected `{want_msg}` in:\n{err}"
+        );
     }
     // Not root: run as nobody with no capabilities.
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(recap_bin())
         .args(["window", "--pid", "1", "-d", "1s"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("needs root") && err.contains("CAP_BPF"), "{err}");
+    assert!(
+        err.contains("needs root") && err.contains("CAP_BPF"),
+        "{err}"
+    );
     assert_no_residue();
 }

@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo xtask`: what is not a plain build — machine setup, the demo, the privileged tests,
+//! and benchmarks.
+
+mod bench;
+mod demo;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (Debian packages, the pinned nightly with
+    /// rust-src, bpf-linker). Quick when everything is there.
+    Setup,
+    /// Set up, build, and open a 10 s window on a known workload in a cgroup of its own.
+    Demo(demo::DemoArgs),
+    /// Set up, then run the unit tests and the privileged integration tests.
+    Test(test::TestArgs),
+    /// Measure arming/teardown time and the cost of open windows to processes outside them.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Setup => setup::run(),
+        Cmd::Demo(args) => demo::run(args),
+        Cmd::Test(args) => test::run(args),
+        Cmd::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -16,19 +16,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("cannot read duration `{s}`; use e.g. 500ms, 30s, 5m, 1h30m"));
+            return Err(format!(
+                "cannot read duration `{s}`; use e.g. 500ms, 30s, 5m, 1h30m"
+            ));
         }
-        let value: f64 = rest[..digits].parse().map_err(|_| format!("cannot read number in duration `{s}`"))?;
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("cannot read number in duration `{s}`"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            other => return Err(format!("unknown unit `{other}` in duration `{s}`; use ms, s, m or h")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in duration `{s}`; use ms, s, m or h"
+                ))
+            }
         };
         total += Duration::from_secs_f64(value * unit);
         rest = &rest[unit_len..];
@@ -38,11 +50,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

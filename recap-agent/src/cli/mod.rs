@@ -6,7 +6,11 @@ pub mod window;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "recap", version, about = "Time-boxed, cgroup-scoped eBPF windows into a running workload")]
+#[command(
+    name = "recap",
+    version,
+    about = "Time-boxed, cgroup-scoped eBPF windows into a running workload"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

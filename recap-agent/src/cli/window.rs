@@ -68,7 +68,15 @@ impl WindowArgs {
             (None, Some(pid)) => TargetSpec::Pid { pid },
             _ => usage!("give exactly one of --cgroup or --pid"),
         };
-        Ok((WindowSpec { target, duration: self.duration, families }, self.output, self.top))
+        Ok((
+            WindowSpec {
+                target,
+                duration: self.duration,
+                families,
+            },
+            self.output,
+            self.top,
+        ))
     }
 }
 
@@ -81,7 +89,10 @@ pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
         if item == "all" {
             out.extend(Family::ALL);
         } else {
-            out.push(item.parse::<Family>().map_err(|e| anyhow::Error::new(super::UsageError(e)))?);
+            out.push(
+                item.parse::<Family>()
+                    .map_err(|e| anyhow::Error::new(super::UsageError(e)))?,
+            );
         }
     }
     if out.is_empty() {
@@ -97,7 +108,10 @@ pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
     let summary = window::run(spec, output == Output::Table).await?;
     match output {
         Output::Table => print!("{}", render_table(&summary, top)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&summary).context("encoding the summary")?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).context("encoding the summary")?
+        ),
     }
     Ok(())
 }
@@ -123,9 +137,15 @@ mod tests {
         assert_eq!(spec.duration, Duration::from_secs(30));
         assert_eq!(spec.families, Family::DEFAULT.to_vec());
         assert_eq!(output, Output::Table);
-        let (spec, _, _) = window_args(&["--pid", "1", "--probes", "syscalls,tcp,tcp"]).unwrap().into_spec().unwrap();
+        let (spec, _, _) = window_args(&["--pid", "1", "--probes", "syscalls,tcp,tcp"])
+            .unwrap()
+            .into_spec()
+            .unwrap();
         assert_eq!(spec.families, vec![Family::Tcp, Family::Syscalls]);
-        let (spec, _, _) = window_args(&["--pid", "1", "--probes", "all"]).unwrap().into_spec().unwrap();
+        let (spec, _, _) = window_args(&["--pid", "1", "--probes", "all"])
+            .unwrap()
+            .into_spec()
+            .unwrap();
         assert_eq!(spec.families.len(), 5);
     }
 
@@ -136,9 +156,18 @@ mod tests {
         assert!(err(&["--pid", "1", "-d", "2h"]).contains("over the maximum 1h"));
         assert!(err(&["--pid", "1", "--probes", "tcp,dns"]).contains("unknown probe family `dns`"));
         assert!(window_args(&["-d", "5s"]).is_err(), "a target is required");
-        assert!(window_args(&["--pid", "1", "--cgroup", "/x"]).is_err(), "one target only");
-        assert!(window_args(&["--pid", "1", "--duration=-5s"]).unwrap_err().to_string().contains("negative"));
-        let (spec, _, _) = window_args(&["--pid", "1", "-d", "2h", "--max-duration", "3h"]).unwrap().into_spec().unwrap();
+        assert!(
+            window_args(&["--pid", "1", "--cgroup", "/x"]).is_err(),
+            "one target only"
+        );
+        assert!(window_args(&["--pid", "1", "--duration=-5s"])
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
+        let (spec, _, _) = window_args(&["--pid", "1", "-d", "2h", "--max-duration", "3h"])
+            .unwrap()
+            .into_spec()
+            .unwrap();
         assert_eq!(spec.duration, Duration::from_secs(7200));
     }
 }

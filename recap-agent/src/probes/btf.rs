@@ -33,7 +33,10 @@ pub fn kernel_offsets() -> Result<Vec<(&'static str, u64)>, BtfError> {
         .map(|&(global, strukt, member)| {
             member_offset(&btf, strukt, member)
                 .map(|off| (global, off))
-                .ok_or_else(|| BtfError::NoMember { strukt: strukt.into(), member: member.into() })
+                .ok_or_else(|| BtfError::NoMember {
+                    strukt: strukt.into(),
+                    member: member.into(),
+                })
         })
         .collect()
 }

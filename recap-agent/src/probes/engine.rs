@@ -8,16 +8,16 @@
 
 use std::{collections::BTreeMap, fs::File};
 
-#[allow(deprecated)] // per-attachment cgroup storage (CGRP_STORAGE is per cgroup, not per attachment)
+#[allow(deprecated)]
+// per-attachment cgroup storage (CGRP_STORAGE is per cgroup, not per attachment)
 use aya::{
     maps::{
         Array, CgroupStorage, CgroupStorageKey, HashMap, MapData, MapError, PerCpuArray,
         PerCpuHashMap, PerCpuValues,
     },
     programs::{
-        cgroup_skb::CgroupSkbLink, sock_ops::SockOpsLink, CgroupAttachMode,
-        CgroupSkb, CgroupSkbAttachType, ProgramError, RawTracePoint, SockOps,
-        raw_trace_point::RawTracePointLink,
+        cgroup_skb::CgroupSkbLink, raw_trace_point::RawTracePointLink, sock_ops::SockOpsLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, RawTracePoint, SockOps,
     },
     util::nr_cpus,
     Ebpf, EbpfError, EbpfLoader,
@@ -133,7 +133,10 @@ impl ProbeEngine {
         }
         // BPF memory is charged to the memcg on 6.x; older kernels need the rlimit.
         // SAFETY: plain setrlimit call with a valid struct.
-        let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
         if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
             log::debug!("setrlimit(RLIMIT_MEMLOCK) failed; fine on kernels that charge BPF memory to the memcg");
         }
@@ -165,7 +168,11 @@ impl ProbeEngine {
 
     /// Opens a window on `target` with `families`. A family that cannot run here is reported in
     /// the returned `families` as unavailable; it does not fail the window.
-    pub fn open(&mut self, target: &Target, families: &[Family]) -> Result<WindowProbes, EngineError> {
+    pub fn open(
+        &mut self,
+        target: &Target,
+        families: &[Family],
+    ) -> Result<WindowProbes, EngineError> {
         let slot = self.free_slots.pop().ok_or(EngineError::NoFreeSlot)?;
         let mut window = WindowProbes {
             slot,
@@ -186,11 +193,20 @@ impl ProbeEngine {
         }
     }
 
-    fn arm(&mut self, w: &mut WindowProbes, target: &Target, families: &[Family]) -> Result<(), EngineError> {
+    fn arm(
+        &mut self,
+        w: &mut WindowProbes,
+        target: &Target,
+        families: &[Family],
+    ) -> Result<(), EngineError> {
         if self.dirty_slots.contains(&w.slot) {
             self.zero_slot(w.slot)?;
         }
-        let task_families: Vec<Family> = families.iter().copied().filter(|f| f.is_task_based()).collect();
+        let task_families: Vec<Family> = families
+            .iter()
+            .copied()
+            .filter(|f| f.is_task_based())
+            .collect();
         if !task_families.is_empty() {
             let tracking = match &self.task_families_blocked {
                 Some(reason) => Err(reason.clone()),
@@ -214,17 +230,27 @@ impl ProbeEngine {
                 }
                 Err(reason) => {
                     for family in task_families {
-                        w.families.insert(family, FamilyStatus::Unavailable { reason: reason.clone() });
+                        w.families.insert(
+                            family,
+                            FamilyStatus::Unavailable {
+                                reason: reason.clone(),
+                            },
+                        );
                     }
                 }
             }
         }
-        let socket_families: Vec<Family> = families.iter().copied().filter(|f| !f.is_task_based()).collect();
+        let socket_families: Vec<Family> = families
+            .iter()
+            .copied()
+            .filter(|f| !f.is_task_based())
+            .collect();
         if !socket_families.is_empty() {
-            let cgroup = File::open(&target.cgroup_dir).map_err(|source| EngineError::CgroupOpen {
-                path: target.cgroup_dir.display().to_string(),
-                source,
-            })?;
+            let cgroup =
+                File::open(&target.cgroup_dir).map_err(|source| EngineError::CgroupOpen {
+                    path: target.cgroup_dir.display().to_string(),
+                    source,
+                })?;
             for family in socket_families {
                 let status = match self.attach_cgroup_family(family, &cgroup, w) {
                     Ok(()) => FamilyStatus::Ok,
@@ -274,19 +300,27 @@ impl ProbeEngine {
         let counters = self.per_cpu_array(maps::COUNTERS)?;
         for (i, value) in out.counters.iter_mut().enumerate() {
             let index = slot * Counter::COUNT + i as u32;
-            *value = sum(counters.get(&index, 0).map_err(map_err("reading COUNTERS"))?);
+            *value = sum(counters
+                .get(&index, 0)
+                .map_err(map_err("reading COUNTERS"))?);
         }
         let syscalls = self.per_cpu_array(maps::SYSCALLS)?;
         for nr in 0..MAX_SYSCALLS {
-            let calls = sum(syscalls.get(&syscall_index(slot, nr, 0), 0).map_err(map_err("reading SYSCALLS"))?);
+            let calls = sum(syscalls
+                .get(&syscall_index(slot, nr, 0), 0)
+                .map_err(map_err("reading SYSCALLS"))?);
             if calls > 0 {
-                let errors = sum(syscalls.get(&syscall_index(slot, nr, 1), 0).map_err(map_err("reading SYSCALLS"))?);
+                let errors = sum(syscalls
+                    .get(&syscall_index(slot, nr, 1), 0)
+                    .map_err(map_err("reading SYSCALLS"))?);
                 out.syscalls[nr as usize] = (calls, errors);
             }
         }
         let runq = self.per_cpu_array(maps::RUNQ_HIST)?;
         for (b, value) in out.runq.iter_mut().enumerate() {
-            *value = sum(runq.get(&(slot * RUNQ_BUCKETS + b as u32), 0).map_err(map_err("reading RUNQ_HIST"))?);
+            *value = sum(runq
+                .get(&(slot * RUNQ_BUCKETS + b as u32), 0)
+                .map_err(map_err("reading RUNQ_HIST"))?);
         }
         let execs: PerCpuHashMap<&MapData, ExecKey, u64> =
             PerCpuHashMap::try_from(self.map(maps::EXECS)?).map_err(map_err("opening EXECS"))?;
@@ -304,24 +338,39 @@ impl ProbeEngine {
     fn zero_slot(&mut self, slot: u32) -> Result<(), EngineError> {
         let cpus = nr_cpus().map_err(|(_, e)| EngineError::Map {
             op: "counting CPUs".into(),
-            source: MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error: e }),
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            }),
         })?;
         let zero = || PerCpuValues::try_from(vec![0u64; cpus]).expect("non-empty");
         let ranges = [
-            (maps::COUNTERS, counter_index(slot, Counter::TcpConnectAttempts), Counter::COUNT),
+            (
+                maps::COUNTERS,
+                counter_index(slot, Counter::TcpConnectAttempts),
+                Counter::COUNT,
+            ),
             (maps::SYSCALLS, syscall_index(slot, 0, 0), MAX_SYSCALLS * 2),
             (maps::RUNQ_HIST, slot * RUNQ_BUCKETS, RUNQ_BUCKETS),
         ];
         for (name, start, len) in ranges {
             let mut array: PerCpuArray<&mut MapData, u64> =
-                PerCpuArray::try_from(self.map_mut(name)?).map_err(map_err(format!("opening {name}")))?;
+                PerCpuArray::try_from(self.map_mut(name)?)
+                    .map_err(map_err(format!("opening {name}")))?;
             for index in start..start + len {
-                array.set(index, zero(), 0).map_err(map_err(format!("zeroing {name}")))?;
+                array
+                    .set(index, zero(), 0)
+                    .map_err(map_err(format!("zeroing {name}")))?;
             }
         }
         let mut execs: PerCpuHashMap<&mut MapData, ExecKey, u64> =
-            PerCpuHashMap::try_from(self.map_mut(maps::EXECS)?).map_err(map_err("opening EXECS"))?;
-        let stale: Vec<ExecKey> = execs.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
+            PerCpuHashMap::try_from(self.map_mut(maps::EXECS)?)
+                .map_err(map_err("opening EXECS"))?;
+        let stale: Vec<ExecKey> = execs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
         for key in stale {
             let _ = execs.remove(&key);
         }
@@ -331,7 +380,11 @@ impl ProbeEngine {
 
     /// Takes a reference on each global hook, attaching it if no window holds it yet.
     /// All or nothing: on failure the hooks taken by this call are released.
-    fn acquire_hooks(&mut self, hooks: &[(&'static str, &str)], w: &mut WindowProbes) -> Result<(), String> {
+    fn acquire_hooks(
+        &mut self,
+        hooks: &[(&'static str, &str)],
+        w: &mut WindowProbes,
+    ) -> Result<(), String> {
         let mut taken = Vec::new();
         for &(program, tracepoint) in hooks {
             match self.acquire_hook(program, tracepoint) {
@@ -360,11 +413,20 @@ impl ProbeEngine {
             .try_into()
             .map_err(|e: ProgramError| e.to_string())?;
         load_once(prog).map_err(|e| describe_program_error(program, &e))?;
-        let link_id = prog
-            .attach(tracepoint)
-            .map_err(|e| format!("this kernel refused raw tracepoint `{tracepoint}`: {}", error_chain(&e)))?;
+        let link_id = prog.attach(tracepoint).map_err(|e| {
+            format!(
+                "this kernel refused raw tracepoint `{tracepoint}`: {}",
+                error_chain(&e)
+            )
+        })?;
         let link = prog.take_link(link_id).map_err(|e| e.to_string())?;
-        self.hooks.insert(program, GlobalHook { _link: link, users: 1 });
+        self.hooks.insert(
+            program,
+            GlobalHook {
+                _link: link,
+                users: 1,
+            },
+        );
         Ok(())
     }
 
@@ -377,28 +439,45 @@ impl ProbeEngine {
         }
     }
 
-    fn attach_cgroup_family(&mut self, family: Family, cgroup: &File, w: &mut WindowProbes) -> Result<(), String> {
+    fn attach_cgroup_family(
+        &mut self,
+        family: Family,
+        cgroup: &File,
+        w: &mut WindowProbes,
+    ) -> Result<(), String> {
         match family {
             Family::Tcp => {
                 let prog: &mut SockOps = self.program(programs::TCP_SOCK_OPS)?;
                 load_once(prog).map_err(|e| describe_program_error(programs::TCP_SOCK_OPS, &e))?;
-                let id = prog
-                    .attach(cgroup, LINK_MODE)
-                    .map_err(|e| format!("attaching sock_ops to the cgroup: {}", error_chain(&e)))?;
-                w.cgroup_links.push(CgroupLink::SockOps(prog.take_link(id).map_err(|e| e.to_string())?));
+                let id = prog.attach(cgroup, LINK_MODE).map_err(|e| {
+                    format!("attaching sock_ops to the cgroup: {}", error_chain(&e))
+                })?;
+                w.cgroup_links.push(CgroupLink::SockOps(
+                    prog.take_link(id).map_err(|e| e.to_string())?,
+                ));
                 self.tag(w, BPF_CGROUP_SOCK_OPS)
             }
             Family::Net => {
                 for (program, direction, attach_type) in [
-                    (programs::SKB_INGRESS, CgroupSkbAttachType::Ingress, BPF_CGROUP_INET_INGRESS),
-                    (programs::SKB_EGRESS, CgroupSkbAttachType::Egress, BPF_CGROUP_INET_EGRESS),
+                    (
+                        programs::SKB_INGRESS,
+                        CgroupSkbAttachType::Ingress,
+                        BPF_CGROUP_INET_INGRESS,
+                    ),
+                    (
+                        programs::SKB_EGRESS,
+                        CgroupSkbAttachType::Egress,
+                        BPF_CGROUP_INET_EGRESS,
+                    ),
                 ] {
                     let prog: &mut CgroupSkb = self.program(program)?;
                     load_once(prog).map_err(|e| describe_program_error(program, &e))?;
-                    let id = prog
-                        .attach(cgroup, direction, LINK_MODE)
-                        .map_err(|e| format!("attaching cgroup_skb to the cgroup: {}", error_chain(&e)))?;
-                    w.cgroup_links.push(CgroupLink::Skb(prog.take_link(id).map_err(|e| e.to_string())?));
+                    let id = prog.attach(cgroup, direction, LINK_MODE).map_err(|e| {
+                        format!("attaching cgroup_skb to the cgroup: {}", error_chain(&e))
+                    })?;
+                    w.cgroup_links.push(CgroupLink::Skb(
+                        prog.take_link(id).map_err(|e| e.to_string())?,
+                    ));
                     self.tag(w, attach_type)?;
                 }
                 Ok(())
@@ -412,9 +491,17 @@ impl ProbeEngine {
     fn tag(&mut self, w: &WindowProbes, attach_type: u32) -> Result<(), String> {
         let map = self.map_mut(maps::WINDOW_TAGS).map_err(|e| e.to_string())?;
         #[allow(deprecated)]
-        let mut tags: CgroupStorage<&mut MapData, WindowTag> = CgroupStorage::try_from(map).map_err(|e| e.to_string())?;
-        tags.insert(CgroupStorageKey::new(w.cgroup_id, attach_type), WindowTag { slot: w.slot, _pad: 0 }, 0)
-            .map_err(|e| format!("tagging the cgroup attachment: {}", error_chain(&e)))
+        let mut tags: CgroupStorage<&mut MapData, WindowTag> =
+            CgroupStorage::try_from(map).map_err(|e| e.to_string())?;
+        tags.insert(
+            CgroupStorageKey::new(w.cgroup_id, attach_type),
+            WindowTag {
+                slot: w.slot,
+                _pad: 0,
+            },
+            0,
+        )
+        .map_err(|e| format!("tagging the cgroup attachment: {}", error_chain(&e)))
     }
 
     fn program<'a, P>(&'a mut self, name: &str) -> Result<&'a mut P, String>
@@ -445,12 +532,16 @@ impl ProbeEngine {
     }
 
     fn window_cgroups(&mut self) -> Result<HashMap<&mut MapData, u64, u32>, EngineError> {
-        HashMap::try_from(self.map_mut(maps::WINDOW_CGROUPS)?).map_err(map_err("opening WINDOW_CGROUPS"))
+        HashMap::try_from(self.map_mut(maps::WINDOW_CGROUPS)?)
+            .map_err(map_err("opening WINDOW_CGROUPS"))
     }
 }
 
 fn missing_map(name: &str) -> EngineError {
-    EngineError::Map { op: format!("map {name} missing from the eBPF object"), source: MapError::InvalidName { name: name.into() } }
+    EngineError::Map {
+        op: format!("map {name} missing from the eBPF object"),
+        source: MapError::InvalidName { name: name.into() },
+    }
 }
 
 /// Loads a program unless an earlier window already did.
@@ -483,11 +574,17 @@ impl Loadable for CgroupSkb {
 /// A load error, with the end of the verifier log when there is one.
 fn describe_program_error(program: &str, e: &ProgramError) -> String {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log.lines().rev().take(6).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            format!("the kernel refused to load {program}: {io_error}; verifier: {}", tail.join(" | "))
+            format!(
+                "the kernel refused to load {program}: {io_error}; verifier: {}",
+                tail.join(" | ")
+            )
         }
         other => format!("loading {program}: {}", error_chain(other)),
     }
@@ -528,5 +625,7 @@ fn privileged() -> bool {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    [CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF].iter().all(|&c| cap_eff & (1 << c) != 0)
+    [CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF]
+        .iter()
+        .all(|&c| cap_eff & (1 << c) != 0)
 }

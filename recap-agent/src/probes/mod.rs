@@ -23,7 +23,13 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [Family::Tcp, Family::Net, Family::Syscalls, Family::Proc, Family::Cpu];
+    pub const ALL: [Family; 5] = [
+        Family::Tcp,
+        Family::Net,
+        Family::Syscalls,
+        Family::Proc,
+        Family::Cpu,
+    ];
 
     /// Families on by default. `syscalls` is left out: it is the one family that costs every
     /// process on the host (~90 ns per syscall), so it is chosen explicitly.
@@ -57,7 +63,9 @@ impl FromStr for Family {
         Family::ALL
             .into_iter()
             .find(|f| f.name() == s)
-            .ok_or_else(|| format!("unknown probe family `{s}`; known: tcp, net, syscalls, proc, cpu"))
+            .ok_or_else(|| {
+                format!("unknown probe family `{s}`; known: tcp, net, syscalls, proc, cpu")
+            })
     }
 }
 

@@ -46,7 +46,10 @@ pub fn clear(map: &mut Slots<'_>, slot: u32) -> Result<(), MapError> {
     for index in 0..map.len() {
         let mut chunk = map.get(&index, 0)?;
         if chunk.iter().any(|&s| s as u32 == slot) {
-            chunk.iter_mut().filter(|s| **s as u32 == slot).for_each(|s| *s = 0);
+            chunk
+                .iter_mut()
+                .filter(|s| **s as u32 == slot)
+                .for_each(|s| *s = 0);
             map.set(index, chunk, 0)?;
         }
     }

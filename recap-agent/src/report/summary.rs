@@ -82,7 +82,12 @@ pub struct ByProto {
 
 impl ByProto {
     fn new(tcp: u64, udp: u64, other: u64) -> Self {
-        ByProto { tcp, udp, other, total: tcp + udp + other }
+        ByProto {
+            tcp,
+            udp,
+            other,
+            total: tcp + udp + other,
+        }
     }
 }
 
@@ -226,13 +231,29 @@ pub fn net(c: &RawCounts) -> NetSummary {
     use Counter::*;
     NetSummary {
         rx: Traffic {
-            bytes: ByProto::new(c.get(NetRxBytesTcp), c.get(NetRxBytesUdp), c.get(NetRxBytesOther)),
-            packets: ByProto::new(c.get(NetRxPacketsTcp), c.get(NetRxPacketsUdp), c.get(NetRxPacketsOther)),
+            bytes: ByProto::new(
+                c.get(NetRxBytesTcp),
+                c.get(NetRxBytesUdp),
+                c.get(NetRxBytesOther),
+            ),
+            packets: ByProto::new(
+                c.get(NetRxPacketsTcp),
+                c.get(NetRxPacketsUdp),
+                c.get(NetRxPacketsOther),
+            ),
             payload_bytes: ByProto::new(c.get(NetRxPayloadTcp), c.get(NetRxPayloadUdp), 0),
         },
         tx: Traffic {
-            bytes: ByProto::new(c.get(NetTxBytesTcp), c.get(NetTxBytesUdp), c.get(NetTxBytesOther)),
-            packets: ByProto::new(c.get(NetTxPacketsTcp), c.get(NetTxPacketsUdp), c.get(NetTxPacketsOther)),
+            bytes: ByProto::new(
+                c.get(NetTxBytesTcp),
+                c.get(NetTxBytesUdp),
+                c.get(NetTxBytesOther),
+            ),
+            packets: ByProto::new(
+                c.get(NetTxPacketsTcp),
+                c.get(NetTxPacketsUdp),
+                c.get(NetTxPacketsOther),
+            ),
             payload_bytes: ByProto::new(c.get(NetTxPayloadTcp), c.get(NetTxPayloadUdp), 0),
         },
     }
@@ -244,7 +265,12 @@ pub fn syscalls(c: &RawCounts) -> SyscallSummary {
         .iter()
         .enumerate()
         .filter(|(_, &(calls, _))| calls > 0)
-        .map(|(nr, &(calls, errors))| SyscallRow { nr: nr as u32, name: syscall_name(nr as u32), calls, errors })
+        .map(|(nr, &(calls, errors))| SyscallRow {
+            nr: nr as u32,
+            name: syscall_name(nr as u32),
+            calls,
+            errors,
+        })
         .collect();
     rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.nr.cmp(&b.nr)));
     SyscallSummary {
@@ -255,8 +281,14 @@ pub fn syscalls(c: &RawCounts) -> SyscallSummary {
 }
 
 pub fn proc(c: &RawCounts) -> ProcSummary {
-    let mut exec_names: Vec<NameCount> =
-        c.execs.iter().map(|(name, count)| NameCount { name: name.clone(), count: *count }).collect();
+    let mut exec_names: Vec<NameCount> = c
+        .execs
+        .iter()
+        .map(|(name, count)| NameCount {
+            name: name.clone(),
+            count: *count,
+        })
+        .collect();
     exec_names.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     ProcSummary {
         execs: c.get(Counter::ProcExecs),
@@ -306,7 +338,11 @@ pub fn histogram(runq: &[u64]) -> Histogram {
             .filter(|(_, &n)| n > 0)
             .map(|(b, &n)| {
                 let (ge_ns, lt_ns) = bounds(b);
-                Bucket { ge_ns, lt_ns, count: n }
+                Bucket {
+                    ge_ns,
+                    lt_ns,
+                    count: n,
+                }
             })
             .collect(),
     }
@@ -333,7 +369,10 @@ mod tests {
     #[test]
     fn tcp_open_at_end_is_established_plus_accepted_minus_closed() {
         let t = tcp(&counts());
-        assert_eq!((t.connect_attempts, t.connect_failed, t.open_at_end), (7, 2, 2));
+        assert_eq!(
+            (t.connect_attempts, t.connect_failed, t.open_at_end),
+            (7, 2, 2)
+        );
         let mut c = counts();
         c.counters[Counter::TcpClosed as usize] = 100; // closes of older sockets never go negative
         assert_eq!(tcp(&c).open_at_end, 0);
@@ -351,7 +390,13 @@ mod tests {
     #[test]
     fn exec_names_most_frequent_first() {
         let p = proc(&counts());
-        assert_eq!(p.exec_names[0], NameCount { name: "sh".into(), count: 4 });
+        assert_eq!(
+            p.exec_names[0],
+            NameCount {
+                name: "sh".into(),
+                count: 4
+            }
+        );
     }
 
     #[test]
@@ -365,8 +410,22 @@ mod tests {
         assert_eq!(h.p50_le_ns, Some(2048));
         assert_eq!(h.p99_le_ns, Some(2048));
         assert_eq!(h.buckets.len(), 3);
-        assert_eq!(h.buckets[0], Bucket { ge_ns: 0, lt_ns: Some(2), count: 1 });
-        assert_eq!(h.buckets[2], Bucket { ge_ns: 1 << 31, lt_ns: None, count: 1 });
+        assert_eq!(
+            h.buckets[0],
+            Bucket {
+                ge_ns: 0,
+                lt_ns: Some(2),
+                count: 1
+            }
+        );
+        assert_eq!(
+            h.buckets[2],
+            Bucket {
+                ge_ns: 1 << 31,
+                lt_ns: None,
+                count: 1
+            }
+        );
         assert_eq!(histogram(&vec![0; 32]).p50_le_ns, None);
     }
 }

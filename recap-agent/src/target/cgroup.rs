@@ -11,10 +11,11 @@ use super::TargetError;
 /// The cgroup2 mount point: `/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on
 /// hybrid ones. Never hard-coded.
 pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|source| TargetError::Io {
-        what: "/proc/self/mountinfo".into(),
-        source,
-    })?;
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").map_err(|source| TargetError::Io {
+            what: "/proc/self/mountinfo".into(),
+            source,
+        })?;
     parse_cgroup2_mount(&mountinfo).ok_or(TargetError::NoCgroup2Mount)
 }
 
@@ -56,14 +57,18 @@ pub fn check_cgroup_dir(root: &Path, path: &Path) -> Result<PathBuf, TargetError
         root: root.to_owned(),
     })?;
     if !canonical.starts_with(root) || !canonical.join("cgroup.threads").is_file() {
-        return Err(TargetError::NotCgroup2 { path: path.to_owned(), root: root.to_owned() });
+        return Err(TargetError::NotCgroup2 {
+            path: path.to_owned(),
+            root: root.to_owned(),
+        });
     }
     Ok(canonical)
 }
 
 /// The cgroup v2 directory of a process, from the `0::/path` line of /proc/PID/cgroup.
 pub fn cgroup_of_pid(root: &Path, pid: u32) -> Result<PathBuf, TargetError> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|_| TargetError::NoSuchPid { pid })?;
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|_| TargetError::NoSuchPid { pid })?;
     let rel = parse_v2_cgroup_line(&text).ok_or(TargetError::NoCgroup2Mount)?;
     Ok(root.join(rel.trim_start_matches('/')))
 }
@@ -76,7 +81,10 @@ pub fn parse_v2_cgroup_line(proc_cgroup: &str) -> Option<&str> {
 pub fn cgroup_id(dir: &Path) -> Result<u64, TargetError> {
     fs::metadata(dir)
         .map(|m| m.ino())
-        .map_err(|source| TargetError::Io { what: dir.display().to_string(), source })
+        .map_err(|source| TargetError::Io {
+            what: dir.display().to_string(),
+            source,
+        })
 }
 
 /// Thread ids directly in the cgroup (`cgroup.threads`).
@@ -93,13 +101,19 @@ pub fn process_running(pid: u32) -> bool {
         return false;
     };
     // "PID (comm) STATE ...": comm may hold spaces and parentheses, so look after the last ')'.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
 pub fn child_cgroups(dir: &Path) -> usize {
     fs::read_dir(dir)
-        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).count())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -111,12 +125,24 @@ mod tests {
     fn finds_hybrid_and_pure_v2_mounts() {
         let hybrid = "25 30 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                       41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            parse_cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         let pure = "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(parse_cgroup2_mount(pure), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(parse_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            parse_cgroup2_mount(pure),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
         let escaped = "41 31 0:38 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_cgroup2_mount(escaped), Some(PathBuf::from("/mnt/my cg")));
+        assert_eq!(
+            parse_cgroup2_mount(escaped),
+            Some(PathBuf::from("/mnt/my cg"))
+        );
     }
 
     #[test]

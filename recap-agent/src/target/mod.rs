@@ -56,7 +56,12 @@ impl Target {
         };
         let cgroup_id = cgroup::cgroup_id(&cgroup_dir)?;
         let child_cgroups = cgroup::child_cgroups(&cgroup_dir);
-        Ok(Target { spec: spec.clone(), cgroup_dir, cgroup_id, child_cgroups })
+        Ok(Target {
+            spec: spec.clone(),
+            cgroup_dir,
+            cgroup_id,
+            child_cgroups,
+        })
     }
 
     /// Whether the target still exists (a process target: the process is alive).

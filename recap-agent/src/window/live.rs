@@ -15,9 +15,18 @@ use crate::{
     target::Target,
 };
 
-pub fn announce(id: &str, target: &Target, families: &BTreeMap<Family, FamilyStatus>, duration: Duration, arm_ms: f64) {
-    let running: Vec<&str> =
-        families.iter().filter(|(_, s)| **s == FamilyStatus::Ok).map(|(f, _)| f.name()).collect();
+pub fn announce(
+    id: &str,
+    target: &Target,
+    families: &BTreeMap<Family, FamilyStatus>,
+    duration: Duration,
+    arm_ms: f64,
+) {
+    let running: Vec<&str> = families
+        .iter()
+        .filter(|(_, s)| **s == FamilyStatus::Ok)
+        .map(|(f, _)| f.name())
+        .collect();
     eprintln!(
         "recap: window {id} armed on {} in {arm_ms:.0} ms for {:.1}s: {}",
         target.describe(),
@@ -40,10 +49,20 @@ pub struct LiveView {
 
 impl LiveView {
     pub fn new(want_tty: bool, duration: Duration) -> Self {
-        LiveView { tty: want_tty && std::io::stderr().is_terminal(), duration, lines_drawn: 0, ticks: 0 }
+        LiveView {
+            tty: want_tty && std::io::stderr().is_terminal(),
+            duration,
+            lines_drawn: 0,
+            ticks: 0,
+        }
     }
 
-    pub fn update(&mut self, elapsed: Duration, c: &RawCounts, families: &BTreeMap<Family, FamilyStatus>) {
+    pub fn update(
+        &mut self,
+        elapsed: Duration,
+        c: &RawCounts,
+        families: &BTreeMap<Family, FamilyStatus>,
+    ) {
         self.ticks += 1;
         let lines = render(elapsed, self.duration, c, families);
         let mut err = std::io::stderr().lock();
@@ -55,7 +74,7 @@ impl LiveView {
                 let _ = writeln!(err, "{line}");
             }
             self.lines_drawn = lines.len();
-        } else if self.ticks % 5 == 0 {
+        } else if self.ticks.is_multiple_of(5) {
             let _ = writeln!(err, "recap: {}", lines.join(" | "));
         }
     }
@@ -70,7 +89,12 @@ impl LiveView {
     }
 }
 
-fn render(elapsed: Duration, duration: Duration, c: &RawCounts, families: &BTreeMap<Family, FamilyStatus>) -> Vec<String> {
+fn render(
+    elapsed: Duration,
+    duration: Duration,
+    c: &RawCounts,
+    families: &BTreeMap<Family, FamilyStatus>,
+) -> Vec<String> {
     let on = |f| families.get(&f) == Some(&FamilyStatus::Ok);
     let left = duration.saturating_sub(elapsed).as_secs();
     let mut lines = vec![format!("{:>4}s left", left)];
@@ -83,20 +107,48 @@ fn render(elapsed: Duration, duration: Duration, c: &RawCounts, families: &BTree
         ));
     }
     if on(Family::Net) {
-        let rx: u64 = [Counter::NetRxBytesTcp, Counter::NetRxBytesUdp, Counter::NetRxBytesOther].iter().map(|&k| c.get(k)).sum();
-        let tx: u64 = [Counter::NetTxBytesTcp, Counter::NetTxBytesUdp, Counter::NetTxBytesOther].iter().map(|&k| c.get(k)).sum();
+        let rx: u64 = [
+            Counter::NetRxBytesTcp,
+            Counter::NetRxBytesUdp,
+            Counter::NetRxBytesOther,
+        ]
+        .iter()
+        .map(|&k| c.get(k))
+        .sum();
+        let tx: u64 = [
+            Counter::NetTxBytesTcp,
+            Counter::NetTxBytesUdp,
+            Counter::NetTxBytesOther,
+        ]
+        .iter()
+        .map(|&k| c.get(k))
+        .sum();
         lines.push(format!("net rx {rx} B, tx {tx} B"));
     }
     if on(Family::Syscalls) {
         let s = syscalls(c);
-        let top = s.by_syscall.first().map(|r| format!(", top {} ×{}", r.name, r.calls)).unwrap_or_default();
-        lines.push(format!("syscalls {} ({} errors){top}", s.total_calls, s.total_errors));
+        let top = s
+            .by_syscall
+            .first()
+            .map(|r| format!(", top {} ×{}", r.name, r.calls))
+            .unwrap_or_default();
+        lines.push(format!(
+            "syscalls {} ({} errors){top}",
+            s.total_calls, s.total_errors
+        ));
     }
     if on(Family::Proc) {
-        lines.push(format!("execs {}, exits {}", c.get(Counter::ProcExecs), c.get(Counter::ProcExits)));
+        lines.push(format!(
+            "execs {}, exits {}",
+            c.get(Counter::ProcExecs),
+            c.get(Counter::ProcExits)
+        ));
     }
     if on(Family::Cpu) {
-        lines.push(format!("on-CPU {:.3}s", c.get(Counter::CpuOnCpuNs) as f64 / 1e9));
+        lines.push(format!(
+            "on-CPU {:.3}s",
+            c.get(Counter::CpuOnCpuNs) as f64 / 1e9
+        ));
     }
     lines
 }

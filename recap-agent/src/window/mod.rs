@@ -35,7 +35,9 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowSumma
 
     let target = Target::resolve(&spec.target)?;
     let mut engine = ProbeEngine::load()?;
-    let probes = engine.open(&target, &spec.families).context("arming the window")?;
+    let probes = engine
+        .open(&target, &spec.families)
+        .context("arming the window")?;
     let armed = Instant::now();
     let started_at = rfc3339_utc(SystemTime::now());
     let window_id = new_window_id();
@@ -95,7 +97,10 @@ fn new_window_id() -> String {
     // SAFETY: getrandom writes at most `len` bytes into the buffer.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     if n != bytes.len() as isize {
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         bytes.copy_from_slice(&nanos.to_le_bytes()[..6]);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -23,7 +23,11 @@ pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
     if state.slot != 0 {
         // The outgoing thread was a target when it came on this CPU.
         now = unsafe { bpf_ktime_get_ns() };
-        add(state.slot, Counter::CpuOnCpuNs, now.saturating_sub(state.since_ns));
+        add(
+            state.slot,
+            Counter::CpuOnCpuNs,
+            now.saturating_sub(state.since_ns),
+        );
         let prev_state: u64 = ctx.arg(3);
         if prev_state as u32 == 0 {
             // Preempted while runnable: it waits on the run queue from now.
@@ -40,7 +44,11 @@ pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
     if now == 0 {
         now = unsafe { bpf_ktime_get_ns() };
     }
-    *state = OnCpu { since_ns: now, slot, tid };
+    *state = OnCpu {
+        since_ns: now,
+        slot,
+        tid,
+    };
     add(slot, Counter::CpuSwitchesIn, 1);
     if let Some(&queued) = unsafe { WAKE_TS.get(&tid) } {
         let _ = WAKE_TS.remove(&tid);

@@ -21,13 +21,29 @@ struct Direction {
 }
 
 const RX: Direction = Direction {
-    tcp: (Counter::NetRxBytesTcp, Counter::NetRxPacketsTcp, Counter::NetRxPayloadTcp),
-    udp: (Counter::NetRxBytesUdp, Counter::NetRxPacketsUdp, Counter::NetRxPayloadUdp),
+    tcp: (
+        Counter::NetRxBytesTcp,
+        Counter::NetRxPacketsTcp,
+        Counter::NetRxPayloadTcp,
+    ),
+    udp: (
+        Counter::NetRxBytesUdp,
+        Counter::NetRxPacketsUdp,
+        Counter::NetRxPayloadUdp,
+    ),
     other: (Counter::NetRxBytesOther, Counter::NetRxPacketsOther),
 };
 const TX: Direction = Direction {
-    tcp: (Counter::NetTxBytesTcp, Counter::NetTxPacketsTcp, Counter::NetTxPayloadTcp),
-    udp: (Counter::NetTxBytesUdp, Counter::NetTxPacketsUdp, Counter::NetTxPayloadUdp),
+    tcp: (
+        Counter::NetTxBytesTcp,
+        Counter::NetTxPacketsTcp,
+        Counter::NetTxPayloadTcp,
+    ),
+    udp: (
+        Counter::NetTxBytesUdp,
+        Counter::NetTxPacketsUdp,
+        Counter::NetTxPayloadUdp,
+    ),
     other: (Counter::NetTxBytesOther, Counter::NetTxPacketsOther),
 };
 

@@ -10,7 +10,6 @@ use recap_common::{Counter, ExecKey};
 
 use crate::maps::{add, set_task_slot, task_slot, EXECS};
 
-
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn recap_exec(ctx: RawTracePointContext) -> i32 {

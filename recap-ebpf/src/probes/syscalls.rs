@@ -5,7 +5,9 @@
 //! syscall of every process through the traced slow path. The check for "not a target" is a
 //! helper call, one inlined array lookup and a byte compare.
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
+};
 use recap_common::{syscall_index, MAX_SYSCALLS};
 
 use crate::{

@@ -2,7 +2,9 @@
 //! its window, an exiting thread leaves it, a thread moved into a target cgroup joins it.
 //! These hooks fire on fork, exit and cgroup moves only, never on the syscall path.
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
+};
 use recap_common::Counter;
 
 use crate::{
@@ -61,7 +63,9 @@ pub fn recap_cg_move(ctx: RawTracePointContext) -> i32 {
     if tid == 0 {
         return 0;
     }
-    let new_slot = unsafe { WINDOW_CGROUPS.get(&cgroup_id) }.copied().unwrap_or(0);
+    let new_slot = unsafe { WINDOW_CGROUPS.get(&cgroup_id) }
+        .copied()
+        .unwrap_or(0);
     let old_slot = task_slot(tid);
     if new_slot != old_slot && !set_task_slot(tid, new_slot) && new_slot != 0 {
         add(new_slot, Counter::TaskTrackMisses, 1);

@@ -13,7 +13,11 @@ use std::{
 
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    assert_eq!(a.len(), 12, "usage: CONNECT_ADDR REFUSED_PORT UDP_ADDR N F KEEP BYTES U SIZE EXECS GETPPID SPIN_MS");
+    assert_eq!(
+        a.len(),
+        12,
+        "usage: CONNECT_ADDR REFUSED_PORT UDP_ADDR N F KEEP BYTES U SIZE EXECS GETPPID SPIN_MS"
+    );
     let connect: SocketAddr = a[0].parse().unwrap();
     let refused: SocketAddr = format!("127.0.0.1:{}", a[1]).parse().unwrap();
     let udp_to: SocketAddr = a[2].parse().unwrap();
@@ -54,9 +58,14 @@ fn main() {
         let _ = s.read_to_end(&mut rest); // wait for the server's close: both FINs seen
     }
     for _ in 0..f {
-        assert!(TcpStream::connect(refused).is_err(), "port {refused} should be closed");
+        assert!(
+            TcpStream::connect(refused).is_err(),
+            "port {refused} should be closed"
+        );
     }
-    let kept: Vec<TcpStream> = (0..keep).map(|_| TcpStream::connect(connect).unwrap()).collect();
+    let kept: Vec<TcpStream> = (0..keep)
+        .map(|_| TcpStream::connect(connect).unwrap())
+        .collect();
     let datagram = vec![b'y'; size];
     for _ in 0..u {
         udp.send_to(&datagram, udp_to).unwrap();

@@ -1,0 +1,191 @@
+//! `cargo xtask demo`: the main job on a fresh machine. Sets up, builds, starts a known
+//! workload in a cgroup of its own, opens a 10 s window on it with every probe family, and
+//! prints what the workload really did next to what the window measured.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream, UdpSocket},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::{
+    run::{cargo, require_root, status, workspace},
+    setup,
+};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Window length.
+    #[arg(long, default_value = "10s")]
+    duration: String,
+}
+
+// The workload's plan (see recap-tests/src/bin/recap-workload.rs).
+const CONNECTS: usize = 50;
+const REFUSED: usize = 5;
+const KEPT_OPEN: usize = 2;
+const BYTES: usize = 4096;
+const DATAGRAMS: usize = 20;
+const DATAGRAM_SIZE: usize = 512;
+const EXECS: usize = 10;
+const GETPPID: usize = 10_000;
+const SPIN_MS: u64 = 500;
+const INBOUND: usize = 5;
+const INBOUND_BYTES: usize = 1000;
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    require_root("the demo")?;
+    setup::run()?;
+    status(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "recap-agent",
+        "-p",
+        "recap-tests",
+        "--bins",
+    ]))?;
+    let bin = workspace().join("target/release");
+
+    let cgroup = DemoCgroup::create()?;
+    let sink = TcpListener::bind("127.0.0.1:0")?;
+    let sink_port = sink.local_addr()?.port();
+    thread::spawn(move || {
+        for mut s in sink.incoming().flatten() {
+            thread::spawn(move || {
+                let _ = s.read_to_end(&mut Vec::new());
+            });
+        }
+    });
+    let udp = UdpSocket::bind("127.0.0.1:0")?;
+    let refused = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+
+    let procs = cgroup.0.join("cgroup.procs");
+    let mut workload = Command::new(bin.join("recap-workload"));
+    workload
+        .args([
+            format!("127.0.0.1:{sink_port}"),
+            refused.to_string(),
+            udp.local_addr()?.to_string(),
+        ])
+        .args(
+            [
+                CONNECTS,
+                REFUSED,
+                KEPT_OPEN,
+                BYTES,
+                DATAGRAMS,
+                DATAGRAM_SIZE,
+                EXECS,
+                GETPPID,
+            ]
+            .map(|n| n.to_string()),
+        )
+        .arg(SPIN_MS.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    // SAFETY: writes one file before exec, moving the child into the demo cgroup.
+    unsafe { workload.pre_exec(move || std::fs::write(&procs, "0")) };
+    let mut workload = workload.spawn().context("starting recap-workload")?;
+    let mut wl_out = BufReader::new(workload.stdout.take().unwrap());
+    let mut line = String::new();
+    wl_out.read_line(&mut line)?;
+    let listen_port: u16 = line
+        .trim()
+        .trim_start_matches("listening ")
+        .parse()
+        .context("workload port")?;
+
+    eprintln!(
+        "xtask: workload pid {} in {}",
+        workload.id(),
+        cgroup.0.display()
+    );
+    let mut recap = Command::new(bin.join("recap"))
+        .args(["window", "--cgroup"])
+        .arg(&cgroup.0)
+        .args(["--duration", &args.duration, "--probes", "all"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting recap")?;
+    let mut armed = false;
+    for line in BufReader::new(recap.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        eprintln!("{line}");
+        if !armed && line.contains(" armed on ") {
+            armed = true;
+            writeln!(workload.stdin.as_mut().unwrap(), "go")?;
+            for _ in 0..INBOUND {
+                TcpStream::connect(("127.0.0.1", listen_port))?
+                    .write_all(&[b'z'; INBOUND_BYTES])?;
+            }
+        }
+    }
+    let recap_status = recap.wait()?;
+    drop(workload.stdin.take());
+    let _ = workload.wait();
+    if !recap_status.success() {
+        bail!("recap window failed ({recap_status})");
+    }
+    println!(
+        "\nground truth (what the workload did): {} outbound connects ({} established, {} refused, {} kept open), \
+         {} inbound with {} B each, {} B TCP payload sent, {} UDP datagrams of {} B, {} execs of `true`, \
+         {} getppid calls, {} ms of spinning",
+        CONNECTS + REFUSED + KEPT_OPEN,
+        CONNECTS + KEPT_OPEN,
+        REFUSED,
+        KEPT_OPEN,
+        INBOUND,
+        INBOUND_BYTES,
+        CONNECTS * BYTES,
+        DATAGRAMS,
+        DATAGRAM_SIZE,
+        EXECS,
+        GETPPID,
+        SPIN_MS
+    );
+    Ok(())
+}
+
+/// A cgroup v2 directory for the demo, removed on drop.
+struct DemoCgroup(PathBuf);
+
+impl DemoCgroup {
+    fn create() -> anyhow::Result<Self> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let root = mountinfo
+            .lines()
+            .find(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|r| r.starts_with("cgroup2 "))
+            })
+            .and_then(|l| l.split_whitespace().nth(4))
+            .context("no cgroup2 mount in /proc/self/mountinfo")?;
+        let dir = PathBuf::from(root).join(format!("recap-demo-{}", std::process::id()));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(DemoCgroup(dir))
+    }
+}
+
+impl Drop for DemoCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Installs what RECap needs on a Debian machine of this kind, skipping what is there.
+
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::run::{output, require_root, status};
+
+/// The nightly that builds the eBPF crate; keep in sync with recap-agent/build.rs.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM: &str = "22";
+
+/// Debian packages, and why.
+const PACKAGES: &[(&str, &str)] = &[
+    (
+        "llvm-22-dev",
+        "bpf-linker links eBPF objects with LLVM 22, the LLVM of the pinned nightly",
+    ),
+    ("libpolly-22-dev", "bpf-linker"),
+    ("libzstd-dev", "bpf-linker"),
+    ("zlib1g-dev", "bpf-linker"),
+    ("bpftool", "tests check that nothing of ours stays loaded"),
+    ("bpftrace", "the benchmark compares against bpftrace"),
+    ("util-linux", "setpriv: tests run recap unprivileged"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    require_root("setup")?;
+    apt_packages()?;
+    ebpf_toolchain()?;
+    bpf_linker()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn ebpf_toolchain() -> anyhow::Result<()> {
+    let has_toolchain = output(Command::new("rustup").args(["toolchain", "list"]))
+        .is_some_and(|s| s.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)));
+    let has_src = has_toolchain
+        && output(Command::new("rustup").args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ]))
+        .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")));
+    if has_src {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Rust {EBPF_TOOLCHAIN} with rust-src (builds the eBPF programs)");
+    status(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        EBPF_TOOLCHAIN,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let current = output(Command::new("bpf-linker").arg("--version"));
+    if current.is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM} (about a minute)"
+    );
+    let llvm = format!("/usr/lib/llvm-{LLVM}");
+    let path = format!("{llvm}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    status(
+        Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                "--force",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM}"),
+            ])
+            // Without this PATH, llvm-sys finds Debian's default LLVM 14 and fails to link.
+            .env("PATH", path)
+            .env(format!("LLVM_SYS_{LLVM}1_PREFIX"), &llvm),
+    )
+    .context("installing bpf-linker")
+}

@@ -1,0 +1,36 @@
+//! `cargo xtask test`: unit tests (no root needed), then the privileged integration tests,
+//! one at a time, since each asserts that nothing of ours is loaded when it ends.
+
+use clap::Args;
+
+use crate::{
+    run::{cargo, require_root, status},
+    setup,
+};
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Only integration tests whose name contains this.
+    filter: Option<String>,
+}
+
+pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    setup::run()?;
+    require_root("the integration tests")?;
+    status(cargo().args(["test", "--quiet"]))?;
+    // The binary under test, built the way users get it.
+    status(cargo().args(["build", "--quiet", "-p", "recap-agent"]))?;
+    let mut integration = cargo();
+    integration.args([
+        "test",
+        "--quiet",
+        "-p",
+        "recap-tests",
+        "--",
+        "--test-threads=1",
+    ]);
+    if let Some(filter) = &args.filter {
+        integration.arg(filter);
+    }
+    status(&mut integration)
+}
