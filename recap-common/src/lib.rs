@@ -146,7 +146,9 @@ pub mod programs {
     pub const TCP_SOCK_OPS: &str = "recap_sockops";
     pub const SKB_INGRESS: &str = "recap_skb_in";
     pub const SKB_EGRESS: &str = "recap_skb_out";
-    pub const ALL: [&str; 11] = [
+    /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
+    pub const BENCH_NOP: &str = "recap_nop_enter";
+    pub const ALL: [&str; 12] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -158,6 +160,7 @@ pub mod programs {
         TCP_SOCK_OPS,
         SKB_INGRESS,
         SKB_EGRESS,
+        BENCH_NOP,
     ];
     const _: () = {
         let mut i = 0;

@@ -1,4 +1,5 @@
 //! One file per family of probes; each program is named `recap_<event>`.
+mod baseline;
 mod cpu;
 mod net;
 mod proc;

@@ -1,8 +1,343 @@
+//! `cargo xtask bench`: how fast a window arms and tears down, and what open windows cost a
+//! process *outside* the target, side by side in one run. Prints medians and ratios to the
+//! no-window baseline; never asserts timings (these machines are shared and noisy).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
 use clap::Args;
 
-#[derive(Args)]
-pub struct BenchArgs {}
+use crate::{
+    cgroup::ScratchCgroup,
+    run::{cargo, require_root, status, workspace},
+    setup,
+};
 
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Repetitions per measurement (medians are reported).
+    #[arg(long, default_value_t = 20)]
+    reps: usize,
+    /// getppid calls per repetition.
+    #[arg(long, default_value_t = 200_000)]
+    calls: usize,
+    /// Pipe ping-pong round trips per repetition.
+    #[arg(long, default_value_t = 20_000)]
+    rounds: usize,
+    /// Only the arm/teardown part, or only the cost part.
+    #[arg(long, value_parser = ["arm", "cost"])]
+    only: Option<String>,
+}
+
+const DEFAULT_FAMILIES: &str = "tcp,net,proc,cpu";
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    require_root("the benchmark")?;
+    setup::run()?;
+    status(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "recap-agent",
+        "-p",
+        "recap-tests",
+        "--bins",
+    ]))?;
+    let bin = workspace().join("target/release");
+    let target = IdleTarget::start()?;
+    println!(
+        "# cargo xtask bench --reps {} --calls {} --rounds {}\n",
+        args.reps, args.calls, args.rounds
+    );
+    println!(
+        "kernel {}, {} CPUs\n",
+        kernel_release(),
+        thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if args.only.as_deref() != Some("cost") {
+        arm_and_teardown(&bin, &target, args.reps)?;
+    }
+    if args.only.as_deref() != Some("arm") {
+        cost_outside(&bin, &target, &args)?;
+    }
+    Ok(())
+}
+
+/// Time to arm (command issued → every probe counting) and to tear down.
+fn arm_and_teardown(bin: &Path, target: &IdleTarget, reps: usize) -> anyhow::Result<()> {
+    println!("## Arming and teardown (median of {reps})\n");
+    println!("| families | command → armed (external) | arm_ms (recap's own) | teardown_ms (detach + unload) |");
+    println!("|---|---|---|---|");
+    for families in [DEFAULT_FAMILIES, "all"] {
+        let (mut external, mut arm, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let started = Instant::now();
+            let mut hook = Hook::spawn(
+                Command::new(bin.join("recap"))
+                    .args(["window", "--cgroup"])
+                    .arg(&target.scratch.dir)
+                    .args(["-d", "200ms", "--probes", families, "-o", "json"]),
+                HookReady::StderrContains(" armed on "),
+            )?;
+            hook.wait_ready()?;
+            external.push(started.elapsed().as_secs_f64() * 1e3);
+            let out = hook.child.wait_with_output()?;
+            let summary: serde_json::Value =
+                serde_json::from_slice(&out.stdout).context("recap's JSON summary")?;
+            arm.push(summary["arm_ms"].as_f64().unwrap_or(f64::NAN));
+            teardown.push(summary["teardown_ms"].as_f64().unwrap_or(f64::NAN));
+        }
+        println!(
+            "| {families} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            median(&mut external),
+            median(&mut arm),
+            median(&mut teardown)
+        );
+    }
+    println!();
+    Ok(())
+}
+
+struct Config {
+    name: String,
+    start: Option<Box<dyn Fn() -> anyhow::Result<Hook>>>,
+}
+
+/// Cost per syscall and per context switch for a process outside the target.
+fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Result<()> {
+    let window = |families: &'static str| -> Config {
+        let (recap, cgroup) = (bin.join("recap"), target.scratch.dir.clone());
+        Config {
+            name: format!("window: {families}"),
+            start: Some(Box::new(move || {
+                Hook::spawn(
+                    Command::new(&recap)
+                        .args(["window", "--cgroup"])
+                        .arg(&cgroup)
+                        .args(["-d", "1h", "--probes", families, "-o", "json"]),
+                    HookReady::StderrContains(" armed on "),
+                )
+            })),
+        }
+    };
+    let bench_bin = bin.join("recap-bench");
+    let cgroup_id = target.scratch.id()?;
+    let configs = vec![
+        Config {
+            name: "no window".into(),
+            start: None,
+        },
+        window("tcp"),
+        window("net"),
+        window("proc"),
+        window("cpu"),
+        window(DEFAULT_FAMILIES),
+        window("syscalls"),
+        window("all"),
+        Config {
+            name: "bare no-op raw tracepoint on sys_enter".into(),
+            start: Some(Box::new(move || {
+                Hook::spawn(
+                    Command::new(&bench_bin).arg("nop-hook"),
+                    HookReady::StdoutContains("attached"),
+                )
+            })),
+        },
+        Config {
+            name: "bpftrace one-liner, same scope".into(),
+            start: Some(Box::new(move || {
+                let program = format!(
+                    "tracepoint:raw_syscalls:sys_enter /cgroup == {cgroup_id}/ {{ @[args->id] = count(); }}"
+                );
+                Hook::spawn(
+                    Command::new("bpftrace").args(["-e", &program]),
+                    HookReady::StdoutContains("Attaching"),
+                )
+            })),
+        },
+        Config {
+            name: "no window (again, for drift)".into(),
+            start: None,
+        },
+    ];
+
+    println!(
+        "## Cost to a process outside the target (median of {} reps; getppid × {}, pipe ping-pong × {} round trips)\n",
+        args.reps, args.calls, args.rounds
+    );
+    println!("| what is open | ns per getppid | added | ratio | ns per ping-pong round trip (2 switches) | added | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    let load = bin.join("recap-bench");
+    let mut baseline: Option<(f64, f64)> = None;
+    let mut results: Vec<(String, f64, f64)> = Vec::new();
+    for config in &configs {
+        let hook = match &config.start {
+            Some(start) => {
+                let mut hook = start()?;
+                hook.wait_ready()
+                    .with_context(|| format!("starting `{}`", config.name))?;
+                thread::sleep(Duration::from_millis(200));
+                Some(hook)
+            }
+            None => None,
+        };
+        let syscall = median(&mut measure(&load, "syscall", args.reps, args.calls)?);
+        let pingpong = median(&mut measure(&load, "pingpong", args.reps, args.rounds)?);
+        if let Some(hook) = hook {
+            hook.stop();
+        }
+        let (base_sys, base_pp) = *baseline.get_or_insert((syscall, pingpong));
+        println!(
+            "| {} | {syscall:.1} | {:+.1} | {:.2}× | {pingpong:.0} | {:+.0} | {:.2}× |",
+            config.name,
+            syscall - base_sys,
+            syscall / base_sys,
+            pingpong - base_pp,
+            pingpong / base_pp
+        );
+        results.push((config.name.clone(), syscall, pingpong));
+    }
+    let get = |prefix: &str| {
+        results
+            .iter()
+            .find(|r| r.0.starts_with(prefix))
+            .map(|r| r.1)
+            .unwrap_or(f64::NAN)
+    };
+    let base = results[0].1;
+    let (nop, ours, bpftrace) = (get("bare no-op"), get("window: syscalls"), get("bpftrace"));
+    println!();
+    println!("- `syscalls` window vs bare no-op `sys_enter` raw tracepoint: {:+.1} ns per syscall (goal: ≤ +15 ns)", ours - nop);
+    println!(
+        "- added cost per syscall, bpftrace one-liner / `syscalls` window: {:.1} ns / {:.1} ns = {:.2}× (goal: ≥ 1.5×)",
+        bpftrace - base,
+        ours - base,
+        (bpftrace - base) / (ours - base)
+    );
+    println!(
+        "- default families (no syscall hook): {:+.1} ns per syscall (goal: ≤ 5 ns)",
+        get(&format!("window: {DEFAULT_FAMILIES}")) - base
+    );
+    Ok(())
+}
+
+fn measure(load: &Path, mode: &str, reps: usize, n: usize) -> anyhow::Result<Vec<f64>> {
+    let out = Command::new(load)
+        .args([mode, &reps.to_string(), &n.to_string()])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "recap-bench {mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+enum HookReady {
+    StdoutContains(&'static str),
+    StderrContains(&'static str),
+}
+
+/// A process that holds probes attached while it runs.
+struct Hook {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    ready: &'static str,
+}
+
+impl Hook {
+    fn spawn(cmd: &mut Command, ready: HookReady) -> anyhow::Result<Hook> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let (tx, lines) = mpsc::channel();
+        let (watched, ready): (Box<dyn std::io::Read + Send>, _) = match ready {
+            HookReady::StdoutContains(s) => (Box::new(child.stdout.take().unwrap()), s),
+            HookReady::StderrContains(s) => (Box::new(child.stderr.take().unwrap()), s),
+        };
+        thread::spawn(move || {
+            for line in BufReader::new(watched).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Ok(Hook {
+            child,
+            lines,
+            ready,
+        })
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) if line.contains(self.ready) => return Ok(()),
+                Ok(line) => seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        bail!("not ready; it printed:\n{}", seen.join("\n"))
+    }
+
+    /// SIGINT (recap and bpftrace end cleanly on it), then wait.
+    fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        drop(self.child.stdin.take());
+        let _ = self.child.wait_with_output();
+    }
+}
+
+/// A cgroup holding one idle process: the windows' target, so the measured load is outside.
+struct IdleTarget {
+    sleeper: Child,
+    // Dropped after the sleeper is killed.
+    scratch: ScratchCgroup,
+}
+
+impl IdleTarget {
+    fn start() -> anyhow::Result<Self> {
+        let scratch = ScratchCgroup::create("recap-bench")?;
+        let sleeper = Command::new("sleep").arg("infinity").spawn()?;
+        std::fs::write(scratch.dir.join("cgroup.procs"), sleeper.id().to_string())?;
+        Ok(IdleTarget { sleeper, scratch })
+    }
+}
+
+impl Drop for IdleTarget {
+    fn drop(&mut self) {
+        let _ = self.sleeper.kill();
+        let _ = self.sleeper.wait();
+    }
 }

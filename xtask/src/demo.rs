@@ -6,16 +6,15 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream, UdpSocket},
     os::unix::process::CommandExt,
-    path::PathBuf,
     process::{Command, Stdio},
     thread,
-    time::Duration,
 };
 
 use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::{
+    cgroup::ScratchCgroup,
     run::{cargo, require_root, status, workspace},
     setup,
 };
@@ -55,7 +54,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     ]))?;
     let bin = workspace().join("target/release");
 
-    let cgroup = DemoCgroup::create()?;
+    let cgroup = ScratchCgroup::create("recap-demo")?;
     let sink = TcpListener::bind("127.0.0.1:0")?;
     let sink_port = sink.local_addr()?.port();
     thread::spawn(move || {
@@ -68,7 +67,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let udp = UdpSocket::bind("127.0.0.1:0")?;
     let refused = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
 
-    let procs = cgroup.0.join("cgroup.procs");
+    let procs = cgroup.dir.join("cgroup.procs");
     let mut workload = Command::new(bin.join("recap-workload"));
     workload
         .args([
@@ -107,11 +106,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!(
         "xtask: workload pid {} in {}",
         workload.id(),
-        cgroup.0.display()
+        cgroup.dir.display()
     );
     let mut recap = Command::new(bin.join("recap"))
         .args(["window", "--cgroup"])
-        .arg(&cgroup.0)
+        .arg(&cgroup.dir)
         .args(["--duration", &args.duration, "--probes", "all"])
         .stderr(Stdio::piped())
         .spawn()
@@ -155,37 +154,4 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         SPIN_MS
     );
     Ok(())
-}
-
-/// A cgroup v2 directory for the demo, removed on drop.
-struct DemoCgroup(PathBuf);
-
-impl DemoCgroup {
-    fn create() -> anyhow::Result<Self> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-        let root = mountinfo
-            .lines()
-            .find(|l| {
-                l.split(" - ")
-                    .nth(1)
-                    .is_some_and(|r| r.starts_with("cgroup2 "))
-            })
-            .and_then(|l| l.split_whitespace().nth(4))
-            .context("no cgroup2 mount in /proc/self/mountinfo")?;
-        let dir = PathBuf::from(root).join(format!("recap-demo-{}", std::process::id()));
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(DemoCgroup(dir))
-    }
-}
-
-impl Drop for DemoCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
 }

@@ -2,6 +2,7 @@
 //! and benchmarks.
 
 mod bench;
+mod cgroup;
 mod demo;
 mod run;
 mod setup;

@@ -32,7 +32,7 @@ use super::{btf, counts::RawCounts, task_slots, Family, FamilyStatus};
 use crate::target::Target;
 
 /// The eBPF object built by build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recap"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recap"));
 
 // uapi `enum bpf_attach_type`: the cgroup storage of an attachment is keyed by it.
 const BPF_CGROUP_INET_INGRESS: u32 = 0;

@@ -8,7 +8,7 @@ mod task_slots;
 use std::{fmt, str::FromStr};
 
 pub use counts::RawCounts;
-pub use engine::{EngineError, ProbeEngine, WindowProbes};
+pub use engine::{EngineError, ProbeEngine, WindowProbes, EBPF_OBJECT};
 use serde::Serialize;
 
 /// A family of probes the user can pick with `--probes`.
