@@ -129,6 +129,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
         }
     };
     let bench_bin = bin.join("recap-bench");
+    mount_tracefs()?;
     let cgroup_id = target.scratch.id()?;
     let configs = vec![
         Config {
@@ -163,47 +164,54 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
                 )
             })),
         },
-        Config {
-            name: "no window (again, for drift)".into(),
-            start: None,
-        },
     ];
 
     println!(
-        "## Cost to a process outside the target (median of {} reps; getppid × {}, pipe ping-pong × {} round trips)\n",
+        "## Cost to a process outside the target (median of {} interleaved reps; getppid × {}, pipe ping-pong × {} round trips)\n",
         args.reps, args.calls, args.rounds
     );
-    println!("| what is open | ns per getppid | added | ratio | ns per ping-pong round trip (2 switches) | added | ratio |");
-    println!("|---|---|---|---|---|---|---|");
+    // Round-robin: every repetition visits every configuration (attach, measure, detach), so
+    // the host's slow drifts hit all configurations alike instead of whichever ran then.
     let load = bin.join("recap-bench");
-    let mut baseline: Option<(f64, f64)> = None;
-    let mut results: Vec<(String, f64, f64)> = Vec::new();
-    for config in &configs {
-        let hook = match &config.start {
-            Some(start) => {
-                let mut hook = start()?;
-                hook.wait_ready()
-                    .with_context(|| format!("starting `{}`", config.name))?;
-                thread::sleep(Duration::from_millis(200));
-                Some(hook)
+    let mut syscall = vec![Vec::new(); configs.len()];
+    let mut pingpong = vec![Vec::new(); configs.len()];
+    for rep in 0..args.reps {
+        eprint!("\rxtask: cost, repetition {}/{}", rep + 1, args.reps);
+        for (i, config) in configs.iter().enumerate() {
+            let hook = match &config.start {
+                Some(start) => {
+                    let mut hook = start()?;
+                    hook.wait_ready().with_context(|| format!("starting `{}`", config.name))?;
+                    // Let the hook's own start-up work (and the kernel's) settle first.
+                    thread::sleep(Duration::from_millis(200));
+                    Some(hook)
+                }
+                None => None,
+            };
+            syscall[i].extend(measure(&load, "syscall", 1, args.calls)?);
+            pingpong[i].extend(measure(&load, "pingpong", 1, args.rounds)?);
+            if let Some(hook) = hook {
+                hook.stop();
             }
-            None => None,
-        };
-        let syscall = median(&mut measure(&load, "syscall", args.reps, args.calls)?);
-        let pingpong = median(&mut measure(&load, "pingpong", args.reps, args.rounds)?);
-        if let Some(hook) = hook {
-            hook.stop();
         }
-        let (base_sys, base_pp) = *baseline.get_or_insert((syscall, pingpong));
+    }
+    eprintln!();
+    println!("| what is open | CPU ns per getppid | added | ratio | CPU ns per ping-pong round trip (2 switches, both sides) | added | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    let results: Vec<(String, f64, f64)> = configs
+        .iter()
+        .zip(syscall.iter_mut().zip(pingpong.iter_mut()))
+        .map(|(c, (s, p))| (c.name.clone(), median(s), median(p)))
+        .collect();
+    let (base_sys, base_pp) = (results[0].1, results[0].2);
+    for (name, sys, pp) in &results {
         println!(
-            "| {} | {syscall:.1} | {:+.1} | {:.2}× | {pingpong:.0} | {:+.0} | {:.2}× |",
-            config.name,
-            syscall - base_sys,
-            syscall / base_sys,
-            pingpong - base_pp,
-            pingpong / base_pp
+            "| {name} | {sys:.1} | {:+.1} | {:.2}× | {pp:.0} | {:+.0} | {:.2}× |",
+            sys - base_sys,
+            sys / base_sys,
+            pp - base_pp,
+            pp / base_pp
         );
-        results.push((config.name.clone(), syscall, pingpong));
     }
     let get = |prefix: &str| {
         results
@@ -227,6 +235,14 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
         get(&format!("window: {DEFAULT_FAMILIES}")) - base
     );
     Ok(())
+}
+
+/// bpftrace finds tracepoints through tracefs, which a fresh VM may not have mounted.
+fn mount_tracefs() -> anyhow::Result<()> {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        return Ok(());
+    }
+    status(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
 }
 
 fn measure(load: &Path, mode: &str, reps: usize, n: usize) -> anyhow::Result<Vec<f64>> {

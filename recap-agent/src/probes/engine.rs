@@ -144,7 +144,9 @@ impl ProbeEngine {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(4_194_304);
+        let t = std::time::Instant::now();
         let offsets = btf::kernel_offsets();
+        log::debug!("kernel offsets from BTF in {:?}", t.elapsed());
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::TASK_SLOTS, pid_max.div_ceil(TIDS_PER_ENTRY))
@@ -156,7 +158,9 @@ impl ProbeEngine {
                 loader.override_global(name, value, true);
             }
         }
+        let t = std::time::Instant::now();
         let ebpf = loader.load(EBPF_OBJECT).map_err(EngineError::Load)?;
+        log::debug!("eBPF object loaded (maps created) in {:?}", t.elapsed());
         Ok(ProbeEngine {
             ebpf,
             hooks: BTreeMap::new(),
@@ -412,7 +416,9 @@ impl ProbeEngine {
             .ok_or_else(|| format!("program {program} missing from the eBPF object"))?
             .try_into()
             .map_err(|e: ProgramError| e.to_string())?;
+        let t = std::time::Instant::now();
         load_once(prog).map_err(|e| describe_program_error(program, &e))?;
+        log::debug!("{program} loaded in {:?}", t.elapsed());
         let link_id = prog.attach(tracepoint).map_err(|e| {
             format!(
                 "this kernel refused raw tracepoint `{tracepoint}`: {}",

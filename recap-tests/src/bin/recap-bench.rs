@@ -1,16 +1,13 @@
 //! Load generator and reference hook for `cargo xtask bench`.
 //!
-//! - `recap-bench syscall REPS CALLS`: REPS lines, each the ns per `getppid` over CALLS calls.
-//! - `recap-bench pingpong REPS ROUNDS`: REPS lines, each the ns per round trip of one byte
+//! - `recap-bench syscall REPS CALLS`: REPS lines, each the CPU ns per `getppid` over CALLS calls.
+//! - `recap-bench pingpong REPS ROUNDS`: REPS lines, each the CPU ns (both sides) per round trip of one byte
 //!   between two processes over two pipes (two context switches and two wakeups a round),
 //!   both pinned to one CPU so every hand-over is a real switch.
-//! - `recap-bench nop-hook`: attaches the no-op `sys_enter` raw tracepoint, prints
+//! - `recap-bench nop-hook [TRACEPOINT]`: attaches the no-op raw tracepoint (default `sys_enter`), prints
 //!   `attached`, and holds it until stdin closes.
 
-use std::{
-    io::{BufRead, Write},
-    time::Instant,
-};
+use std::io::{BufRead, Write};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,12 +17,12 @@ fn main() -> anyhow::Result<()> {
             pin_to_cpu(1);
             for _ in 0..num(1) {
                 let calls = num(2);
-                let start = Instant::now();
+                let start = thread_cpu_ns();
                 for _ in 0..calls {
                     // SAFETY: no preconditions.
                     unsafe { libc::getppid() };
                 }
-                println!("{:.2}", start.elapsed().as_nanos() as f64 / calls as f64);
+                println!("{:.2}", (thread_cpu_ns() - start) as f64 / calls as f64);
             }
         }
         Some("pingpong") => {
@@ -41,7 +38,8 @@ fn main() -> anyhow::Result<()> {
                 .expect("nop program")
                 .try_into()?;
             prog.load()?;
-            prog.attach("sys_enter")?;
+            // Optional: another raw tracepoint than sys_enter (e.g. sys_exit), for comparisons.
+            prog.attach(args.get(1).map_or("sys_enter", String::as_str))?;
             println!("attached");
             std::io::stdout().flush()?;
             for _ in std::io::stdin().lock().lines() {}
@@ -65,7 +63,21 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// ns per round trip between this process and a forked child (inherits the CPU pinning).
+/// CPU time of the calling thread: unlike wall time, it does not grow when other work on this
+/// 2-CPU machine takes the CPU away, yet it includes every ns a hook adds to our syscalls.
+fn thread_cpu_ns() -> u64 {
+    cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU ns (both processes) per round trip between this process and a forked child
+/// (which inherits the CPU pinning); the child reports its CPU time through the pipe.
 fn pingpong(rounds: usize) -> f64 {
     let (mut to_child, mut to_parent) = ([0i32; 2], [0i32; 2]);
     // SAFETY: plain pipe/fork/read/write on fds we own; the child only loops and exits.
@@ -75,18 +87,24 @@ fn pingpong(rounds: usize) -> f64 {
         let pid = libc::fork();
         let mut b = [0u8; 1];
         if pid == 0 {
+            let start = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
             for _ in 0..rounds {
                 libc::read(to_child[0], b.as_mut_ptr().cast(), 1);
                 libc::write(to_parent[1], b.as_ptr().cast(), 1);
             }
+            let used = (cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - start).to_ne_bytes();
+            libc::write(to_parent[1], used.as_ptr().cast(), used.len());
             libc::_exit(0);
         }
-        let start = Instant::now();
+        let start = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
         for _ in 0..rounds {
             libc::write(to_child[1], b.as_ptr().cast(), 1);
             libc::read(to_parent[0], b.as_mut_ptr().cast(), 1);
         }
-        let ns = start.elapsed().as_nanos() as f64 / rounds as f64;
+        let parent = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - start;
+        let mut child = [0u8; 8];
+        libc::read(to_parent[0], child.as_mut_ptr().cast(), child.len());
+        let ns = (parent + u64::from_ne_bytes(child)) as f64 / rounds as f64;
         libc::waitpid(pid, std::ptr::null_mut(), 0);
         for fd in to_child.into_iter().chain(to_parent) {
             libc::close(fd);
