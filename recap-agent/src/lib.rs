@@ -1,7 +1,9 @@
 //! RECap's user space: target resolution, the probe engine, windows and their reports.
 //! The `recap` binary (main.rs) is a thin CLI over this library.
 
+pub mod capsule;
 pub mod cli;
+pub mod docker;
 pub mod probes;
 pub mod report;
 pub mod target;

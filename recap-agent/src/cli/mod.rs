@@ -1,6 +1,6 @@
 //! The `recap` command line: each subcommand owns its arguments and `run`.
 
-pub mod duration;
+pub mod units;
 pub mod window;
 
 use clap::{Parser, Subcommand};

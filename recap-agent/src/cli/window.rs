@@ -6,18 +6,19 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::{
-    duration::{format_duration, parse_duration},
+    units::{format_duration, parse_duration, parse_size},
     usage,
 };
 use crate::{
+    capsule::CapsuleSpec,
     probes::Family,
     report::render_table,
     target::TargetSpec,
-    window::{self, WindowSpec},
+    window::{self, CapsuleOptions, WindowSpec},
 };
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["cgroup", "pid"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["cgroup", "pid", "container"])))]
 pub struct WindowArgs {
     /// A cgroup v2 directory (e.g. /sys/fs/cgroup/unified/docker/<id>).
     #[arg(long, value_name = "DIR")]
@@ -25,6 +26,20 @@ pub struct WindowArgs {
     /// A process: the window covers its cgroup v2 (and ends if the process exits).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+    /// A Docker container: name, id, or an unambiguous id prefix.
+    #[arg(long, value_name = "NAME|ID")]
+    pub container: Option<String>,
+    /// A tool sidecar joining the container's PID and network namespaces for the window:
+    /// `tcpdump[=FILTER]` or `strace[=ARGS]` (words split on spaces, never through a shell).
+    /// Repeat for both. Needs --container.
+    #[arg(long, value_name = "TOOL[=ARGS]", value_parser = clap::value_parser!(CapsuleSpec))]
+    pub capsule: Vec<CapsuleSpec>,
+    /// Where capsules write: `<DIR>/<window-id>/{tcpdump.pcap,strace.log}`.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp/recap")]
+    pub artifacts: PathBuf,
+    /// Each capsule stops when its artifact reaches this size.
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
+    pub capsule_max_size: u64,
     /// How long the window stays open (500ms, 30s, 5m, 1h).
     #[arg(long, short = 'd', default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -63,20 +78,26 @@ impl WindowArgs {
             );
         }
         let families = parse_families(&self.probes)?;
-        let target = match (self.cgroup, self.pid) {
-            (Some(path), None) => TargetSpec::Cgroup { path },
-            (None, Some(pid)) => TargetSpec::Pid { pid },
-            _ => usage!("give exactly one of --cgroup or --pid"),
+        let target = match (self.cgroup, self.pid, self.container) {
+            (Some(path), None, None) => TargetSpec::Cgroup { path },
+            (None, Some(pid), None) => TargetSpec::Pid { pid },
+            (None, None, Some(name_or_id)) => TargetSpec::Container { name_or_id },
+            _ => usage!("give exactly one of --cgroup, --pid or --container"),
         };
-        Ok((
-            WindowSpec {
-                target,
-                duration: self.duration,
-                families,
-            },
-            self.output,
-            self.top,
-        ))
+        if !self.capsule.is_empty() && !matches!(target, TargetSpec::Container { .. }) {
+            usage!("capsules join a container's namespaces: use --container with --capsule");
+        }
+        let mut tools: Vec<_> = self.capsule.iter().map(|c| c.tool.name()).collect();
+        tools.sort();
+        tools.dedup();
+        if tools.len() != self.capsule.len() {
+            usage!("give each capsule tool once");
+        }
+        if self.capsule_max_size == 0 {
+            usage!("--capsule-max-size must be more than 0");
+        }
+        let capsules = CapsuleOptions { specs: self.capsule, artifacts: self.artifacts, max_bytes: self.capsule_max_size };
+        Ok((WindowSpec { target, duration: self.duration, families, capsules }, self.output, self.top))
     }
 }
 

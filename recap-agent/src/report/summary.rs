@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::syscall_names::syscall_name;
 use crate::{
+    capsule::CapsuleReport,
     probes::{Family, FamilyStatus, RawCounts},
     target::Target,
 };
@@ -57,6 +58,8 @@ pub struct WindowSummary {
     pub proc: Option<ProcSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuSummary>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capsules: Vec<CapsuleReport>,
     pub warnings: Vec<String>,
 }
 
@@ -176,6 +179,7 @@ pub struct WindowMeta {
     pub teardown_ms: f64,
     pub status: WindowStatus,
     pub families: BTreeMap<Family, FamilyStatus>,
+    pub capsules: Vec<CapsuleReport>,
 }
 
 impl WindowSummary {
@@ -208,6 +212,7 @@ impl WindowSummary {
             teardown_ms: meta.teardown_ms,
             status: meta.status,
             families: meta.families,
+            capsules: meta.capsules,
             warnings,
         }
     }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::summary::*;
-use crate::probes::FamilyStatus;
+use crate::{capsule::CapsuleOutcome, probes::FamilyStatus};
 
 pub fn render_table(s: &WindowSummary, top: usize) -> String {
     let mut o = String::new();
@@ -108,6 +108,18 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
                 hi,
                 b.count
             );
+        }
+    }
+    if !s.capsules.is_empty() {
+        let _ = writeln!(o, "\ncapsules");
+        for c in &s.capsules {
+            let status = match &c.outcome {
+                CapsuleOutcome::Ok => "ok".to_string(),
+                CapsuleOutcome::SizeCapReached { cap_bytes } => format!("stopped at the size cap ({cap_bytes} bytes)"),
+                CapsuleOutcome::Exited { exit_code, log_tail } => format!("exited early ({exit_code}): {log_tail}"),
+                CapsuleOutcome::Failed { reason } => format!("failed: {reason}"),
+            };
+            let _ = writeln!(o, "  {:<24} {:>12} bytes  {}  {status}", c.capsule, c.artifact_bytes, c.artifact);
         }
     }
     for w in &s.warnings {

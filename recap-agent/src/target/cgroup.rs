@@ -107,6 +107,14 @@ pub fn process_running(pid: u32) -> bool {
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
+/// A process's start time (clock ticks since boot, field 22 of /proc/PID/stat): with the PID,
+/// it names one process for good, since PIDs are reused.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)" start at field 3, so starttime (22) is the 20th of them.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
 pub fn child_cgroups(dir: &Path) -> usize {
     fs::read_dir(dir)
         .map(|d| {

@@ -3,8 +3,11 @@
 //! Containers and pods will resolve into the same `Target`.
 
 pub mod cgroup;
+pub mod container;
 
 use std::path::PathBuf;
+
+use container::ContainerMeta;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -14,6 +17,7 @@ use thiserror::Error;
 pub enum TargetSpec {
     Cgroup { path: PathBuf },
     Pid { pid: u32 },
+    Container { name_or_id: String },
 }
 
 /// A resolved target.
@@ -27,6 +31,8 @@ pub struct Target {
     pub cgroup_id: u64,
     /// Child cgroups at resolution time: their tasks are not counted by task-based families.
     pub child_cgroups: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerMeta>,
 }
 
 #[derive(Debug, Error)]
@@ -39,6 +45,14 @@ pub enum TargetError {
     NotCgroup2 { path: PathBuf, root: PathBuf },
     #[error("no process with PID {pid}; `ps -e` lists them")]
     NoSuchPid { pid: u32 },
+    #[error("no container `{wanted}`; `docker ps` lists the running ones")]
+    NoSuchContainer { wanted: String },
+    #[error("`{wanted}` matches several containers ({matches}); give more of the id, or the name")]
+    AmbiguousContainer { wanted: String, matches: String },
+    #[error("container {name} is not running (status: {status}); start it with `docker start {name}`")]
+    ContainerNotRunning { name: String, status: String },
+    #[error(transparent)]
+    Docker(crate::docker::DockerError),
     #[error("reading {what}")]
     Io {
         what: String,
@@ -48,20 +62,30 @@ pub enum TargetError {
 }
 
 impl Target {
+    /// Resolves a cgroup or PID target. Container targets need the engine: `resolve_with_docker`.
     pub fn resolve(spec: &TargetSpec) -> Result<Target, TargetError> {
         let root = cgroup::cgroup2_mount()?;
         let cgroup_dir = match spec {
             TargetSpec::Cgroup { path } => cgroup::check_cgroup_dir(&root, path)?,
             TargetSpec::Pid { pid } => cgroup::cgroup_of_pid(&root, *pid)?,
+            TargetSpec::Container { .. } => unreachable!("container targets resolve through Docker"),
         };
+        Self::in_cgroup(spec, cgroup_dir, None)
+    }
+
+    pub async fn resolve_with_docker(spec: &TargetSpec, docker: &bollard::Docker) -> Result<Target, TargetError> {
+        let TargetSpec::Container { name_or_id } = spec else {
+            return Self::resolve(spec);
+        };
+        let meta = container::resolve(docker, name_or_id).await?;
+        let cgroup_dir = cgroup::cgroup_of_pid(&cgroup::cgroup2_mount()?, meta.pid)?;
+        Self::in_cgroup(spec, cgroup_dir, Some(meta))
+    }
+
+    fn in_cgroup(spec: &TargetSpec, cgroup_dir: PathBuf, container: Option<ContainerMeta>) -> Result<Target, TargetError> {
         let cgroup_id = cgroup::cgroup_id(&cgroup_dir)?;
         let child_cgroups = cgroup::child_cgroups(&cgroup_dir);
-        Ok(Target {
-            spec: spec.clone(),
-            cgroup_dir,
-            cgroup_id,
-            child_cgroups,
-        })
+        Ok(Target { spec: spec.clone(), cgroup_dir, cgroup_id, child_cgroups, container })
     }
 
     /// Whether the target still exists (a process target: the process is alive).
@@ -69,6 +93,9 @@ impl Target {
         match &self.spec {
             TargetSpec::Pid { pid } => cgroup::process_running(*pid),
             TargetSpec::Cgroup { .. } => self.cgroup_dir.exists(),
+            TargetSpec::Container { .. } => {
+                self.container.as_ref().is_some_and(|c| cgroup::process_running(c.pid))
+            }
         }
     }
 
@@ -76,6 +103,10 @@ impl Target {
         match &self.spec {
             TargetSpec::Cgroup { .. } => format!("cgroup {}", self.cgroup_dir.display()),
             TargetSpec::Pid { pid } => format!("pid {pid} (cgroup {})", self.cgroup_dir.display()),
+            TargetSpec::Container { .. } => match &self.container {
+                Some(c) => format!("container {} ({}, image {})", c.name, &c.id[..12.min(c.id.len())], c.image),
+                None => format!("container (cgroup {})", self.cgroup_dir.display()),
+            },
         }
     }
 }

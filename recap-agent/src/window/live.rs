@@ -9,7 +9,9 @@ use std::{
 
 use recap_common::Counter;
 
+use super::capsules::RunningCapsules;
 use crate::{
+    capsule::CapsuleOutcome,
     probes::{Family, FamilyStatus, RawCounts},
     report::syscalls,
     target::Target,
@@ -19,6 +21,7 @@ pub fn announce(
     id: &str,
     target: &Target,
     families: &BTreeMap<Family, FamilyStatus>,
+    capsules: Option<&RunningCapsules>,
     duration: Duration,
     arm_ms: f64,
 ) {
@@ -36,6 +39,14 @@ pub fn announce(
     for (family, status) in families {
         if let FamilyStatus::Unavailable { reason } = status {
             eprintln!("recap: {family} unavailable: {reason}");
+        }
+    }
+    for capsule in capsules.map(|c| c.running.as_slice()).unwrap_or_default() {
+        eprintln!("recap: capsule {} attached ({})", capsule.spec, capsule.name);
+    }
+    for report in capsules.map(|c| c.failed.as_slice()).unwrap_or_default() {
+        if let CapsuleOutcome::Failed { reason } = &report.outcome {
+            eprintln!("recap: capsule {} failed: {reason}", report.capsule);
         }
     }
 }

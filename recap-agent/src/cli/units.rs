@@ -1,4 +1,4 @@
-//! Durations as users type them: `500ms`, `30s`, `5m`, `1h`, `1h30m`, or bare seconds.
+//! Durations and sizes as users type them: `500ms`, `30s`, `5m`, `1h30m`; `100MiB`, `10MB`, `4096`.
 
 use std::time::Duration;
 
@@ -48,6 +48,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Bytes: a number with an optional unit (B, KB/MB/GB = 1000s, KiB/MiB/GiB = 1024s).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let number: u64 = s[..split].parse().map_err(|_| format!("cannot read size `{s}`; use e.g. 100MiB"))?;
+    let unit = match s[split..].trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}`; use B, KB, MB, GB, KiB, MiB or GiB")),
+    };
+    number.checked_mul(unit).ok_or_else(|| format!("size `{s}` is too large"))
+}
+
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms.is_multiple_of(3_600_000) {
@@ -80,6 +98,15 @@ mod tests {
         assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 
     #[test]

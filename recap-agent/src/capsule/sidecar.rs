@@ -1,0 +1,210 @@
+//! One capsule container: created with least privilege, started, watched for its first line of
+//! output (the tool is attached), stopped and removed. `Drop` cannot await, so `stop` is an
+//! explicit async call; the reaper covers the case where it never runs.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use bollard::{
+    models::{ContainerCreateBody, HostConfig, ResourcesUlimits},
+    query_parameters::{
+        CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    },
+    Docker,
+};
+use futures_util::StreamExt;
+
+use super::{image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET, LABEL_WINDOW};
+use crate::target::{cgroup, container::ContainerMeta};
+
+/// Everything a capsule needs to know about its window.
+pub struct CapsuleContext<'a> {
+    pub window_id: &'a str,
+    pub target: &'a ContainerMeta,
+    /// The target's cgroup: its processes are what strace attaches to.
+    pub cgroup_dir: &'a Path,
+    /// `<artifacts>/<window-id>`, mounted at /out.
+    pub artifact_dir: &'a Path,
+    pub max_bytes: u64,
+}
+
+pub struct Capsule {
+    pub spec: CapsuleSpec,
+    pub id: String,
+    pub name: String,
+    artifact: PathBuf,
+    max_bytes: u64,
+}
+
+/// Exit status of a process killed by SIGXFSZ (RLIMIT_FSIZE reached): 128 + 25.
+const EXIT_SIGXFSZ: i64 = 153;
+
+impl Capsule {
+    /// Creates and starts the capsule, and waits until the tool reports that it is attached.
+    pub async fn start(docker: &Docker, spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> anyhow::Result<Capsule> {
+        let name = format!("recap-{}-{}", ctx.window_id, spec.tool.name());
+        let body = create_body(spec, ctx)?;
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .with_context(|| format!("creating capsule {name}"))?;
+        let capsule = Capsule {
+            spec: spec.clone(),
+            id: created.id,
+            name,
+            artifact: ctx.artifact_dir.join(spec.tool.artifact()),
+            max_bytes: ctx.max_bytes,
+        };
+        if let Err(e) = capsule.start_and_wait_attached(docker).await {
+            let tail = capsule.log_tail(docker).await;
+            capsule.remove(docker).await;
+            return Err(e.context(format!("capsule {} did not start; its output: {tail}", capsule.name)));
+        }
+        Ok(capsule)
+    }
+
+    async fn start_and_wait_attached(&self, docker: &Docker) -> anyhow::Result<()> {
+        docker.start_container(&self.id, None).await.context("starting the container")?;
+        let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
+        let mut logs = docker.logs(&self.id, Some(options));
+        let first = tokio::time::timeout(Duration::from_secs(10), logs.next()).await;
+        match first {
+            Ok(Some(Ok(line))) => {
+                let text = line.to_string();
+                log::debug!("capsule {}: {}", self.name, text.trim());
+                // Both tools print their attach line first; anything else is a failure message.
+                let attached = match self.spec.tool {
+                    Tool::Tcpdump => text.contains("listening on"),
+                    Tool::Strace => text.contains("attached"),
+                };
+                if !attached {
+                    bail!("{}", text.trim());
+                }
+                Ok(())
+            }
+            Ok(Some(Err(e))) => Err(e).context("reading its output"),
+            Ok(None) => bail!("it exited before printing anything"),
+            Err(_) => bail!("no output within 10 s"),
+        }
+    }
+
+    /// Stops the tool (it flushes on SIGTERM), removes the container, reports the artifact.
+    pub async fn stop(self, docker: &Docker) -> CapsuleReport {
+        let kill = KillContainerOptionsBuilder::new().signal("SIGTERM").build();
+        // It may have stopped by itself (size cap); then there is nothing to signal.
+        let _ = docker.kill_container(&self.id, Some(kill)).await;
+        let mut wait = docker.wait_container(&self.id, None);
+        let _ = tokio::time::timeout(Duration::from_secs(5), wait.next()).await;
+        let exit_code = docker
+            .inspect_container(&self.id, None)
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .and_then(|s| s.exit_code)
+            .unwrap_or(-1);
+        let outcome = match exit_code {
+            // SIGTERM'd by us: tcpdump exits 0, strace re-raises the signal (143) after detaching.
+            0 | 143 => CapsuleOutcome::Ok,
+            EXIT_SIGXFSZ => CapsuleOutcome::SizeCapReached { cap_bytes: self.max_bytes },
+            code => CapsuleOutcome::Exited { exit_code: code, log_tail: self.log_tail(docker).await },
+        };
+        self.remove(docker).await;
+        CapsuleReport {
+            capsule: self.spec.to_string(),
+            container_name: self.name.clone(),
+            artifact_bytes: std::fs::metadata(&self.artifact).map(|m| m.len()).unwrap_or(0),
+            artifact: self.artifact.display().to_string(),
+            outcome,
+        }
+    }
+
+    async fn remove(&self, docker: &Docker) {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        if let Err(e) = docker.remove_container(&self.id, Some(options)).await {
+            log::warn!("removing capsule {}: {e}", self.name);
+        }
+    }
+
+    async fn log_tail(&self, docker: &Docker) -> String {
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail("5").build();
+        let lines: Vec<String> =
+            docker.logs(&self.id, Some(options)).filter_map(|l| async move { l.ok() }).map(|l| l.to_string()).collect().await;
+        lines.concat().trim().replace('\n', " | ")
+    }
+}
+
+fn create_body(spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> anyhow::Result<ContainerCreateBody> {
+    let out = format!("/out/{}", spec.tool.artifact());
+    let (cmd, caps) = match spec.tool {
+        Tool::Tcpdump => {
+            // -U: write each packet as it comes, so the pcap is complete whenever it stops.
+            let mut cmd: Vec<String> = ["tcpdump", "-i", "any", "-n", "-U", "-Z", "root", "-w", &out].map(String::from).to_vec();
+            cmd.extend(spec.args.iter().cloned());
+            (cmd, vec!["NET_RAW", "NET_ADMIN"])
+        }
+        Tool::Strace => {
+            let mut cmd: Vec<String> = ["strace", "-f", "-tt", "-o", &out].map(String::from).to_vec();
+            cmd.extend(spec.args.iter().cloned());
+            let pids = namespace_pids(ctx.cgroup_dir)?;
+            if pids.is_empty() {
+                bail!("the target container has no processes to trace");
+            }
+            for pid in pids {
+                cmd.extend(["-p".to_string(), pid.to_string()]);
+            }
+            (cmd, vec!["SYS_PTRACE"])
+        }
+    };
+    let owner = format!("{}:{}", std::process::id(), cgroup::process_start_time(std::process::id()).unwrap_or(0));
+    let labels = HashMap::from([
+        (LABEL_WINDOW.to_string(), ctx.window_id.to_string()),
+        (LABEL_TARGET.to_string(), ctx.target.id.clone()),
+        (LABEL_OWNER.to_string(), owner),
+    ]);
+    let host_config = HostConfig {
+        network_mode: Some(format!("container:{}", ctx.target.id)),
+        pid_mode: Some(format!("container:{}", ctx.target.id)),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(caps.into_iter().map(String::from).collect()),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([("/tmp".to_string(), "size=16m".to_string())])),
+        memory: Some(256 << 20),
+        nano_cpus: Some(500_000_000),
+        pids_limit: Some(64),
+        binds: Some(vec![format!("{}:/out:rw", ctx.artifact_dir.display())]),
+        // The size cap: the kernel stops the tool (SIGXFSZ) when its file would pass it.
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("fsize".into()),
+            soft: Some(ctx.max_bytes as i64),
+            hard: Some(ctx.max_bytes as i64),
+        }]),
+        ..Default::default()
+    };
+    Ok(ContainerCreateBody {
+        image: Some(image::reference()),
+        cmd: Some(cmd),
+        entrypoint: Some(vec![]),
+        labels: Some(labels),
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+/// PIDs of the cgroup's processes as the container's PID namespace numbers them (the capsule
+/// shares that namespace), from the last field of `NSpid:` in /proc/PID/status.
+fn namespace_pids(cgroup_dir: &Path) -> anyhow::Result<Vec<u32>> {
+    let procs = std::fs::read_to_string(cgroup_dir.join("cgroup.procs")).context("reading the target's cgroup.procs")?;
+    Ok(procs
+        .lines()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok())
+        .filter_map(|status| {
+            status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last()?.parse().ok())
+        })
+        .collect())
+}
