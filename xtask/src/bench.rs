@@ -181,7 +181,8 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
             let hook = match &config.start {
                 Some(start) => {
                     let mut hook = start()?;
-                    hook.wait_ready().with_context(|| format!("starting `{}`", config.name))?;
+                    hook.wait_ready()
+                        .with_context(|| format!("starting `{}`", config.name))?;
                     // Let the hook's own start-up work (and the kernel's) settle first.
                     thread::sleep(Duration::from_millis(200));
                     Some(hook)

@@ -42,8 +42,13 @@ pub async fn ensure(docker: &Docker) -> anyhow::Result<bool> {
 
 pub async fn build(docker: &Docker) -> anyhow::Result<()> {
     let rootfs = tokio::task::spawn_blocking(rootfs_tar).await??;
-    let options = CreateImageOptionsBuilder::new().from_src("-").repo(REPO).tag(TAG).build();
-    let mut progress = docker.create_image(Some(options), Some(bollard::body_full(rootfs.into())), None);
+    let options = CreateImageOptionsBuilder::new()
+        .from_src("-")
+        .repo(REPO)
+        .tag(TAG)
+        .build();
+    let mut progress =
+        docker.create_image(Some(options), Some(bollard::body_full(rootfs.into())), None);
     while let Some(step) = progress.next().await {
         step.with_context(|| format!("importing {}", reference()))?;
     }
@@ -71,12 +76,19 @@ fn rootfs_tar() -> anyhow::Result<Vec<u8>> {
     }
     for file in &files {
         let rel = file.strip_prefix("/").unwrap_or(file);
-        tar.append_path_with_name(file, rel).with_context(|| format!("adding {}", file.display()))?;
+        tar.append_path_with_name(file, rel)
+            .with_context(|| format!("adding {}", file.display()))?;
     }
     let etc: [(&str, &str); 3] = [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\ntcpdump:x:101:101::/nonexistent:/bin/false\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\ntcpdump:x:101:101::/nonexistent:/bin/false\n",
+        ),
         ("etc/group", "root:x:0:\ntcpdump:x:101:\n"),
-        ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n"),
+        (
+            "etc/nsswitch.conf",
+            "passwd: files\ngroup: files\nhosts: files\n",
+        ),
     ];
     for (path, text) in etc {
         let mut header = tar::Header::new_gnu();
@@ -89,14 +101,22 @@ fn rootfs_tar() -> anyhow::Result<Vec<u8>> {
 
 fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 /// The absolute paths `ldd` reports for a binary (none for a static one).
 fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(binary).output().context("running ldd")?;
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && !text.contains("not a dynamic executable") {
+    // A static binary: ldd says so on stderr and fails.
+    if !out.status.success()
+        && !String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable")
+    {
         bail!("ldd {} failed", binary.display());
     }
     Ok(parse_ldd(&text))
@@ -124,7 +144,10 @@ mod tests {
         let text = "\tlinux-vdso.so.1 (0x00007ffc)\n\tlibpcap.so.0.8 => /lib/x86_64-linux-gnu/libpcap.so.0.8 (0x7f)\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n";
         assert_eq!(
             parse_ldd(text),
-            [PathBuf::from("/lib/x86_64-linux-gnu/libpcap.so.0.8"), PathBuf::from("/lib64/ld-linux-x86-64.so.2")]
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libpcap.so.0.8"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
         );
         assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
     }

@@ -56,9 +56,16 @@ impl FromStr for CapsuleSpec {
         let tool = match name.trim() {
             "tcpdump" => Tool::Tcpdump,
             "strace" => Tool::Strace,
-            other => return Err(format!("unknown capsule `{other}`; known: tcpdump[=FILTER], strace[=ARGS]")),
+            other => {
+                return Err(format!(
+                    "unknown capsule `{other}`; known: tcpdump[=FILTER], strace[=ARGS]"
+                ))
+            }
         };
-        Ok(CapsuleSpec { tool, args: rest.split_whitespace().map(str::to_owned).collect() })
+        Ok(CapsuleSpec {
+            tool,
+            args: rest.split_whitespace().map(str::to_owned).collect(),
+        })
     }
 }
 
@@ -106,10 +113,17 @@ mod tests {
         assert_eq!(c.tool, Tool::Tcpdump);
         assert_eq!(c.args, ["tcp", "port", "80"]);
         let c: CapsuleSpec = "strace=-e trace=accept4;rm -rf /".parse().unwrap();
-        assert_eq!(c.args, ["-e", "trace=accept4;rm", "-rf", "/"], "words, never a shell line");
+        assert_eq!(
+            c.args,
+            ["-e", "trace=accept4;rm", "-rf", "/"],
+            "words, never a shell line"
+        );
         let c: CapsuleSpec = "strace".parse().unwrap();
         assert!(c.args.is_empty());
         assert_eq!(c.to_string(), "strace");
-        assert!("gdb".parse::<CapsuleSpec>().unwrap_err().contains("unknown capsule"));
+        assert!("gdb"
+            .parse::<CapsuleSpec>()
+            .unwrap_err()
+            .contains("unknown capsule"));
     }
 }

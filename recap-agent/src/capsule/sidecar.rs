@@ -12,13 +12,17 @@ use anyhow::{bail, Context};
 use bollard::{
     models::{ContainerCreateBody, HostConfig, ResourcesUlimits},
     query_parameters::{
-        CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+        CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+        RemoveContainerOptionsBuilder,
     },
     Docker,
 };
 use futures_util::StreamExt;
 
-use super::{image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET, LABEL_WINDOW};
+use super::{
+    image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET,
+    LABEL_WINDOW,
+};
 use crate::target::{cgroup, container::ContainerMeta};
 
 /// Everything a capsule needs to know about its window.
@@ -45,7 +49,11 @@ const EXIT_SIGXFSZ: i64 = 153;
 
 impl Capsule {
     /// Creates and starts the capsule, and waits until the tool reports that it is attached.
-    pub async fn start(docker: &Docker, spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> anyhow::Result<Capsule> {
+    pub async fn start(
+        docker: &Docker,
+        spec: &CapsuleSpec,
+        ctx: &CapsuleContext<'_>,
+    ) -> anyhow::Result<Capsule> {
         let name = format!("recap-{}-{}", ctx.window_id, spec.tool.name());
         let body = create_body(spec, ctx)?;
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
@@ -63,33 +71,45 @@ impl Capsule {
         if let Err(e) = capsule.start_and_wait_attached(docker).await {
             let tail = capsule.log_tail(docker).await;
             capsule.remove(docker).await;
-            return Err(e.context(format!("capsule {} did not start; its output: {tail}", capsule.name)));
+            return Err(e.context(format!(
+                "capsule {} did not start; its output: {tail}",
+                capsule.name
+            )));
         }
         Ok(capsule)
     }
 
     async fn start_and_wait_attached(&self, docker: &Docker) -> anyhow::Result<()> {
-        docker.start_container(&self.id, None).await.context("starting the container")?;
-        let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
+        docker
+            .start_container(&self.id, None)
+            .await
+            .context("starting the container")?;
+        let options = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
         let mut logs = docker.logs(&self.id, Some(options));
-        let first = tokio::time::timeout(Duration::from_secs(10), logs.next()).await;
-        match first {
-            Ok(Some(Ok(line))) => {
-                let text = line.to_string();
+        let attach_line = match self.spec.tool {
+            Tool::Tcpdump => "listening on",
+            Tool::Strace => "attached",
+        };
+        let mut seen = String::new();
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(chunk) = logs.next().await {
+                let text = chunk.context("reading its output")?.to_string();
                 log::debug!("capsule {}: {}", self.name, text.trim());
-                // Both tools print their attach line first; anything else is a failure message.
-                let attached = match self.spec.tool {
-                    Tool::Tcpdump => text.contains("listening on"),
-                    Tool::Strace => text.contains("attached"),
-                };
-                if !attached {
-                    bail!("{}", text.trim());
+                if text.contains(attach_line) {
+                    return Ok(());
                 }
-                Ok(())
+                seen.push_str(&text);
             }
-            Ok(Some(Err(e))) => Err(e).context("reading its output"),
-            Ok(None) => bail!("it exited before printing anything"),
-            Err(_) => bail!("no output within 10 s"),
+            bail!("it exited: {}", seen.trim().replace('\n', " | "))
+        })
+        .await;
+        match waited {
+            Ok(result) => result,
+            Err(_) => bail!("no `{attach_line}` line within 10 s"),
         }
     }
 
@@ -110,14 +130,21 @@ impl Capsule {
         let outcome = match exit_code {
             // SIGTERM'd by us: tcpdump exits 0, strace re-raises the signal (143) after detaching.
             0 | 143 => CapsuleOutcome::Ok,
-            EXIT_SIGXFSZ => CapsuleOutcome::SizeCapReached { cap_bytes: self.max_bytes },
-            code => CapsuleOutcome::Exited { exit_code: code, log_tail: self.log_tail(docker).await },
+            EXIT_SIGXFSZ => CapsuleOutcome::SizeCapReached {
+                cap_bytes: self.max_bytes,
+            },
+            code => CapsuleOutcome::Exited {
+                exit_code: code,
+                log_tail: self.log_tail(docker).await,
+            },
         };
         self.remove(docker).await;
         CapsuleReport {
             capsule: self.spec.to_string(),
             container_name: self.name.clone(),
-            artifact_bytes: std::fs::metadata(&self.artifact).map(|m| m.len()).unwrap_or(0),
+            artifact_bytes: std::fs::metadata(&self.artifact)
+                .map(|m| m.len())
+                .unwrap_or(0),
             artifact: self.artifact.display().to_string(),
             outcome,
         }
@@ -131,24 +158,42 @@ impl Capsule {
     }
 
     async fn log_tail(&self, docker: &Docker) -> String {
-        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail("5").build();
-        let lines: Vec<String> =
-            docker.logs(&self.id, Some(options)).filter_map(|l| async move { l.ok() }).map(|l| l.to_string()).collect().await;
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail("5")
+            .build();
+        let lines: Vec<String> = docker
+            .logs(&self.id, Some(options))
+            .filter_map(|l| async move { l.ok() })
+            .map(|l| l.to_string())
+            .collect()
+            .await;
         lines.concat().trim().replace('\n', " | ")
     }
 }
 
-fn create_body(spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> anyhow::Result<ContainerCreateBody> {
+fn create_body(
+    spec: &CapsuleSpec,
+    ctx: &CapsuleContext<'_>,
+) -> anyhow::Result<ContainerCreateBody> {
     let out = format!("/out/{}", spec.tool.artifact());
     let (cmd, caps) = match spec.tool {
         Tool::Tcpdump => {
             // -U: write each packet as it comes, so the pcap is complete whenever it stops.
-            let mut cmd: Vec<String> = ["tcpdump", "-i", "any", "-n", "-U", "-Z", "root", "-w", &out].map(String::from).to_vec();
+            let mut cmd: Vec<String> =
+                ["tcpdump", "-i", "any", "-n", "-U", "-Z", "root", "-w", &out]
+                    .map(String::from)
+                    .to_vec();
             cmd.extend(spec.args.iter().cloned());
-            (cmd, vec!["NET_RAW", "NET_ADMIN"])
+            // NET_RAW to capture, NET_ADMIN for promiscuous mode; SETUID/SETGID because tcpdump
+            // always drops privileges (`-Z root` keeps uid 0 but still calls setgid/setuid).
+            (cmd, vec!["NET_RAW", "NET_ADMIN", "SETUID", "SETGID"])
         }
         Tool::Strace => {
-            let mut cmd: Vec<String> = ["strace", "-f", "-tt", "-o", &out].map(String::from).to_vec();
+            let mut cmd: Vec<String> = ["strace", "-f", "-tt", "-o", &out]
+                .map(String::from)
+                .to_vec();
             cmd.extend(spec.args.iter().cloned());
             let pids = namespace_pids(ctx.cgroup_dir)?;
             if pids.is_empty() {
@@ -160,7 +205,11 @@ fn create_body(spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> anyhow::Result<C
             (cmd, vec!["SYS_PTRACE"])
         }
     };
-    let owner = format!("{}:{}", std::process::id(), cgroup::process_start_time(std::process::id()).unwrap_or(0));
+    let owner = format!(
+        "{}:{}",
+        std::process::id(),
+        cgroup::process_start_time(std::process::id()).unwrap_or(0)
+    );
     let labels = HashMap::from([
         (LABEL_WINDOW.to_string(), ctx.window_id.to_string()),
         (LABEL_TARGET.to_string(), ctx.target.id.clone()),
@@ -173,7 +222,10 @@ fn create_body(spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> anyhow::Result<C
         cap_add: Some(caps.into_iter().map(String::from).collect()),
         security_opt: Some(vec!["no-new-privileges".into()]),
         readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([("/tmp".to_string(), "size=16m".to_string())])),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            "size=16m".to_string(),
+        )])),
         memory: Some(256 << 20),
         nano_cpus: Some(500_000_000),
         pids_limit: Some(64),
@@ -199,12 +251,16 @@ fn create_body(spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> anyhow::Result<C
 /// PIDs of the cgroup's processes as the container's PID namespace numbers them (the capsule
 /// shares that namespace), from the last field of `NSpid:` in /proc/PID/status.
 fn namespace_pids(cgroup_dir: &Path) -> anyhow::Result<Vec<u32>> {
-    let procs = std::fs::read_to_string(cgroup_dir.join("cgroup.procs")).context("reading the target's cgroup.procs")?;
+    let procs = std::fs::read_to_string(cgroup_dir.join("cgroup.procs"))
+        .context("reading the target's cgroup.procs")?;
     Ok(procs
         .lines()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok())
         .filter_map(|status| {
-            status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last()?.parse().ok())
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last()?.parse().ok())
         })
         .collect())
 }

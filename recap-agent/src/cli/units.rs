@@ -52,7 +52,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let number: u64 = s[..split].parse().map_err(|_| format!("cannot read size `{s}`; use e.g. 100MiB"))?;
+    let number: u64 = s[..split]
+        .parse()
+        .map_err(|_| format!("cannot read size `{s}`; use e.g. 100MiB"))?;
     let unit = match s[split..].trim() {
         "" | "B" => 1,
         "KB" | "kB" => 1_000,
@@ -61,9 +63,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}`; use B, KB, MB, GB, KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}`; use B, KB, MB, GB, KiB, MiB or GiB"
+            ))
+        }
     };
-    number.checked_mul(unit).ok_or_else(|| format!("size `{s}` is too large"))
+    number
+        .checked_mul(unit)
+        .ok_or_else(|| format!("size `{s}` is too large"))
 }
 
 pub fn format_duration(d: Duration) -> String {

@@ -96,8 +96,21 @@ impl WindowArgs {
         if self.capsule_max_size == 0 {
             usage!("--capsule-max-size must be more than 0");
         }
-        let capsules = CapsuleOptions { specs: self.capsule, artifacts: self.artifacts, max_bytes: self.capsule_max_size };
-        Ok((WindowSpec { target, duration: self.duration, families, capsules }, self.output, self.top))
+        let capsules = CapsuleOptions {
+            specs: self.capsule,
+            artifacts: self.artifacts,
+            max_bytes: self.capsule_max_size,
+        };
+        Ok((
+            WindowSpec {
+                target,
+                duration: self.duration,
+                families,
+                capsules,
+            },
+            self.output,
+            self.top,
+        ))
     }
 }
 

@@ -115,11 +115,20 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
         for c in &s.capsules {
             let status = match &c.outcome {
                 CapsuleOutcome::Ok => "ok".to_string(),
-                CapsuleOutcome::SizeCapReached { cap_bytes } => format!("stopped at the size cap ({cap_bytes} bytes)"),
-                CapsuleOutcome::Exited { exit_code, log_tail } => format!("exited early ({exit_code}): {log_tail}"),
+                CapsuleOutcome::SizeCapReached { cap_bytes } => {
+                    format!("stopped at the size cap ({cap_bytes} bytes)")
+                }
+                CapsuleOutcome::Exited {
+                    exit_code,
+                    log_tail,
+                } => format!("exited early ({exit_code}): {log_tail}"),
                 CapsuleOutcome::Failed { reason } => format!("failed: {reason}"),
             };
-            let _ = writeln!(o, "  {:<24} {:>12} bytes  {}  {status}", c.capsule, c.artifact_bytes, c.artifact);
+            let _ = writeln!(
+                o,
+                "  {:<24} {:>12} bytes  {}  {status}",
+                c.capsule, c.artifact_bytes, c.artifact
+            );
         }
     }
     for w in &s.warnings {

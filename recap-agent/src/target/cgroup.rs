@@ -112,7 +112,12 @@ pub fn process_running(pid: u32) -> bool {
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after "(comm)" start at field 3, so starttime (22) is the 20th of them.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 pub fn child_cgroups(dir: &Path) -> usize {

@@ -49,7 +49,9 @@ pub enum TargetError {
     NoSuchContainer { wanted: String },
     #[error("`{wanted}` matches several containers ({matches}); give more of the id, or the name")]
     AmbiguousContainer { wanted: String, matches: String },
-    #[error("container {name} is not running (status: {status}); start it with `docker start {name}`")]
+    #[error(
+        "container {name} is not running (status: {status}); start it with `docker start {name}`"
+    )]
     ContainerNotRunning { name: String, status: String },
     #[error(transparent)]
     Docker(crate::docker::DockerError),
@@ -68,12 +70,17 @@ impl Target {
         let cgroup_dir = match spec {
             TargetSpec::Cgroup { path } => cgroup::check_cgroup_dir(&root, path)?,
             TargetSpec::Pid { pid } => cgroup::cgroup_of_pid(&root, *pid)?,
-            TargetSpec::Container { .. } => unreachable!("container targets resolve through Docker"),
+            TargetSpec::Container { .. } => {
+                unreachable!("container targets resolve through Docker")
+            }
         };
         Self::in_cgroup(spec, cgroup_dir, None)
     }
 
-    pub async fn resolve_with_docker(spec: &TargetSpec, docker: &bollard::Docker) -> Result<Target, TargetError> {
+    pub async fn resolve_with_docker(
+        spec: &TargetSpec,
+        docker: &bollard::Docker,
+    ) -> Result<Target, TargetError> {
         let TargetSpec::Container { name_or_id } = spec else {
             return Self::resolve(spec);
         };
@@ -82,10 +89,20 @@ impl Target {
         Self::in_cgroup(spec, cgroup_dir, Some(meta))
     }
 
-    fn in_cgroup(spec: &TargetSpec, cgroup_dir: PathBuf, container: Option<ContainerMeta>) -> Result<Target, TargetError> {
+    fn in_cgroup(
+        spec: &TargetSpec,
+        cgroup_dir: PathBuf,
+        container: Option<ContainerMeta>,
+    ) -> Result<Target, TargetError> {
         let cgroup_id = cgroup::cgroup_id(&cgroup_dir)?;
         let child_cgroups = cgroup::child_cgroups(&cgroup_dir);
-        Ok(Target { spec: spec.clone(), cgroup_dir, cgroup_id, child_cgroups, container })
+        Ok(Target {
+            spec: spec.clone(),
+            cgroup_dir,
+            cgroup_id,
+            child_cgroups,
+            container,
+        })
     }
 
     /// Whether the target still exists (a process target: the process is alive).
@@ -93,9 +110,10 @@ impl Target {
         match &self.spec {
             TargetSpec::Pid { pid } => cgroup::process_running(*pid),
             TargetSpec::Cgroup { .. } => self.cgroup_dir.exists(),
-            TargetSpec::Container { .. } => {
-                self.container.as_ref().is_some_and(|c| cgroup::process_running(c.pid))
-            }
+            TargetSpec::Container { .. } => self
+                .container
+                .as_ref()
+                .is_some_and(|c| cgroup::process_running(c.pid)),
         }
     }
 
@@ -104,7 +122,12 @@ impl Target {
             TargetSpec::Cgroup { .. } => format!("cgroup {}", self.cgroup_dir.display()),
             TargetSpec::Pid { pid } => format!("pid {pid} (cgroup {})", self.cgroup_dir.display()),
             TargetSpec::Container { .. } => match &self.container {
-                Some(c) => format!("container {} ({}, image {})", c.name, &c.id[..12.min(c.id.len())], c.image),
+                Some(c) => format!(
+                    "container {} ({}, image {})",
+                    c.name,
+                    &c.id[..12.min(c.id.len())],
+                    c.image
+                ),
                 None => format!("container (cgroup {})", self.cgroup_dir.display()),
             },
         }

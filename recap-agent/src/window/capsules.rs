@@ -31,11 +31,19 @@ pub struct RunningCapsules {
 }
 
 /// Makes the artifact directory and the image (once per RECap version) before the window.
-pub async fn prepare(docker: &Docker, options: &CapsuleOptions, window_id: &str) -> anyhow::Result<PathBuf> {
+pub async fn prepare(
+    docker: &Docker,
+    options: &CapsuleOptions,
+    window_id: &str,
+) -> anyhow::Result<PathBuf> {
     let dir = options.artifacts.join(window_id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating the artifact directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the artifact directory {}", dir.display()))?;
     if image::ensure(docker).await? {
-        log::warn!("built the capsule image {} from this host's tools (once per RECap version)", image::reference());
+        log::warn!(
+            "built the capsule image {} from this host's tools (once per RECap version)",
+            image::reference()
+        );
     }
     Ok(dir)
 }
@@ -48,7 +56,10 @@ pub async fn start_all(
     artifact_dir: PathBuf,
     max_bytes: u64,
 ) -> RunningCapsules {
-    let container = target.container.clone().expect("capsules need a container target");
+    let container = target
+        .container
+        .clone()
+        .expect("capsules need a container target");
     let ctx = CapsuleContext {
         window_id: &window_id,
         target: &container,
@@ -57,11 +68,19 @@ pub async fn start_all(
         max_bytes,
     };
     let started = join_all(specs.iter().map(|spec| Capsule::start(&docker, spec, &ctx))).await;
-    let mut out = RunningCapsules { running: Vec::new(), failed: Vec::new() };
+    let mut out = RunningCapsules {
+        running: Vec::new(),
+        failed: Vec::new(),
+    };
     for (spec, result) in specs.iter().zip(started) {
         match result {
             Ok(capsule) => out.running.push(capsule),
-            Err(e) => out.failed.push(failed_report(spec, &window_id, &artifact_dir, format!("{e:#}"))),
+            Err(e) => out.failed.push(failed_report(
+                spec,
+                &window_id,
+                &artifact_dir,
+                format!("{e:#}"),
+            )),
         }
     }
     out

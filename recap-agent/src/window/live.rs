@@ -42,7 +42,10 @@ pub fn announce(
         }
     }
     for capsule in capsules.map(|c| c.running.as_slice()).unwrap_or_default() {
-        eprintln!("recap: capsule {} attached ({})", capsule.spec, capsule.name);
+        eprintln!(
+            "recap: capsule {} attached ({})",
+            capsule.spec, capsule.name
+        );
     }
     for report in capsules.map(|c| c.failed.as_slice()).unwrap_or_default() {
         if let CapsuleOutcome::Failed { reason } = &report.outcome {

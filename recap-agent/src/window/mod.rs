@@ -49,7 +49,11 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowSumma
     };
     let window_id = new_window_id();
     let needs_docker = matches!(spec.target, TargetSpec::Container { .. });
-    let docker = if needs_docker { Some(docker::connect().await?) } else { None };
+    let docker = if needs_docker {
+        Some(docker::connect().await?)
+    } else {
+        None
+    };
     if let Some(docker) = &docker {
         if let Err(e) = reaper::reap_orphans(docker).await {
             log::warn!("looking for orphan capsules: {e:#}");
@@ -77,7 +81,9 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowSumma
     };
     let armed = tokio::task::block_in_place(|| -> anyhow::Result<(ProbeEngine, WindowProbes)> {
         let mut engine = ProbeEngine::load()?;
-        let probes = engine.open(&target, &spec.families).context("arming the window")?;
+        let probes = engine
+            .open(&target, &spec.families)
+            .context("arming the window")?;
         Ok((engine, probes))
     });
     let capsules = match capsule_task {
@@ -94,9 +100,25 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowSumma
     let armed_at = Instant::now();
     let started_at = rfc3339_utc(SystemTime::now());
     let arm_ms = ms(armed_at - command_started);
-    live::announce(&window_id, &target, &probes.families, capsules.as_ref(), spec.duration, arm_ms);
+    live::announce(
+        &window_id,
+        &target,
+        &probes.families,
+        capsules.as_ref(),
+        spec.duration,
+        arm_ms,
+    );
 
-    let watched = watch(&mut engine, &probes, &target, &mut signals, armed_at + spec.duration, tty_live, spec.duration).await;
+    let watched = watch(
+        &mut engine,
+        &probes,
+        &target,
+        &mut signals,
+        armed_at + spec.duration,
+        tty_live,
+        spec.duration,
+    )
+    .await;
     let ended = Instant::now();
     let families = probes.families.clone();
     let closed = engine.close(probes).context("closing the window");
@@ -156,7 +178,10 @@ async fn watch(
     status
 }
 
-async fn stop_capsules(docker: Option<&Docker>, capsules: Option<RunningCapsules>) -> Vec<crate::capsule::CapsuleReport> {
+async fn stop_capsules(
+    docker: Option<&Docker>,
+    capsules: Option<RunningCapsules>,
+) -> Vec<crate::capsule::CapsuleReport> {
     match (docker, capsules) {
         (Some(docker), Some(capsules)) => capsules::stop_all(docker, capsules).await,
         _ => Vec::new(),
@@ -173,7 +198,10 @@ fn new_window_id() -> String {
     // SAFETY: getrandom writes at most `len` bytes into the buffer.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     if n != bytes.len() as isize {
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         bytes.copy_from_slice(&nanos.to_le_bytes()[..6]);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
