@@ -1,13 +1,15 @@
 //! Kernel struct offsets from the running kernel's BTF (`/sys/kernel/btf/vmlinux`). The eBPF
 //! side reads `task_struct.pid` and a cgroup's id through these, since Rust eBPF programs carry
 //! no CO-RE relocations.
+//!
+//! A general BTF library indexes every type (~100k here) and took most of a window's arming
+//! time; this reader walks the type records once and looks only at the few structs it needs.
 
-use btf_rs::{Btf, Type};
 use recap_common::offsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// (global name in the eBPF object, struct, member path) — a nested member is `a.b`.
+/// (global name in the eBPF object, struct, member).
 const NEEDED: [(&str, &str, &str); 6] = [
     (offsets::TASK_PID, "task_struct", "pid"),
     ("RECAP_OFF_TASK_TGID", "task_struct", "tgid"),
@@ -21,17 +23,20 @@ const NEEDED: [(&str, &str, &str); 6] = [
 pub enum BtfError {
     #[error("this kernel exposes no BTF ({VMLINUX_BTF}: {0}); task-based probes (syscalls, proc, cpu) need a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
     Missing(String),
+    #[error("the kernel's BTF is malformed: {0}")]
+    Malformed(&'static str),
     #[error("the kernel's BTF has no member `{member}` in `struct {strukt}`")]
     NoMember { strukt: String, member: String },
 }
 
 /// Byte offsets, in the order of `NEEDED`, paired with their global names.
 pub fn kernel_offsets() -> Result<Vec<(&'static str, u64)>, BtfError> {
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| BtfError::Missing(e.to_string()))?;
+    let data = std::fs::read(VMLINUX_BTF).map_err(|e| BtfError::Missing(e.to_string()))?;
+    let btf = Btf::parse(&data)?;
     NEEDED
         .iter()
         .map(|&(global, strukt, member)| {
-            member_offset(&btf, strukt, member)
+            btf.member_offset(strukt, member)
                 .map(|off| (global, off))
                 .ok_or_else(|| BtfError::NoMember {
                     strukt: strukt.into(),
@@ -41,37 +46,209 @@ pub fn kernel_offsets() -> Result<Vec<(&'static str, u64)>, BtfError> {
         .collect()
 }
 
-/// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
-fn member_offset(btf: &Btf, name: &str, member: &str) -> Option<u64> {
-    let types = btf.resolve_types_by_name(name).ok()?;
-    types.iter().find_map(|t| match t {
-        Type::Struct(s) => find_in(btf, s, member, 0),
-        _ => None,
-    })
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+
+/// Type records of a BTF blob, indexed by type id (id 0 is `void`).
+pub struct Btf<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Byte offset of each type record in `types`; index = type id - 1.
+    records: Vec<usize>,
 }
 
-fn find_in(btf: &Btf, s: &btf_rs::Struct, member: &str, base_bits: u64) -> Option<u64> {
-    for m in &s.members {
-        let bits = base_bits + m.bit_offset() as u64;
-        let name = btf.resolve_name(m).unwrap_or_default();
-        if name == member {
-            return Some(bits / 8);
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl<'a> Btf<'a> {
+    pub fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
+        let bad = BtfError::Malformed;
+        if data.get(0..2) != Some(&[0x9f, 0xeb]) {
+            return Err(bad("bad magic (not little-endian BTF)"));
         }
-        if name.is_empty() {
-            // Anonymous struct/union: its members belong to the outer struct.
-            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
-                if let Some(off) = find_in(btf, &inner, member, bits) {
-                    return Some(off);
+        let header = |i: usize| {
+            u32_at(data, 4 + 4 * i)
+                .map(|v| v as usize)
+                .ok_or(bad("short header"))
+        };
+        let (hdr_len, type_off, type_len, str_off, str_len) =
+            (header(0)?, header(1)?, header(2)?, header(3)?, header(4)?);
+        let types = data
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or(bad("type section"))?;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or(bad("string section"))?;
+        let mut records = Vec::new();
+        let mut at = 0;
+        while at < types.len() {
+            let info = u32_at(types, at + 4).ok_or(bad("truncated type"))?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let extra = match kind {
+                1 | 14 | 17 => 4,             // int, var, decl_tag
+                3 => 12,                      // array
+                4 | 5 | 15 | 19 => 12 * vlen, // struct, union, datasec, enum64
+                6 | 13 => 8 * vlen,           // enum, func_proto
+                2 | 7..=12 | 16 | 18 => 0,
+                _ => return Err(bad("unknown type kind")),
+            };
+            records.push(at);
+            at += 12 + extra;
+        }
+        Ok(Btf {
+            types,
+            strings,
+            records,
+        })
+    }
+
+    fn name(&self, off: u32) -> &'a [u8] {
+        let rest = self.strings.get(off as usize..).unwrap_or_default();
+        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+    }
+
+    /// (name_off, kind, kind_flag, vlen, size_or_type, record offset) of a type id.
+    fn record(&self, id: u32) -> Option<(u32, u32, bool, usize, u32, usize)> {
+        let at = *self.records.get((id as usize).checked_sub(1)?)?;
+        let info = u32_at(self.types, at + 4)?;
+        Some((
+            u32_at(self.types, at)?,
+            (info >> 24) & 0x1f,
+            info >> 31 == 1,
+            (info & 0xffff) as usize,
+            u32_at(self.types, at + 8)?,
+            at,
+        ))
+    }
+
+    /// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
+    pub fn member_offset(&self, name: &str, member: &str) -> Option<u64> {
+        (1..=self.records.len() as u32).find_map(|id| {
+            let (name_off, kind, ..) = self.record(id)?;
+            (kind == KIND_STRUCT && self.name(name_off) == name.as_bytes())
+                .then(|| self.find_member(id, member, 0))
+                .flatten()
+        })
+    }
+
+    fn find_member(&self, id: u32, member: &str, base_bits: u64) -> Option<u64> {
+        let (_, kind, kind_flag, vlen, _, at) = self.record(id)?;
+        if kind != KIND_STRUCT && kind != KIND_UNION {
+            return None;
+        }
+        for i in 0..vlen {
+            let m = at + 12 + 12 * i;
+            let (name_off, type_id, offset) = (
+                u32_at(self.types, m)?,
+                u32_at(self.types, m + 4)?,
+                u32_at(self.types, m + 8)?,
+            );
+            let bits = base_bits
+                + if kind_flag {
+                    offset & 0xff_ffff
+                } else {
+                    offset
+                } as u64;
+            let name = self.name(name_off);
+            if name == member.as_bytes() {
+                return Some(bits / 8);
+            }
+            if name.is_empty() {
+                if let Some(found) = self.find_member(self.skip_modifiers(type_id), member, bits) {
+                    return Some(found);
                 }
             }
         }
+        None
     }
-    None
+
+    /// Follows typedef/const/volatile/restrict/type_tag to the underlying type.
+    fn skip_modifiers(&self, mut id: u32) -> u32 {
+        while let Some((_, kind, _, _, next, _)) = self.record(id) {
+            if !matches!(
+                kind,
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+            ) {
+                break;
+            }
+            id = next;
+        }
+        id
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A BTF blob: `struct s { int a; union { int x; long y; }; int b; }`.
+    fn synthetic() -> Vec<u8> {
+        let strings = b"\0int\0s\0a\0x\0y\0b\0long\0";
+        let name = |s: &str| {
+            strings
+                .windows(s.len() + 1)
+                .position(|w| &w[..s.len()] == s.as_bytes() && w[s.len()] == 0)
+                .unwrap() as u32
+        };
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            words
+                .iter()
+                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
+        };
+        push(&[name("int"), 1 << 24, 4, 32]); // 1: int
+        push(&[name("long"), 1 << 24, 8, 64]); // 2: long
+        push(&[0, 5 << 24 | 2, 8, name("x"), 1, 0, name("y"), 2, 0]); // 3: anonymous union
+        push(&[
+            name("s"),
+            4 << 24 | 3,
+            24,
+            name("a"),
+            1,
+            0,
+            0,
+            3,
+            64,
+            name("b"),
+            1,
+            128,
+        ]); // 4: struct s
+        let mut blob = vec![0x9f, 0xeb, 1, 0];
+        for v in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&v.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
+    #[test]
+    fn finds_direct_and_anonymous_members() {
+        let data = synthetic();
+        let btf = Btf::parse(&data).unwrap();
+        assert_eq!(btf.member_offset("s", "a"), Some(0));
+        assert_eq!(
+            btf.member_offset("s", "y"),
+            Some(8),
+            "inside the anonymous union at bit 64"
+        );
+        assert_eq!(btf.member_offset("s", "b"), Some(16));
+        assert_eq!(btf.member_offset("s", "nope"), None);
+        assert_eq!(btf.member_offset("t", "a"), None);
+        assert!(Btf::parse(&data[..10]).is_err());
+    }
 
     #[test]
     fn finds_offsets_in_this_kernel() {

@@ -148,6 +148,9 @@ impl ProbeEngine {
         let offsets = btf::kernel_offsets();
         log::debug!("kernel offsets from BTF in {:?}", t.elapsed());
         let mut loader = EbpfLoader::new();
+        // No kernel BTF for aya: the object has no CO-RE relocations (offsets come from
+        // `btf::kernel_offsets`) and no BTF-typed programs, and aya's parse costs ~15 ms.
+        loader.btf(None);
         loader
             .map_max_entries(maps::TASK_SLOTS, pid_max.div_ceil(TIDS_PER_ENTRY))
             .map_max_entries(maps::COUNTERS, MAX_WINDOWS * Counter::COUNT)
