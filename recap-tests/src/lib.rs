@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod docker;
+
 use recap_agent::target::cgroup::cgroup2_mount;
 
 /// Privileged tests need root; CI runs as root, so there they always run.

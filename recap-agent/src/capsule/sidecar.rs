@@ -180,11 +180,22 @@ fn create_body(
     let out = format!("/out/{}", spec.tool.artifact());
     let (cmd, caps) = match spec.tool {
         Tool::Tcpdump => {
-            // -U: write each packet as it comes, so the pcap is complete whenever it stops.
-            let mut cmd: Vec<String> =
-                ["tcpdump", "-i", "any", "-n", "-U", "-Z", "root", "-w", &out]
-                    .map(String::from)
-                    .to_vec();
+            // --immediate-mode: take each packet from the kernel as it arrives (not in ring
+            // blocks that retire every second, which SIGTERM would lose); -U: write it at once.
+            let mut cmd: Vec<String> = [
+                "tcpdump",
+                "-i",
+                "any",
+                "-n",
+                "--immediate-mode",
+                "-U",
+                "-Z",
+                "root",
+                "-w",
+                &out,
+            ]
+            .map(String::from)
+            .to_vec();
             cmd.extend(spec.args.iter().cloned());
             // NET_RAW to capture, NET_ADMIN for promiscuous mode; SETUID/SETGID because tcpdump
             // always drops privileges (`-Z root` keeps uid 0 but still calls setgid/setuid).

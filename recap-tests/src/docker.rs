@@ -1,0 +1,182 @@
+//! A real Docker engine for the tests: started if none answers, an app image made from the
+//! host's static busybox (no registry is reachable), and app containers without a network whose
+//! loopback the test reaches by entering their network namespace (never a bridge address).
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    sync::Once,
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const APP_IMAGE: &str = "recap-test-httpd:1";
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the docker CLI (apt-get install docker.io)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// Starts `dockerd` unless an engine answers; builds the app image once.
+pub fn ensure_engine() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if !engine_answers() {
+            let log = std::fs::File::create("/tmp/recap-test-dockerd.log").unwrap();
+            Command::new("dockerd")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("starting dockerd");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !engine_answers() {
+                assert!(
+                    Instant::now() < deadline,
+                    "dockerd did not answer; see /tmp/recap-test-dockerd.log"
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+        if !docker(&["image", "inspect", APP_IMAGE]).0 {
+            build_app_image();
+        }
+    });
+}
+
+fn engine_answers() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// busybox httpd serving one page, from the host's statically linked busybox.
+fn build_app_image() {
+    let dir = std::env::temp_dir().join(format!("recap-app-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("/bin/busybox (apt-get install busybox-static)");
+    std::fs::write(dir.join("www/index.html"), "hello from the target\n").unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker import - {APP_IMAGE} >/dev/null",
+            dir.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success(), "docker import of the app image failed");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A running app container, removed on drop.
+pub struct AppContainer {
+    pub name: String,
+    pub id: String,
+}
+
+impl AppContainer {
+    pub fn run(name: &str) -> Self {
+        ensure_engine();
+        let name = format!("{name}-{}", std::process::id());
+        let _ = docker(&["rm", "-f", &name]);
+        let (ok, id) = docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            APP_IMAGE,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ]);
+        assert!(ok, "docker run {name} failed");
+        AppContainer { name, id }
+    }
+
+    /// The container's init process as the host sees it.
+    pub fn pid(&self) -> u32 {
+        docker(&["inspect", "-f", "{{.State.Pid}}", &self.id])
+            .1
+            .parse()
+            .unwrap()
+    }
+
+    /// `n` HTTP GETs to the container's own loopback, from inside its network namespace.
+    pub fn http_gets(&self, n: usize) {
+        let pid = self.pid().to_string();
+        for _ in 0..n {
+            let ok = Command::new("nsenter")
+                .args([
+                    "-t",
+                    &pid,
+                    "-n",
+                    "/bin/busybox",
+                    "wget",
+                    "-q",
+                    "-O",
+                    "/dev/null",
+                    "http://127.0.0.1/",
+                ])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "GET to {} failed", self.name);
+        }
+    }
+
+    pub fn kill(&self) {
+        assert!(docker(&["kill", &self.id]).0);
+    }
+}
+
+impl Drop for AppContainer {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.id]);
+    }
+}
+
+/// Capsule containers on this machine (any window).
+pub fn capsule_containers() -> Vec<String> {
+    let (_, out) = docker(&["ps", "-aq", "--filter", "label=recap.window"]);
+    out.lines().map(str::to_owned).collect()
+}
+
+/// HTTP GET requests in a pcap, read by tshark.
+pub fn http_gets_in_pcap(pcap: &Path) -> usize {
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-Y",
+            "http.request.method == \"GET\"",
+        ])
+        .output()
+        .expect("tshark (apt-get install tshark)");
+    assert!(
+        out.status.success(),
+        "tshark could not read {}: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}

@@ -1,0 +1,245 @@
+//! Docker containers as targets, with capsules, against a real engine.
+
+use std::{path::PathBuf, thread, time::Duration};
+
+use recap_tests::{docker::*, *};
+use serde_json::Value;
+
+fn artifact(summary: &Value, tool: &str) -> (PathBuf, Value) {
+    let report = summary["capsules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["capsule"].as_str().unwrap().starts_with(tool))
+        .unwrap_or_else(|| panic!("no {tool} capsule in {summary:#}"))
+        .clone();
+    (PathBuf::from(report["artifact"].as_str().unwrap()), report)
+}
+
+fn assert_clean() {
+    assert_no_residue();
+    assert_eq!(
+        capsule_containers(),
+        Vec::<String>::new(),
+        "capsule containers left"
+    );
+}
+
+/// Two identical apps; a window with both capsules on one. N requests go to it, M to the other.
+#[test]
+fn counts_and_captures_only_the_target_container() {
+    if !require_root() {
+        return;
+    }
+    let (target, other) = (
+        AppContainer::run("recap-web-a"),
+        AppContainer::run("recap-web-b"),
+    );
+    let artifacts = std::env::temp_dir().join(format!("recap-artifacts-{}", std::process::id()));
+    let mut run = RecapRun::start(&[
+        "window",
+        "--container",
+        &target.id[..12],
+        "-d",
+        "60s",
+        "--capsule",
+        "tcpdump",
+        "--capsule",
+        "strace=-e trace=accept,accept4",
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    const N: usize = 6;
+    const M: usize = 4;
+    target.http_gets(N);
+    other.http_gets(M);
+    thread::sleep(Duration::from_millis(500));
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(s["target"]["container"]["name"], target.name.as_str());
+    assert_eq!(s["target"]["container"]["image"], APP_IMAGE);
+    assert_eq!(
+        s["tcp"]["accepted"], N as u64,
+        "inbound connections of the target only"
+    );
+
+    let (pcap, report) = artifact(&s, "tcpdump");
+    assert_eq!(report["status"], "ok", "{report:#}");
+    assert_eq!(http_gets_in_pcap(&pcap), N, "GETs in {}", pcap.display());
+    assert_eq!(
+        report["artifact_bytes"],
+        std::fs::metadata(&pcap).unwrap().len()
+    );
+
+    let (log, report) = artifact(&s, "strace");
+    assert_eq!(report["status"], "ok", "{report:#}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    // Completed accept calls end with `= <fd>` (possibly as `<... accept resumed>`).
+    let accepted = text
+        .lines()
+        .filter(|l| {
+            l.contains("accept")
+                && l.rsplit_once("= ")
+                    .is_some_and(|(_, fd)| fd.trim().parse::<u32>().is_ok())
+        })
+        .count();
+    assert_eq!(accepted, N, "strace log:\n{text}");
+    let _ = std::fs::remove_dir_all(artifacts);
+    assert_clean();
+}
+
+/// A SIGKILLed recap leaves its capsule behind (Drop cannot run); the kernel side is gone at
+/// once, and the next window removes the orphan.
+#[test]
+fn orphan_capsule_of_a_killed_window_is_removed_by_the_next() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-web-orphan");
+    let mut run = RecapRun::start(&[
+        "window",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--capsule",
+        "tcpdump",
+    ]);
+    run.wait_armed();
+    run.signal(libc::SIGKILL);
+    let _ = run.finish();
+    assert_no_residue();
+    assert_eq!(
+        capsule_containers().len(),
+        1,
+        "the killed window's capsule is still there"
+    );
+
+    let (code, _, err) = recap(&["window", "--container", &app.name, "-d", "1s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("removed orphan capsule"), "{err}");
+    assert_clean();
+}
+
+#[test]
+fn stopping_the_target_ends_the_window_and_removes_the_capsule() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-web-stop");
+    let mut run = RecapRun::start(&[
+        "window",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--capsule",
+        "tcpdump",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    app.http_gets(2);
+    app.kill();
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "target_exited");
+    assert_eq!(s["tcp"]["accepted"], 2, "what was measured is kept");
+    assert!(s["duration_s"].as_f64().unwrap() < 30.0);
+    assert_clean();
+}
+
+#[test]
+fn a_capsule_stops_at_its_size_cap() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-web-cap");
+    let mut run = RecapRun::start(&[
+        "window",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--capsule",
+        "tcpdump",
+        "--capsule-max-size",
+        "4KiB",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    app.http_gets(20);
+    thread::sleep(Duration::from_millis(300));
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    let (pcap, report) = artifact(&s, "tcpdump");
+    assert_eq!(report["status"], "size_cap_reached", "{report:#}");
+    assert!(std::fs::metadata(&pcap).unwrap().len() <= 4096);
+    assert_eq!(
+        s["tcp"]["accepted"], 20,
+        "the probes go on counting after the capsule stops"
+    );
+    assert_clean();
+}
+
+#[test]
+fn container_errors_are_clear_and_leave_nothing() {
+    if !require_root() {
+        return;
+    }
+    ensure_engine();
+    let (code, _, err) = recap(&[
+        "window",
+        "--container",
+        "recap-no-such-container",
+        "-d",
+        "1s",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no container `recap-no-such-container`") && err.contains("docker ps"),
+        "{err}"
+    );
+
+    let stopped = AppContainer::run("recap-web-stopped");
+    stopped.kill();
+    let (code, _, err) = recap(&[
+        "window",
+        "--container",
+        &stopped.name,
+        "-d",
+        "1s",
+        "--capsule",
+        "strace",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is not running") && err.contains("docker start"),
+        "{err}"
+    );
+
+    let out = std::process::Command::new(recap_bin())
+        .args(["window", "--container", "x", "-d", "1s"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no Docker engine answers") && err.contains("dockerd"),
+        "{err}"
+    );
+
+    let (code, _, err) = recap(&["window", "--pid", "1", "--capsule", "tcpdump", "-d", "1s"]);
+    assert_eq!(code, 2, "{err}");
+    assert_clean();
+}
