@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Window(args) => cli::window::run(args).await,
+            Command::CapsuleImage(args) => cli::capsule_image::run(args).await,
         }
     });
     match result {

@@ -16,6 +16,7 @@ use clap::Args;
 
 use crate::{
     cgroup::ScratchCgroup,
+    docker,
     run::{cargo, require_root, status, workspace},
     setup,
 };
@@ -31,8 +32,8 @@ pub struct BenchArgs {
     /// Pipe ping-pong round trips per repetition.
     #[arg(long, default_value_t = 20_000)]
     rounds: usize,
-    /// Only the arm/teardown part, or only the cost part.
-    #[arg(long, value_parser = ["arm", "cost"])]
+    /// Only one part: arm/teardown, cost outside the target, or arming with a capsule.
+    #[arg(long, value_parser = ["arm", "cost", "capsule"])]
     only: Option<String>,
 }
 
@@ -62,11 +63,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         kernel_release(),
         thread::available_parallelism().map_or(0, |n| n.get())
     );
-    if args.only.as_deref() != Some("cost") {
+    if args.only.is_none() || args.only.as_deref() == Some("arm") {
         arm_and_teardown(&bin, &target, args.reps)?;
     }
-    if args.only.as_deref() != Some("arm") {
+    if args.only.is_none() || args.only.as_deref() == Some("cost") {
         cost_outside(&bin, &target, &args)?;
+    }
+    if args.only.is_none() || args.only.as_deref() == Some("capsule") {
+        capsule_arming(&bin, args.reps)?;
     }
     Ok(())
 }
@@ -244,6 +248,94 @@ fn mount_tracefs() -> anyhow::Result<()> {
         return Ok(());
     }
     status(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
+}
+
+/// Arming a window with a capsule, next to `docker exec` into the target and a bare
+/// `docker run` of the capsule image (the RECap paper's comparison: 0.243 s vs 0.083 s exec).
+fn capsule_arming(bin: &Path, reps: usize) -> anyhow::Result<()> {
+    docker::ensure_engine()?;
+    let recap = bin.join("recap");
+    let image = String::from_utf8(Command::new(&recap).arg("capsule-image").output()?.stdout)?
+        .trim()
+        .to_string();
+    let name = format!("recap-bench-target-{}", std::process::id());
+    let started = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            &image,
+            "/usr/bin/busybox",
+            "sleep",
+            "3600",
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !started.success() {
+        bail!("could not start the benchmark's target container");
+    }
+    let timed = |cmd: &mut Command| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let st = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        if !st.success() {
+            bail!("{cmd:?} failed");
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let (mut window, mut exec, mut run) = (Vec::new(), Vec::new(), Vec::new());
+    let result = (|| -> anyhow::Result<()> {
+        for _ in 0..reps {
+            let t = Instant::now();
+            let mut hook = Hook::spawn(
+                Command::new(&recap).args([
+                    "window",
+                    "--container",
+                    &name,
+                    "-d",
+                    "200ms",
+                    "--capsule",
+                    "tcpdump",
+                ]),
+                HookReady::StderrContains(" armed on "),
+            )?;
+            hook.wait_ready()?;
+            window.push(t.elapsed().as_secs_f64() * 1e3);
+            hook.child.wait()?;
+            exec.push(timed(Command::new("docker").args([
+                "exec",
+                &name,
+                "/usr/bin/busybox",
+                "true",
+            ]))?);
+            run.push(timed(Command::new("docker").args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                &image,
+                "/usr/bin/busybox",
+                "true",
+            ]))?);
+        }
+        Ok(())
+    })();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &name])
+        .stdout(Stdio::null())
+        .status();
+    result?;
+    let (w, e, r) = (median(&mut window), median(&mut exec), median(&mut run));
+    println!("## Arming a window with a capsule (median of {reps}, interleaved)\n");
+    println!("| what | median | ratio to `docker run` |");
+    println!("|---|---|---|");
+    println!("| `recap window --container T --capsule tcpdump`: command → probes counting and tcpdump listening | {w:.0} ms | {:.2}× |", w / r);
+    println!("| `docker exec T true` | {e:.0} ms | {:.2}× |", e / r);
+    println!("| `docker run --rm {image} true` | {r:.0} ms | 1.00× |");
+    println!("\n(RECap paper: 243 ms for its capsule, 83 ms for `docker exec`. Goal here: ≤ 1.1× `docker run`.)");
+    Ok(())
 }
 
 fn measure(load: &Path, mode: &str, reps: usize, n: usize) -> anyhow::Result<Vec<f64>> {

@@ -6,6 +6,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream, UdpSocket},
     os::unix::process::CommandExt,
+    path::Path,
     process::{Command, Stdio},
     thread,
 };
@@ -15,6 +16,7 @@ use clap::Args;
 
 use crate::{
     cgroup::ScratchCgroup,
+    docker,
     run::{cargo, require_root, status, workspace},
     setup,
 };
@@ -108,34 +110,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         workload.id(),
         cgroup.dir.display()
     );
-    let mut recap = Command::new(bin.join("recap"))
-        .args(["window", "--cgroup"])
-        .arg(&cgroup.dir)
-        .args(["--duration", &args.duration, "--probes", "all"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting recap")?;
-    let mut armed = false;
-    for line in BufReader::new(recap.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
-        eprintln!("{line}");
-        if !armed && line.contains(" armed on ") {
-            armed = true;
-            writeln!(workload.stdin.as_mut().unwrap(), "go")?;
-            for _ in 0..INBOUND {
-                TcpStream::connect(("127.0.0.1", listen_port))?
-                    .write_all(&[b'z'; INBOUND_BYTES])?;
-            }
+    let mut cmd = Command::new(bin.join("recap"));
+    cmd.args(["window", "--cgroup"]).arg(&cgroup.dir).args([
+        "--duration",
+        &args.duration,
+        "--probes",
+        "all",
+    ]);
+    let ran = run_window(&mut cmd, || {
+        writeln!(workload.stdin.as_mut().unwrap(), "go")?;
+        for _ in 0..INBOUND {
+            TcpStream::connect(("127.0.0.1", listen_port))?.write_all(&[b'z'; INBOUND_BYTES])?;
         }
-    }
-    let recap_status = recap.wait()?;
+        Ok(())
+    });
     drop(workload.stdin.take());
     let _ = workload.wait();
-    if !recap_status.success() {
-        bail!("recap window failed ({recap_status})");
-    }
+    ran?;
     println!(
         "\nground truth (what the workload did): {} outbound connects ({} established, {} refused, {} kept open), \
          {} inbound with {} B each, {} B TCP payload sent, {} UDP datagrams of {} B, {} execs of `true`, \
@@ -153,5 +144,117 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         GETPPID,
         SPIN_MS
     );
+    container_demo(&bin, &args)
+}
+
+const GETS: usize = 25;
+
+/// A busybox httpd container without a network, a window on it with both capsules, and GETs
+/// sent from inside its network namespace.
+fn container_demo(bin: &Path, args: &DemoArgs) -> anyhow::Result<()> {
+    docker::ensure_engine()?;
+    let image = "recap-demo-httpd:1";
+    if !docker_cli(&["image", "inspect", image]).0 {
+        let dir = std::env::temp_dir().join("recap-demo-rootfs");
+        let script = format!(
+            "set -e; mkdir -p {d}/bin {d}/www; cp /bin/busybox {d}/bin/; echo hello > {d}/www/index.html; \
+             tar -C {d} -c . | docker import - {image} >/dev/null; rm -rf {d}",
+            d = dir.display()
+        );
+        status(Command::new("sh").args(["-c", &script]))?;
+    }
+    let name = format!("recap-demo-web-{}", std::process::id());
+    let (ok, id) = docker_cli(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        image,
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    if !ok {
+        bail!("docker run {image} failed");
+    }
+    let pid = docker_cli(&["inspect", "-f", "{{.State.Pid}}", &id]).1;
+    println!("\nxtask: container {name} (busybox httpd, no network); {GETS} GETs from inside its network namespace");
+    let mut cmd = Command::new(bin.join("recap"));
+    cmd.args(["window", "--container", &name, "--duration", &args.duration])
+        .args([
+            "--capsule",
+            "tcpdump",
+            "--capsule",
+            "strace=-e trace=accept,accept4",
+            "--artifacts",
+            "/var/tmp/recap",
+        ]);
+    let ran = run_window(&mut cmd, || {
+        for _ in 0..GETS {
+            status(Command::new("nsenter").args([
+                "-t",
+                &pid,
+                "-n",
+                "/bin/busybox",
+                "wget",
+                "-q",
+                "-O",
+                "/dev/null",
+                "http://127.0.0.1/",
+            ]))?;
+        }
+        Ok(())
+    });
+    let _ = docker_cli(&["rm", "-f", &id]);
+    ran?;
+    println!("\nground truth: {GETS} HTTP GETs to the container (inbound accepted above); `tshark -r <artifact> -Y http.request` lists them");
     Ok(())
+}
+
+/// Runs `recap window`, forwarding its stderr, and calls `on_armed` once every probe counts.
+fn run_window(
+    cmd: &mut Command,
+    on_armed: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut recap = cmd
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting recap")?;
+    let mut on_armed = Some(on_armed);
+    for line in BufReader::new(recap.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        eprintln!("{line}");
+        if line.contains(" armed on ") {
+            if let Some(act) = on_armed.take() {
+                act()?;
+            }
+        }
+    }
+    let status = recap.wait()?;
+    if !status.success() {
+        bail!("recap window failed ({status})");
+    }
+    Ok(())
+}
+
+fn docker_cli(args: &[&str]) -> (bool, String) {
+    match Command::new("docker")
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+    {
+        Ok(out) => (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ),
+        Err(_) => (false, String::new()),
+    }
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod cgroup;
 mod demo;
+mod docker;
 mod run;
 mod setup;
 mod test;
@@ -22,7 +23,11 @@ enum Cmd {
     /// Install what building and testing need (Debian packages, the pinned nightly with
     /// rust-src, bpf-linker). Quick when everything is there.
     Setup,
-    /// Set up, build, and open a 10 s window on a known workload in a cgroup of its own.
+    /// Build and import the capsule image (tcpdump, strace, busybox) into the local engine,
+    /// starting the engine if none answers.
+    CapsuleImages,
+    /// Set up, build, and open 10 s windows on known workloads: one in a cgroup of its own, one
+    /// in a Docker container with tcpdump and strace capsules.
     Demo(demo::DemoArgs),
     /// Set up, then run the unit tests and the privileged integration tests.
     Test(test::TestArgs),
@@ -33,6 +38,7 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Cmd::Setup => setup::run(),
+        Cmd::CapsuleImages => docker::capsule_images(),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test(args) => test::run(args),
         Cmd::Bench(args) => bench::run(args),

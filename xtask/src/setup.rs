@@ -22,7 +22,31 @@ const PACKAGES: &[(&str, &str)] = &[
     ("zlib1g-dev", "bpf-linker"),
     ("bpftool", "tests check that nothing of ours stays loaded"),
     ("bpftrace", "the benchmark compares against bpftrace"),
-    ("util-linux", "setpriv: tests run recap unprivileged"),
+    (
+        "util-linux",
+        "setpriv: tests run recap unprivileged; nsenter: clients inside a container's network",
+    ),
+    (
+        "docker.io",
+        "a real Docker engine: container targets and capsules",
+    ),
+    ("containerd", "the Docker engine's runtime"),
+    ("runc", "the Docker engine's runtime"),
+    ("tini", "docker-init"),
+    ("iptables", "dockerd needs it to start"),
+    (
+        "tcpdump",
+        "the tcpdump capsule is built from the host's binary",
+    ),
+    (
+        "strace",
+        "the strace capsule is built from the host's binary",
+    ),
+    (
+        "busybox-static",
+        "the capsule image's shell tools and the test app image",
+    ),
+    ("tshark", "tests read the capsule's pcap"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The `recap` command line: each subcommand owns its arguments and `run`.
 
+pub mod capsule_image;
 pub mod units;
 pub mod window;
 
@@ -30,4 +31,7 @@ pub(crate) use usage;
 pub enum Command {
     /// Open a time-boxed window on one target, show it live, print what it measured.
     Window(window::WindowArgs),
+    /// Build and import the capsule image (tcpdump, strace, busybox from this host) into the
+    /// local Docker engine. Windows with capsules do this themselves when it is missing.
+    CapsuleImage(capsule_image::CapsuleImageArgs),
 }

@@ -162,6 +162,7 @@ mod tests {
         argv.extend(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Window(w) => w,
+            other => panic!("not a window command: {other:?}"),
         })
     }
 

@@ -1,0 +1,30 @@
+//! `recap capsule-image`: build and import the capsule image ahead of time.
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::{capsule::image, docker};
+
+#[derive(Debug, Args)]
+pub struct CapsuleImageArgs {
+    /// Build and import it again even if the engine has it.
+    #[arg(long)]
+    pub rebuild: bool,
+}
+
+pub async fn run(args: CapsuleImageArgs) -> anyhow::Result<()> {
+    let docker = docker::connect().await?;
+    if args.rebuild || !image::exists(&docker).await? {
+        image::build(&docker)
+            .await
+            .context("building the capsule image")?;
+        eprintln!("recap: imported {}", image::reference());
+    } else {
+        eprintln!(
+            "recap: {} is already there (--rebuild to make it again)",
+            image::reference()
+        );
+    }
+    println!("{}", image::reference());
+    Ok(())
+}

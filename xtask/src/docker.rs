@@ -1,0 +1,55 @@
+//! The Docker engine for the demo and the capsule images: started if none answers.
+
+use std::{
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+
+use crate::{
+    run::{cargo, require_root, status, workspace},
+    setup,
+};
+
+pub fn ensure_engine() -> anyhow::Result<()> {
+    if answers() {
+        return Ok(());
+    }
+    eprintln!("xtask: starting dockerd (log: /tmp/recap-dockerd.log)");
+    let log = std::fs::File::create("/tmp/recap-dockerd.log")?;
+    Command::new("dockerd")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers() {
+        if Instant::now() > deadline {
+            bail!("dockerd did not answer within 30 s; see /tmp/recap-dockerd.log");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn answers() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `cargo xtask capsule-images`.
+pub fn capsule_images() -> anyhow::Result<()> {
+    require_root("building capsule images")?;
+    setup::run()?;
+    ensure_engine()?;
+    status(cargo().args(["build", "--release", "--quiet", "-p", "recap-agent"]))?;
+    status(
+        Command::new(workspace().join("target/release/recap")).args(["capsule-image", "--rebuild"]),
+    )
+}
