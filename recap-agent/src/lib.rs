@@ -4,6 +4,7 @@
 pub mod capsule;
 pub mod cli;
 pub mod docker;
+pub mod export;
 pub mod probes;
 pub mod report;
 pub mod target;

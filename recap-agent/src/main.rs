@@ -26,6 +26,10 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Window(args) => cli::window::run(args).await,
             Command::CapsuleImage(args) => cli::capsule_image::run(args).await,
+            Command::MetricsCatalog => {
+                print!("{}", recap_agent::export::catalog::markdown());
+                Ok(())
+            }
         }
     });
     match result {

@@ -56,6 +56,8 @@ pub enum Counter {
     ProcForks,
     CpuOnCpuNs,
     CpuSwitchesIn,
+    /// Sum of the run-queue waits in the histogram (its `_sum`).
+    CpuRunqWaitNs,
     /// Threads that were seen joining the target (fork or cgroup move) but found no room in
     /// `TASK_SLOTS`: a non-zero value means task-based counts are incomplete.
     TaskTrackMisses,

@@ -34,4 +34,6 @@ pub enum Command {
     /// Build and import the capsule image (tcpdump, strace, busybox from this host) into the
     /// local Docker engine. Windows with capsules do this themselves when it is missing.
     CapsuleImage(capsule_image::CapsuleImageArgs),
+    /// Print the metric catalogue (Markdown), generated from the exporters' definitions.
+    MetricsCatalog,
 }

@@ -1,6 +1,6 @@
 //! `recap window`: arguments, validated into a `WindowSpec` before anything touches the kernel.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -11,10 +11,11 @@ use super::{
 };
 use crate::{
     capsule::CapsuleSpec,
+    export::{otlp, prometheus},
     probes::Family,
     report::render_table,
     target::TargetSpec,
-    window::{self, CapsuleOptions, WindowSpec},
+    window::{self, CapsuleOptions, ExportOptions, WindowSpec},
 };
 
 #[derive(Debug, Args)]
@@ -40,6 +41,25 @@ pub struct WindowArgs {
     /// Each capsule stops when its artifact reaches this size.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub capsule_max_size: u64,
+    /// Serve Prometheus metrics at ADDR/metrics while the window is open (`9464` and `:9464`
+    /// mean 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR", value_parser = prometheus::parse_addr)]
+    pub prometheus: Option<SocketAddr>,
+    /// Keep serving the final values this long after the window, for a last scrape.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub prometheus_linger: Duration,
+    /// Send metrics and window start/end logs over OTLP (default from OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// grpc or http/protobuf (default from OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<otlp::Protocol>,
+    /// An extra OTLP header, KEY=VALUE (repeatable; also OTEL_EXPORTER_OTLP_HEADERS).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    pub otlp_header: Vec<(String, String)>,
+    /// An extra OTLP resource attribute, KEY=VALUE (repeatable; also OTEL_RESOURCE_ATTRIBUTES).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    pub otlp_resource: Vec<(String, String)>,
     /// How long the window stays open (500ms, 30s, 5m, 1h).
     #[arg(long, short = 'd', default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -101,17 +121,21 @@ impl WindowArgs {
             artifacts: self.artifacts,
             max_bytes: self.capsule_max_size,
         };
-        Ok((
-            WindowSpec {
-                target,
-                duration: self.duration,
-                families,
-                capsules,
-            },
-            self.output,
-            self.top,
-        ))
+        let otlp = otlp::config(
+            self.otlp_endpoint,
+            self.otlp_protocol,
+            &self.otlp_header,
+            &self.otlp_resource,
+            |k| std::env::var(k).ok(),
+        )
+        .map_err(|e| anyhow::Error::new(super::UsageError(e)))?;
+        let export = ExportOptions { prometheus: self.prometheus, prometheus_linger: self.prometheus_linger, otlp };
+        Ok((WindowSpec { target, duration: self.duration, families, capsules, export }, self.output, self.top))
     }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    otlp::parse_pairs(s)?.pop().ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
@@ -139,13 +163,22 @@ pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
 
 pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
     let (spec, output, top) = args.into_spec()?;
-    let summary = window::run(spec, output == Output::Table).await?;
+    let linger = spec.export.prometheus_linger;
+    let outcome = window::run(spec, output == Output::Table).await?;
+    let summary = &outcome.summary;
     match output {
-        Output::Table => print!("{}", render_table(&summary, top)),
+        Output::Table => print!("{}", render_table(summary, top)),
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&summary).context("encoding the summary")?
+            serde_json::to_string_pretty(summary).context("encoding the summary")?
         ),
+    }
+    if let Some(endpoint) = &outcome.prometheus {
+        // The summary is out; keep the final values up for one more scrape.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        eprintln!("recap: serving the final metrics at http://{}/metrics for {}", endpoint.addr, format_duration(linger));
+        tokio::time::sleep(linger).await;
     }
     Ok(())
 }

@@ -17,6 +17,8 @@ pub const SCHEMA: &str = "recap.window/v1";
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowStatus {
+    /// Still open (a live snapshot, as exported while the window runs).
+    Open,
     /// Ran for the requested duration.
     Completed,
     /// Ended early by Ctrl-C or SIGTERM.
@@ -28,6 +30,7 @@ pub enum WindowStatus {
 impl WindowStatus {
     pub fn describe(self) -> &'static str {
         match self {
+            WindowStatus::Open => "open",
             WindowStatus::Completed => "completed",
             WindowStatus::Interrupted => "interrupted",
             WindowStatus::TargetExited => "target exited",
@@ -154,6 +157,8 @@ pub struct Bucket {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Histogram {
     pub count: u64,
+    /// Sum of all waits.
+    pub sum_ns: u64,
     /// Upper bound of the bucket holding the quantile (log2 buckets: within 2×).
     pub p50_le_ns: Option<u64>,
     pub p99_le_ns: Option<u64>,
@@ -307,12 +312,12 @@ pub fn cpu(c: &RawCounts) -> CpuSummary {
     CpuSummary {
         on_cpu_ns: c.get(Counter::CpuOnCpuNs),
         switches_in: c.get(Counter::CpuSwitchesIn),
-        runq_latency: histogram(&c.runq),
+        runq_latency: histogram(&c.runq, c.get(Counter::CpuRunqWaitNs)),
     }
 }
 
 /// Log2 buckets: bucket b covers [2^b, 2^(b+1)) ns, bucket 0 also holds 0 ns.
-pub fn histogram(runq: &[u64]) -> Histogram {
+pub fn histogram(runq: &[u64], sum_ns: u64) -> Histogram {
     let last = RUNQ_BUCKETS as usize - 1;
     let bounds = |b: usize| -> (u64, Option<u64>) {
         let ge = if b == 0 { 0 } else { 1u64 << b };
@@ -335,6 +340,7 @@ pub fn histogram(runq: &[u64]) -> Histogram {
     };
     Histogram {
         count,
+        sum_ns,
         p50_le_ns: quantile(0.50),
         p99_le_ns: quantile(0.99),
         buckets: runq
@@ -410,7 +416,7 @@ mod tests {
         runq[0] = 1; // [0, 2)
         runq[10] = 98; // [1024, 2048)
         runq[31] = 1; // [2^31, inf)
-        let h = histogram(&runq);
+        let h = histogram(&runq, 123_456);
         assert_eq!(h.count, 100);
         assert_eq!(h.p50_le_ns, Some(2048));
         assert_eq!(h.p99_le_ns, Some(2048));
@@ -431,6 +437,7 @@ mod tests {
                 count: 1
             }
         );
-        assert_eq!(histogram(&vec![0; 32]).p50_le_ns, None);
+        assert_eq!(h.sum_ns, 123_456);
+        assert_eq!(histogram(&[0; 32], 0).p50_le_ns, None);
     }
 }

@@ -20,7 +20,11 @@ use tokio::{
 use crate::{
     capsule::reaper,
     docker,
-    probes::{Family, ProbeEngine, WindowProbes},
+    export::{
+        otlp::{Exporter, OtlpConfig},
+        prometheus,
+    },
+    probes::{Family, ProbeEngine, RawCounts, WindowProbes},
     report::{rfc3339_utc, WindowMeta, WindowStatus, WindowSummary},
     target::{Target, TargetSpec},
 };
@@ -31,6 +35,21 @@ pub struct WindowSpec {
     pub duration: Duration,
     pub families: Vec<Family>,
     pub capsules: CapsuleOptions,
+    pub export: ExportOptions,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ExportOptions {
+    pub prometheus: Option<std::net::SocketAddr>,
+    /// How long `/metrics` stays up after the window, so a scrape sees the final values.
+    pub prometheus_linger: Duration,
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// A finished window: its summary, and the Prometheus endpoint still serving it (if any).
+pub struct WindowOutcome {
+    pub summary: WindowSummary,
+    pub prometheus: Option<prometheus::Endpoint>,
 }
 
 struct Signals {
@@ -40,7 +59,7 @@ struct Signals {
 
 /// Runs a window to its end and returns its summary. `tty_live` asks for the redrawn live view
 /// on a terminal; progress otherwise goes to stderr as plain lines.
-pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowSummary> {
+pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowOutcome> {
     let command_started = Instant::now();
     // Signals first, so a Ctrl-C while arming still ends the window cleanly.
     let mut signals = Signals {
@@ -48,6 +67,12 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowSumma
         term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
     };
     let window_id = new_window_id();
+    // Bound before anything is attached: a busy port fails the window with nothing to undo.
+    let endpoint = match spec.export.prometheus {
+        Some(addr) => Some(prometheus::Endpoint::bind(addr).await?),
+        None => None,
+    };
+    let mut otlp = spec.export.otlp.clone().map(Exporter::new);
     let needs_docker = matches!(spec.target, TargetSpec::Container { .. });
     let docker = if needs_docker {
         Some(docker::connect().await?)
@@ -98,59 +123,125 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowSumma
         }
     };
     let armed_at = Instant::now();
-    let started_at = rfc3339_utc(SystemTime::now());
-    let arm_ms = ms(armed_at - command_started);
-    live::announce(
-        &window_id,
-        &target,
-        &probes.families,
-        capsules.as_ref(),
-        spec.duration,
-        arm_ms,
-    );
+    let info = WindowInfo {
+        window_id,
+        armed_at,
+        target,
+        started_at: rfc3339_utc(SystemTime::now()),
+        requested: spec.duration,
+        arm_ms: ms(armed_at - command_started),
+        families: probes.families.clone(),
+    };
+    live::announce(&info.window_id, &info.target, &info.families, capsules.as_ref(), spec.duration, info.arm_ms);
+    if let Some(endpoint) = &endpoint {
+        eprintln!("recap: Prometheus metrics at http://{}/metrics", endpoint.addr);
+    }
+    let mut exporting = Exports { endpoint: endpoint.as_ref(), otlp: otlp.as_mut(), pending: Vec::new(), next_otlp: armed_at };
+    if let Some(otlp) = exporting.otlp.as_deref_mut() {
+        let open = info.summary(WindowStatus::Open, armed_at, 0.0, &RawCounts::zeroed(), Vec::new());
+        otlp.export_log(&open, "start", 1).await;
+    }
 
-    let watched = watch(
-        &mut engine,
-        &probes,
-        &target,
-        &mut signals,
-        armed_at + spec.duration,
-        tty_live,
-        spec.duration,
-    )
-    .await;
+    let status = watch(&mut engine, &probes, &info, &mut signals, armed_at + spec.duration, tty_live, &mut exporting).await;
     let ended = Instant::now();
-    let families = probes.families.clone();
     let closed = engine.close(probes).context("closing the window");
     drop(engine); // unloads every program and map
     let capsule_reports = stop_capsules(docker.as_ref(), capsules).await;
     let teardown_ms = ms(ended.elapsed());
     let counts = closed?;
-    let meta = WindowMeta {
-        window_id,
-        target,
-        started_at,
-        requested_duration_s: spec.duration.as_secs_f64(),
-        duration_s: (ended - armed_at).as_secs_f64(),
-        arm_ms,
-        teardown_ms,
-        status: watched,
-        families,
-        capsules: capsule_reports,
-    };
-    Ok(WindowSummary::build(meta, &counts))
+    let mut summary = info.summary(status, ended, teardown_ms, &counts, capsule_reports);
+    exporting.finish(&mut summary).await;
+    Ok(WindowOutcome { summary, prometheus: endpoint })
+}
+
+/// What a window knows about itself once armed; builds summaries (live snapshots and the last).
+struct WindowInfo {
+    window_id: String,
+    armed_at: Instant,
+    target: Target,
+    started_at: String,
+    requested: Duration,
+    arm_ms: f64,
+    families: std::collections::BTreeMap<Family, crate::probes::FamilyStatus>,
+}
+
+impl WindowInfo {
+    fn summary(
+        &self,
+        status: WindowStatus,
+        until: Instant,
+        teardown_ms: f64,
+        counts: &RawCounts,
+        capsules: Vec<crate::capsule::CapsuleReport>,
+    ) -> WindowSummary {
+        let meta = WindowMeta {
+            window_id: self.window_id.clone(),
+            target: self.target.clone(),
+            started_at: self.started_at.clone(),
+            requested_duration_s: self.requested.as_secs_f64(),
+            duration_s: (until - self.armed_at).as_secs_f64(),
+            arm_ms: self.arm_ms,
+            teardown_ms,
+            status,
+            families: self.families.clone(),
+            capsules,
+        };
+        WindowSummary::build(meta, counts)
+    }
+}
+
+/// Where snapshots go while the window is open, and the final flush.
+struct Exports<'a> {
+    endpoint: Option<&'a prometheus::Endpoint>,
+    otlp: Option<&'a mut Exporter>,
+    pending: Vec<tokio::task::JoinHandle<Option<String>>>,
+    next_otlp: Instant,
+}
+
+impl Exports<'_> {
+    fn publish(&mut self, snapshot: &WindowSummary) {
+        if let Some(endpoint) = self.endpoint {
+            endpoint.publish(snapshot);
+        }
+        if let Some(otlp) = self.otlp.as_deref() {
+            if Instant::now() >= self.next_otlp {
+                // In the background: a slow collector must not hold up the window.
+                self.pending.push(otlp.spawn_metrics(snapshot));
+                self.next_otlp = Instant::now() + otlp.config().interval;
+            }
+        }
+    }
+
+    async fn finish(&mut self, summary: &mut WindowSummary) {
+        if let Some(endpoint) = self.endpoint {
+            endpoint.publish(summary);
+        }
+        let Some(otlp) = self.otlp.as_deref_mut() else {
+            return;
+        };
+        for task in self.pending.drain(..) {
+            otlp.absorb(task.await.ok().flatten());
+        }
+        otlp.export_metrics(summary, 2).await;
+        otlp.export_log(summary, "end", 2).await;
+        if let Some(warning) = otlp.undelivered() {
+            eprintln!("recap: warning: {warning}");
+            summary.warnings.push(warning);
+        }
+    }
 }
 
 /// The open window: ends on the deadline, a signal, or the target going away.
 async fn watch(
     engine: &mut ProbeEngine,
     probes: &WindowProbes,
-    target: &Target,
+    info: &WindowInfo,
     signals: &mut Signals,
     deadline: Instant,
     tty_live: bool,
-    duration: Duration,
+    exports: &mut Exports<'_>,
 ) -> WindowStatus {
+    let (target, duration) = (&info.target, info.requested);
     let started = Instant::now();
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -168,7 +259,10 @@ async fn watch(
                     log::warn!("resyncing the target's threads: {e:#}");
                 }
                 match engine.read(probes.slot) {
-                    Ok(counts) => view.update(started.elapsed(), &counts, &probes.families),
+                    Ok(counts) => {
+                        view.update(started.elapsed(), &counts, &probes.families);
+                        exports.publish(&info.summary(WindowStatus::Open, Instant::now(), 0.0, &counts, Vec::new()));
+                    }
                     Err(e) => log::warn!("reading counters: {e:#}"),
                 }
             }

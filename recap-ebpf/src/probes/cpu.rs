@@ -52,7 +52,9 @@ pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
     add(slot, Counter::CpuSwitchesIn, 1);
     if let Some(&queued) = unsafe { WAKE_TS.get(&tid) } {
         let _ = WAKE_TS.remove(&tid);
-        let bucket = log2_bucket(now.saturating_sub(queued));
+        let waited = now.saturating_sub(queued);
+        add(slot, Counter::CpuRunqWaitNs, waited);
+        let bucket = log2_bucket(waited);
         if let Some(c) = RUNQ_HIST.get_ptr_mut(slot * RUNQ_BUCKETS + bucket) {
             unsafe { *c += 1 };
         }
