@@ -30,6 +30,8 @@ pub fn ensure_engine() {
     ONCE.call_once(|| {
         if !engine_answers() {
             let log = std::fs::File::create("/tmp/recap-test-dockerd.log").unwrap();
+            // Left running on purpose: later tests (and the next run) use the same engine.
+            #[allow(clippy::zombie_processes)]
             Command::new("dockerd")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)

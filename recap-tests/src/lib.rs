@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod docker;
+pub mod otlp;
 
 use recap_agent::target::cgroup::cgroup2_mount;
 

@@ -47,6 +47,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the capsule image's shell tools and the test app image",
     ),
     ("tshark", "tests read the capsule's pcap"),
+    (
+        "prometheus",
+        "tests scrape recap with a real Prometheus and check the exposition with promtool",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {

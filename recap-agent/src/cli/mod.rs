@@ -30,7 +30,7 @@ pub(crate) use usage;
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Open a time-boxed window on one target, show it live, print what it measured.
-    Window(window::WindowArgs),
+    Window(Box<window::WindowArgs>),
     /// Build and import the capsule image (tcpdump, strace, busybox from this host) into the
     /// local Docker engine. Windows with capsules do this themselves when it is missing.
     CapsuleImage(capsule_image::CapsuleImageArgs),

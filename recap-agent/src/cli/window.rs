@@ -129,13 +129,29 @@ impl WindowArgs {
             |k| std::env::var(k).ok(),
         )
         .map_err(|e| anyhow::Error::new(super::UsageError(e)))?;
-        let export = ExportOptions { prometheus: self.prometheus, prometheus_linger: self.prometheus_linger, otlp };
-        Ok((WindowSpec { target, duration: self.duration, families, capsules, export }, self.output, self.top))
+        let export = ExportOptions {
+            prometheus: self.prometheus,
+            prometheus_linger: self.prometheus_linger,
+            otlp,
+        };
+        Ok((
+            WindowSpec {
+                target,
+                duration: self.duration,
+                families,
+                capsules,
+                export,
+            },
+            self.output,
+            self.top,
+        ))
     }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
-    otlp::parse_pairs(s)?.pop().ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+    otlp::parse_pairs(s)?
+        .pop()
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
@@ -177,7 +193,11 @@ pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
         // The summary is out; keep the final values up for one more scrape.
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        eprintln!("recap: serving the final metrics at http://{}/metrics for {}", endpoint.addr, format_duration(linger));
+        eprintln!(
+            "recap: serving the final metrics at http://{}/metrics for {}",
+            endpoint.addr,
+            format_duration(linger)
+        );
         tokio::time::sleep(linger).await;
     }
     Ok(())
@@ -194,7 +214,7 @@ mod tests {
         let mut argv = vec!["recap", "window"];
         argv.extend(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Command::Window(w) => w,
+            Command::Window(w) => *w,
             other => panic!("not a window command: {other:?}"),
         })
     }

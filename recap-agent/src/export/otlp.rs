@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::{
     common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber},
     metrics::v1::{
-        metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric,
-        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
+        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     },
     resource::v1::Resource,
 };
@@ -44,7 +44,9 @@ impl std::str::FromStr for Protocol {
         match s.trim() {
             "grpc" => Ok(Protocol::Grpc),
             "http/protobuf" => Ok(Protocol::HttpProtobuf),
-            other => Err(format!("unknown OTLP protocol `{other}`; use grpc or http/protobuf")),
+            other => Err(format!(
+                "unknown OTLP protocol `{other}`; use grpc or http/protobuf"
+            )),
         }
     }
 }
@@ -72,20 +74,41 @@ pub fn config(
     };
     let protocol = match protocol {
         Some(p) => p,
-        None => env("OTEL_EXPORTER_OTLP_PROTOCOL").map(|p| p.parse()).transpose()?.unwrap_or(Protocol::Grpc),
+        None => env("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .map(|p| p.parse())
+            .transpose()?
+            .unwrap_or(Protocol::Grpc),
     };
     if !endpoint.starts_with("http://") {
-        return Err(format!("OTLP endpoint `{endpoint}`: only http:// endpoints are supported (no TLS yet)"));
+        return Err(format!(
+            "OTLP endpoint `{endpoint}`: only http:// endpoints are supported (no TLS yet)"
+        ));
     }
-    let mut all_headers = env("OTEL_EXPORTER_OTLP_HEADERS").map(|h| parse_pairs(&h)).transpose()?.unwrap_or_default();
+    let mut all_headers = env("OTEL_EXPORTER_OTLP_HEADERS")
+        .map(|h| parse_pairs(&h))
+        .transpose()?
+        .unwrap_or_default();
     all_headers.extend(headers.iter().cloned());
-    let mut all_resource = env("OTEL_RESOURCE_ATTRIBUTES").map(|r| parse_pairs(&r)).transpose()?.unwrap_or_default();
+    let mut all_resource = env("OTEL_RESOURCE_ATTRIBUTES")
+        .map(|r| parse_pairs(&r))
+        .transpose()?
+        .unwrap_or_default();
     all_resource.extend(resource.iter().cloned());
     let interval = match env("OTEL_METRIC_EXPORT_INTERVAL") {
-        Some(ms) => Duration::from_millis(ms.trim().parse().map_err(|_| format!("OTEL_METRIC_EXPORT_INTERVAL=`{ms}` is not milliseconds"))?),
+        Some(ms) => Duration::from_millis(
+            ms.trim()
+                .parse()
+                .map_err(|_| format!("OTEL_METRIC_EXPORT_INTERVAL=`{ms}` is not milliseconds"))?,
+        ),
         None => Duration::from_secs(10),
     };
-    Ok(Some(OtlpConfig { endpoint: endpoint.trim_end_matches('/').to_string(), protocol, headers: all_headers, resource: all_resource, interval }))
+    Ok(Some(OtlpConfig {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        protocol,
+        headers: all_headers,
+        resource: all_resource,
+        interval,
+    }))
 }
 
 /// `k=v,k2=v2` as in the OTEL_* variables (values may be percent-encoded).
@@ -94,7 +117,9 @@ pub fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
-            let (k, v) = p.split_once('=').ok_or_else(|| format!("`{p}` is not key=value"))?;
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("`{p}` is not key=value"))?;
             Ok((k.trim().to_string(), percent_decode(v.trim())))
         })
         .collect()
@@ -121,13 +146,18 @@ fn percent_decode(s: &str) -> String {
 fn kv(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
         ..Default::default()
     }
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 pub struct Exporter {
@@ -139,7 +169,12 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn new(config: OtlpConfig) -> Self {
-        Exporter { config, start_ns: now_ns(), failures: Vec::new(), sent: 0 }
+        Exporter {
+            config,
+            start_ns: now_ns(),
+            failures: Vec::new(),
+            sent: 0,
+        }
     }
 
     pub fn config(&self) -> &OtlpConfig {
@@ -147,15 +182,33 @@ impl Exporter {
     }
 
     fn resource(&self, s: &WindowSummary) -> Resource {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
-        let mut attributes = vec![kv("service.name", "recap"), kv("service.version", env!("CARGO_PKG_VERSION")), kv("host.name", host)];
-        attributes.extend(catalog::target_attrs(s).into_iter().map(|(otel, _, v)| kv(otel, v)));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mut attributes = vec![
+            kv("service.name", "recap"),
+            kv("service.version", env!("CARGO_PKG_VERSION")),
+            kv("host.name", host),
+        ];
+        attributes.extend(
+            catalog::target_attrs(s)
+                .into_iter()
+                .map(|(otel, _, v)| kv(otel, v)),
+        );
         attributes.extend(self.config.resource.iter().map(|(k, v)| kv(k, v.clone())));
-        Resource { attributes, ..Default::default() }
+        Resource {
+            attributes,
+            ..Default::default()
+        }
     }
 
     fn scope() -> InstrumentationScope {
-        InstrumentationScope { name: "recap".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }
+        InstrumentationScope {
+            name: "recap".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        }
     }
 
     pub fn metrics_request(&self, s: &WindowSummary) -> ExportMetricsServiceRequest {
@@ -164,13 +217,21 @@ impl Exporter {
         let metrics = catalog::ALL
             .iter()
             .filter_map(|def| {
-                let of_def: Vec<_> = samples.iter().filter(|x| std::ptr::eq(x.def, *def)).collect();
+                let of_def: Vec<_> = samples
+                    .iter()
+                    .filter(|x| std::ptr::eq(x.def, *def))
+                    .collect();
                 if of_def.is_empty() {
                     return None;
                 }
                 let attrs = |sample: &catalog::Sample| {
                     let mut a = vec![kv(WINDOW.otel, s.window_id.clone())];
-                    a.extend(sample.attrs.iter().map(|(attr, v)| kv(attr.otel, v.clone())));
+                    a.extend(
+                        sample
+                            .attrs
+                            .iter()
+                            .map(|(attr, v)| kv(attr.otel, v.clone())),
+                    );
                     a
                 };
                 let number = |sample: &catalog::Sample| NumberDataPoint {
@@ -190,12 +251,19 @@ impl Exporter {
                         aggregation_temporality: AggregationTemporality::Cumulative as i32,
                         is_monotonic: true,
                     }),
-                    Kind::Gauge => metric::Data::Gauge(Gauge { data_points: of_def.iter().map(|x| number(x)).collect() }),
+                    Kind::Gauge => metric::Data::Gauge(Gauge {
+                        data_points: of_def.iter().map(|x| number(x)).collect(),
+                    }),
                     Kind::Histogram => metric::Data::Histogram(Histogram {
                         data_points: of_def
                             .iter()
                             .filter_map(|x| match &x.value {
-                                Value::Histogram { bounds_s, counts, count, sum_s } => Some(HistogramDataPoint {
+                                Value::Histogram {
+                                    bounds_s,
+                                    counts,
+                                    count,
+                                    sum_s,
+                                } => Some(HistogramDataPoint {
                                     attributes: attrs(x),
                                     start_time_unix_nano: self.start_ns,
                                     time_unix_nano: now,
@@ -223,7 +291,11 @@ impl Exporter {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(self.resource(s)),
-                scope_metrics: vec![ScopeMetrics { scope: Some(Self::scope()), metrics, ..Default::default() }],
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(Self::scope()),
+                    metrics,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         }
@@ -235,19 +307,47 @@ impl Exporter {
             kv("event.name", format!("recap.window.{event}")),
             kv(WINDOW.otel, s.window_id.clone()),
             kv("recap.target", s.target.describe()),
-            kv("recap.window.families", s.families.keys().map(|f| f.name()).collect::<Vec<_>>().join(",")),
-            kv("recap.window.duration_requested_s", s.requested_duration_s.to_string()),
+            kv(
+                "recap.window.families",
+                s.families
+                    .keys()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            kv(
+                "recap.window.duration_requested_s",
+                s.requested_duration_s.to_string(),
+            ),
         ];
         if event == "end" {
             attributes.push(kv("recap.window.status", s.status.describe()));
-            attributes.push(kv("recap.window.duration_s", format!("{:.3}", s.duration_s)));
+            attributes.push(kv(
+                "recap.window.duration_s",
+                format!("{:.3}", s.duration_s),
+            ));
             for c in &s.capsules {
-                attributes.push(kv(&format!("recap.capsule.{}.artifact", c.capsule.split('=').next().unwrap_or("capsule")), c.artifact.clone()));
+                attributes.push(kv(
+                    &format!(
+                        "recap.capsule.{}.artifact",
+                        c.capsule.split('=').next().unwrap_or("capsule")
+                    ),
+                    c.artifact.clone(),
+                ));
             }
         }
         let body = match event {
-            "start" => format!("RECap window {} opened on {}", s.window_id, s.target.describe()),
-            _ => format!("RECap window {} on {} ended: {}", s.window_id, s.target.describe(), s.status.describe()),
+            "start" => format!(
+                "RECap window {} opened on {}",
+                s.window_id,
+                s.target.describe()
+            ),
+            _ => format!(
+                "RECap window {} on {} ended: {}",
+                s.window_id,
+                s.target.describe(),
+                s.status.describe()
+            ),
         };
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
@@ -259,7 +359,9 @@ impl Exporter {
                         observed_time_unix_nano: now_ns(),
                         severity_number: SeverityNumber::Info as i32,
                         severity_text: "INFO".into(),
-                        body: Some(AnyValue { value: Some(any_value::Value::StringValue(body)) }),
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(body)),
+                        }),
                         attributes,
                         ..Default::default()
                     }],
@@ -273,14 +375,19 @@ impl Exporter {
     /// One send of the window's metrics; failures are recorded, never raised.
     pub async fn export_metrics(&mut self, s: &WindowSummary, attempts: usize) {
         let request = self.metrics_request(s);
-        self.send("metrics", attempts, |cfg| Box::pin(send_metrics(cfg.clone(), request.clone()))).await;
+        self.send("metrics", attempts, |cfg| {
+            Box::pin(send_metrics(cfg.clone(), request.clone()))
+        })
+        .await;
     }
 
     /// A metrics send in the background, for the periodic exports; `absorb` its result.
     pub fn spawn_metrics(&self, s: &WindowSummary) -> tokio::task::JoinHandle<Option<String>> {
         let (config, request) = (self.config.clone(), self.metrics_request(s));
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_millis(1500), send_metrics(config, request)).await {
+            match tokio::time::timeout(Duration::from_millis(1500), send_metrics(config, request))
+                .await
+            {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(format!("metrics: {e:#}")),
                 Err(_) => Some("metrics: no answer within 1.5 s".into()),
@@ -297,12 +404,18 @@ impl Exporter {
 
     pub async fn export_log(&mut self, s: &WindowSummary, event: &str, attempts: usize) {
         let request = self.log_request(s, event);
-        self.send("logs", attempts, |cfg| Box::pin(send_logs(cfg.clone(), request.clone()))).await;
+        self.send("logs", attempts, |cfg| {
+            Box::pin(send_logs(cfg.clone(), request.clone()))
+        })
+        .await;
     }
 
     async fn send<F>(&mut self, what: &str, attempts: usize, make: F)
     where
-        F: Fn(&OtlpConfig) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>,
+        F: Fn(
+            &OtlpConfig,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>,
     {
         let mut last = None;
         for attempt in 0..attempts.max(1) {
@@ -319,7 +432,10 @@ impl Exporter {
             }
         }
         let reason = last.unwrap_or_default();
-        log::debug!("OTLP {what} export to {} failed: {reason}", self.config.endpoint);
+        log::debug!(
+            "OTLP {what} export to {} failed: {reason}",
+            self.config.endpoint
+        );
         self.failures.push(format!("{what}: {reason}"));
     }
 
@@ -338,25 +454,35 @@ impl Exporter {
 fn metadata<T>(cfg: &OtlpConfig, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     for (k, v) in &cfg.headers {
-        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|_| anyhow!("bad OTLP header name `{k}`"))?;
-        request.metadata_mut().insert(key, v.parse().map_err(|_| anyhow!("bad OTLP header value for `{k}`"))?);
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|_| anyhow!("bad OTLP header name `{k}`"))?;
+        request.metadata_mut().insert(
+            key,
+            v.parse()
+                .map_err(|_| anyhow!("bad OTLP header value for `{k}`"))?,
+        );
     }
     Ok(request)
 }
 
 async fn channel(cfg: &OtlpConfig) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_millis(1500))
-        .connect()
-        .await?)
+    Ok(
+        tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_millis(1500))
+            .connect()
+            .await?,
+    )
 }
 
 async fn send_metrics(cfg: OtlpConfig, request: ExportMetricsServiceRequest) -> anyhow::Result<()> {
     match cfg.protocol {
         Protocol::Grpc => {
             let mut client = MetricsServiceClient::new(channel(&cfg).await?);
-            client.export(metadata(&cfg, request)?).await.context("gRPC export")?;
+            client
+                .export(metadata(&cfg, request)?)
+                .await
+                .context("gRPC export")?;
             Ok(())
         }
         Protocol::HttpProtobuf => post(&cfg, "/v1/metrics", request.encode_to_vec()).await,
@@ -367,7 +493,10 @@ async fn send_logs(cfg: OtlpConfig, request: ExportLogsServiceRequest) -> anyhow
     match cfg.protocol {
         Protocol::Grpc => {
             let mut client = LogsServiceClient::new(channel(&cfg).await?);
-            client.export(metadata(&cfg, request)?).await.context("gRPC export")?;
+            client
+                .export(metadata(&cfg, request)?)
+                .await
+                .context("gRPC export")?;
             Ok(())
         }
         Protocol::HttpProtobuf => post(&cfg, "/v1/logs", request.encode_to_vec()).await,
@@ -377,8 +506,13 @@ async fn send_logs(cfg: OtlpConfig, request: ExportLogsServiceRequest) -> anyhow
 /// HTTP/1.1 POST of a protobuf body (plain http only).
 async fn post(cfg: &OtlpConfig, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
     let authority = cfg.endpoint.trim_start_matches("http://");
-    let (host_port, base) = authority.split_once('/').map(|(h, b)| (h, format!("/{b}"))).unwrap_or((authority, String::new()));
-    let mut conn = TcpStream::connect(host_port).await.with_context(|| format!("connecting to {host_port}"))?;
+    let (host_port, base) = authority
+        .split_once('/')
+        .map(|(h, b)| (h, format!("/{b}")))
+        .unwrap_or((authority, String::new()));
+    let mut conn = TcpStream::connect(host_port)
+        .await
+        .with_context(|| format!("connecting to {host_port}"))?;
     let mut head = format!(
         "POST {base}{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -391,7 +525,11 @@ async fn post(cfg: &OtlpConfig, path: &str, body: Vec<u8>) -> anyhow::Result<()>
     conn.write_all(&body).await?;
     let mut response = Vec::new();
     conn.read_to_end(&mut response).await?;
-    let status_line = String::from_utf8_lossy(&response).lines().next().unwrap_or_default().to_string();
+    let status_line = String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     match status_line.split_whitespace().nth(1) {
         Some(code) if code.starts_with('2') => Ok(()),
         _ => bail!("HTTP export answered `{status_line}`"),
@@ -419,9 +557,24 @@ mod tests {
         assert_eq!(c.resource[0].0, "deployment.environment");
         assert_eq!(c.interval, Duration::from_millis(2500));
         // Flags win over the variables.
-        let c = config(Some("http://127.0.0.1:4317".into()), Some(Protocol::Grpc), &[], &[], env).unwrap().unwrap();
-        assert_eq!((c.endpoint.as_str(), c.protocol), ("http://127.0.0.1:4317", Protocol::Grpc));
-        assert_eq!(config(None, None, &[], &[], |_| None).unwrap(), None, "no endpoint, no export");
+        let c = config(
+            Some("http://127.0.0.1:4317".into()),
+            Some(Protocol::Grpc),
+            &[],
+            &[],
+            env,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.endpoint.as_str(), c.protocol),
+            ("http://127.0.0.1:4317", Protocol::Grpc)
+        );
+        assert_eq!(
+            config(None, None, &[], &[], |_| None).unwrap(),
+            None,
+            "no endpoint, no export"
+        );
         assert!(config(Some("https://x".into()), None, &[], &[], |_| None).is_err());
         assert!(parse_pairs("novalue").is_err());
     }

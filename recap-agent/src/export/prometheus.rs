@@ -26,11 +26,15 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     } else {
         s.to_string()
     };
-    with_host.parse().map_err(|_| format!("cannot read `{s}` as an address; use e.g. 127.0.0.1:9464 or :9464"))
+    with_host
+        .parse()
+        .map_err(|_| format!("cannot read `{s}` as an address; use e.g. 127.0.0.1:9464 or :9464"))
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The exposition text of a window's summary.
@@ -42,7 +46,10 @@ pub fn render(s: &WindowSummary) -> String {
     let samples = catalog::samples(s);
     let mut out = String::new();
     for def in catalog::ALL {
-        let of_def: Vec<_> = samples.iter().filter(|x| std::ptr::eq(x.def, def)).collect();
+        let of_def: Vec<_> = samples
+            .iter()
+            .filter(|x| std::ptr::eq(x.def, def))
+            .collect();
         if of_def.is_empty() {
             continue;
         }
@@ -58,7 +65,11 @@ pub fn render(s: &WindowSummary) -> String {
             let mut labels: Vec<(&str, String)> = common.clone();
             labels.extend(sample.attrs.iter().map(|(a, v)| (a.prom, v.clone())));
             if std::ptr::eq(def, &catalog::WINDOW_INFO) {
-                labels.extend(catalog::target_attrs(s).into_iter().map(|(_, prom, v)| (prom, v)));
+                labels.extend(
+                    catalog::target_attrs(s)
+                        .into_iter()
+                        .map(|(_, prom, v)| (prom, v)),
+                );
             }
             let label_text = |extra: Option<(&str, String)>| {
                 let all: Vec<String> = labels
@@ -76,13 +87,28 @@ pub fn render(s: &WindowSummary) -> String {
                 Value::Seconds(v) => {
                     let _ = writeln!(out, "{}{} {v}", def.prom, label_text(None));
                 }
-                Value::Histogram { bounds_s, counts, count, sum_s } => {
+                Value::Histogram {
+                    bounds_s,
+                    counts,
+                    count,
+                    sum_s,
+                } => {
                     let mut cumulative = 0;
                     for (bound, n) in bounds_s.iter().zip(counts) {
                         cumulative += n;
-                        let _ = writeln!(out, "{}_bucket{} {cumulative}", def.prom, label_text(Some(("le", format!("{bound:e}")))));
+                        let _ = writeln!(
+                            out,
+                            "{}_bucket{} {cumulative}",
+                            def.prom,
+                            label_text(Some(("le", format!("{bound:e}"))))
+                        );
                     }
-                    let _ = writeln!(out, "{}_bucket{} {count}", def.prom, label_text(Some(("le", "+Inf".into()))));
+                    let _ = writeln!(
+                        out,
+                        "{}_bucket{} {count}",
+                        def.prom,
+                        label_text(Some(("le", "+Inf".into())))
+                    );
                     let _ = writeln!(out, "{}_sum{} {sum_s}", def.prom, label_text(None));
                     let _ = writeln!(out, "{}_count{} {count}", def.prom, label_text(None));
                 }
@@ -114,14 +140,17 @@ impl Endpoint {
                     let mut request = vec![0u8; 4096];
                     let n = conn.read(&mut request).await.unwrap_or(0);
                     let first = String::from_utf8_lossy(&request[..n]);
-                    let response = if first.starts_with("GET /metrics ") || first.starts_with("GET /metrics?") {
+                    let response = if first.starts_with("GET /metrics ")
+                        || first.starts_with("GET /metrics?")
+                    {
                         let body = shared.lock().map(|t| t.clone()).unwrap_or_default();
                         format!(
                             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                             body.len()
                         )
                     } else {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_string()
                     };
                     let _ = conn.write_all(response.as_bytes()).await;
                     let _ = conn.shutdown().await;
@@ -152,7 +181,10 @@ mod tests {
     fn addresses_default_to_loopback() {
         assert_eq!(parse_addr("9464").unwrap().to_string(), "127.0.0.1:9464");
         assert_eq!(parse_addr(":9464").unwrap().to_string(), "127.0.0.1:9464");
-        assert_eq!(parse_addr("0.0.0.0:9000").unwrap().to_string(), "0.0.0.0:9000");
+        assert_eq!(
+            parse_addr("0.0.0.0:9000").unwrap().to_string(),
+            "0.0.0.0:9000"
+        );
         assert!(parse_addr("nowhere").is_err());
     }
 

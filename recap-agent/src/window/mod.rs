@@ -132,17 +132,47 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowOutco
         arm_ms: ms(armed_at - command_started),
         families: probes.families.clone(),
     };
-    live::announce(&info.window_id, &info.target, &info.families, capsules.as_ref(), spec.duration, info.arm_ms);
+    live::announce(
+        &info.window_id,
+        &info.target,
+        &info.families,
+        capsules.as_ref(),
+        spec.duration,
+        info.arm_ms,
+    );
     if let Some(endpoint) = &endpoint {
-        eprintln!("recap: Prometheus metrics at http://{}/metrics", endpoint.addr);
+        eprintln!(
+            "recap: Prometheus metrics at http://{}/metrics",
+            endpoint.addr
+        );
     }
-    let mut exporting = Exports { endpoint: endpoint.as_ref(), otlp: otlp.as_mut(), pending: Vec::new(), next_otlp: armed_at };
+    let mut exporting = Exports {
+        endpoint: endpoint.as_ref(),
+        otlp: otlp.as_mut(),
+        pending: Vec::new(),
+        next_otlp: armed_at,
+    };
     if let Some(otlp) = exporting.otlp.as_deref_mut() {
-        let open = info.summary(WindowStatus::Open, armed_at, 0.0, &RawCounts::zeroed(), Vec::new());
+        let open = info.summary(
+            WindowStatus::Open,
+            armed_at,
+            0.0,
+            &RawCounts::zeroed(),
+            Vec::new(),
+        );
         otlp.export_log(&open, "start", 1).await;
     }
 
-    let status = watch(&mut engine, &probes, &info, &mut signals, armed_at + spec.duration, tty_live, &mut exporting).await;
+    let status = watch(
+        &mut engine,
+        &probes,
+        &info,
+        &mut signals,
+        armed_at + spec.duration,
+        tty_live,
+        &mut exporting,
+    )
+    .await;
     let ended = Instant::now();
     let closed = engine.close(probes).context("closing the window");
     drop(engine); // unloads every program and map
@@ -151,7 +181,10 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowOutco
     let counts = closed?;
     let mut summary = info.summary(status, ended, teardown_ms, &counts, capsule_reports);
     exporting.finish(&mut summary).await;
-    Ok(WindowOutcome { summary, prometheus: endpoint })
+    Ok(WindowOutcome {
+        summary,
+        prometheus: endpoint,
+    })
 }
 
 /// What a window knows about itself once armed; builds summaries (live snapshots and the last).
