@@ -307,7 +307,7 @@ pub fn recap(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Names of our maps as the kernel lists them (it keeps 15 bytes).
-const OUR_MAPS: [&str; 9] = [
+const OUR_MAPS: [&str; 10] = [
     "TASK_SLOTS",
     "WINDOW_CGROUPS",
     "WINDOW_TAGS",

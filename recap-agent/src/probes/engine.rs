@@ -117,6 +117,9 @@ pub struct WindowProbes {
 
 pub struct ProbeEngine {
     ebpf: Ebpf,
+    /// Kernel-side log records (aya-log), forwarded to `log` by `flush_logs`. Kept for the
+    /// engine's life: dropping it closes the log map that the programs write to.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     hooks: BTreeMap<&'static str, GlobalHook>,
     free_slots: Vec<u32>,
     /// Slots whose counters hold a previous window's numbers.
@@ -162,10 +165,18 @@ impl ProbeEngine {
             }
         }
         let t = std::time::Instant::now();
-        let ebpf = loader.load(EBPF_OBJECT).map_err(EngineError::Load)?;
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(EngineError::Load)?;
         log::debug!("eBPF object loaded (maps created) in {:?}", t.elapsed());
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                log::debug!("no kernel-side log records: {e}");
+                None
+            }
+        };
         Ok(ProbeEngine {
             ebpf,
+            logger,
             hooks: BTreeMap::new(),
             free_slots: (1..MAX_WINDOWS).rev().collect(),
             dirty_slots: Vec::new(),
@@ -276,6 +287,13 @@ impl ProbeEngine {
         }
         let mut slots = self.task_slots()?;
         task_slots::sync(&mut slots, &w.cgroup_dir, w.slot).map_err(map_err("updating TASK_SLOTS"))
+    }
+
+    /// Forwards what the programs logged since the last call (called once a second).
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
     }
 
     /// Detaches the window's probes and returns its final counts.

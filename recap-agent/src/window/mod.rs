@@ -288,6 +288,7 @@ async fn watch(
                 if !target.is_alive() {
                     break WindowStatus::TargetExited;
                 }
+                engine.flush_logs();
                 if let Err(e) = engine.sync_tasks(probes) {
                     log::warn!("resyncing the target's threads: {e:#}");
                 }
