@@ -308,6 +308,7 @@ pub fn recap(args: &[&str]) -> (i32, String, String) {
 
 /// Names of our maps as the kernel lists them (it keeps 15 bytes).
 const OUR_MAPS: [&str; 10] = [
+    "AYA_LOGS",
     "TASK_SLOTS",
     "WINDOW_CGROUPS",
     "WINDOW_TAGS",
