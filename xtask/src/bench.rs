@@ -17,8 +17,7 @@ use clap::Args;
 use crate::{
     cgroup::ScratchCgroup,
     docker,
-    run::{cargo, require_root, status, workspace},
-    setup,
+    run::{release_binaries, status},
 };
 
 #[derive(Args)]
@@ -40,19 +39,7 @@ pub struct BenchArgs {
 const DEFAULT_FAMILIES: &str = "tcp,net,proc,cpu";
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    require_root("the benchmark")?;
-    setup::run()?;
-    status(cargo().args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "recap-agent",
-        "-p",
-        "recap-tests",
-        "--bins",
-    ]))?;
-    let bin = workspace().join("target/release");
+    let bin = release_binaries("the benchmark")?;
     let target = IdleTarget::start()?;
     println!(
         "# cargo xtask bench --reps {} --calls {} --rounds {}\n",

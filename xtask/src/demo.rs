@@ -17,8 +17,7 @@ use clap::Args;
 use crate::{
     cgroup::ScratchCgroup,
     docker,
-    run::{cargo, require_root, status, workspace},
-    setup,
+    run::{release_binaries, status},
 };
 
 #[derive(Args)]
@@ -42,19 +41,7 @@ const INBOUND: usize = 5;
 const INBOUND_BYTES: usize = 1000;
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    require_root("the demo")?;
-    setup::run()?;
-    status(cargo().args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "recap-agent",
-        "-p",
-        "recap-tests",
-        "--bins",
-    ]))?;
-    let bin = workspace().join("target/release");
+    let bin = release_binaries("the demo")?;
 
     let cgroup = ScratchCgroup::create("recap-demo")?;
     let sink = TcpListener::bind("127.0.0.1:0")?;

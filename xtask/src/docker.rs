@@ -8,10 +8,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::{
-    run::{cargo, require_root, status, workspace},
-    setup,
-};
+use crate::run::{release_binaries, status};
 
 pub fn ensure_engine() -> anyhow::Result<()> {
     if answers() {
@@ -45,11 +42,7 @@ fn answers() -> bool {
 
 /// `cargo xtask capsule-images`.
 pub fn capsule_images() -> anyhow::Result<()> {
-    require_root("building capsule images")?;
-    setup::run()?;
+    let bin = release_binaries("building capsule images")?;
     ensure_engine()?;
-    status(cargo().args(["build", "--release", "--quiet", "-p", "recap-agent"]))?;
-    status(
-        Command::new(workspace().join("target/release/recap")).args(["capsule-image", "--rebuild"]),
-    )
+    status(Command::new(bin.join("recap")).args(["capsule-image", "--rebuild"]))
 }

@@ -46,3 +46,21 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What the demo, the benchmark and the capsule images start from: root, the machine set up,
+/// and release builds of `recap` and the test binaries. Returns `target/release`.
+pub fn release_binaries(what: &str) -> anyhow::Result<PathBuf> {
+    require_root(what)?;
+    crate::setup::run()?;
+    status(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "recap-agent",
+        "-p",
+        "recap-tests",
+        "--bins",
+    ]))?;
+    Ok(workspace().join("target/release"))
+}

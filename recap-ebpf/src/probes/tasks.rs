@@ -25,7 +25,12 @@ pub fn recap_fork(ctx: RawTracePointContext) -> i32 {
     if child_tid == 0 || !set_task_slot(child_tid, slot) {
         add(slot, Counter::TaskTrackMisses, 1);
         // Rare, and worth a human's attention: this window's task counts are now low.
-        aya_log_ebpf::warn!(&ctx, "thread {} forked in window slot {} could not be tracked (beyond pid_max at load)", child_tid, slot);
+        aya_log_ebpf::warn!(
+            &ctx,
+            "thread {} forked in window slot {} could not be tracked (beyond pid_max at load)",
+            child_tid,
+            slot
+        );
         return 0;
     }
     // A new thread group leader is a new process; other clones are threads.
