@@ -281,9 +281,9 @@ pub fn target_attrs(s: &WindowSummary) -> Vec<(&'static str, &'static str, Strin
     let mut out = vec![(
         "recap.target.cgroup",
         "cgroup",
-        s.target.cgroup_dir.display().to_string(),
+        s.meta.target.cgroup_dir.display().to_string(),
     )];
-    if let Some(c) = &s.target.container {
+    if let Some(c) = &s.meta.target.container {
         out.push(("container.id", "container_id", c.id.clone()));
         out.push(("container.name", "container_name", c.name.clone()));
         out.push(("container.image.name", "container_image", c.image.clone()));

@@ -225,7 +225,7 @@ impl Exporter {
                     return None;
                 }
                 let attrs = |sample: &catalog::Sample| {
-                    let mut a = vec![kv(WINDOW.otel, s.window_id.clone())];
+                    let mut a = vec![kv(WINDOW.otel, s.meta.window_id.clone())];
                     a.extend(
                         sample
                             .attrs
@@ -305,11 +305,12 @@ impl Exporter {
     pub fn log_request(&self, s: &WindowSummary, event: &str) -> ExportLogsServiceRequest {
         let mut attributes = vec![
             kv("event.name", format!("recap.window.{event}")),
-            kv(WINDOW.otel, s.window_id.clone()),
-            kv("recap.target", s.target.describe()),
+            kv(WINDOW.otel, s.meta.window_id.clone()),
+            kv("recap.target", s.meta.target.describe()),
             kv(
                 "recap.window.families",
-                s.families
+                s.meta
+                    .families
                     .keys()
                     .map(|f| f.name())
                     .collect::<Vec<_>>()
@@ -317,16 +318,16 @@ impl Exporter {
             ),
             kv(
                 "recap.window.duration_requested_s",
-                s.requested_duration_s.to_string(),
+                s.meta.requested_duration_s.to_string(),
             ),
         ];
         if event == "end" {
-            attributes.push(kv("recap.window.status", s.status.describe()));
+            attributes.push(kv("recap.window.status", s.meta.status.describe()));
             attributes.push(kv(
                 "recap.window.duration_s",
-                format!("{:.3}", s.duration_s),
+                format!("{:.3}", s.meta.duration_s),
             ));
-            for c in &s.capsules {
+            for c in &s.meta.capsules {
                 attributes.push(kv(
                     &format!(
                         "recap.capsule.{}.artifact",
@@ -339,14 +340,14 @@ impl Exporter {
         let body = match event {
             "start" => format!(
                 "RECap window {} opened on {}",
-                s.window_id,
-                s.target.describe()
+                s.meta.window_id,
+                s.meta.target.describe()
             ),
             _ => format!(
                 "RECap window {} on {} ended: {}",
-                s.window_id,
-                s.target.describe(),
-                s.status.describe()
+                s.meta.window_id,
+                s.meta.target.describe(),
+                s.meta.status.describe()
             ),
         };
         ExportLogsServiceRequest {

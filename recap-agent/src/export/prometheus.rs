@@ -39,8 +39,8 @@ fn escape(v: &str) -> String {
 
 /// The exposition text of a window's summary.
 pub fn render(s: &WindowSummary) -> String {
-    let mut common = vec![(WINDOW.prom, s.window_id.clone())];
-    if let Some(c) = &s.target.container {
+    let mut common = vec![(WINDOW.prom, s.meta.window_id.clone())];
+    if let Some(c) = &s.meta.target.container {
         common.push(("container_name", c.name.clone()));
     }
     let samples = catalog::samples(s);

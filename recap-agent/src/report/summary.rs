@@ -41,16 +41,9 @@ impl WindowStatus {
 #[derive(Clone, Debug, Serialize)]
 pub struct WindowSummary {
     pub schema: &'static str,
-    pub window_id: String,
-    pub target: Target,
-    pub started_at: String,
-    pub requested_duration_s: f64,
-    pub duration_s: f64,
-    /// From the command starting to every probe counting, and from the end to all detached.
-    pub arm_ms: f64,
-    pub teardown_ms: f64,
-    pub status: WindowStatus,
-    pub families: BTreeMap<Family, FamilyStatus>,
+    /// How the window went; flattened, so its fields sit at the top of the JSON document.
+    #[serde(flatten)]
+    pub meta: WindowMeta,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,8 +54,6 @@ pub struct WindowSummary {
     pub proc: Option<ProcSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuSummary>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub capsules: Vec<CapsuleReport>,
     pub warnings: Vec<String>,
 }
 
@@ -173,17 +164,20 @@ pub struct CpuSummary {
     pub runq_latency: Histogram,
 }
 
-/// Everything the summary needs besides the counts.
+/// Everything the summary says besides what was counted.
+#[derive(Clone, Debug, Serialize)]
 pub struct WindowMeta {
     pub window_id: String,
     pub target: Target,
     pub started_at: String,
     pub requested_duration_s: f64,
     pub duration_s: f64,
+    /// From the command starting to every probe counting, and from the end to all detached.
     pub arm_ms: f64,
     pub teardown_ms: f64,
     pub status: WindowStatus,
     pub families: BTreeMap<Family, FamilyStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub capsules: Vec<CapsuleReport>,
 }
 
@@ -208,16 +202,7 @@ impl WindowSummary {
             syscalls: ran(Family::Syscalls).then(|| syscalls(counts)),
             proc: ran(Family::Proc).then(|| proc(counts)),
             cpu: ran(Family::Cpu).then(|| cpu(counts)),
-            window_id: meta.window_id,
-            target: meta.target,
-            started_at: meta.started_at,
-            requested_duration_s: meta.requested_duration_s,
-            duration_s: meta.duration_s,
-            arm_ms: meta.arm_ms,
-            teardown_ms: meta.teardown_ms,
-            status: meta.status,
-            families: meta.families,
-            capsules: meta.capsules,
+            meta,
             warnings,
         }
     }

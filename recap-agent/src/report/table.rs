@@ -7,18 +7,23 @@ use crate::{capsule::CapsuleOutcome, probes::FamilyStatus};
 
 pub fn render_table(s: &WindowSummary, top: usize) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "RECap window {} on {}", s.window_id, s.target.describe());
+    let _ = writeln!(
+        o,
+        "RECap window {} on {}",
+        s.meta.window_id,
+        s.meta.target.describe()
+    );
     let _ = writeln!(
         o,
         "  status {}   ran {:.1}s of {:.1}s   started {}   armed in {:.0} ms, torn down in {:.0} ms",
-        s.status.describe(),
-        s.duration_s,
-        s.requested_duration_s,
-        s.started_at,
-        s.arm_ms,
-        s.teardown_ms
+        s.meta.status.describe(),
+        s.meta.duration_s,
+        s.meta.requested_duration_s,
+        s.meta.started_at,
+        s.meta.arm_ms,
+        s.meta.teardown_ms
     );
-    for (family, status) in &s.families {
+    for (family, status) in &s.meta.families {
         if let FamilyStatus::Unavailable { reason } = status {
             let _ = writeln!(o, "  {family}: unavailable: {reason}");
         }
@@ -110,9 +115,9 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
             );
         }
     }
-    if !s.capsules.is_empty() {
+    if !s.meta.capsules.is_empty() {
         let _ = writeln!(o, "\ncapsules");
-        for c in &s.capsules {
+        for c in &s.meta.capsules {
             let status = match &c.outcome {
                 CapsuleOutcome::Ok => "ok".to_string(),
                 CapsuleOutcome::SizeCapReached { cap_bytes } => {
