@@ -313,3 +313,47 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     );
     assert_no_residue();
 }
+
+/// recap inside its own target cgroup does not count itself in the task families, and says
+/// that its sockets would count.
+#[test]
+fn recap_in_the_target_cgroup_leaves_itself_out() {
+    if !require_root() {
+        return;
+    }
+    let cg = TestCgroup::new("self");
+    let out = cg
+        .command(recap_bin())
+        .args([
+            "window",
+            "--cgroup",
+            cg.dir.to_str().unwrap(),
+            "-d",
+            "1s",
+            "--probes",
+            "syscalls,cpu",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        s["syscalls"]["total_calls"], 0,
+        "recap's own syscalls were counted"
+    );
+    assert_eq!(s["cpu"]["switches_in"], 0);
+    assert!(
+        s["warnings"]
+            .to_string()
+            .contains("recap itself runs in the target cgroup"),
+        "{}",
+        s["warnings"]
+    );
+    assert_no_residue();
+}

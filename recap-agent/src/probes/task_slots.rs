@@ -21,7 +21,12 @@ pub fn sync(map: &mut Slots<'_>, dir: &Path, slot: u32) -> Result<(usize, usize)
     let Ok(wanted) = cgroup::threads(dir) else {
         return Ok((0, 0)); // cgroup gone: the window ends on its own
     };
-    let wanted: BTreeSet<u32> = wanted.into_iter().collect();
+    // recap's own threads are never a target: counting them would measure the measurer.
+    let own = own_threads();
+    let wanted: BTreeSet<u32> = wanted
+        .into_iter()
+        .filter(|tid| !own.contains(tid))
+        .collect();
     let marked = marked_tids(map, slot)?;
     let mut added = 0;
     for &tid in wanted.difference(&marked) {
@@ -54,6 +59,15 @@ pub fn clear(map: &mut Slots<'_>, slot: u32) -> Result<(), MapError> {
         }
     }
     Ok(())
+}
+
+fn own_threads() -> BTreeSet<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn marked_tids(map: &Slots<'_>, slot: u32) -> Result<BTreeSet<u32>, MapError> {

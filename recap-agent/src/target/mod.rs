@@ -105,6 +105,14 @@ impl Target {
         })
     }
 
+    /// Whether recap itself runs in the target cgroup (its sockets then count as the target's).
+    pub fn contains_recap(&self) -> bool {
+        let Ok(root) = cgroup::cgroup2_mount() else {
+            return false;
+        };
+        cgroup::cgroup_of_pid(&root, std::process::id()).is_ok_and(|own| own == self.cgroup_dir)
+    }
+
     /// Whether the target still exists (a process target: the process is alive).
     pub fn is_alive(&self) -> bool {
         match &self.spec {

@@ -180,6 +180,11 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowOutco
     let teardown_ms = ms(ended.elapsed());
     let counts = closed?;
     let mut summary = info.summary(status, ended, teardown_ms, &counts, capsule_reports);
+    if info.target.contains_recap() {
+        summary.warnings.push(
+            "recap itself runs in the target cgroup: its own threads are left out of syscalls/proc/cpu, but its sockets (exports, Docker API) count in tcp/net; run recap from another cgroup".into(),
+        );
+    }
     exporting.finish(&mut summary).await;
     Ok(WindowOutcome {
         summary,
