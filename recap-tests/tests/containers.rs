@@ -243,3 +243,68 @@ fn container_errors_are_clear_and_leave_nothing() {
     assert_eq!(code, 2, "{err}");
     assert_clean();
 }
+
+/// A container target's metadata reaches the exports: a `container_name` label on every
+/// Prometheus series, `container.*` resource attributes over OTLP.
+#[test]
+fn container_metadata_is_exported() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-web-export");
+    let (otlp_addr, received) = recap_tests::otlp::grpc_receiver();
+    let prom_addr = recap_tests::otlp::free_port();
+    let (endpoint, prom) = (format!("http://{otlp_addr}"), prom_addr.to_string());
+    let mut run = RecapRun::start(&[
+        "window",
+        "--container",
+        &app.name,
+        "-d",
+        "3s",
+        "--otlp-endpoint",
+        &endpoint,
+        "--prometheus",
+        &prom,
+        "--prometheus-linger",
+        "1s",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    app.http_gets(3);
+    thread::sleep(Duration::from_millis(1500));
+    let mut conn = std::net::TcpStream::connect(prom_addr).unwrap();
+    use std::io::{Read, Write};
+    write!(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    let label = format!("container_name=\"{}\"", app.name);
+    let series: Vec<&str> = text.lines().filter(|l| l.starts_with("recap_")).collect();
+    assert!(
+        !series.is_empty() && series.iter().all(|l| l.contains(&label)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("container_image=\"{APP_IMAGE}\"")),
+        "recap_window_info carries the image"
+    );
+    let received = received.lock().unwrap();
+    use recap_tests::otlp::resource_attr;
+    assert_eq!(
+        resource_attr(&received, "container.id").as_deref(),
+        Some(app.id.as_str())
+    );
+    assert_eq!(
+        resource_attr(&received, "container.name").as_deref(),
+        Some(app.name.as_str())
+    );
+    assert_eq!(
+        resource_attr(&received, "container.image.name").as_deref(),
+        Some(APP_IMAGE)
+    );
+    assert_eq!(s["tcp"]["accepted"], 3);
+    assert_clean();
+}
