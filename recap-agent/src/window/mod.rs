@@ -294,8 +294,10 @@ async fn watch(
                     break WindowStatus::TargetExited;
                 }
                 engine.flush_logs();
-                if let Err(e) = engine.sync_tasks(probes) {
-                    log::warn!("resyncing the target's threads: {e:#}");
+                match engine.sync_tasks(probes) {
+                    Ok((0, 0)) => {}
+                    Ok((added, removed)) => log::debug!("resync: {added} thread(s) added, {removed} removed"),
+                    Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
                 }
                 match engine.read(probes.slot) {
                     Ok(counts) => {
