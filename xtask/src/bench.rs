@@ -245,25 +245,12 @@ fn capsule_arming(bin: &Path, reps: usize) -> anyhow::Result<()> {
     let image = String::from_utf8(Command::new(&recap).arg("capsule-image").output()?.stdout)?
         .trim()
         .to_string();
-    let name = format!("recap-bench-target-{}", std::process::id());
-    let started = Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            &image,
-            "/usr/bin/busybox",
-            "sleep",
-            "3600",
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    if !started.success() {
-        bail!("could not start the benchmark's target container");
-    }
+    let target = docker::ScratchContainer::run(
+        "recap-bench-target",
+        &image,
+        &["/usr/bin/busybox", "sleep", "3600"],
+    )?;
+    let name = target.name.as_str();
     let timed = |cmd: &mut Command| -> anyhow::Result<f64> {
         let t = Instant::now();
         let st = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
@@ -273,47 +260,40 @@ fn capsule_arming(bin: &Path, reps: usize) -> anyhow::Result<()> {
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
     let (mut window, mut exec, mut run) = (Vec::new(), Vec::new(), Vec::new());
-    let result = (|| -> anyhow::Result<()> {
-        for _ in 0..reps {
-            let t = Instant::now();
-            let mut hook = Hook::spawn(
-                Command::new(&recap).args([
-                    "window",
-                    "--container",
-                    &name,
-                    "-d",
-                    "200ms",
-                    "--capsule",
-                    "tcpdump",
-                ]),
-                HookReady::StderrContains(" armed on "),
-            )?;
-            hook.wait_ready()?;
-            window.push(t.elapsed().as_secs_f64() * 1e3);
-            hook.child.wait()?;
-            exec.push(timed(Command::new("docker").args([
-                "exec",
-                &name,
-                "/usr/bin/busybox",
-                "true",
-            ]))?);
-            run.push(timed(Command::new("docker").args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                &image,
-                "/usr/bin/busybox",
-                "true",
-            ]))?);
-        }
-        Ok(())
-    })();
-    let _ = Command::new("docker")
-        .args(["rm", "-f", &name])
-        .stdout(Stdio::null())
-        .status();
-    result?;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let mut hook = Hook::spawn(
+            Command::new(&recap).args([
+                "window",
+                "--container",
+                name,
+                "-d",
+                "200ms",
+                "--capsule",
+                "tcpdump",
+            ]),
+            HookReady::StderrContains(" armed on "),
+        )?;
+        hook.wait_ready()?;
+        window.push(t.elapsed().as_secs_f64() * 1e3);
+        hook.child.wait()?;
+        exec.push(timed(Command::new("docker").args([
+            "exec",
+            name,
+            "/usr/bin/busybox",
+            "true",
+        ]))?);
+        run.push(timed(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &image,
+            "/usr/bin/busybox",
+            "true",
+        ]))?);
+    }
+    drop(target);
     let (w, e, r) = (median(&mut window), median(&mut exec), median(&mut run));
     println!("## Arming a window with a capsule (median of {reps}, interleaved)\n");
     println!("| what | median | ratio to `docker run` |");

@@ -141,7 +141,7 @@ const GETS: usize = 25;
 fn container_demo(bin: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     docker::ensure_engine()?;
     let image = "recap-demo-httpd:1";
-    if !docker_cli(&["image", "inspect", image]).0 {
+    if !docker::cli(&["image", "inspect", image]).0 {
         let dir = std::env::temp_dir().join("recap-demo-rootfs");
         let script = format!(
             "set -e; mkdir -p {d}/bin {d}/www; cp /bin/busybox {d}/bin/; echo hello > {d}/www/index.html; \
@@ -150,27 +150,12 @@ fn container_demo(bin: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         );
         status(Command::new("sh").args(["-c", &script]))?;
     }
-    let name = format!("recap-demo-web-{}", std::process::id());
-    let (ok, id) = docker_cli(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network",
-        "none",
+    let web = docker::ScratchContainer::run(
+        "recap-demo-web",
         image,
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
-    if !ok {
-        bail!("docker run {image} failed");
-    }
-    let pid = docker_cli(&["inspect", "-f", "{{.State.Pid}}", &id]).1;
+        &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
+    )?;
+    let (name, pid) = (web.name.clone(), web.pid()?);
     println!("\nxtask: container {name} (busybox httpd, no network); {GETS} GETs from inside its network namespace");
     let mut cmd = Command::new(bin.join("recap"));
     cmd.args(["window", "--container", &name, "--duration", &args.duration])
@@ -198,7 +183,7 @@ fn container_demo(bin: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         }
         Ok(())
     });
-    let _ = docker_cli(&["rm", "-f", &id]);
+    drop(web);
     ran?;
     println!("\nground truth: {GETS} HTTP GETs to the container (inbound accepted above); `tshark -r <artifact> -Y http.request` lists them");
     Ok(())
@@ -230,18 +215,4 @@ fn run_window(
         bail!("recap window failed ({status})");
     }
     Ok(())
-}
-
-fn docker_cli(args: &[&str]) -> (bool, String) {
-    match Command::new("docker")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-    {
-        Ok(out) => (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        ),
-        Err(_) => (false, String::new()),
-    }
 }
