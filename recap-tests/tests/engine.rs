@@ -57,7 +57,7 @@ fn two_windows_share_one_program_set_and_count_apart() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let counts_a = engine.close(win_a).unwrap();
     // B is still counting after A closed: the shared hook stays attached for it.
-    let counts_b_mid = engine.read(win_b.slot).unwrap();
+    let counts_b_mid = engine.read(&win_b).unwrap();
     let counts_b = engine.close(win_b).unwrap();
 
     use recap_common::Counter;
@@ -70,7 +70,7 @@ fn two_windows_share_one_program_set_and_count_apart() {
     }
     // A slot is reused cleanly: a new window starts from zero.
     let win_c = engine.open(&target(&a), &[Family::Syscalls]).unwrap();
-    let fresh = engine.read(win_c.slot).unwrap();
+    let fresh = engine.read(&win_c).unwrap();
     assert_eq!(getppid_calls(&fresh), 0);
     engine.close(win_c).unwrap();
     drop(engine);

@@ -303,7 +303,7 @@ impl ProbeEngine {
         for name in std::mem::take(&mut w.hooks) {
             self.release_hook(name);
         }
-        let counts = self.read(w.slot);
+        let counts = self.read(&w);
         let mut cleanup = Ok(());
         if w.tracks_tasks {
             if let Ok(mut cgroups) = self.window_cgroups() {
@@ -320,7 +320,12 @@ impl ProbeEngine {
     }
 
     /// The window's counts so far (per-CPU values summed).
-    pub fn read(&self, slot: u32) -> Result<RawCounts, EngineError> {
+    /// Only the maps of families the window runs are read: this runs every second, and the
+    /// syscall table alone is 1,024 lookups.
+    pub fn read(&self, w: &WindowProbes) -> Result<RawCounts, EngineError> {
+        let (slot, ran) = (w.slot, |f: Family| {
+            w.families.get(&f) == Some(&FamilyStatus::Ok)
+        });
         let mut out = RawCounts::zeroed();
         let counters = self.per_cpu_array(maps::COUNTERS)?;
         for (i, value) in out.counters.iter_mut().enumerate() {
@@ -329,6 +334,24 @@ impl ProbeEngine {
                 .get(&index, 0)
                 .map_err(map_err("reading COUNTERS"))?);
         }
+        if ran(Family::Syscalls) {
+            self.read_syscalls(slot, &mut out)?;
+        }
+        if ran(Family::Cpu) {
+            let runq = self.per_cpu_array(maps::RUNQ_HIST)?;
+            for (b, value) in out.runq.iter_mut().enumerate() {
+                *value = sum(runq
+                    .get(&(slot * RUNQ_BUCKETS + b as u32), 0)
+                    .map_err(map_err("reading RUNQ_HIST"))?);
+            }
+        }
+        if ran(Family::Proc) {
+            out.execs = self.read_execs(slot)?;
+        }
+        Ok(out)
+    }
+
+    fn read_syscalls(&self, slot: u32, out: &mut RawCounts) -> Result<(), EngineError> {
         let syscalls = self.per_cpu_array(maps::SYSCALLS)?;
         for nr in 0..MAX_SYSCALLS {
             let calls = sum(syscalls
@@ -341,12 +364,10 @@ impl ProbeEngine {
                 out.syscalls[nr as usize] = (calls, errors);
             }
         }
-        let runq = self.per_cpu_array(maps::RUNQ_HIST)?;
-        for (b, value) in out.runq.iter_mut().enumerate() {
-            *value = sum(runq
-                .get(&(slot * RUNQ_BUCKETS + b as u32), 0)
-                .map_err(map_err("reading RUNQ_HIST"))?);
-        }
+        Ok(())
+    }
+
+    fn read_execs(&self, slot: u32) -> Result<Vec<(String, u64)>, EngineError> {
         let execs: PerCpuHashMap<&MapData, ExecKey, u64> =
             PerCpuHashMap::try_from(self.map(maps::EXECS)?).map_err(map_err("opening EXECS"))?;
         let mut names: BTreeMap<String, u64> = BTreeMap::new();
@@ -356,8 +377,7 @@ impl ProbeEngine {
                 *names.entry(comm_to_string(&key.comm)).or_default() += sum(values);
             }
         }
-        out.execs = names.into_iter().collect();
-        Ok(out)
+        Ok(names.into_iter().collect())
     }
 
     fn zero_slot(&mut self, slot: u32) -> Result<(), EngineError> {

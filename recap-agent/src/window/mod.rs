@@ -299,7 +299,7 @@ async fn watch(
                     Ok((added, removed)) => log::debug!("resync: {added} thread(s) added, {removed} removed"),
                     Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
                 }
-                match engine.read(probes.slot) {
+                match engine.read(probes) {
                     Ok(counts) => {
                         view.update(started.elapsed(), &counts, &probes.families);
                         exports.publish(&info.summary(WindowStatus::Open, Instant::now(), 0.0, &counts, Vec::new()));
