@@ -237,6 +237,11 @@ struct Exports<'a> {
 }
 
 impl Exports<'_> {
+    /// Whether anything consumes live snapshots (building one is not free).
+    fn active(&self) -> bool {
+        self.endpoint.is_some() || self.otlp.is_some()
+    }
+
     fn publish(&mut self, snapshot: &WindowSummary) {
         if let Some(endpoint) = self.endpoint {
             endpoint.publish(snapshot);
@@ -302,7 +307,9 @@ async fn watch(
                 match engine.read(probes) {
                     Ok(counts) => {
                         view.update(started.elapsed(), &counts, &probes.families);
-                        exports.publish(&info.summary(WindowStatus::Open, Instant::now(), 0.0, &counts, Vec::new()));
+                        if exports.active() {
+                            exports.publish(&info.summary(WindowStatus::Open, Instant::now(), 0.0, &counts, Vec::new()));
+                        }
                     }
                     Err(e) => log::warn!("reading counters: {e:#}"),
                 }
