@@ -1,6 +1,11 @@
-//! Durations and sizes as users type them: `500ms`, `30s`, `5m`, `1h30m`; `100MiB`, `10MB`, `4096`.
+//! Durations and sizes as users type them: `500ms`, `30s`, `5m`, `1h30m` (humantime); `100MiB`,
+//! `10MB`, `4096` (bytesize). Anything that is not a finite, sensible amount is refused with a
+//! message, never a panic.
 
 use std::time::Duration;
+
+/// Longer than any window could sensibly be; keeps `now + duration` far from overflowing.
+const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -10,68 +15,35 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.starts_with('-') {
         return Err(format!("duration `{s}` is negative; use e.g. 30s"));
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok(Duration::from_secs_f64(secs));
+    // A bare whole number means seconds.
+    let parsed = match s.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s),
+    };
+    let d = parsed.map_err(|e| {
+        format!("cannot read duration `{s}` ({e}); use e.g. 500ms, 30s, 5m, 1h30m")
+    })?;
+    if d > LONGEST {
+        return Err(format!(
+            "duration `{s}` is longer than a year; use e.g. 30s, 5m or 1h"
+        ));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "cannot read duration `{s}`; use e.g. 500ms, 30s, 5m, 1h30m"
-            ));
-        }
-        let value: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("cannot read number in duration `{s}`"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` in duration `{s}`; use ms, s, m or h"
-                ))
-            }
-        };
-        total += Duration::from_secs_f64(value * unit);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    Ok(d)
 }
+
+/// The largest size a file limit can be given to the kernel and to Docker (an i64).
+const LARGEST_SIZE: u64 = i64::MAX as u64;
 
 /// Bytes: a number with an optional unit (B, KB/MB/GB = 1000s, KiB/MiB/GiB = 1024s).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let number: u64 = s[..split]
+    let size: bytesize::ByteSize = s
         .parse()
-        .map_err(|_| format!("cannot read size `{s}`; use e.g. 100MiB"))?;
-    let unit = match s[split..].trim() {
-        "" | "B" => 1,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}`; use B, KB, MB, GB, KiB, MiB or GiB"
-            ))
-        }
-    };
-    number
-        .checked_mul(unit)
-        .ok_or_else(|| format!("size `{s}` is too large"))
+        .map_err(|e| format!("cannot read size `{s}` ({e}); use e.g. 100MiB, 10MB or 4096"))?;
+    if size.as_u64() > LARGEST_SIZE {
+        return Err(format!("size `{s}` is too large (at most 8EiB)"));
+    }
+    Ok(size.as_u64())
 }
 
 pub fn format_duration(d: Duration) -> String {
@@ -103,9 +75,12 @@ mod tests {
     #[test]
     fn rejects_nonsense() {
         assert!(parse_duration("-5s").unwrap_err().contains("negative"));
-        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown time unit"), "{:?}", parse_duration("5x"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
+        for nonsense in ["inf", "NaN", "1e99", "99999999999999999999s", "1e3", "100000000h"] {
+            assert!(parse_duration(nonsense).is_err(), "{nonsense}");
+        }
     }
 
     #[test]
@@ -115,6 +90,8 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
+        assert!(parse_size("9223372036854775808").is_err());
+        assert!(parse_size("100000000000000000000").is_err());
     }
 
     #[test]

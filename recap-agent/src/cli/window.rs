@@ -61,7 +61,7 @@ pub struct WindowArgs {
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
     pub otlp_resource: Vec<(String, String)>,
     /// How long the window stays open (500ms, 30s, 5m, 1h).
-    #[arg(long, short = 'd', default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, short = 'd', default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Duration,
     /// Refuse durations above this.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -248,10 +248,10 @@ mod tests {
             window_args(&["--pid", "1", "--cgroup", "/x"]).is_err(),
             "one target only"
         );
-        assert!(window_args(&["--pid", "1", "--duration=-5s"])
-            .unwrap_err()
-            .to_string()
-            .contains("negative"));
+        for negative in [&["--pid", "1", "--duration=-5s"][..], &["--pid", "1", "-d", "-1s"]] {
+            let e = window_args(negative).unwrap_err().to_string();
+            assert!(e.contains("negative"), "{e}");
+        }
         let (spec, _, _) = window_args(&["--pid", "1", "-d", "2h", "--max-duration", "3h"])
             .unwrap()
             .into_spec()

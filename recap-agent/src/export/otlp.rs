@@ -23,11 +23,14 @@ use opentelemetry_proto::tonic::{
     },
     resource::v1::Resource,
 };
-use prost::Message;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
 };
+use prost::Message;
 
 use super::catalog::{self, Kind, Value, WINDOW};
 use crate::report::WindowSummary;
@@ -89,6 +92,9 @@ pub fn config(
         .transpose()?
         .unwrap_or_default();
     all_headers.extend(headers.iter().cloned());
+    for (k, v) in &all_headers {
+        validate_header(k, v)?;
+    }
     let mut all_resource = env("OTEL_RESOURCE_ATTRIBUTES")
         .map(|r| parse_pairs(&r))
         .transpose()?
@@ -160,21 +166,27 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Each send gives up after this; the final flush is tried twice.
+const SEND_TIMEOUT: Duration = Duration::from_millis(1500);
+
 pub struct Exporter {
     config: OtlpConfig,
+    transport: Transport,
     start_ns: u64,
     failures: Vec<String>,
     sent: usize,
 }
 
 impl Exporter {
-    pub fn new(config: OtlpConfig) -> Self {
-        Exporter {
+    /// Needs a tokio runtime (the gRPC channel's worker is spawned on it).
+    pub fn new(config: OtlpConfig) -> anyhow::Result<Self> {
+        Ok(Exporter {
+            transport: Transport::new(&config)?,
             config,
             start_ns: now_ns(),
             failures: Vec::new(),
             sent: 0,
-        }
+        })
     }
 
     pub fn config(&self) -> &OtlpConfig {
@@ -376,8 +388,9 @@ impl Exporter {
     /// One send of the window's metrics; failures are recorded, never raised.
     pub async fn export_metrics(&mut self, s: &WindowSummary, attempts: usize) {
         let request = self.metrics_request(s);
-        self.send("metrics", attempts, |cfg| {
-            Box::pin(send_metrics(cfg.clone(), request.clone()))
+        self.send("metrics", attempts, |t, cfg| {
+            let (t, cfg, request) = (t.clone(), cfg.clone(), request.clone());
+            Box::pin(async move { t.send_metrics(&cfg, request).await })
         })
         .await;
     }
@@ -385,9 +398,9 @@ impl Exporter {
     /// A metrics send in the background, for the periodic exports; `absorb` its result.
     pub fn spawn_metrics(&self, s: &WindowSummary) -> tokio::task::JoinHandle<Option<String>> {
         let (config, request) = (self.config.clone(), self.metrics_request(s));
+        let transport = self.transport.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_millis(1500), send_metrics(config, request))
-                .await
+            match tokio::time::timeout(SEND_TIMEOUT, transport.send_metrics(&config, request)).await
             {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(format!("metrics: {e:#}")),
@@ -405,8 +418,9 @@ impl Exporter {
 
     pub async fn export_log(&mut self, s: &WindowSummary, event: &str, attempts: usize) {
         let request = self.log_request(s, event);
-        self.send("logs", attempts, |cfg| {
-            Box::pin(send_logs(cfg.clone(), request.clone()))
+        self.send("logs", attempts, |t, cfg| {
+            let (t, cfg, request) = (t.clone(), cfg.clone(), request.clone());
+            Box::pin(async move { t.send_logs(&cfg, request).await })
         })
         .await;
     }
@@ -414,6 +428,7 @@ impl Exporter {
     async fn send<F>(&mut self, what: &str, attempts: usize, make: F)
     where
         F: Fn(
+            &Transport,
             &OtlpConfig,
         )
             -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>,
@@ -423,7 +438,7 @@ impl Exporter {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            match tokio::time::timeout(Duration::from_millis(1500), make(&self.config)).await {
+            match tokio::time::timeout(SEND_TIMEOUT, make(&self.transport, &self.config)).await {
                 Ok(Ok(())) => {
                     self.sent += 1;
                     return;
@@ -452,7 +467,100 @@ impl Exporter {
     }
 }
 
-fn metadata<T>(cfg: &OtlpConfig, message: T) -> anyhow::Result<tonic::Request<T>> {
+/// How messages reach the collector: one gRPC channel or one HTTP client for the exporter's
+/// life, so periodic sends reuse the connection instead of opening one each time.
+#[derive(Clone)]
+enum Transport {
+    Grpc(tonic::transport::Channel),
+    Http {
+        client: Client<HttpConnector, Full<Bytes>>,
+        headers: HeaderMap,
+    },
+}
+
+impl Transport {
+    fn new(cfg: &OtlpConfig) -> anyhow::Result<Self> {
+        Ok(match cfg.protocol {
+            // Lazy: connecting (and reconnecting after a collector restart) happens on send.
+            Protocol::Grpc => Transport::Grpc(
+                tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())
+                    .with_context(|| format!("OTLP endpoint `{}`", cfg.endpoint))?
+                    .connect_timeout(SEND_TIMEOUT)
+                    .timeout(SEND_TIMEOUT)
+                    .connect_lazy(),
+            ),
+            Protocol::HttpProtobuf => Transport::Http {
+                client: Client::builder(TokioExecutor::new()).build_http(),
+                headers: header_map(&cfg.headers)?,
+            },
+        })
+    }
+
+    async fn send_metrics(
+        &self,
+        cfg: &OtlpConfig,
+        request: ExportMetricsServiceRequest,
+    ) -> anyhow::Result<()> {
+        match self {
+            Transport::Grpc(channel) => {
+                MetricsServiceClient::new(channel.clone())
+                    .export(grpc_request(cfg, request)?)
+                    .await
+                    .context("gRPC export")?;
+                Ok(())
+            }
+            Transport::Http { client, headers } => {
+                post(client, headers, cfg, "/v1/metrics", request.encode_to_vec()).await
+            }
+        }
+    }
+
+    async fn send_logs(
+        &self,
+        cfg: &OtlpConfig,
+        request: ExportLogsServiceRequest,
+    ) -> anyhow::Result<()> {
+        match self {
+            Transport::Grpc(channel) => {
+                LogsServiceClient::new(channel.clone())
+                    .export(grpc_request(cfg, request)?)
+                    .await
+                    .context("gRPC export")?;
+                Ok(())
+            }
+            Transport::Http { client, headers } => {
+                post(client, headers, cfg, "/v1/logs", request.encode_to_vec()).await
+            }
+        }
+    }
+}
+
+/// Header names and values as HTTP allows them (no CR/LF, no separators in names): a value
+/// that could smuggle another header line is refused when the configuration is read.
+fn validate_header(k: &str, v: &str) -> Result<(), String> {
+    HeaderName::from_bytes(k.as_bytes())
+        .map_err(|_| format!("OTLP header name `{}` is not a valid HTTP header name", k.escape_debug()))?;
+    HeaderValue::from_str(v).map_err(|_| {
+        format!(
+            "OTLP header `{k}` has a value with characters HTTP does not allow in a header (control characters such as CR/LF): `{}`",
+            v.escape_debug()
+        )
+    })?;
+    Ok(())
+}
+
+fn header_map(headers: &[(String, String)]) -> anyhow::Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).with_context(|| format!("OTLP header `{k}`"))?,
+            HeaderValue::from_str(v).with_context(|| format!("OTLP header `{k}`"))?,
+        );
+    }
+    Ok(map)
+}
+
+fn grpc_request<T>(cfg: &OtlpConfig, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     for (k, v) in &cfg.headers {
         let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -466,75 +574,31 @@ fn metadata<T>(cfg: &OtlpConfig, message: T) -> anyhow::Result<tonic::Request<T>
     Ok(request)
 }
 
-async fn channel(cfg: &OtlpConfig) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_millis(1500))
-            .connect()
-            .await?,
-    )
-}
-
-async fn send_metrics(cfg: OtlpConfig, request: ExportMetricsServiceRequest) -> anyhow::Result<()> {
-    match cfg.protocol {
-        Protocol::Grpc => {
-            let mut client = MetricsServiceClient::new(channel(&cfg).await?);
-            client
-                .export(metadata(&cfg, request)?)
-                .await
-                .context("gRPC export")?;
-            Ok(())
-        }
-        Protocol::HttpProtobuf => post(&cfg, "/v1/metrics", request.encode_to_vec()).await,
-    }
-}
-
-async fn send_logs(cfg: OtlpConfig, request: ExportLogsServiceRequest) -> anyhow::Result<()> {
-    match cfg.protocol {
-        Protocol::Grpc => {
-            let mut client = LogsServiceClient::new(channel(&cfg).await?);
-            client
-                .export(metadata(&cfg, request)?)
-                .await
-                .context("gRPC export")?;
-            Ok(())
-        }
-        Protocol::HttpProtobuf => post(&cfg, "/v1/logs", request.encode_to_vec()).await,
-    }
-}
-
-/// HTTP/1.1 POST of a protobuf body (plain http only).
-async fn post(cfg: &OtlpConfig, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
-    let authority = cfg.endpoint.trim_start_matches("http://");
-    let (host_port, base) = authority
-        .split_once('/')
-        .map(|(h, b)| (h, format!("/{b}")))
-        .unwrap_or((authority, String::new()));
-    let mut conn = TcpStream::connect(host_port)
+/// POST of a protobuf body to `<endpoint><path>` (plain http only).
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    headers: &HeaderMap,
+    cfg: &OtlpConfig,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<()> {
+    let uri = format!("{}{path}", cfg.endpoint);
+    let mut request = hyper::Request::post(&uri)
+        .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
+        .body(Full::new(Bytes::from(body)))
+        .with_context(|| format!("OTLP endpoint `{uri}`"))?;
+    request.headers_mut().extend(headers.clone());
+    let response = client
+        .request(request)
         .await
-        .with_context(|| format!("connecting to {host_port}"))?;
-    let mut head = format!(
-        "POST {base}{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in &cfg.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        .with_context(|| format!("sending to {uri}"))?;
+    let status = response.status();
+    // Read the answer to its end so the connection can be reused.
+    let _ = response.into_body().collect().await;
+    if !status.is_success() {
+        bail!("HTTP export to {uri} answered {status}");
     }
-    head.push_str("\r\n");
-    conn.write_all(head.as_bytes()).await?;
-    conn.write_all(&body).await?;
-    let mut response = Vec::new();
-    conn.read_to_end(&mut response).await?;
-    let status_line = String::from_utf8_lossy(&response)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    match status_line.split_whitespace().nth(1) {
-        Some(code) if code.starts_with('2') => Ok(()),
-        _ => bail!("HTTP export answered `{status_line}`"),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

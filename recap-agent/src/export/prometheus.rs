@@ -1,19 +1,32 @@
-//! Prometheus text exposition of a window, and the loopback HTTP endpoint serving it.
+//! Prometheus export: the windows' numbers encoded through `prometheus-client`'s custom-collector
+//! API (the kernel hands over cumulative counts and pre-bucketed histograms, which a collector
+//! passes on as they are), served at `/metrics` by axum.
+//!
+//! The text format 0.0.4 is the default (what `promtool check metrics` reads); a scraper that
+//! asks for OpenMetrics in its `Accept` header gets OpenMetrics.
 
 use std::{
-    fmt::Write,
+    collections::BTreeMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, RwLock},
 };
 
 use anyhow::Context;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    task::JoinHandle,
+use axum::{
+    http::{header, HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::get,
+    Router,
 };
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
 
-use super::catalog::{self, Kind, Value, WINDOW};
+use super::catalog::{self, Kind, MetricDef, Sample, Value, WINDOW};
 use crate::report::WindowSummary;
 
 /// `9464` or `:9464` mean loopback; a full address binds where it says.
@@ -31,97 +44,160 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("cannot read `{s}` as an address; use e.g. 127.0.0.1:9464 or :9464"))
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The latest summary of every window being exported, by window id. The window (or the
+/// agent) writes it; each scrape encodes what is there at that moment.
+#[derive(Clone, Debug, Default)]
+pub struct Published(Arc<RwLock<BTreeMap<String, WindowSummary>>>);
+
+impl Published {
+    pub fn publish(&self, summary: &WindowSummary) {
+        if let Ok(mut windows) = self.0.write() {
+            windows.insert(summary.meta.window_id.clone(), summary.clone());
+        }
+    }
+
+    pub fn remove(&self, window_id: &str) {
+        if let Ok(mut windows) = self.0.write() {
+            windows.remove(window_id);
+        }
+    }
 }
 
-/// The exposition text of a window's summary.
-pub fn render(s: &WindowSummary) -> String {
-    let mut common = vec![(WINDOW.prom, s.meta.window_id.clone())];
+/// The labels of one sample: the window's, then the metric's own attributes.
+fn labels(s: &WindowSummary, sample: &Sample) -> Vec<(String, String)> {
+    let mut out = vec![(WINDOW.prom.to_string(), s.meta.window_id.clone())];
     if let Some(c) = &s.meta.target.container {
-        common.push(("container_name", c.name.clone()));
+        out.push(("container_name".into(), c.name.clone()));
     }
-    let samples = catalog::samples(s);
-    let mut out = String::new();
-    for def in catalog::ALL {
-        let of_def: Vec<_> = samples
+    out.extend(
+        sample
+            .attrs
             .iter()
-            .filter(|x| std::ptr::eq(x.def, def))
-            .collect();
-        if of_def.is_empty() {
-            continue;
-        }
-        let kind = match def.kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        };
-        // Text format 0.0.4: HELP and TYPE name the series as written, `_total` included.
-        let _ = writeln!(out, "# HELP {} {}", def.prom, def.help);
-        let _ = writeln!(out, "# TYPE {} {kind}", def.prom);
-        for sample in of_def {
-            let mut labels: Vec<(&str, String)> = common.clone();
-            labels.extend(sample.attrs.iter().map(|(a, v)| (a.prom, v.clone())));
-            if std::ptr::eq(def, &catalog::WINDOW_INFO) {
-                labels.extend(
-                    catalog::target_attrs(s)
-                        .into_iter()
-                        .map(|(_, prom, v)| (prom, v)),
-                );
-            }
-            let label_text = |extra: Option<(&str, String)>| {
-                let all: Vec<String> = labels
-                    .iter()
-                    .cloned()
-                    .chain(extra)
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(&v)))
-                    .collect();
-                format!("{{{}}}", all.join(","))
-            };
-            match &sample.value {
-                Value::Count(n) => {
-                    let _ = writeln!(out, "{}{} {n}", def.prom, label_text(None));
-                }
-                Value::Seconds(v) => {
-                    let _ = writeln!(out, "{}{} {v}", def.prom, label_text(None));
-                }
-                Value::Histogram {
-                    bounds_s,
-                    counts,
-                    count,
-                    sum_s,
-                } => {
-                    let mut cumulative = 0;
-                    for (bound, n) in bounds_s.iter().zip(counts) {
-                        cumulative += n;
-                        let _ = writeln!(
-                            out,
-                            "{}_bucket{} {cumulative}",
-                            def.prom,
-                            label_text(Some(("le", format!("{bound:e}"))))
-                        );
-                    }
-                    let _ = writeln!(
-                        out,
-                        "{}_bucket{} {count}",
-                        def.prom,
-                        label_text(Some(("le", "+Inf".into())))
-                    );
-                    let _ = writeln!(out, "{}_sum{} {sum_s}", def.prom, label_text(None));
-                    let _ = writeln!(out, "{}_count{} {count}", def.prom, label_text(None));
-                }
-            }
-        }
+            .map(|(a, v)| (a.prom.to_string(), v.clone())),
+    );
+    if std::ptr::eq(sample.def, &catalog::WINDOW_INFO) {
+        out.extend(
+            catalog::target_attrs(s)
+                .into_iter()
+                .map(|(_, prom, v)| (prom.to_string(), v)),
+        );
     }
     out
 }
 
-/// Serves the latest exposition text at `/metrics`.
+impl Collector for Published {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(windows) = self.0.read() else {
+            return Ok(());
+        };
+        let samples: Vec<(&WindowSummary, Vec<Sample>)> = windows
+            .values()
+            .map(|s| (s, catalog::samples(s)))
+            .collect();
+        // One descriptor per metric, then every window's samples of it.
+        for def in catalog::ALL {
+            let of_def: Vec<(&WindowSummary, &Sample)> = samples
+                .iter()
+                .flat_map(|(s, all)| all.iter().map(move |x| (*s, x)))
+                .filter(|(_, x)| std::ptr::eq(x.def, def))
+                .collect();
+            if of_def.is_empty() {
+                continue;
+            }
+            let (name, metric_type) = descriptor(def);
+            let mut metric = encoder.encode_descriptor(name, def.help, None, metric_type)?;
+            for (s, sample) in of_def {
+                let labels = labels(s, sample);
+                let mut series = metric.encode_family(&labels)?;
+                match (&sample.value, def.kind) {
+                    (Value::Count(n), Kind::Counter) => {
+                        series.encode_counter::<NoLabelSet, _, u64>(n, None)?
+                    }
+                    (Value::Seconds(v), Kind::Counter) => {
+                        series.encode_counter::<NoLabelSet, _, f64>(v, None)?
+                    }
+                    (Value::Count(n), _) => series.encode_gauge(&(*n as i64))?,
+                    (Value::Seconds(v), _) => series.encode_gauge(v)?,
+                    (
+                        Value::Histogram {
+                            bounds_s,
+                            counts,
+                            count,
+                            sum_s,
+                        },
+                        _,
+                    ) => {
+                        // The last kernel bucket is open-ended: prometheus-client writes `+Inf`
+                        // from `count`.
+                        let buckets: Vec<(f64, u64)> = bounds_s
+                            .iter()
+                            .copied()
+                            .zip(counts.iter().copied())
+                            .collect();
+                        series.encode_histogram::<NoLabelSet>(*sum_s, *count, &buckets, None)?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// prometheus-client appends `_total` to counters itself; the catalogue names the full series.
+fn descriptor(def: &MetricDef) -> (&'static str, MetricType) {
+    match def.kind {
+        Kind::Counter => (
+            def.prom.strip_suffix("_total").unwrap_or(def.prom),
+            MetricType::Counter,
+        ),
+        Kind::Gauge => (def.prom, MetricType::Gauge),
+        Kind::Histogram => (def.prom, MetricType::Histogram),
+    }
+}
+
+/// The exposition of what is published, as text format 0.0.4 or OpenMetrics.
+pub fn render(published: &Published, openmetrics: bool) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(published.clone()));
+    let mut out = String::new();
+    let encoded = if openmetrics {
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+    };
+    // Writing into a String cannot fail; a failure would be a bug in the collector.
+    if let Err(e) = encoded {
+        log::error!("encoding the Prometheus exposition: {e}");
+    }
+    out
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn metrics(
+    axum::extract::State(published): axum::extract::State<Published>,
+    request: HeaderMap,
+) -> impl IntoResponse {
+    let openmetrics = request
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        OPENMETRICS
+    } else {
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        render(&published, openmetrics),
+    )
+}
+
+/// Serves `/metrics` until dropped.
 pub struct Endpoint {
     pub addr: SocketAddr,
-    text: Arc<Mutex<String>>,
+    pub published: Published,
     task: JoinHandle<()>,
 }
 
@@ -131,39 +207,24 @@ impl Endpoint {
             .await
             .with_context(|| format!("binding the Prometheus endpoint to {addr} (is the port in use? pick another with --prometheus)"))?;
         let addr = listener.local_addr()?;
-        let text = Arc::new(Mutex::new(String::new()));
-        let shared = text.clone();
+        let published = Published::default();
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(published.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let mut request = vec![0u8; 4096];
-                    let n = conn.read(&mut request).await.unwrap_or(0);
-                    let first = String::from_utf8_lossy(&request[..n]);
-                    let response = if first.starts_with("GET /metrics ")
-                        || first.starts_with("GET /metrics?")
-                    {
-                        let body = shared.lock().map(|t| t.clone()).unwrap_or_default();
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    } else {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                            .to_string()
-                    };
-                    let _ = conn.write_all(response.as_bytes()).await;
-                    let _ = conn.shutdown().await;
-                });
+            if let Err(e) = axum::serve(listener, app).await {
+                log::warn!("the Prometheus endpoint stopped: {e}");
             }
         });
-        Ok(Endpoint { addr, text, task })
+        Ok(Endpoint {
+            addr,
+            published,
+            task,
+        })
     }
 
     pub fn publish(&self, summary: &WindowSummary) {
-        if let Ok(mut t) = self.text.lock() {
-            *t = render(summary);
-        }
+        self.published.publish(summary);
     }
 }
 
@@ -189,7 +250,14 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn counters_keep_their_catalogue_names() {
+        for def in catalog::ALL {
+            let (name, _) = descriptor(def);
+            let series = match def.kind {
+                Kind::Counter => format!("{name}_total"),
+                _ => name.to_string(),
+            };
+            assert_eq!(series, def.prom);
+        }
     }
 }

@@ -72,7 +72,7 @@ pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowOutco
         Some(addr) => Some(prometheus::Endpoint::bind(addr).await?),
         None => None,
     };
-    let mut otlp = spec.export.otlp.clone().map(Exporter::new);
+    let mut otlp = spec.export.otlp.clone().map(Exporter::new).transpose()?;
     let needs_docker = matches!(spec.target, TargetSpec::Container { .. });
     let docker = if needs_docker {
         Some(docker::connect().await?)
