@@ -7,5 +7,5 @@ pub mod docker;
 pub mod export;
 pub mod probes;
 pub mod report;
-pub mod target;
+pub mod targets;
 pub mod window;

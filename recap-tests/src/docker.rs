@@ -89,16 +89,19 @@ pub struct AppContainer {
 
 impl AppContainer {
     pub fn run(name: &str) -> Self {
+        Self::run_labelled(name, &[])
+    }
+
+    /// With Docker labels (`KEY=VALUE`).
+    pub fn run_labelled(name: &str, labels: &[&str]) -> Self {
         ensure_engine();
         let name = format!("{name}-{}", std::process::id());
         let _ = docker(&["rm", "-f", &name]);
-        let (ok, id) = docker(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
+        let mut args = vec!["run", "-d", "--name", &name, "--network", "none"];
+        for label in labels {
+            args.extend(["--label", label]);
+        }
+        args.extend([
             APP_IMAGE,
             "/bin/busybox",
             "httpd",
@@ -108,6 +111,7 @@ impl AppContainer {
             "-h",
             "/www",
         ]);
+        let (ok, id) = docker(&args);
         assert!(ok, "docker run {name} failed");
         AppContainer { name, id }
     }
@@ -145,6 +149,10 @@ impl AppContainer {
 
     pub fn kill(&self) {
         assert!(docker(&["kill", &self.id]).0);
+    }
+
+    pub fn exists(&self) -> bool {
+        docker(&["inspect", "-f", "{{.Id}}", &self.id]).0
     }
 }
 

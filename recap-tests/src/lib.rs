@@ -18,7 +18,7 @@ use std::{
 pub mod docker;
 pub mod otlp;
 
-use recap_agent::target::cgroup::cgroup2_mount;
+use recap_agent::targets::cgroup::cgroup2_mount;
 
 /// Privileged tests need root; CI runs as root, so there they always run.
 pub fn require_root() -> bool {

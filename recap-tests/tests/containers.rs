@@ -71,6 +71,13 @@ fn counts_and_captures_only_the_target_container() {
     let (pcap, report) = artifact(&s, "tcpdump");
     assert_eq!(report["status"], "ok", "{report:#}");
     assert_eq!(http_gets_in_pcap(&pcap), N, "GETs in {}", pcap.display());
+    // Captures hold secrets: the window's directory and its files are the owner's alone.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(pcap.parent().unwrap()), 0o700);
+    assert_eq!(mode(&pcap), 0o600);
     assert_eq!(
         report["artifact_bytes"],
         std::fs::metadata(&pcap).unwrap().len()
@@ -78,6 +85,7 @@ fn counts_and_captures_only_the_target_container() {
 
     let (log, report) = artifact(&s, "strace");
     assert_eq!(report["status"], "ok", "{report:#}");
+    assert_eq!(mode(&log), 0o600);
     let text = std::fs::read_to_string(&log).unwrap();
     // Completed accept calls end with `= <fd>` (possibly as `<... accept resumed>`).
     let accepted = text
@@ -119,10 +127,21 @@ fn orphan_capsule_of_a_killed_window_is_removed_by_the_next() {
         1,
         "the killed window's capsule is still there"
     );
+    // Somebody else's container that happens to carry RECap's labels, with an owner that is
+    // gone: not RECap's image, so not RECap's to remove.
+    let not_ours = AppContainer::run_labelled(
+        "recap-not-ours",
+        &["recap.window=someone-elses", "recap.owner=4294967295:1"],
+    );
 
     let (code, _, err) = recap(&["window", "--container", &app.name, "-d", "1s"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("removed orphan capsule"), "{err}");
+    assert!(
+        not_ours.exists(),
+        "the reaper removed a container RECap did not create: {err}"
+    );
+    drop(not_ours);
     assert_clean();
 }
 

@@ -2,7 +2,7 @@
 
 use recap_agent::{
     probes::{Family, ProbeEngine},
-    target::{Target, TargetSpec},
+    targets::{Target, TargetSpec},
 };
 use recap_tests::*;
 

@@ -3,6 +3,7 @@
 //! removed when the window ends. Whatever a crash leaves is found by label and removed by the
 //! next window (`reaper`).
 
+pub mod artifacts;
 pub mod image;
 pub mod reaper;
 pub mod sidecar;
@@ -62,11 +63,63 @@ impl FromStr for CapsuleSpec {
                 ))
             }
         };
-        Ok(CapsuleSpec {
-            tool,
-            args: rest.split_whitespace().map(str::to_owned).collect(),
-        })
+        let args: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+        match tool {
+            Tool::Tcpdump => check_tcpdump_filter(&args)?,
+            Tool::Strace => check_strace_options(&args)?,
+        }
+        Ok(CapsuleSpec { tool, args })
     }
+}
+
+/// tcpdump's capsule takes a capture filter only: an option such as `-z CMD` (run a program
+/// after each file), `-w`, `-r` or `-C` would escape what the capsule is for.
+fn check_tcpdump_filter(words: &[String]) -> Result<(), String> {
+    match words.iter().find(|w| w.starts_with('-')) {
+        Some(option) => Err(format!(
+            "the tcpdump capsule takes a capture filter (pcap-filter syntax, e.g. `tcp port 80`), not options: `{}`",
+            option.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// strace options that only change what is traced or how it is printed. Anything else (a
+/// program to start, `-o`, `-p`, `-E`, `-u`, ...) is refused: the capsule traces the target's
+/// processes and nothing else.
+const STRACE_FLAGS: &[&str] = &[
+    "-c", "-C", "-T", "-y", "-yy", "-v", "-z", "-Z", "-n", "-r", "-t", "-tt", "-ttt", "-i", "-k",
+    "-q", "-qq", "-x", "-xx", "-w",
+];
+const STRACE_OPTIONS_WITH_VALUE: &[&str] = &["-e", "-s", "-X", "-P", "-a", "-S", "-U", "-I"];
+
+fn check_strace_options(words: &[String]) -> Result<(), String> {
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        if STRACE_FLAGS.contains(&word.as_str()) {
+            continue;
+        }
+        if STRACE_OPTIONS_WITH_VALUE.contains(&word.as_str()) {
+            if words.next().is_none() {
+                return Err(format!("strace option `{word}` needs a value"));
+            }
+            continue;
+        }
+        // `-eexpr`, `-s128`: an option with its value attached.
+        if STRACE_OPTIONS_WITH_VALUE
+            .iter()
+            .any(|o| word.len() > 2 && word.starts_with(o))
+        {
+            continue;
+        }
+        return Err(format!(
+            "the strace capsule takes strace's tracing and output options only ({} and {} VALUE), not `{}`: it traces the target's processes and starts nothing",
+            STRACE_FLAGS.join(" "),
+            STRACE_OPTIONS_WITH_VALUE.join(" "),
+            word.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Display for CapsuleSpec {
@@ -112,12 +165,8 @@ mod tests {
         let c: CapsuleSpec = "tcpdump=tcp port 80".parse().unwrap();
         assert_eq!(c.tool, Tool::Tcpdump);
         assert_eq!(c.args, ["tcp", "port", "80"]);
-        let c: CapsuleSpec = "strace=-e trace=accept4;rm -rf /".parse().unwrap();
-        assert_eq!(
-            c.args,
-            ["-e", "trace=accept4;rm", "-rf", "/"],
-            "words, never a shell line"
-        );
+        let c: CapsuleSpec = "strace=-e trace=accept4,read -s 64 -T".parse().unwrap();
+        assert_eq!(c.args, ["-e", "trace=accept4,read", "-s", "64", "-T"]);
         let c: CapsuleSpec = "strace".parse().unwrap();
         assert!(c.args.is_empty());
         assert_eq!(c.to_string(), "strace");
@@ -125,5 +174,22 @@ mod tests {
             .parse::<CapsuleSpec>()
             .unwrap_err()
             .contains("unknown capsule"));
+    }
+
+    #[test]
+    fn capsule_arguments_never_start_programs() {
+        for hostile in [
+            "strace=-e trace=accept4;rm -rf /",
+            "strace=busybox sh -c id",
+            "strace=-f -o /out/x",
+            "strace=-E LD_PRELOAD=/x",
+            "strace=-p 1",
+            "strace=-e",
+            "tcpdump=-z /bin/sh",
+            "tcpdump=port 80 -w /out/x",
+        ] {
+            assert!(hostile.parse::<CapsuleSpec>().is_err(), "{hostile}");
+        }
+        assert!("strace=-etrace=read -s128".parse::<CapsuleSpec>().is_ok());
     }
 }

@@ -1,5 +1,8 @@
 //! Removes capsule containers whose window is gone (what a crash or a `kill -9` left): every
-//! window runs this before it starts its own capsules.
+//! window runs this before it starts its own capsules. Only what RECap provably created and
+//! provably abandoned is removed: RECap's capsule image, an owner label in RECap's format, and
+//! that owner no longer running. A container that merely carries a `recap.window` label is
+//! somebody else's and is left alone.
 
 use std::collections::HashMap;
 
@@ -8,8 +11,8 @@ use bollard::{
     Docker,
 };
 
-use super::{LABEL_OWNER, LABEL_WINDOW};
-use crate::target::cgroup;
+use super::{image, LABEL_OWNER, LABEL_WINDOW};
+use crate::targets::cgroup;
 
 /// A capsule that was removed, and why.
 #[derive(Debug)]
@@ -27,10 +30,14 @@ pub async fn reap_orphans(docker: &Docker) -> anyhow::Result<Vec<Reaped>> {
     let mut reaped = Vec::new();
     for c in docker.list_containers(Some(options)).await? {
         let labels = c.labels.unwrap_or_default();
-        if labels
+        let ours = c
+            .image
+            .as_deref()
+            .is_some_and(|i| i.starts_with(&format!("{}:", image::REPO)));
+        let abandoned = labels
             .get(LABEL_OWNER)
-            .is_some_and(|owner| owner_alive(owner))
-        {
+            .is_some_and(|owner| owner_gone(owner));
+        if !(ours && abandoned) {
             continue;
         }
         let Some(id) = c.id else { continue };
@@ -50,15 +57,23 @@ pub async fn reap_orphans(docker: &Docker) -> anyhow::Result<Vec<Reaped>> {
     Ok(reaped)
 }
 
+/// `PID:STARTTIME`, as RECap writes it.
+fn parse_owner(owner: &str) -> Option<(u32, u64)> {
+    let (pid, start) = owner.split_once(':')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
 /// Whether `PID:STARTTIME` names a live process (same PID and same start time).
 pub fn owner_alive(owner: &str) -> bool {
-    let Some((pid, start)) = owner.split_once(':') else {
-        return false;
-    };
-    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
-        return false;
-    };
-    cgroup::process_running(pid) && cgroup::process_start_time(pid) == Some(start)
+    parse_owner(owner).is_some_and(|(pid, start)| {
+        cgroup::process_running(pid) && cgroup::process_start_time(pid) == Some(start)
+    })
+}
+
+/// Whether `PID:STARTTIME` is in RECap's format and names a process that is gone. A label
+/// RECap did not write is never taken as a dead owner.
+pub fn owner_gone(owner: &str) -> bool {
+    parse_owner(owner).is_some() && !owner_alive(owner)
 }
 
 #[cfg(test)]
@@ -76,5 +91,8 @@ mod tests {
         );
         assert!(!owner_alive("4294967295:1"));
         assert!(!owner_alive("garbage"));
+        assert!(owner_gone("4294967295:1"));
+        assert!(!owner_gone("garbage"), "not RECap's label: not ours to judge");
+        assert!(!owner_gone(&format!("{me}:{start}")));
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use bollard::{
-    models::{ContainerCreateBody, HostConfig, ResourcesUlimits},
+    models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits},
     query_parameters::{
         CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
         RemoveContainerOptionsBuilder,
@@ -23,7 +23,7 @@ use super::{
     image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET,
     LABEL_WINDOW,
 };
-use crate::target::{cgroup, container::ContainerMeta};
+use crate::targets::{cgroup, container::ContainerMeta};
 
 /// Everything a capsule needs to know about its window.
 pub struct CapsuleContext<'a> {
@@ -139,6 +139,10 @@ impl Capsule {
             },
         };
         self.remove(docker).await;
+        // Captures hold tokens and passwords: readable by the owner only.
+        if let Err(e) = super::artifacts::seal(&self.artifact) {
+            log::warn!("restricting {}: {e}", self.artifact.display());
+        }
         CapsuleReport {
             capsule: self.spec.to_string(),
             container_name: self.name.clone(),
@@ -240,7 +244,14 @@ fn create_body(
         memory: Some(256 << 20),
         nano_cpus: Some(500_000_000),
         pids_limit: Some(64),
-        binds: Some(vec![format!("{}:/out:rw", ctx.artifact_dir.display())]),
+        // A mount, not a `binds` string: a path holding `:` cannot be misread.
+        mounts: Some(vec![Mount {
+            target: Some("/out".into()),
+            source: Some(ctx.artifact_dir.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Default::default()
+        }]),
         // The size cap: the kernel stops the tool (SIGXFSZ) when its file would pass it.
         ulimits: Some(vec![ResourcesUlimits {
             name: Some("fsize".into()),

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::{
     units::{format_duration, parse_duration, parse_size},
@@ -14,7 +15,7 @@ use crate::{
     export::{otlp, prometheus},
     probes::Family,
     report::render_table,
-    target::TargetSpec,
+    targets::TargetSpec,
     window::{self, CapsuleOptions, ExportOptions, WindowSpec},
 };
 
@@ -182,23 +183,35 @@ pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
     let linger = spec.export.prometheus_linger;
     let outcome = window::run(spec, output == Output::Table).await?;
     let summary = &outcome.summary;
-    match output {
-        Output::Table => print!("{}", render_table(summary, top)),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(summary).context("encoding the summary")?
-        ),
+    let text = match output {
+        Output::Table => render_table(summary, top),
+        Output::Json => {
+            serde_json::to_string_pretty(summary).context("encoding the summary")? + "\n"
+        }
+    };
+    // Not `print!`: a closed stdout (`recap window ... | true`) is an error to report, not a panic.
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("writing the summary to stdout (was the reading end closed?)")?;
     }
     if let Some(endpoint) = &outcome.prometheus {
-        // The summary is out; keep the final values up for one more scrape.
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        // The summary is out; keep the final values up for one more scrape, unless told to stop.
         eprintln!(
-            "recap: serving the final metrics at http://{}/metrics for {}",
+            "recap: serving the final metrics at http://{}/metrics for {} (Ctrl-C ends it now)",
             endpoint.addr,
             format_duration(linger)
         );
-        tokio::time::sleep(linger).await;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::time::sleep(linger) => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
     Ok(())
 }

@@ -642,5 +642,17 @@ mod tests {
         );
         assert!(config(Some("https://x".into()), None, &[], &[], |_| None).is_err());
         assert!(parse_pairs("novalue").is_err());
+        // A header value that would smuggle another header line is refused, from a flag or
+        // from the variable (percent-decoded first).
+        let injected = [("x".to_string(), "1\r\nX-Injected: yes".to_string())];
+        let e = config(Some("http://127.0.0.1:4318".into()), None, &injected, &[], |_| None)
+            .unwrap_err();
+        assert!(e.contains("control characters"), "{e}");
+        let env = |k: &str| {
+            (k == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "x=1%0d%0aX-Injected: yes".to_string())
+        };
+        assert!(config(Some("http://127.0.0.1:4318".into()), None, &[], &[], env).is_err());
+        let bad_name = [("bad name".to_string(), "v".to_string())];
+        assert!(config(Some("http://h:1".into()), None, &bad_name, &[], |_| None).is_err());
     }
 }

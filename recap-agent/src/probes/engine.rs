@@ -29,7 +29,7 @@ use recap_common::{
 use thiserror::Error;
 
 use super::{btf, counts::RawCounts, task_slots, Family, FamilyStatus};
-use crate::target::Target;
+use crate::targets::Target;
 
 /// The eBPF object built by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recap"));

@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, path::Path};
 use aya::maps::{Array, MapData, MapError};
 use recap_common::{TaskSlotChunk, TIDS_PER_ENTRY};
 
-use crate::target::cgroup;
+use crate::targets::cgroup;
 
 type Slots<'a> = Array<&'a mut MapData, TaskSlotChunk>;
 

@@ -4,6 +4,7 @@
 mod summary;
 pub mod syscall_names;
 mod table;
+pub mod terminal;
 mod time;
 
 pub use summary::*;

@@ -9,7 +9,7 @@ use super::syscall_names::syscall_name;
 use crate::{
     capsule::CapsuleReport,
     probes::{Family, FamilyStatus, RawCounts},
-    target::Target,
+    targets::Target,
 };
 
 pub const SCHEMA: &str = "recap.window/v1";

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::summary::*;
+use super::{summary::*, terminal::safe};
 use crate::{capsule::CapsuleOutcome, probes::FamilyStatus};
 
 pub fn render_table(s: &WindowSummary, top: usize) -> String {
@@ -11,7 +11,7 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
         o,
         "RECap window {} on {}",
         s.meta.window_id,
-        s.meta.target.describe()
+        safe(&s.meta.target.describe())
     );
     let _ = writeln!(
         o,
@@ -25,7 +25,7 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
     );
     for (family, status) in &s.meta.families {
         if let FamilyStatus::Unavailable { reason } = status {
-            let _ = writeln!(o, "  {family}: unavailable: {reason}");
+            let _ = writeln!(o, "  {family}: unavailable: {}", safe(reason));
         }
     }
     if let Some(t) = &s.tcp {
@@ -79,7 +79,7 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
                 .exec_names
                 .iter()
                 .take(top)
-                .map(|n| format!("{} ×{}", n.name, n.count))
+                .map(|n| format!("{} ×{}", safe(&n.name), n.count))
                 .collect();
             let _ = writeln!(o, "  programs: {}", names.join(", "));
         }
@@ -126,8 +126,8 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
                 CapsuleOutcome::Exited {
                     exit_code,
                     log_tail,
-                } => format!("exited early ({exit_code}): {log_tail}"),
-                CapsuleOutcome::Failed { reason } => format!("failed: {reason}"),
+                } => format!("exited early ({exit_code}): {}", safe(log_tail)),
+                CapsuleOutcome::Failed { reason } => format!("failed: {}", safe(reason)),
             };
             let _ = writeln!(
                 o,
@@ -137,7 +137,7 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
         }
     }
     for w in &s.warnings {
-        let _ = writeln!(o, "\nwarning: {w}");
+        let _ = writeln!(o, "\nwarning: {}", safe(w));
     }
     o
 }

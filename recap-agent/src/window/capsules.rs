@@ -3,17 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use bollard::Docker;
 use futures_util::future::join_all;
 
 use crate::{
     capsule::{
-        image,
+        artifacts, image,
         sidecar::{Capsule, CapsuleContext},
         CapsuleOutcome, CapsuleReport, CapsuleSpec,
     },
-    target::Target,
+    targets::Target,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -36,9 +35,7 @@ pub async fn prepare(
     options: &CapsuleOptions,
     window_id: &str,
 ) -> anyhow::Result<PathBuf> {
-    let dir = options.artifacts.join(window_id);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the artifact directory {}", dir.display()))?;
+    let dir = artifacts::window_dir(&options.artifacts, window_id)?;
     if image::ensure(docker).await? {
         log::warn!(
             "built the capsule image {} from this host's tools (once per RECap version)",

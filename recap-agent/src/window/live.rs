@@ -13,8 +13,8 @@ use super::capsules::RunningCapsules;
 use crate::{
     capsule::CapsuleOutcome,
     probes::{Family, FamilyStatus, RawCounts},
-    report::syscalls,
-    target::Target,
+    report::{syscalls, terminal::safe},
+    targets::Target,
 };
 
 pub fn announce(
@@ -32,13 +32,13 @@ pub fn announce(
         .collect();
     eprintln!(
         "recap: window {id} armed on {} in {arm_ms:.0} ms for {:.1}s: {}",
-        target.describe(),
+        safe(&target.describe()),
         duration.as_secs_f64(),
         running.join(", ")
     );
     for (family, status) in families {
         if let FamilyStatus::Unavailable { reason } = status {
-            eprintln!("recap: {family} unavailable: {reason}");
+            eprintln!("recap: {family} unavailable: {}", safe(reason));
         }
     }
     for capsule in capsules.map(|c| c.running.as_slice()).unwrap_or_default() {
@@ -49,7 +49,11 @@ pub fn announce(
     }
     for report in capsules.map(|c| c.failed.as_slice()).unwrap_or_default() {
         if let CapsuleOutcome::Failed { reason } = &report.outcome {
-            eprintln!("recap: capsule {} failed: {reason}", report.capsule);
+            eprintln!(
+                "recap: capsule {} failed: {}",
+                report.capsule,
+                safe(reason)
+            );
         }
     }
 }

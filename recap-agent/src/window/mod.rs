@@ -26,7 +26,7 @@ use crate::{
     },
     probes::{Family, ProbeEngine, RawCounts, WindowProbes},
     report::{rfc3339_utc, WindowMeta, WindowStatus, WindowSummary},
-    target::{Target, TargetSpec},
+    targets::{Target, TargetSpec},
 };
 
 #[derive(Clone, Debug, PartialEq)]
