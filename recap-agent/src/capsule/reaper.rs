@@ -92,7 +92,10 @@ mod tests {
         assert!(!owner_alive("4294967295:1"));
         assert!(!owner_alive("garbage"));
         assert!(owner_gone("4294967295:1"));
-        assert!(!owner_gone("garbage"), "not RECap's label: not ours to judge");
+        assert!(
+            !owner_gone("garbage"),
+            "not RECap's label: not ours to judge"
+        );
         assert!(!owner_gone(&format!("{me}:{start}")));
     }
 }

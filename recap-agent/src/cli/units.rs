@@ -20,9 +20,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Ok(secs) => Ok(Duration::from_secs(secs)),
         Err(_) => humantime::parse_duration(s),
     };
-    let d = parsed.map_err(|e| {
-        format!("cannot read duration `{s}` ({e}); use e.g. 500ms, 30s, 5m, 1h30m")
-    })?;
+    let d = parsed
+        .map_err(|e| format!("cannot read duration `{s}` ({e}); use e.g. 500ms, 30s, 5m, 1h30m"))?;
     if d > LONGEST {
         return Err(format!(
             "duration `{s}` is longer than a year; use e.g. 30s, 5m or 1h"
@@ -75,10 +74,23 @@ mod tests {
     #[test]
     fn rejects_nonsense() {
         assert!(parse_duration("-5s").unwrap_err().contains("negative"));
-        assert!(parse_duration("5x").unwrap_err().contains("unknown time unit"), "{:?}", parse_duration("5x"));
+        assert!(
+            parse_duration("5x")
+                .unwrap_err()
+                .contains("unknown time unit"),
+            "{:?}",
+            parse_duration("5x")
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
-        for nonsense in ["inf", "NaN", "1e99", "99999999999999999999s", "1e3", "100000000h"] {
+        for nonsense in [
+            "inf",
+            "NaN",
+            "1e99",
+            "99999999999999999999s",
+            "1e3",
+            "100000000h",
+        ] {
             assert!(parse_duration(nonsense).is_err(), "{nonsense}");
         }
     }

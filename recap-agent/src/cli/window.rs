@@ -261,7 +261,10 @@ mod tests {
             window_args(&["--pid", "1", "--cgroup", "/x"]).is_err(),
             "one target only"
         );
-        for negative in [&["--pid", "1", "--duration=-5s"][..], &["--pid", "1", "-d", "-1s"]] {
+        for negative in [
+            &["--pid", "1", "--duration=-5s"][..],
+            &["--pid", "1", "-d", "-1s"],
+        ] {
             let e = window_args(negative).unwrap_err().to_string();
             assert!(e.contains("negative"), "{e}");
         }

@@ -10,6 +10,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
 use opentelemetry_proto::tonic::{
     collector::{
         logs::v1::{logs_service_client::LogsServiceClient, ExportLogsServiceRequest},
@@ -22,13 +29,6 @@ use opentelemetry_proto::tonic::{
         Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     },
     resource::v1::Resource,
-};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
 };
 use prost::Message;
 
@@ -472,10 +472,13 @@ impl Exporter {
 #[derive(Clone)]
 enum Transport {
     Grpc(tonic::transport::Channel),
-    Http {
-        client: Client<HttpConnector, Full<Bytes>>,
-        headers: HeaderMap,
-    },
+    Http(Box<HttpTransport>),
+}
+
+#[derive(Clone)]
+struct HttpTransport {
+    client: Client<HttpConnector, Full<Bytes>>,
+    headers: HeaderMap,
 }
 
 impl Transport {
@@ -489,10 +492,10 @@ impl Transport {
                     .timeout(SEND_TIMEOUT)
                     .connect_lazy(),
             ),
-            Protocol::HttpProtobuf => Transport::Http {
+            Protocol::HttpProtobuf => Transport::Http(Box::new(HttpTransport {
                 client: Client::builder(TokioExecutor::new()).build_http(),
                 headers: header_map(&cfg.headers)?,
-            },
+            })),
         })
     }
 
@@ -509,9 +512,7 @@ impl Transport {
                     .context("gRPC export")?;
                 Ok(())
             }
-            Transport::Http { client, headers } => {
-                post(client, headers, cfg, "/v1/metrics", request.encode_to_vec()).await
-            }
+            Transport::Http(http) => http.post(cfg, "/v1/metrics", request.encode_to_vec()).await,
         }
     }
 
@@ -528,9 +529,7 @@ impl Transport {
                     .context("gRPC export")?;
                 Ok(())
             }
-            Transport::Http { client, headers } => {
-                post(client, headers, cfg, "/v1/logs", request.encode_to_vec()).await
-            }
+            Transport::Http(http) => http.post(cfg, "/v1/logs", request.encode_to_vec()).await,
         }
     }
 }
@@ -538,8 +537,12 @@ impl Transport {
 /// Header names and values as HTTP allows them (no CR/LF, no separators in names): a value
 /// that could smuggle another header line is refused when the configuration is read.
 fn validate_header(k: &str, v: &str) -> Result<(), String> {
-    HeaderName::from_bytes(k.as_bytes())
-        .map_err(|_| format!("OTLP header name `{}` is not a valid HTTP header name", k.escape_debug()))?;
+    HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+        format!(
+            "OTLP header name `{}` is not a valid HTTP header name",
+            k.escape_debug()
+        )
+    })?;
     HeaderValue::from_str(v).map_err(|_| {
         format!(
             "OTLP header `{k}` has a value with characters HTTP does not allow in a header (control characters such as CR/LF): `{}`",
@@ -574,31 +577,28 @@ fn grpc_request<T>(cfg: &OtlpConfig, message: T) -> anyhow::Result<tonic::Reques
     Ok(request)
 }
 
-/// POST of a protobuf body to `<endpoint><path>` (plain http only).
-async fn post(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    headers: &HeaderMap,
-    cfg: &OtlpConfig,
-    path: &str,
-    body: Vec<u8>,
-) -> anyhow::Result<()> {
-    let uri = format!("{}{path}", cfg.endpoint);
-    let mut request = hyper::Request::post(&uri)
-        .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
-        .body(Full::new(Bytes::from(body)))
-        .with_context(|| format!("OTLP endpoint `{uri}`"))?;
-    request.headers_mut().extend(headers.clone());
-    let response = client
-        .request(request)
-        .await
-        .with_context(|| format!("sending to {uri}"))?;
-    let status = response.status();
-    // Read the answer to its end so the connection can be reused.
-    let _ = response.into_body().collect().await;
-    if !status.is_success() {
-        bail!("HTTP export to {uri} answered {status}");
+impl HttpTransport {
+    /// POST of a protobuf body to `<endpoint><path>` (plain http only).
+    async fn post(&self, cfg: &OtlpConfig, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        let uri = format!("{}{path}", cfg.endpoint);
+        let mut request = hyper::Request::post(&uri)
+            .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .with_context(|| format!("OTLP endpoint `{uri}`"))?;
+        request.headers_mut().extend(self.headers.clone());
+        let response = self
+            .client
+            .request(request)
+            .await
+            .with_context(|| format!("sending to {uri}"))?;
+        let status = response.status();
+        // Read the answer to its end so the connection can be reused.
+        let _ = response.into_body().collect().await;
+        if !status.is_success() {
+            bail!("HTTP export to {uri} answered {status}");
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -645,8 +645,14 @@ mod tests {
         // A header value that would smuggle another header line is refused, from a flag or
         // from the variable (percent-decoded first).
         let injected = [("x".to_string(), "1\r\nX-Injected: yes".to_string())];
-        let e = config(Some("http://127.0.0.1:4318".into()), None, &injected, &[], |_| None)
-            .unwrap_err();
+        let e = config(
+            Some("http://127.0.0.1:4318".into()),
+            None,
+            &injected,
+            &[],
+            |_| None,
+        )
+        .unwrap_err();
         assert!(e.contains("control characters"), "{e}");
         let env = |k: &str| {
             (k == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "x=1%0d%0aX-Injected: yes".to_string())

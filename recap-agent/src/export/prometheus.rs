@@ -90,10 +90,8 @@ impl Collector for Published {
         let Ok(windows) = self.0.read() else {
             return Ok(());
         };
-        let samples: Vec<(&WindowSummary, Vec<Sample>)> = windows
-            .values()
-            .map(|s| (s, catalog::samples(s)))
-            .collect();
+        let samples: Vec<(&WindowSummary, Vec<Sample>)> =
+            windows.values().map(|s| (s, catalog::samples(s))).collect();
         // One descriptor per metric, then every window's samples of it.
         for def in catalog::ALL {
             let of_def: Vec<(&WindowSummary, &Sample)> = samples

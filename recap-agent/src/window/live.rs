@@ -49,11 +49,7 @@ pub fn announce(
     }
     for report in capsules.map(|c| c.failed.as_slice()).unwrap_or_default() {
         if let CapsuleOutcome::Failed { reason } = &report.outcome {
-            eprintln!(
-                "recap: capsule {} failed: {}",
-                report.capsule,
-                safe(reason)
-            );
+            eprintln!("recap: capsule {} failed: {}", report.capsule, safe(reason));
         }
     }
 }
