@@ -5,6 +5,7 @@ pub mod capsule;
 pub mod cli;
 pub mod docker;
 pub mod export;
+pub mod families;
 pub mod probes;
 pub mod report;
 pub mod targets;

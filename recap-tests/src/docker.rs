@@ -96,7 +96,12 @@ impl AppContainer {
     pub fn run_labelled(name: &str, labels: &[&str]) -> Self {
         ensure_engine();
         let name = format!("{name}-{}", std::process::id());
-        let _ = docker(&["rm", "-f", &name]);
+        // A leftover of an earlier run, if any (quietly: usually there is none).
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let mut args = vec!["run", "-d", "--name", &name, "--network", "none"];
         for label in labels {
             args.extend(["--label", label]);

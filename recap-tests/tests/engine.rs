@@ -1,13 +1,14 @@
 //! The probe engine directly: several windows at once over one loaded program set.
 
 use recap_agent::{
-    probes::{Family, ProbeEngine},
+    families::{syscalls::per_syscall, Family},
+    probes::{ProbeEngine, RawCounts},
     targets::{Target, TargetSpec},
 };
 use recap_tests::*;
 
-fn getppid_calls(counts: &recap_agent::probes::RawCounts) -> u64 {
-    counts.syscalls[110].0 // x86-64 getppid
+fn getppid_calls(counts: &RawCounts) -> u64 {
+    per_syscall(counts)[110].0 // x86-64 getppid
 }
 
 #[test]
@@ -33,7 +34,7 @@ fn two_windows_share_one_program_set_and_count_apart() {
     let mut wb = Workload::start(&b, &plan(5_000), &sink, closed_port(), udp_port);
 
     let mut engine = ProbeEngine::load().expect("loading the program set");
-    let families = [Family::Syscalls, Family::Tcp, Family::Proc];
+    let families = [Family::SYSCALLS, Family::TCP, Family::PROC];
     let target = |cg: &TestCgroup| {
         Target::resolve(&TargetSpec::Cgroup {
             path: cg.dir.clone(),
@@ -69,7 +70,7 @@ fn two_windows_share_one_program_set_and_count_apart() {
         assert_eq!(c.get(Counter::ProcExecs), 1);
     }
     // A slot is reused cleanly: a new window starts from zero.
-    let win_c = engine.open(&target(&a), &[Family::Syscalls]).unwrap();
+    let win_c = engine.open(&target(&a), &[Family::SYSCALLS]).unwrap();
     let fresh = engine.read(&win_c).unwrap();
     assert_eq!(getppid_calls(&fresh), 0);
     engine.close(win_c).unwrap();

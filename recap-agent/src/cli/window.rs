@@ -13,7 +13,7 @@ use super::{
 use crate::{
     capsule::CapsuleSpec,
     export::{otlp, prometheus},
-    probes::Family,
+    families::Family,
     report::render_table,
     targets::TargetSpec,
     window::{self, CapsuleOptions, ExportOptions, WindowSpec},
@@ -157,7 +157,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
     if list.is_empty() {
-        return Ok(Family::DEFAULT.to_vec());
+        return Ok(Family::defaults());
     }
     let mut out = Vec::new();
     for item in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -236,13 +236,13 @@ mod tests {
     fn defaults_and_families() {
         let (spec, output, _) = window_args(&["--pid", "1"]).unwrap().into_spec().unwrap();
         assert_eq!(spec.duration, Duration::from_secs(30));
-        assert_eq!(spec.families, Family::DEFAULT.to_vec());
+        assert_eq!(spec.families, Family::defaults());
         assert_eq!(output, Output::Table);
         let (spec, _, _) = window_args(&["--pid", "1", "--probes", "syscalls,tcp,tcp"])
             .unwrap()
             .into_spec()
             .unwrap();
-        assert_eq!(spec.families, vec![Family::Tcp, Family::Syscalls]);
+        assert_eq!(spec.families, vec![Family::TCP, Family::SYSCALLS]);
         let (spec, _, _) = window_args(&["--pid", "1", "--probes", "all"])
             .unwrap()
             .into_spec()

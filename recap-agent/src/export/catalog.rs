@@ -1,11 +1,10 @@
 //! Every exported metric, defined once: its Prometheus and OpenTelemetry names, type, unit,
-//! attributes and meaning. Both exporters read a window's numbers through `samples`, which
-//! takes them from the window summary itself, so an export can only say what the summary says;
-//! docs/metrics.md is generated from these definitions (`recap metrics-catalog`).
+//! attributes and meaning. Each family defines its metrics in its own module
+//! (`families/<name>.rs`); this module holds the shared vocabulary, the window-wide metric, and
+//! `samples`, which takes a window's numbers from its summary, so an export can only say what
+//! the summary says. docs/metrics.md is generated from these definitions (`recap metrics-catalog`).
 
-use recap_common::RUNQ_BUCKETS;
-
-use crate::report::WindowSummary;
+use crate::{families::Family, report::WindowSummary};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -29,14 +28,6 @@ pub const TRANSPORT: Attr = Attr {
     otel: "network.transport",
     prom: "transport",
 };
-pub const SYSCALL: Attr = Attr {
-    otel: "recap.syscall.name",
-    prom: "syscall",
-};
-pub const PROGRAM: Attr = Attr {
-    otel: "process.executable.name",
-    prom: "program",
-};
 /// On every series.
 pub const WINDOW: Attr = Attr {
     otel: "recap.window.id",
@@ -54,175 +45,21 @@ pub struct MetricDef {
     pub attrs: &'static [Attr],
 }
 
+/// Defines a `static` [`MetricDef`].
+#[macro_export]
 macro_rules! metric {
     ($ident:ident, $prom:literal, $otel:literal, $kind:ident, $unit:literal, $help:literal, [$($attr:ident),*]) => {
-        pub static $ident: MetricDef =
-            MetricDef { prom: $prom, otel: $otel, kind: Kind::$kind, unit: $unit, help: $help, attrs: &[$($attr),*] };
+        pub static $ident: $crate::export::catalog::MetricDef = $crate::export::catalog::MetricDef {
+            prom: $prom,
+            otel: $otel,
+            kind: $crate::export::catalog::Kind::$kind,
+            unit: $unit,
+            help: $help,
+            attrs: &[$($attr),*],
+        };
     };
 }
 
-metric!(
-    TCP_ATTEMPTS,
-    "recap_tcp_connect_attempts_total",
-    "recap.tcp.connect.attempts",
-    Counter,
-    "{connection}",
-    "Outbound TCP connects attempted by the target.",
-    []
-);
-metric!(
-    TCP_ESTABLISHED,
-    "recap_tcp_connects_established_total",
-    "recap.tcp.connect.established",
-    Counter,
-    "{connection}",
-    "Outbound TCP connects that were established.",
-    []
-);
-metric!(
-    TCP_FAILED,
-    "recap_tcp_connects_failed_total",
-    "recap.tcp.connect.failed",
-    Counter,
-    "{connection}",
-    "Outbound TCP connects that failed (refused, reset or timed out).",
-    []
-);
-metric!(
-    TCP_ACCEPTED,
-    "recap_tcp_accepted_total",
-    "recap.tcp.accepted",
-    Counter,
-    "{connection}",
-    "Inbound TCP connections established to the target.",
-    []
-);
-metric!(
-    TCP_CLOSED,
-    "recap_tcp_closed_total",
-    "recap.tcp.closed",
-    Counter,
-    "{connection}",
-    "Connections established in the window and closed in it.",
-    []
-);
-metric!(
-    TCP_OPEN,
-    "recap_tcp_open_connections",
-    "recap.tcp.open",
-    Gauge,
-    "{connection}",
-    "Connections established in the window and still open.",
-    []
-);
-metric!(
-    NET_BYTES,
-    "recap_net_bytes_total",
-    "recap.net.io",
-    Counter,
-    "By",
-    "IP bytes (headers included) in and out of the target.",
-    [DIRECTION, TRANSPORT]
-);
-metric!(
-    NET_PACKETS,
-    "recap_net_packets_total",
-    "recap.net.packets",
-    Counter,
-    "{packet}",
-    "Packets in and out as the cgroup hook sees them (a GSO/GRO segment counts once).",
-    [DIRECTION, TRANSPORT]
-);
-metric!(
-    NET_PAYLOAD,
-    "recap_net_payload_bytes_total",
-    "recap.net.payload",
-    Counter,
-    "By",
-    "TCP/UDP payload bytes in and out of the target.",
-    [DIRECTION, TRANSPORT]
-);
-metric!(
-    SYSCALLS,
-    "recap_syscalls_total",
-    "recap.syscall.calls",
-    Counter,
-    "{call}",
-    "Syscalls made by the target, by syscall (counted at return).",
-    [SYSCALL]
-);
-metric!(
-    SYSCALL_ERRORS,
-    "recap_syscall_errors_total",
-    "recap.syscall.errors",
-    Counter,
-    "{call}",
-    "Syscalls of the target that returned an error, by syscall.",
-    [SYSCALL]
-);
-metric!(
-    EXECS,
-    "recap_process_execs_total",
-    "recap.process.execs",
-    Counter,
-    "{exec}",
-    "Programs executed by the target.",
-    []
-);
-metric!(
-    EXEC_PROGRAMS,
-    "recap_process_exec_programs_total",
-    "recap.process.exec.programs",
-    Counter,
-    "{exec}",
-    "Programs executed by the target, by program name.",
-    [PROGRAM]
-);
-metric!(
-    EXITS,
-    "recap_process_exits_total",
-    "recap.process.exits",
-    Counter,
-    "{process}",
-    "Processes of the target that exited.",
-    []
-);
-metric!(
-    FORKS,
-    "recap_process_forks_total",
-    "recap.process.forks",
-    Counter,
-    "{process}",
-    "Processes the target created.",
-    []
-);
-metric!(
-    CPU_TIME,
-    "recap_cpu_time_seconds_total",
-    "recap.cpu.time",
-    Counter,
-    "s",
-    "On-CPU time of the target's threads.",
-    []
-);
-metric!(
-    CPU_SWITCHES,
-    "recap_cpu_switches_in_total",
-    "recap.cpu.switches_in",
-    Counter,
-    "{switch}",
-    "Times a thread of the target was scheduled onto a CPU.",
-    []
-);
-metric!(
-    RUNQ_LATENCY,
-    "recap_runqueue_latency_seconds",
-    "recap.cpu.runqueue.latency",
-    Histogram,
-    "s",
-    "Time the target's threads waited runnable before running (log2 buckets as in the kernel).",
-    []
-);
 metric!(
     WINDOW_INFO,
     "recap_window_info",
@@ -233,27 +70,14 @@ metric!(
     []
 );
 
-pub static ALL: [&MetricDef; 19] = [
-    &TCP_ATTEMPTS,
-    &TCP_ESTABLISHED,
-    &TCP_FAILED,
-    &TCP_ACCEPTED,
-    &TCP_CLOSED,
-    &TCP_OPEN,
-    &NET_BYTES,
-    &NET_PACKETS,
-    &NET_PAYLOAD,
-    &SYSCALLS,
-    &SYSCALL_ERRORS,
-    &EXECS,
-    &EXEC_PROGRAMS,
-    &EXITS,
-    &FORKS,
-    &CPU_TIME,
-    &CPU_SWITCHES,
-    &RUNQ_LATENCY,
-    &WINDOW_INFO,
-];
+/// Every metric, in catalogue order: the families' in `Family::ALL` order, then the window's.
+pub fn all() -> Vec<&'static MetricDef> {
+    Family::ALL
+        .iter()
+        .flat_map(|f| f.metrics().iter().copied())
+        .chain([&WINDOW_INFO])
+        .collect()
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -276,6 +100,12 @@ pub struct Sample {
     pub value: Value,
 }
 
+impl Sample {
+    pub fn new(def: &'static MetricDef, attrs: Vec<(Attr, String)>, value: Value) -> Self {
+        Sample { def, attrs, value }
+    }
+}
+
 /// The labels of `recap_window_info` (and OTLP resource attributes).
 pub fn target_attrs(s: &WindowSummary) -> Vec<(&'static str, &'static str, String)> {
     let mut out = vec![(
@@ -291,108 +121,11 @@ pub fn target_attrs(s: &WindowSummary) -> Vec<(&'static str, &'static str, Strin
     out
 }
 
-/// Upper bounds of the kernel's run-queue buckets, in seconds: bucket b holds [2^b, 2^(b+1)) ns.
-pub fn runq_bounds_s() -> Vec<f64> {
-    (1..RUNQ_BUCKETS)
-        .map(|b| (1u64 << b) as f64 / 1e9)
-        .collect()
-}
-
 /// Every number of the summary, as samples of the catalog's metrics.
 pub fn samples(s: &WindowSummary) -> Vec<Sample> {
-    let mut out = Vec::new();
-    let mut push = |def: &'static MetricDef, attrs: Vec<(Attr, String)>, value: Value| {
-        out.push(Sample { def, attrs, value })
-    };
-    push(&WINDOW_INFO, vec![], Value::Count(1));
-    if let Some(t) = &s.tcp {
-        push(&TCP_ATTEMPTS, vec![], Value::Count(t.connect_attempts));
-        push(
-            &TCP_ESTABLISHED,
-            vec![],
-            Value::Count(t.connect_established),
-        );
-        push(&TCP_FAILED, vec![], Value::Count(t.connect_failed));
-        push(&TCP_ACCEPTED, vec![], Value::Count(t.accepted));
-        push(&TCP_CLOSED, vec![], Value::Count(t.closed));
-        push(&TCP_OPEN, vec![], Value::Count(t.open_at_end));
-    }
-    if let Some(n) = &s.net {
-        for (direction, traffic) in [("receive", &n.rx), ("transmit", &n.tx)] {
-            for (transport, bytes, packets) in [
-                ("tcp", traffic.bytes.tcp, traffic.packets.tcp),
-                ("udp", traffic.bytes.udp, traffic.packets.udp),
-                ("other", traffic.bytes.other, traffic.packets.other),
-            ] {
-                let attrs = vec![
-                    (DIRECTION, direction.to_string()),
-                    (TRANSPORT, transport.to_string()),
-                ];
-                push(&NET_BYTES, attrs.clone(), Value::Count(bytes));
-                push(&NET_PACKETS, attrs, Value::Count(packets));
-            }
-            for (transport, payload) in [
-                ("tcp", traffic.payload_bytes.tcp),
-                ("udp", traffic.payload_bytes.udp),
-            ] {
-                let attrs = vec![
-                    (DIRECTION, direction.to_string()),
-                    (TRANSPORT, transport.to_string()),
-                ];
-                push(&NET_PAYLOAD, attrs, Value::Count(payload));
-            }
-        }
-    }
-    if let Some(sc) = &s.syscalls {
-        for row in &sc.by_syscall {
-            push(
-                &SYSCALLS,
-                vec![(SYSCALL, row.name.clone())],
-                Value::Count(row.calls),
-            );
-            push(
-                &SYSCALL_ERRORS,
-                vec![(SYSCALL, row.name.clone())],
-                Value::Count(row.errors),
-            );
-        }
-    }
-    if let Some(p) = &s.proc {
-        push(&EXECS, vec![], Value::Count(p.execs));
-        push(&EXITS, vec![], Value::Count(p.exits));
-        push(&FORKS, vec![], Value::Count(p.forks));
-        for n in &p.exec_names {
-            push(
-                &EXEC_PROGRAMS,
-                vec![(PROGRAM, n.name.clone())],
-                Value::Count(n.count),
-            );
-        }
-    }
-    if let Some(c) = &s.cpu {
-        push(&CPU_TIME, vec![], Value::Seconds(c.on_cpu_ns as f64 / 1e9));
-        push(&CPU_SWITCHES, vec![], Value::Count(c.switches_in));
-        let mut counts = vec![0u64; RUNQ_BUCKETS as usize];
-        for b in &c.runq_latency.buckets {
-            let index = if b.ge_ns == 0 {
-                0
-            } else {
-                b.ge_ns.trailing_zeros() as usize
-            };
-            let last = counts.len() - 1;
-            counts[index.min(last)] = b.count;
-        }
-        let h = &c.runq_latency;
-        push(
-            &RUNQ_LATENCY,
-            vec![],
-            Value::Histogram {
-                bounds_s: runq_bounds_s(),
-                counts,
-                count: h.count,
-                sum_s: h.sum_ns as f64 / 1e9,
-            },
-        );
+    let mut out = vec![Sample::new(&WINDOW_INFO, vec![], Value::Count(1))];
+    for (_, report) in s.reports() {
+        out.extend(report.samples());
     }
     out
 }
@@ -407,7 +140,7 @@ pub fn markdown() -> String {
          they are labels of `recap_window_info` and `container_name` is on every series.\n\n\
          | Prometheus | OpenTelemetry | type | unit | attributes (OTel / Prometheus) | meaning |\n|---|---|---|---|---|---|\n",
     );
-    for m in ALL {
+    for m in all() {
         let kind = match m.kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -436,7 +169,7 @@ mod tests {
 
     #[test]
     fn names_follow_conventions() {
-        for m in ALL {
+        for m in all() {
             assert!(
                 m.prom.starts_with("recap_") && m.otel.starts_with("recap."),
                 "{}",
@@ -466,13 +199,5 @@ mod tests {
             on_disk == markdown(),
             "docs/metrics.md is stale: run `recap metrics-catalog > docs/metrics.md`"
         );
-    }
-
-    #[test]
-    fn runq_bounds_match_the_kernel_buckets() {
-        let b = runq_bounds_s();
-        assert_eq!(b.len(), RUNQ_BUCKETS as usize - 1);
-        assert_eq!(b[0], 2e-9);
-        assert_eq!(b[9], 1024e-9, "bucket 9 holds [512, 1024) ns");
     }
 }

@@ -226,12 +226,12 @@ impl Exporter {
     pub fn metrics_request(&self, s: &WindowSummary) -> ExportMetricsServiceRequest {
         let now = now_ns();
         let samples = catalog::samples(s);
-        let metrics = catalog::ALL
-            .iter()
+        let metrics = catalog::all()
+            .into_iter()
             .filter_map(|def| {
                 let of_def: Vec<_> = samples
                     .iter()
-                    .filter(|x| std::ptr::eq(x.def, *def))
+                    .filter(|x| std::ptr::eq(x.def, def))
                     .collect();
                 if of_def.is_empty() {
                     return None;

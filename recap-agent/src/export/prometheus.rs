@@ -93,7 +93,7 @@ impl Collector for Published {
         let samples: Vec<(&WindowSummary, Vec<Sample>)> =
             windows.values().map(|s| (s, catalog::samples(s))).collect();
         // One descriptor per metric, then every window's samples of it.
-        for def in catalog::ALL {
+        for def in catalog::all() {
             let of_def: Vec<(&WindowSummary, &Sample)> = samples
                 .iter()
                 .flat_map(|(s, all)| all.iter().map(move |x| (*s, x)))
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn counters_keep_their_catalogue_names() {
-        for def in catalog::ALL {
+        for def in catalog::all() {
             let (name, _) = descriptor(def);
             let series = match def.kind {
                 Kind::Counter => format!("{name}_total"),

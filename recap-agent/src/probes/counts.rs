@@ -1,30 +1,40 @@
 //! Raw per-window numbers as read from the maps (per-CPU values already summed).
 
-use recap_common::{Counter, MAX_SYSCALLS, RUNQ_BUCKETS};
+use std::collections::BTreeMap;
+
+use recap_common::Counter;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RawCounts {
-    /// Indexed by `Counter as usize`.
+    /// The shared scalar counters, indexed by `Counter as usize`.
     pub counters: Vec<u64>,
-    /// `(calls, errors)` per syscall number.
-    pub syscalls: Vec<(u64, u64)>,
-    /// Run-queue latency, log2 ns buckets.
-    pub runq: Vec<u64>,
-    /// Exec'd program names with counts.
-    pub execs: Vec<(String, u64)>,
+    /// Each family's slot arrays (`families::SlotArray`), by map name: this window's range.
+    pub arrays: BTreeMap<&'static str, Vec<u64>>,
+    /// Each family's named counts (e.g. exec'd programs), by family name.
+    pub named: BTreeMap<&'static str, Vec<(String, u64)>>,
 }
 
 impl RawCounts {
     pub fn zeroed() -> Self {
         RawCounts {
             counters: vec![0; Counter::COUNT as usize],
-            syscalls: vec![(0, 0); MAX_SYSCALLS as usize],
-            runq: vec![0; RUNQ_BUCKETS as usize],
-            execs: Vec::new(),
+            ..Default::default()
         }
     }
 
     pub fn get(&self, c: Counter) -> u64 {
         self.counters.get(c as usize).copied().unwrap_or(0)
+    }
+
+    /// A slot array's entries for this window (empty when the family did not run).
+    pub fn array(&self, map: &str) -> &[u64] {
+        self.arrays.get(map).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    pub fn named(&self, family: &str) -> &[(String, u64)] {
+        self.named
+            .get(family)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }

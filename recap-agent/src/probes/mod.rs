@@ -1,78 +1,58 @@
 //! The probe engine: loads RECap's eBPF programs once and opens windows over them.
+//!
+//! - `program_set`: the loaded object, programs loaded lazily, global hooks shared by windows
+//!   (reference-counted), cgroup attachments and their window tags;
+//! - `slots`: which window slots are free, and which hold a previous window's numbers;
+//! - `reader`: reading and zeroing a slot's counters and each family's maps;
+//! - `task_slots`: user space's side of `TASK_SLOTS` (which thread belongs to which window);
+//! - `engine`: `ProbeEngine`, opening and closing windows from the parts above;
+//! - `btf`: kernel struct offsets from the running kernel's BTF.
 
 mod btf;
 mod counts;
 mod engine;
+mod program_set;
+mod reader;
+mod slots;
 mod task_slots;
 
-use std::{fmt, str::FromStr};
-
+use aya::maps::MapError;
 pub use counts::RawCounts;
-pub use engine::{EngineError, ProbeEngine, WindowProbes, EBPF_OBJECT};
-use serde::Serialize;
+pub use engine::{ProbeEngine, WindowProbes};
+pub use program_set::EBPF_OBJECT;
+use recap_common::MAX_WINDOWS;
+use thiserror::Error;
 
-/// A family of probes the user can pick with `--probes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Family {
-    Tcp,
-    Net,
-    Syscalls,
-    Proc,
-    Cpu,
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("recap needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, to load eBPF programs; run it with sudo")]
+    NotPrivileged,
+    #[error("loading RECap's eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("all {max} window slots are in use; close a window first", max = MAX_WINDOWS - 1)]
+    NoFreeSlot,
+    #[error("{op}")]
+    Map {
+        op: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("opening the target cgroup {path} for attaching")]
+    CgroupOpen {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-impl Family {
-    pub const ALL: [Family; 5] = [
-        Family::Tcp,
-        Family::Net,
-        Family::Syscalls,
-        Family::Proc,
-        Family::Cpu,
-    ];
-
-    /// Families on by default. `syscalls` is left out: it is the one family that costs every
-    /// process on the host (~90 ns per syscall), so it is chosen explicitly.
-    pub const DEFAULT: [Family; 4] = [Family::Tcp, Family::Net, Family::Proc, Family::Cpu];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Tcp => "tcp",
-            Family::Net => "net",
-            Family::Syscalls => "syscalls",
-            Family::Proc => "proc",
-            Family::Cpu => "cpu",
-        }
-    }
-
-    /// Families that find their window through `TASK_SLOTS` (and so need task tracking).
-    pub fn is_task_based(self) -> bool {
-        matches!(self, Family::Syscalls | Family::Proc | Family::Cpu)
-    }
+pub(crate) fn map_err(op: impl Into<String>) -> impl FnOnce(MapError) -> EngineError {
+    let op = op.into();
+    move |source| EngineError::Map { op, source }
 }
 
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+pub(crate) fn missing_map(name: &str) -> EngineError {
+    EngineError::Map {
+        op: format!("map {name} missing from the eBPF object"),
+        source: MapError::InvalidName { name: name.into() },
     }
-}
-
-impl FromStr for Family {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Family::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| {
-                format!("unknown probe family `{s}`; known: tcp, net, syscalls, proc, cpu")
-            })
-    }
-}
-
-/// Whether a family ran in a window, or why not.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum FamilyStatus {
-    Ok,
-    Unavailable { reason: String },
 }

@@ -7,13 +7,12 @@ use std::{
     time::Duration,
 };
 
-use recap_common::Counter;
-
 use super::capsules::RunningCapsules;
 use crate::{
     capsule::CapsuleOutcome,
-    probes::{Family, FamilyStatus, RawCounts},
-    report::{syscalls, terminal::safe},
+    families::{Family, FamilyStatus},
+    probes::RawCounts,
+    report::terminal::safe,
     targets::Target,
 };
 
@@ -109,60 +108,13 @@ fn render(
     c: &RawCounts,
     families: &BTreeMap<Family, FamilyStatus>,
 ) -> Vec<String> {
-    let on = |f| families.get(&f) == Some(&FamilyStatus::Ok);
     let left = duration.saturating_sub(elapsed).as_secs();
     let mut lines = vec![format!("{:>4}s left", left)];
-    if on(Family::Tcp) {
-        lines.push(format!(
-            "tcp connects {} (failed {}), accepted {}",
-            c.get(Counter::TcpConnectAttempts),
-            c.get(Counter::TcpConnectFailed),
-            c.get(Counter::TcpAccepted)
-        ));
-    }
-    if on(Family::Net) {
-        let rx: u64 = [
-            Counter::NetRxBytesTcp,
-            Counter::NetRxBytesUdp,
-            Counter::NetRxBytesOther,
-        ]
-        .iter()
-        .map(|&k| c.get(k))
-        .sum();
-        let tx: u64 = [
-            Counter::NetTxBytesTcp,
-            Counter::NetTxBytesUdp,
-            Counter::NetTxBytesOther,
-        ]
-        .iter()
-        .map(|&k| c.get(k))
-        .sum();
-        lines.push(format!("net rx {rx} B, tx {tx} B"));
-    }
-    if on(Family::Syscalls) {
-        let s = syscalls(c);
-        let top = s
-            .by_syscall
-            .first()
-            .map(|r| format!(", top {} ×{}", r.name, r.calls))
-            .unwrap_or_default();
-        lines.push(format!(
-            "syscalls {} ({} errors){top}",
-            s.total_calls, s.total_errors
-        ));
-    }
-    if on(Family::Proc) {
-        lines.push(format!(
-            "execs {}, exits {}",
-            c.get(Counter::ProcExecs),
-            c.get(Counter::ProcExits)
-        ));
-    }
-    if on(Family::Cpu) {
-        lines.push(format!(
-            "on-CPU {:.3}s",
-            c.get(Counter::CpuOnCpuNs) as f64 / 1e9
-        ));
-    }
+    lines.extend(
+        families
+            .iter()
+            .filter(|(_, status)| **status == FamilyStatus::Ok)
+            .map(|(family, _)| family.live(c)),
+    );
     lines
 }

@@ -24,7 +24,8 @@ use crate::{
         otlp::{Exporter, OtlpConfig},
         prometheus,
     },
-    probes::{Family, ProbeEngine, RawCounts, WindowProbes},
+    families::{Family, FamilyStatus},
+    probes::{ProbeEngine, RawCounts, WindowProbes},
     report::{rfc3339_utc, WindowMeta, WindowStatus, WindowSummary},
     targets::{Target, TargetSpec},
 };
@@ -200,7 +201,7 @@ struct WindowInfo {
     started_at: String,
     requested: Duration,
     arm_ms: f64,
-    families: std::collections::BTreeMap<Family, crate::probes::FamilyStatus>,
+    families: std::collections::BTreeMap<Family, FamilyStatus>,
 }
 
 impl WindowInfo {

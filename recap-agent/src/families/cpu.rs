@@ -1,0 +1,311 @@
+//! `cpu`: on-CPU time, times scheduled in, and the run-queue latency histogram in the kernel's
+//! log2 buckets (kernel side: `recap-ebpf/src/probes/cpu.rs`). Costs a few ns per context
+//! switch and wakeup.
+
+use std::{fmt::Write, sync::Arc};
+
+use recap_common::{maps, programs, Counter, RUNQ_BUCKETS};
+use serde::Serialize;
+
+use super::{row, FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook};
+use crate::{
+    export::catalog::{MetricDef, Sample, Value},
+    metric,
+    probes::RawCounts,
+};
+
+pub struct Cpu;
+
+metric!(
+    CPU_TIME,
+    "recap_cpu_time_seconds_total",
+    "recap.cpu.time",
+    Counter,
+    "s",
+    "On-CPU time of the target's threads.",
+    []
+);
+metric!(
+    CPU_SWITCHES,
+    "recap_cpu_switches_in_total",
+    "recap.cpu.switches_in",
+    Counter,
+    "{switch}",
+    "Times a thread of the target was scheduled onto a CPU.",
+    []
+);
+metric!(
+    RUNQ_LATENCY,
+    "recap_runqueue_latency_seconds",
+    "recap.cpu.runqueue.latency",
+    Histogram,
+    "s",
+    "Time the target's threads waited runnable before running (log2 buckets as in the kernel).",
+    []
+);
+
+/// `RUNQ_HIST[slot][bucket]`.
+const RUNQ: SlotArray = SlotArray {
+    map: maps::RUNQ_HIST,
+    len: RUNQ_BUCKETS,
+};
+
+static METRICS: [&MetricDef; 3] = [&CPU_TIME, &CPU_SWITCHES, &RUNQ_LATENCY];
+
+impl ProbeFamily for Cpu {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::Tasks(&[
+            TaskHook {
+                program: programs::SCHED_SWITCH,
+                tracepoint: "sched_switch",
+            },
+            TaskHook {
+                program: programs::SCHED_WAKEUP,
+                tracepoint: "sched_wakeup",
+            },
+            TaskHook {
+                program: programs::SCHED_WAKEUP_NEW,
+                tracepoint: "sched_wakeup_new",
+            },
+        ])
+    }
+
+    fn slot_arrays(&self) -> &'static [SlotArray] {
+        &[RUNQ]
+    }
+
+    fn summarise(&self, counts: &RawCounts) -> Arc<dyn FamilyReport> {
+        Arc::new(summarise(counts))
+    }
+
+    fn live(&self, c: &RawCounts) -> String {
+        format!("on-CPU {:.3}s", c.get(Counter::CpuOnCpuNs) as f64 / 1e9)
+    }
+
+    fn metrics(&self) -> &'static [&'static MetricDef] {
+        &METRICS
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Bucket {
+    /// Waits in `[ge_ns, lt_ns)`; the last bucket has no upper bound.
+    pub ge_ns: u64,
+    pub lt_ns: Option<u64>,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Histogram {
+    pub count: u64,
+    /// Sum of all waits.
+    pub sum_ns: u64,
+    /// Upper bound of the bucket holding the quantile (log2 buckets: within 2×).
+    pub p50_le_ns: Option<u64>,
+    pub p99_le_ns: Option<u64>,
+    /// Non-empty buckets only.
+    pub buckets: Vec<Bucket>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CpuSummary {
+    pub on_cpu_ns: u64,
+    pub switches_in: u64,
+    pub runq_latency: Histogram,
+    /// Per bucket, empty ones included (for export); not in the JSON.
+    #[serde(skip)]
+    runq_counts: Vec<u64>,
+}
+
+pub fn summarise(c: &RawCounts) -> CpuSummary {
+    let runq = c.array(RUNQ.map).to_vec();
+    CpuSummary {
+        on_cpu_ns: c.get(Counter::CpuOnCpuNs),
+        switches_in: c.get(Counter::CpuSwitchesIn),
+        runq_latency: histogram(&runq, c.get(Counter::CpuRunqWaitNs)),
+        runq_counts: runq,
+    }
+}
+
+/// Log2 buckets: bucket b covers [2^b, 2^(b+1)) ns, bucket 0 also holds 0 ns.
+pub fn histogram(runq: &[u64], sum_ns: u64) -> Histogram {
+    let last = RUNQ_BUCKETS as usize - 1;
+    let bounds = |b: usize| -> (u64, Option<u64>) {
+        let ge = if b == 0 { 0 } else { 1u64 << b };
+        (ge, (b < last).then(|| 1u64 << (b + 1)))
+    };
+    let count: u64 = runq.iter().sum();
+    let quantile = |q: f64| -> Option<u64> {
+        if count == 0 {
+            return None;
+        }
+        let rank = (q * count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, &n) in runq.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(bounds(b).1.unwrap_or(u64::MAX));
+            }
+        }
+        None
+    };
+    Histogram {
+        count,
+        sum_ns,
+        p50_le_ns: quantile(0.50),
+        p99_le_ns: quantile(0.99),
+        buckets: runq
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(b, &n)| {
+                let (ge_ns, lt_ns) = bounds(b);
+                Bucket {
+                    ge_ns,
+                    lt_ns,
+                    count: n,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Upper bounds of the kernel's run-queue buckets, in seconds: bucket b holds [2^b, 2^(b+1)) ns.
+pub fn runq_bounds_s() -> Vec<f64> {
+    (1..RUNQ_BUCKETS)
+        .map(|b| (1u64 << b) as f64 / 1e9)
+        .collect()
+}
+
+pub fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{}us", ns / 1_000),
+        1_000_000..1_000_000_000 => format!("{}ms", ns / 1_000_000),
+        _ => format!("{:.1}s", ns as f64 / 1e9),
+    }
+}
+
+impl FamilyReport for CpuSummary {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn table(&self, o: &mut String, _top: usize) {
+        o.push_str("\ncpu\n");
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>14.3}",
+            "on-CPU seconds",
+            self.on_cpu_ns as f64 / 1e9
+        );
+        row(o, "times scheduled in", self.switches_in);
+        let h = &self.runq_latency;
+        let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
+        let _ = writeln!(
+            o,
+            "  run-queue latency: {} waits, p50 ≤ {}, p99 ≤ {}",
+            h.count,
+            q(h.p50_le_ns),
+            q(h.p99_le_ns)
+        );
+        let max = h.buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+        for b in &h.buckets {
+            let bar = "#".repeat(((b.count * 40).div_ceil(max)) as usize);
+            let hi = b.lt_ns.map_or("inf".to_string(), fmt_ns);
+            let _ = writeln!(
+                o,
+                "    {:>8} .. {:<8} {:>10} {bar}",
+                fmt_ns(b.ge_ns),
+                hi,
+                b.count
+            );
+        }
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        let h = &self.runq_latency;
+        let mut counts = self.runq_counts.clone();
+        counts.resize(RUNQ_BUCKETS as usize, 0);
+        vec![
+            Sample::new(
+                &CPU_TIME,
+                vec![],
+                Value::Seconds(self.on_cpu_ns as f64 / 1e9),
+            ),
+            Sample::new(&CPU_SWITCHES, vec![], Value::Count(self.switches_in)),
+            Sample::new(
+                &RUNQ_LATENCY,
+                vec![],
+                Value::Histogram {
+                    bounds_s: runq_bounds_s(),
+                    counts,
+                    count: h.count,
+                    sum_s: h.sum_ns as f64 / 1e9,
+                },
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_quantiles() {
+        let mut runq = vec![0u64; RUNQ_BUCKETS as usize];
+        runq[0] = 1; // [0, 2)
+        runq[10] = 98; // [1024, 2048)
+        runq[31] = 1; // [2^31, inf)
+        let h = histogram(&runq, 123_456);
+        assert_eq!(h.count, 100);
+        assert_eq!(h.p50_le_ns, Some(2048));
+        assert_eq!(h.p99_le_ns, Some(2048));
+        assert_eq!(h.buckets.len(), 3);
+        assert_eq!(
+            h.buckets[0],
+            Bucket {
+                ge_ns: 0,
+                lt_ns: Some(2),
+                count: 1
+            }
+        );
+        assert_eq!(
+            h.buckets[2],
+            Bucket {
+                ge_ns: 1 << 31,
+                lt_ns: None,
+                count: 1
+            }
+        );
+        assert_eq!(h.sum_ns, 123_456);
+        assert_eq!(histogram(&[0; 32], 0).p50_le_ns, None);
+    }
+
+    #[test]
+    fn runq_bounds_match_the_kernel_buckets() {
+        let b = runq_bounds_s();
+        assert_eq!(b.len(), RUNQ_BUCKETS as usize - 1);
+        assert_eq!(b[0], 2e-9);
+        assert_eq!(b[9], 1024e-9, "bucket 9 holds [512, 1024) ns");
+    }
+
+    #[test]
+    fn exported_buckets_are_the_kernel_buckets() {
+        let mut c = RawCounts::zeroed();
+        let mut runq = vec![0u64; RUNQ_BUCKETS as usize];
+        runq[3] = 2;
+        runq[31] = 1;
+        c.arrays.insert(RUNQ.map, runq.clone());
+        let samples = summarise(&c).samples();
+        let Value::Histogram { counts, count, .. } = &samples[2].value else {
+            panic!("not a histogram");
+        };
+        assert_eq!((counts, *count), (&runq, 3));
+    }
+}

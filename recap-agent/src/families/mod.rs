@@ -1,0 +1,239 @@
+//! Probe families, one module each, beside their kernel file `recap-ebpf/src/probes/<name>.rs`.
+//!
+//! A family says which kernel hooks it needs, which per-window maps it keeps, how its counts
+//! become a summary, a table section, a live line and metric samples. The engine, the summary,
+//! the table, the live view and the metric catalogue iterate over `Family::ALL` and never name
+//! a family (in the manner of retis's collectors). Adding a family is a module here, its kernel
+//! file, its counters in `recap-common`, and one line in `Family::ALL`.
+
+pub mod cpu;
+pub mod net;
+pub mod proc;
+pub mod syscalls;
+pub mod tcp;
+
+use std::{fmt, hash::Hash, str::FromStr, sync::Arc};
+
+use aya::Ebpf;
+use serde::{Serialize, Serializer};
+
+use crate::{
+    export::catalog::{MetricDef, Sample},
+    probes::{EngineError, RawCounts},
+};
+
+/// A raw tracepoint on a kernel event every process goes through; the program finds the
+/// window of the current thread in `TASK_SLOTS`.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskHook {
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+}
+
+/// A program attached to the target's cgroup for one window, tagged with the window's slot.
+#[derive(Clone, Copy, Debug)]
+pub enum CgroupHook {
+    SockOps {
+        program: &'static str,
+    },
+    Skb {
+        program: &'static str,
+        ingress: bool,
+    },
+}
+
+/// How a family reaches the kernel.
+#[derive(Clone, Copy, Debug)]
+pub enum Hooks {
+    /// Global raw tracepoints; needs task tracking (`TASK_SLOTS`).
+    Tasks(&'static [TaskHook]),
+    /// Programs attached to the target's cgroup: cost nothing outside it.
+    Cgroup(&'static [CgroupHook]),
+}
+
+/// A per-CPU `u64` array holding `len` entries per window slot, from `slot * len`. The engine
+/// sizes, reads and zeroes it for the family.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotArray {
+    pub map: &'static str,
+    pub len: u32,
+}
+
+/// One family of probes.
+pub trait ProbeFamily: Sync {
+    /// What `--probes` calls it, and its key in the summary.
+    fn name(&self) -> &'static str;
+    /// On unless `--probes` says otherwise. A family that costs every process on the host is
+    /// chosen explicitly.
+    fn on_by_default(&self) -> bool {
+        true
+    }
+    fn hooks(&self) -> Hooks;
+    fn slot_arrays(&self) -> &'static [SlotArray] {
+        &[]
+    }
+    /// Counts the family keeps by name in maps of its own (e.g. exec'd programs).
+    fn read_named(&self, _ebpf: &Ebpf, _slot: u32) -> Result<Vec<(String, u64)>, EngineError> {
+        Ok(Vec::new())
+    }
+    /// Forgets a previous window's named counts, before a slot is reused.
+    fn clear_named(&self, _ebpf: &mut Ebpf, _slot: u32) -> Result<(), EngineError> {
+        Ok(())
+    }
+    fn summarise(&self, counts: &RawCounts) -> Arc<dyn FamilyReport>;
+    /// One line of the live view.
+    fn live(&self, counts: &RawCounts) -> String;
+    /// Its metrics, in catalogue order.
+    fn metrics(&self) -> &'static [&'static MetricDef];
+}
+
+/// What a family measured in a window: its part of the JSON summary, of the table and of
+/// the exported metrics.
+pub trait FamilyReport: fmt::Debug + Send + Sync {
+    fn to_json(&self) -> serde_json::Value;
+    fn table(&self, out: &mut String, top: usize);
+    fn samples(&self) -> Vec<Sample>;
+}
+
+/// A handle on a family: small, `Copy`, ordered as in `Family::ALL`, named in JSON.
+#[derive(Clone, Copy)]
+pub struct Family(&'static dyn ProbeFamily);
+
+impl Family {
+    pub const TCP: Family = Family(&tcp::Tcp);
+    pub const NET: Family = Family(&net::Net);
+    pub const SYSCALLS: Family = Family(&syscalls::Syscalls);
+    pub const PROC: Family = Family(&proc::Proc);
+    pub const CPU: Family = Family(&cpu::Cpu);
+
+    /// Every family, in the order the summary, the table and the catalogue show them.
+    pub const ALL: [Family; 5] = [
+        Family::TCP,
+        Family::NET,
+        Family::SYSCALLS,
+        Family::PROC,
+        Family::CPU,
+    ];
+
+    pub fn defaults() -> Vec<Family> {
+        Family::ALL
+            .into_iter()
+            .filter(|f| f.0.on_by_default())
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// Families that find their window through `TASK_SLOTS` (and so need task tracking).
+    pub fn is_task_based(self) -> bool {
+        matches!(self.0.hooks(), Hooks::Tasks(_))
+    }
+
+    fn position(self) -> usize {
+        Family::ALL
+            .iter()
+            .position(|f| f.name() == self.name())
+            .unwrap_or(usize::MAX)
+    }
+}
+
+impl std::ops::Deref for Family {
+    type Target = dyn ProbeFamily;
+    fn deref(&self) -> &Self::Target {
+        self.0
+    }
+}
+
+impl PartialEq for Family {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+impl Eq for Family {}
+impl PartialOrd for Family {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Family {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.position().cmp(&other.position())
+    }
+}
+impl Hash for Family {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state)
+    }
+}
+impl fmt::Debug for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+impl Serialize for Family {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown probe family `{s}`; known: {}", known.join(", "))
+            })
+    }
+}
+
+/// Whether a family ran in a window, or why not.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum FamilyStatus {
+    Ok,
+    Unavailable { reason: String },
+}
+
+/// `  label ........ value` rows of the table.
+pub(crate) fn row(o: &mut String, label: &str, v: u64) {
+    use std::fmt::Write;
+    let _ = writeln!(o, "  {label:<40} {v:>14}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_named_ordered_and_parsed() {
+        let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["tcp", "net", "syscalls", "proc", "cpu"]);
+        assert!(Family::TCP < Family::CPU);
+        assert_eq!("proc".parse::<Family>(), Ok(Family::PROC));
+        assert!("dns"
+            .parse::<Family>()
+            .unwrap_err()
+            .contains("known: tcp, net"));
+        assert!(
+            !Family::defaults().contains(&Family::SYSCALLS),
+            "syscalls is opt-in"
+        );
+        assert_eq!(Family::defaults().len(), 4);
+        assert!(Family::CPU.is_task_based() && !Family::NET.is_task_based());
+        for f in Family::ALL {
+            for def in f.metrics() {
+                assert!(def.prom.starts_with("recap_"), "{}", def.prom);
+            }
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The loaded eBPF object: maps created at load, programs loaded on first use (~tens of ms
+//! each, incl. the verifier), global raw tracepoints shared by every window that needs them
+//! (attached on first use, detached when the last user releases them), and cgroup attachments
+//! tagged with their window's slot. Nothing is pinned: if the process dies, the kernel drops it
+//! all.
+
+use std::{collections::BTreeMap, fs::File};
+
+#[allow(deprecated)]
+// per-attachment cgroup storage (CGRP_STORAGE is per cgroup, not per attachment)
+use aya::maps::{CgroupStorage, CgroupStorageKey};
+use aya::{
+    maps::MapData,
+    programs::{
+        cgroup_skb::CgroupSkbLink, raw_trace_point::RawTracePointLink, sock_ops::SockOpsLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, RawTracePoint, SockOps,
+    },
+    Ebpf, EbpfLoader,
+};
+use recap_common::{maps, Counter, WindowTag, MAX_WINDOWS, TIDS_PER_ENTRY};
+
+use super::{btf, missing_map, EngineError};
+use crate::families::{CgroupHook, Family, TaskHook};
+
+/// The eBPF object built by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recap"));
+
+// uapi `enum bpf_attach_type`: the cgroup storage of an attachment is keyed by it.
+const BPF_CGROUP_INET_INGRESS: u32 = 0;
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
+const BPF_CGROUP_SOCK_OPS: u32 = 3;
+
+/// aya passes the mode as `bpf_link_create` flags, and the kernel wants 0 there: cgroup links
+/// always run alongside other programs on the cgroup (a container's own filters keep working).
+const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
+/// Held only for its `Drop`, which detaches the program from the cgroup.
+#[allow(dead_code)]
+pub enum CgroupLink {
+    Skb(CgroupSkbLink),
+    SockOps(SockOpsLink),
+}
+
+struct SharedHook {
+    _link: RawTracePointLink,
+    users: usize,
+}
+
+pub struct ProgramSet {
+    pub ebpf: Ebpf,
+    /// Kernel-side log records (aya-log), forwarded to `log` by `flush_logs`. Kept for the
+    /// set's life: dropping it closes the log map that the programs write to.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    hooks: BTreeMap<&'static str, SharedHook>,
+    /// Why task-based families cannot run here (no BTF), if they cannot.
+    pub task_families_blocked: Option<String>,
+}
+
+impl ProgramSet {
+    /// Loads the eBPF object (maps and BTF; programs load on first use).
+    pub fn load() -> Result<Self, EngineError> {
+        if !privileged() {
+            return Err(EngineError::NotPrivileged);
+        }
+        // BPF memory is charged to the memcg on 6.x; older kernels need the rlimit.
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: plain setrlimit call with a valid struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+            log::debug!("setrlimit(RLIMIT_MEMLOCK) failed; fine on kernels that charge BPF memory to the memcg");
+        }
+        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4_194_304);
+        let t = std::time::Instant::now();
+        let offsets = btf::kernel_offsets();
+        log::debug!("kernel offsets from BTF in {:?}", t.elapsed());
+        let mut loader = EbpfLoader::new();
+        // No kernel BTF for aya: the object has no CO-RE relocations (offsets come from
+        // `btf::kernel_offsets`) and no BTF-typed programs, and aya's parse costs ~15 ms.
+        loader.btf(None);
+        loader
+            .map_max_entries(maps::TASK_SLOTS, pid_max.div_ceil(TIDS_PER_ENTRY))
+            .map_max_entries(maps::COUNTERS, MAX_WINDOWS * Counter::COUNT);
+        for family in Family::ALL {
+            for array in family.slot_arrays() {
+                loader.map_max_entries(array.map, MAX_WINDOWS * array.len);
+            }
+        }
+        if let Ok(offsets) = &offsets {
+            for (name, value) in offsets {
+                loader.override_global(name, value, true);
+            }
+        }
+        let t = std::time::Instant::now();
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(EngineError::Load)?;
+        log::debug!("eBPF object loaded (maps created) in {:?}", t.elapsed());
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                log::debug!("no kernel-side log records: {e}");
+                None
+            }
+        };
+        Ok(ProgramSet {
+            ebpf,
+            logger,
+            hooks: BTreeMap::new(),
+            task_families_blocked: offsets.err().map(|e| e.to_string()),
+        })
+    }
+
+    /// Forwards what the programs logged since the last call.
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
+    }
+
+    /// Takes a reference on each hook, attaching it if no window holds it yet. All or
+    /// nothing: on failure the hooks taken by this call are released. Returns the programs
+    /// taken, for `release`.
+    pub fn acquire(&mut self, hooks: &[TaskHook]) -> Result<Vec<&'static str>, String> {
+        let mut taken = Vec::new();
+        for hook in hooks {
+            match self.acquire_one(hook) {
+                Ok(()) => taken.push(hook.program),
+                Err(reason) => {
+                    for name in taken {
+                        self.release(name);
+                    }
+                    return Err(reason);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn acquire_one(&mut self, hook: &TaskHook) -> Result<(), String> {
+        if let Some(shared) = self.hooks.get_mut(hook.program) {
+            shared.users += 1;
+            return Ok(());
+        }
+        let program = hook.program;
+        let prog: &mut RawTracePoint = self.program(program)?;
+        let t = std::time::Instant::now();
+        load_once(prog).map_err(|e| describe_program_error(program, &e))?;
+        log::debug!("{program} loaded in {:?}", t.elapsed());
+        let link_id = prog.attach(hook.tracepoint).map_err(|e| {
+            format!(
+                "this kernel refused raw tracepoint `{}`: {}",
+                hook.tracepoint,
+                error_chain(&e)
+            )
+        })?;
+        let link = prog.take_link(link_id).map_err(|e| e.to_string())?;
+        self.hooks.insert(
+            program,
+            SharedHook {
+                _link: link,
+                users: 1,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn release(&mut self, program: &'static str) {
+        if let Some(hook) = self.hooks.get_mut(program) {
+            hook.users -= 1;
+            if hook.users == 0 {
+                self.hooks.remove(program); // dropping the link detaches it
+            }
+        }
+    }
+
+    /// Attaches `hook` to the cgroup and tags the attachment with the window's slot; the
+    /// program counts nothing until it is tagged.
+    pub fn attach_cgroup(
+        &mut self,
+        hook: &CgroupHook,
+        cgroup: &File,
+        cgroup_id: u64,
+        slot: u32,
+    ) -> Result<CgroupLink, String> {
+        let (link, attach_type) = match *hook {
+            CgroupHook::SockOps { program } => {
+                let prog: &mut SockOps = self.program(program)?;
+                load_once(prog).map_err(|e| describe_program_error(program, &e))?;
+                let id = prog.attach(cgroup, LINK_MODE).map_err(|e| {
+                    format!("attaching sock_ops to the cgroup: {}", error_chain(&e))
+                })?;
+                let link = CgroupLink::SockOps(prog.take_link(id).map_err(|e| e.to_string())?);
+                (link, BPF_CGROUP_SOCK_OPS)
+            }
+            CgroupHook::Skb { program, ingress } => {
+                let (direction, attach_type) = if ingress {
+                    (CgroupSkbAttachType::Ingress, BPF_CGROUP_INET_INGRESS)
+                } else {
+                    (CgroupSkbAttachType::Egress, BPF_CGROUP_INET_EGRESS)
+                };
+                let prog: &mut CgroupSkb = self.program(program)?;
+                load_once(prog).map_err(|e| describe_program_error(program, &e))?;
+                let id = prog.attach(cgroup, direction, LINK_MODE).map_err(|e| {
+                    format!("attaching cgroup_skb to the cgroup: {}", error_chain(&e))
+                })?;
+                let link = CgroupLink::Skb(prog.take_link(id).map_err(|e| e.to_string())?);
+                (link, attach_type)
+            }
+        };
+        self.tag(cgroup_id, attach_type, slot)?;
+        Ok(link)
+    }
+
+    fn tag(&mut self, cgroup_id: u64, attach_type: u32, slot: u32) -> Result<(), String> {
+        let map = self
+            .ebpf
+            .map_mut(maps::WINDOW_TAGS)
+            .ok_or_else(|| missing_map(maps::WINDOW_TAGS).to_string())?;
+        #[allow(deprecated)]
+        let mut tags: CgroupStorage<&mut MapData, WindowTag> =
+            CgroupStorage::try_from(map).map_err(|e| e.to_string())?;
+        tags.insert(
+            CgroupStorageKey::new(cgroup_id, attach_type),
+            WindowTag { slot, _pad: 0 },
+            0,
+        )
+        .map_err(|e| format!("tagging the cgroup attachment: {}", error_chain(&e)))
+    }
+
+    fn program<'a, P>(&'a mut self, name: &str) -> Result<&'a mut P, String>
+    where
+        &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} missing from the eBPF object"))?
+            .try_into()
+            .map_err(|e: ProgramError| e.to_string())
+    }
+}
+
+/// Loads a program unless an earlier window already did.
+fn load_once<P: Loadable>(prog: &mut P) -> Result<(), ProgramError> {
+    match prog.load_prog() {
+        Err(ProgramError::AlreadyLoaded) => Ok(()),
+        other => other,
+    }
+}
+
+trait Loadable {
+    fn load_prog(&mut self) -> Result<(), ProgramError>;
+}
+impl Loadable for RawTracePoint {
+    fn load_prog(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+impl Loadable for SockOps {
+    fn load_prog(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+impl Loadable for CgroupSkb {
+    fn load_prog(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+
+/// A load error, with the end of the verifier log when there is one.
+fn describe_program_error(program: &str, e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(6).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!(
+                "the kernel refused to load {program}: {io_error}; verifier: {}",
+                tail.join(" | ")
+            )
+        }
+        other => format!("loading {program}: {}", error_chain(other)),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Root, or the capabilities the loader and the attachments need.
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    [CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF]
+        .iter()
+        .all(|&c| cap_eff & (1 << c) != 0)
+}

@@ -1,0 +1,99 @@
+//! Reading a window's numbers out of the maps (per-CPU values summed), and zeroing a slot
+//! before it is reused. Only the maps of families the window runs are read: this runs every
+//! second, and the syscall table alone is 1,024 lookups.
+
+use aya::{
+    maps::{MapData, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
+    Ebpf,
+};
+use recap_common::{counter_index, maps, Counter};
+
+use super::{map_err, missing_map, EngineError, RawCounts};
+use crate::families::{Family, SlotArray};
+
+fn per_cpu_array<'a>(
+    ebpf: &'a Ebpf,
+    name: &str,
+) -> Result<PerCpuArray<&'a MapData, u64>, EngineError> {
+    let map = ebpf.map(name).ok_or_else(|| missing_map(name))?;
+    PerCpuArray::try_from(map).map_err(map_err(format!("opening {name}")))
+}
+
+fn sum(values: PerCpuValues<u64>) -> u64 {
+    values.iter().sum()
+}
+
+/// The slot's range `[slot * len, slot * len + len)` of a per-CPU array, summed over CPUs.
+fn read_range(ebpf: &Ebpf, map: &str, start: u32, len: u32) -> Result<Vec<u64>, EngineError> {
+    let array = per_cpu_array(ebpf, map)?;
+    (start..start + len)
+        .map(|index| {
+            array
+                .get(&index, 0)
+                .map(sum)
+                .map_err(map_err(format!("reading {map}")))
+        })
+        .collect()
+}
+
+/// The window's counts so far.
+pub fn read(ebpf: &Ebpf, slot: u32, families: &[Family]) -> Result<RawCounts, EngineError> {
+    let mut out = RawCounts::zeroed();
+    out.counters = read_range(
+        ebpf,
+        maps::COUNTERS,
+        counter_index(slot, Counter::TcpConnectAttempts),
+        Counter::COUNT,
+    )?;
+    for family in families {
+        for SlotArray { map, len } in family.slot_arrays() {
+            out.arrays
+                .insert(map, read_range(ebpf, map, slot * len, *len)?);
+        }
+        let named = family.read_named(ebpf, slot)?;
+        if !named.is_empty() {
+            out.named.insert(family.name(), named);
+        }
+    }
+    Ok(out)
+}
+
+/// Zeroes everything a previous window left in `slot`, for every family.
+pub fn zero(ebpf: &mut Ebpf, slot: u32) -> Result<(), EngineError> {
+    let cpus = nr_cpus().map_err(|(_, e)| EngineError::Map {
+        op: "counting CPUs".into(),
+        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "nr_cpus",
+            io_error: e,
+        }),
+    })?;
+    let zero = || PerCpuValues::try_from(vec![0u64; cpus]).expect("non-empty");
+    let mut ranges = vec![(
+        maps::COUNTERS,
+        counter_index(slot, Counter::TcpConnectAttempts),
+        Counter::COUNT,
+    )];
+    for family in Family::ALL {
+        ranges.extend(
+            family
+                .slot_arrays()
+                .iter()
+                .map(|a| (a.map, slot * a.len, a.len)),
+        );
+    }
+    for (name, start, len) in ranges {
+        let map = ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
+        let mut array: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_err(format!("opening {name}")))?;
+        for index in start..start + len {
+            array
+                .set(index, zero(), 0)
+                .map_err(map_err(format!("zeroing {name}")))?;
+        }
+    }
+    for family in Family::ALL {
+        family.clear_named(ebpf, slot)?;
+    }
+    Ok(())
+}
