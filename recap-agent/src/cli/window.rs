@@ -1,6 +1,10 @@
 //! `recap window`: arguments, validated into a `WindowSpec` before anything touches the kernel.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -12,11 +16,17 @@ use super::{
 };
 use crate::{
     capsule::CapsuleSpec,
-    export::{otlp, prometheus},
+    export::{
+        otlp,
+        prometheus::{self, Published},
+    },
     families::Family,
     report::render_table,
     targets::TargetSpec,
-    window::{self, CapsuleOptions, ExportOptions, WindowSpec},
+    window::{
+        live::LiveView, new_window_id, CapsuleOptions, ExportOptions, SharedEngine, Window,
+        WindowObserver, WindowSpec,
+    },
 };
 
 #[derive(Debug, Args)]
@@ -179,14 +189,41 @@ pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
 }
 
 pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     let (spec, output, top) = args.into_spec()?;
-    let linger = spec.export.prometheus_linger;
-    let outcome = window::run(spec, output == Output::Table).await?;
-    let summary = &outcome.summary;
+    // Signals first, so a Ctrl-C while arming still ends the window (at once, once armed).
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut observers: Vec<Box<dyn WindowObserver>> = vec![Box::new(LiveView::new(
+        output == Output::Table,
+        spec.duration,
+    ))];
+    // Bound before anything is attached: a busy port fails the window with nothing to undo.
+    let endpoint = match spec.export.prometheus {
+        Some(addr) => {
+            let published = Published::default();
+            let endpoint = prometheus::Endpoint::bind(addr, published.clone()).await?;
+            eprintln!("recap: Prometheus metrics at http://{}/metrics", endpoint.addr);
+            observers.push(Box::new(published));
+            Some(endpoint)
+        }
+        None => None,
+    };
+    let engine = SharedEngine::on_demand();
+    let mut window = Window::arm(&spec, new_window_id(), engine, observers, started).await?;
+    let status = window
+        .run_until(async {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await;
+    let summary = window.close(status).await?;
     let text = match output {
-        Output::Table => render_table(summary, top),
+        Output::Table => render_table(&summary, top),
         Output::Json => {
-            serde_json::to_string_pretty(summary).context("encoding the summary")? + "\n"
+            serde_json::to_string_pretty(&summary).context("encoding the summary")? + "\n"
         }
     };
     // Not `print!`: a closed stdout (`recap window ... | true`) is an error to report, not a panic.
@@ -198,15 +235,14 @@ pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
             .and_then(|()| stdout.flush())
             .context("writing the summary to stdout (was the reading end closed?)")?;
     }
-    if let Some(endpoint) = &outcome.prometheus {
+    if let Some(endpoint) = &endpoint {
         // The summary is out; keep the final values up for one more scrape, unless told to stop.
+        let linger = spec.export.prometheus_linger;
         eprintln!(
             "recap: serving the final metrics at http://{}/metrics for {} (Ctrl-C ends it now)",
             endpoint.addr,
             format_duration(linger)
         );
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         tokio::select! {
             _ = tokio::time::sleep(linger) => {}
             _ = int.recv() => {}

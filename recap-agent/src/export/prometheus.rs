@@ -200,12 +200,12 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+    /// Serves what is `published`, from now until dropped.
+    pub async fn bind(addr: SocketAddr, published: Published) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the Prometheus endpoint to {addr} (is the port in use? pick another with --prometheus)"))?;
         let addr = listener.local_addr()?;
-        let published = Published::default();
         let app = Router::new()
             .route("/metrics", get(metrics))
             .with_state(published.clone());
@@ -219,10 +219,6 @@ impl Endpoint {
             published,
             task,
         })
-    }
-
-    pub fn publish(&self, summary: &WindowSummary) {
-        self.published.publish(summary);
     }
 }
 

@@ -1,5 +1,7 @@
 //! What the user sees while a window is open (on stderr, so stdout carries only the summary):
-//! on a terminal a block redrawn every second, otherwise a plain progress line every 5 s.
+//! on a terminal a block redrawn every second, otherwise a plain progress line every 5 s. A
+//! window observer: the CLI attaches it to its window, `recap window watch` to a stream of
+//! snapshots from the agent.
 
 use std::{
     collections::BTreeMap,
@@ -7,83 +9,81 @@ use std::{
     time::Duration,
 };
 
-use super::capsules::RunningCapsules;
+use super::{ArmedWindow, WindowObserver};
 use crate::{
     capsule::CapsuleOutcome,
     families::{Family, FamilyStatus},
     probes::RawCounts,
-    report::terminal::safe,
-    targets::Target,
+    report::{terminal::safe, WindowSummary},
 };
 
-pub fn announce(
-    id: &str,
-    target: &Target,
-    families: &BTreeMap<Family, FamilyStatus>,
-    capsules: Option<&RunningCapsules>,
-    duration: Duration,
-    arm_ms: f64,
-) {
-    let running: Vec<&str> = families
+/// The "armed" lines: target, families, capsules.
+pub fn announce(w: &ArmedWindow) -> Vec<String> {
+    let running: Vec<&str> = w
+        .families
         .iter()
         .filter(|(_, s)| **s == FamilyStatus::Ok)
         .map(|(f, _)| f.name())
         .collect();
-    eprintln!(
-        "recap: window {id} armed on {} in {arm_ms:.0} ms for {:.1}s: {}",
-        safe(&target.describe()),
-        duration.as_secs_f64(),
+    let mut lines = vec![format!(
+        "recap: window {} armed on {} in {:.0} ms for {:.1}s: {}",
+        w.window_id,
+        safe(&w.target.describe()),
+        w.arm_ms,
+        w.requested.as_secs_f64(),
         running.join(", ")
-    );
-    for (family, status) in families {
+    )];
+    for (family, status) in &w.families {
         if let FamilyStatus::Unavailable { reason } = status {
-            eprintln!("recap: {family} unavailable: {}", safe(reason));
+            lines.push(format!("recap: {family} unavailable: {}", safe(reason)));
         }
     }
-    for capsule in capsules.map(|c| c.running.as_slice()).unwrap_or_default() {
-        eprintln!(
-            "recap: capsule {} attached ({})",
-            capsule.spec, capsule.name
-        );
+    for (spec, name) in &w.capsules_running {
+        lines.push(format!("recap: capsule {spec} attached ({name})"));
     }
-    for report in capsules.map(|c| c.failed.as_slice()).unwrap_or_default() {
+    for report in &w.capsules_failed {
         if let CapsuleOutcome::Failed { reason } = &report.outcome {
-            eprintln!("recap: capsule {} failed: {}", report.capsule, safe(reason));
+            lines.push(format!(
+                "recap: capsule {} failed: {}",
+                report.capsule,
+                safe(reason)
+            ));
         }
     }
+    lines
 }
 
 pub struct LiveView {
     tty: bool,
+    /// The summary goes out as JSON: its warnings are said on stderr too.
+    echo_warnings: bool,
     duration: Duration,
     lines_drawn: usize,
     ticks: u64,
 }
 
 impl LiveView {
-    pub fn new(want_tty: bool, duration: Duration) -> Self {
+    /// `table`: the summary will be a table (the live block may then be redrawn on a terminal).
+    pub fn new(table: bool, duration: Duration) -> Self {
         LiveView {
-            tty: want_tty && std::io::stderr().is_terminal(),
+            tty: table && std::io::stderr().is_terminal(),
+            echo_warnings: !table,
             duration,
             lines_drawn: 0,
             ticks: 0,
         }
     }
 
-    pub fn update(
-        &mut self,
-        elapsed: Duration,
-        c: &RawCounts,
-        families: &BTreeMap<Family, FamilyStatus>,
-    ) {
+    /// Shows `lines` (the first is the time left): redrawn on a terminal, one line every 5 s
+    /// otherwise.
+    pub fn show(&mut self, lines: &[String]) {
         self.ticks += 1;
-        let lines = render(elapsed, self.duration, c, families);
         let mut err = std::io::stderr().lock();
         if self.tty {
             for _ in 0..self.lines_drawn {
                 let _ = write!(err, "\x1b[1A\x1b[2K");
             }
-            for line in &lines {
+            for line in lines {
                 let _ = writeln!(err, "{line}");
             }
             self.lines_drawn = lines.len();
@@ -98,11 +98,34 @@ impl LiveView {
             for _ in 0..self.lines_drawn {
                 let _ = write!(err, "\x1b[1A\x1b[2K");
             }
+            self.lines_drawn = 0;
         }
     }
 }
 
-fn render(
+impl WindowObserver for LiveView {
+    fn armed(&mut self, window: &ArmedWindow) {
+        for line in announce(window) {
+            eprintln!("{line}");
+        }
+    }
+
+    fn tick(&mut self, elapsed: Duration, counts: &RawCounts, window: &ArmedWindow) {
+        let lines = render(elapsed, self.duration, counts, &window.families);
+        self.show(&lines);
+    }
+
+    fn closed(&mut self, summary: &WindowSummary) {
+        self.finish();
+        if self.echo_warnings {
+            for warning in &summary.warnings {
+                eprintln!("recap: warning: {}", safe(warning));
+            }
+        }
+    }
+}
+
+pub fn render(
     elapsed: Duration,
     duration: Duration,
     c: &RawCounts,

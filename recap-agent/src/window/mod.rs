@@ -1,28 +1,34 @@
-//! One window, start to end: resolve the target, arm the probes (and start the capsules
-//! alongside), watch the clock, the signals and the target, then tear down and summarise.
+//! One window, start to end, the same for the CLI and the agent: `Window::arm` resolves the
+//! target, arms the probes (and starts the capsules alongside), `tick` reads and reports once a
+//! second, `close` tears down and summarises; `run` drives them until the deadline, a stop
+//! request or the target going away. What a window reports goes to its observers (the live
+//! view, exporters, the agent's history); signals and the terminal belong to the process.
+//!
 //! Teardown happens on every path out: probe links are owned values, so even an error or a
-//! panic detaches them, and every path after the capsules started goes through `stop_all`.
+//! panic detaches them, and every path after the capsules started goes through `stop_capsules`.
 
 mod capsules;
-mod live;
+pub mod live;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::Context;
 use bollard::Docker;
 pub use capsules::CapsuleOptions;
 use capsules::RunningCapsules;
-use tokio::{
-    signal::unix::{signal, Signal, SignalKind},
-    time::{interval, sleep_until, MissedTickBehavior},
-};
+use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use crate::{
-    capsule::reaper,
+    capsule::{reaper, CapsuleReport},
     docker,
     export::{
         otlp::{Exporter, OtlpConfig},
-        prometheus,
+        prometheus::Published,
     },
     families::{Family, FamilyStatus},
     probes::{ProbeEngine, RawCounts, WindowProbes},
@@ -47,171 +53,118 @@ pub struct ExportOptions {
     pub otlp: Option<OtlpConfig>,
 }
 
-/// A finished window: its summary, and the Prometheus endpoint still serving it (if any).
-pub struct WindowOutcome {
-    pub summary: WindowSummary,
-    pub prometheus: Option<prometheus::Endpoint>,
+/// The probe engine a process shares between its windows: loaded up front and kept loaded
+/// (the agent), or loaded by the window that needs it and unloaded when no window is left
+/// (the CLI), so a one-shot window detaches and unloads everything as it closes.
+#[derive(Clone)]
+pub struct SharedEngine {
+    engine: Arc<Mutex<Option<ProbeEngine>>>,
+    unload_when_idle: bool,
 }
 
-struct Signals {
-    int: Signal,
-    term: Signal,
+impl SharedEngine {
+    pub fn loaded(engine: ProbeEngine) -> Self {
+        SharedEngine {
+            engine: Arc::new(Mutex::new(Some(engine))),
+            unload_when_idle: false,
+        }
+    }
+
+    pub fn on_demand() -> Self {
+        SharedEngine {
+            engine: Arc::new(Mutex::new(None)),
+            unload_when_idle: true,
+        }
+    }
+
+    /// Runs `f` on the engine, loading it first if needed. Blocking (map syscalls, and the
+    /// first load): call from a blocking context.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut ProbeEngine) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut guard = self
+            .engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the probe engine's lock is poisoned"))?;
+        if guard.is_none() {
+            *guard = Some(ProbeEngine::load()?);
+        }
+        f(guard.as_mut().expect("loaded above"))
+    }
+
+    /// Closes a window's probes; an on-demand engine with no window left is unloaded.
+    fn close(&self, probes: WindowProbes) -> anyhow::Result<RawCounts> {
+        let mut guard = self
+            .engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the probe engine's lock is poisoned"))?;
+        let engine = guard
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the probe engine is not loaded"))?;
+        let counts = engine.close(probes).context("closing the window");
+        if self.unload_when_idle && engine.open_windows() == 0 {
+            guard.take(); // unloads every program and map
+        }
+        counts
+    }
 }
 
-/// Runs a window to its end and returns its summary. `tty_live` asks for the redrawn live view
-/// on a terminal; progress otherwise goes to stderr as plain lines.
-pub async fn run(spec: WindowSpec, tty_live: bool) -> anyhow::Result<WindowOutcome> {
-    let command_started = Instant::now();
-    // Signals first, so a Ctrl-C while arming still ends the window cleanly.
-    let mut signals = Signals {
-        int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-    };
-    let window_id = new_window_id();
-    // Bound before anything is attached: a busy port fails the window with nothing to undo.
-    let endpoint = match spec.export.prometheus {
-        Some(addr) => Some(prometheus::Endpoint::bind(addr).await?),
-        None => None,
-    };
-    let mut otlp = spec.export.otlp.clone().map(Exporter::new).transpose()?;
-    let needs_docker = matches!(spec.target, TargetSpec::Container { .. });
-    let docker = if needs_docker {
-        Some(docker::connect().await?)
-    } else {
-        None
-    };
-    if let Some(docker) = &docker {
-        if let Err(e) = reaper::reap_orphans(docker).await {
-            log::warn!("looking for orphan capsules: {e:#}");
-        }
+/// What a window reports while it runs. Every method has a default, so an observer takes only
+/// what it needs.
+pub trait WindowObserver: Send {
+    /// The probes count (and the capsules, if any, have started or failed).
+    fn armed(&mut self, _window: &ArmedWindow) {}
+    /// Once a second with the counts so far.
+    fn tick(&mut self, _elapsed: Duration, _counts: &RawCounts, _window: &ArmedWindow) {}
+    /// Whether it wants a full summary snapshot each second (building one is not free).
+    fn wants_snapshots(&self) -> bool {
+        false
     }
-    let target = match &docker {
-        Some(docker) => Target::resolve_with_docker(&spec.target, docker).await?,
-        None => Target::resolve(&spec.target)?,
-    };
-
-    // Capsules start in the background while this thread loads and attaches the probes.
-    let capsule_task = match (&docker, spec.capsules.specs.is_empty()) {
-        (Some(docker), false) => {
-            let artifact_dir = capsules::prepare(docker, &spec.capsules, &window_id).await?;
-            Some(tokio::spawn(capsules::start_all(
-                docker.clone(),
-                spec.capsules.specs.clone(),
-                window_id.clone(),
-                target.clone(),
-                artifact_dir,
-                spec.capsules.max_bytes,
-            )))
-        }
-        _ => None,
-    };
-    let armed = tokio::task::block_in_place(|| -> anyhow::Result<(ProbeEngine, WindowProbes)> {
-        let mut engine = ProbeEngine::load()?;
-        let probes = engine
-            .open(&target, &spec.families)
-            .context("arming the window")?;
-        Ok((engine, probes))
-    });
-    let capsules = match capsule_task {
-        Some(task) => Some(task.await.context("starting capsules")?),
-        None => None,
-    };
-    let (mut engine, probes) = match armed {
-        Ok(armed) => armed,
-        Err(e) => {
-            stop_capsules(docker.as_ref(), capsules).await;
-            return Err(e);
-        }
-    };
-    let armed_at = Instant::now();
-    let info = WindowInfo {
-        window_id,
-        armed_at,
-        target,
-        started_at: rfc3339_utc(SystemTime::now()),
-        requested: spec.duration,
-        arm_ms: ms(armed_at - command_started),
-        families: probes.families.clone(),
-    };
-    live::announce(
-        &info.window_id,
-        &info.target,
-        &info.families,
-        capsules.as_ref(),
-        spec.duration,
-        info.arm_ms,
-    );
-    if let Some(endpoint) = &endpoint {
-        eprintln!(
-            "recap: Prometheus metrics at http://{}/metrics",
-            endpoint.addr
-        );
-    }
-    let mut exporting = Exports {
-        endpoint: endpoint.as_ref(),
-        otlp: otlp.as_mut(),
-        pending: Vec::new(),
-        next_otlp: armed_at,
-    };
-    if let Some(otlp) = exporting.otlp.as_deref_mut() {
-        let open = info.summary(
-            WindowStatus::Open,
-            armed_at,
-            0.0,
-            &RawCounts::zeroed(),
-            Vec::new(),
-        );
-        otlp.export_log(&open, "start", 1).await;
-    }
-
-    let status = watch(
-        &mut engine,
-        &probes,
-        &info,
-        &mut signals,
-        armed_at + spec.duration,
-        tty_live,
-        &mut exporting,
-    )
-    .await;
-    let ended = Instant::now();
-    let closed = engine.close(probes).context("closing the window");
-    drop(engine); // unloads every program and map
-    let capsule_reports = stop_capsules(docker.as_ref(), capsules).await;
-    let teardown_ms = ms(ended.elapsed());
-    let counts = closed?;
-    let mut summary = info.summary(status, ended, teardown_ms, &counts, capsule_reports);
-    if info.target.contains_recap() {
-        summary.warnings.push(
-            "recap itself runs in the target cgroup: its own threads are left out of syscalls/proc/cpu, but its sockets (exports, Docker API) count in tcp/net; run recap from another cgroup".into(),
-        );
-    }
-    exporting.finish(&mut summary).await;
-    Ok(WindowOutcome {
-        summary,
-        prometheus: endpoint,
-    })
+    fn snapshot(&mut self, _summary: &WindowSummary) {}
+    /// The window ended; its final summary.
+    fn closed(&mut self, _summary: &WindowSummary) {}
 }
 
-/// What a window knows about itself once armed; builds summaries (live snapshots and the last).
-struct WindowInfo {
-    window_id: String,
+/// Prometheus exposition: the window's latest snapshot, then its final summary.
+impl WindowObserver for Published {
+    fn wants_snapshots(&self) -> bool {
+        true
+    }
+    fn snapshot(&mut self, summary: &WindowSummary) {
+        self.publish(summary);
+    }
+    fn closed(&mut self, summary: &WindowSummary) {
+        self.publish(summary);
+    }
+}
+
+/// What an armed window knows about itself.
+pub struct ArmedWindow {
+    pub window_id: String,
+    pub target: Target,
+    pub started_at: String,
+    pub requested: Duration,
+    pub arm_ms: f64,
+    pub families: BTreeMap<Family, FamilyStatus>,
+    /// Capsules running, by `tool=args` and container name; and reports of those that failed.
+    pub capsules_running: Vec<(String, String)>,
+    pub capsules_failed: Vec<CapsuleReport>,
     armed_at: Instant,
-    target: Target,
-    started_at: String,
-    requested: Duration,
-    arm_ms: f64,
-    families: std::collections::BTreeMap<Family, FamilyStatus>,
 }
 
-impl WindowInfo {
+impl ArmedWindow {
+    pub fn deadline(&self) -> Instant {
+        self.armed_at + self.requested
+    }
+
     fn summary(
         &self,
         status: WindowStatus,
         until: Instant,
         teardown_ms: f64,
         counts: &RawCounts,
-        capsules: Vec<crate::capsule::CapsuleReport>,
+        capsules: Vec<CapsuleReport>,
     ) -> WindowSummary {
         let meta = WindowMeta {
             window_id: self.window_id.clone(),
@@ -229,102 +182,227 @@ impl WindowInfo {
     }
 }
 
-/// Where snapshots go while the window is open, and the final flush.
-struct Exports<'a> {
-    endpoint: Option<&'a prometheus::Endpoint>,
-    otlp: Option<&'a mut Exporter>,
-    pending: Vec<tokio::task::JoinHandle<Option<String>>>,
+/// An armed window: its probes, capsules and exporters.
+pub struct Window {
+    pub info: ArmedWindow,
+    engine: SharedEngine,
+    probes: Option<WindowProbes>,
+    docker: Option<Docker>,
+    capsules: Option<RunningCapsules>,
+    otlp: Option<Exporter>,
+    pending_otlp: Vec<tokio::task::JoinHandle<Option<String>>>,
     next_otlp: Instant,
+    observers: Vec<Box<dyn WindowObserver>>,
+    last_counts: RawCounts,
 }
 
-impl Exports<'_> {
-    /// Whether anything consumes live snapshots (building one is not free).
-    fn active(&self) -> bool {
-        self.endpoint.is_some() || self.otlp.is_some()
-    }
-
-    fn publish(&mut self, snapshot: &WindowSummary) {
-        if let Some(endpoint) = self.endpoint {
-            endpoint.publish(snapshot);
-        }
-        if let Some(otlp) = self.otlp.as_deref() {
-            if Instant::now() >= self.next_otlp {
-                // In the background: a slow collector must not hold up the window.
-                self.pending.push(otlp.spawn_metrics(snapshot));
-                self.next_otlp = Instant::now() + otlp.config().interval;
+impl Window {
+    /// Resolves the target and arms the probes (capsules start alongside). `started` is when
+    /// the request came in: arm time is measured from it.
+    pub async fn arm(
+        spec: &WindowSpec,
+        window_id: String,
+        engine: SharedEngine,
+        mut observers: Vec<Box<dyn WindowObserver>>,
+        started: Instant,
+    ) -> anyhow::Result<Window> {
+        let otlp = spec.export.otlp.clone().map(Exporter::new).transpose()?;
+        let docker = match spec.target {
+            TargetSpec::Container { .. } => Some(docker::connect().await?),
+            _ => None,
+        };
+        if let Some(docker) = &docker {
+            if let Err(e) = reaper::reap_orphans(docker).await {
+                log::warn!("looking for orphan capsules: {e:#}");
             }
         }
-    }
-
-    async fn finish(&mut self, summary: &mut WindowSummary) {
-        if let Some(endpoint) = self.endpoint {
-            endpoint.publish(summary);
-        }
-        let Some(otlp) = self.otlp.as_deref_mut() else {
-            return;
+        let target = match &docker {
+            Some(docker) => Target::resolve_with_docker(&spec.target, docker).await?,
+            None => Target::resolve(&spec.target)?,
         };
-        for task in self.pending.drain(..) {
-            otlp.absorb(task.await.ok().flatten());
-        }
-        otlp.export_metrics(summary, 2).await;
-        otlp.export_log(summary, "end", 2).await;
-        if let Some(warning) = otlp.undelivered() {
-            eprintln!("recap: warning: {warning}");
-            summary.warnings.push(warning);
-        }
-    }
-}
 
-/// The open window: ends on the deadline, a signal, or the target going away.
-async fn watch(
-    engine: &mut ProbeEngine,
-    probes: &WindowProbes,
-    info: &WindowInfo,
-    signals: &mut Signals,
-    deadline: Instant,
-    tty_live: bool,
-    exports: &mut Exports<'_>,
-) -> WindowStatus {
-    let (target, duration) = (&info.target, info.requested);
-    let started = Instant::now();
-    let mut tick = interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut view = live::LiveView::new(tty_live, duration);
-    let status = loop {
-        tokio::select! {
-            _ = sleep_until(tokio::time::Instant::from_std(deadline)) => break WindowStatus::Completed,
-            _ = signals.int.recv() => break WindowStatus::Interrupted,
-            _ = signals.term.recv() => break WindowStatus::Interrupted,
-            _ = tick.tick() => {
-                if !target.is_alive() {
-                    break WindowStatus::TargetExited;
-                }
+        // Capsules start in the background while this thread loads and attaches the probes.
+        let capsule_task = match (&docker, spec.capsules.specs.is_empty()) {
+            (Some(docker), false) => {
+                let artifact_dir = capsules::prepare(docker, &spec.capsules, &window_id).await?;
+                Some(tokio::spawn(capsules::start_all(
+                    docker.clone(),
+                    spec.capsules.specs.clone(),
+                    window_id.clone(),
+                    target.clone(),
+                    artifact_dir,
+                    spec.capsules.max_bytes,
+                )))
+            }
+            _ => None,
+        };
+        let armed = tokio::task::block_in_place(|| {
+            engine.with(|e| {
+                e.open(&target, &spec.families)
+                    .context("arming the window")
+            })
+        });
+        let capsules = match capsule_task {
+            Some(task) => Some(task.await.context("starting capsules")?),
+            None => None,
+        };
+        let probes = match armed {
+            Ok(probes) => probes,
+            Err(e) => {
+                stop_capsules(docker.as_ref(), capsules).await;
+                return Err(e);
+            }
+        };
+        let armed_at = Instant::now();
+        let info = ArmedWindow {
+            window_id,
+            target,
+            started_at: rfc3339_utc(SystemTime::now()),
+            requested: spec.duration,
+            arm_ms: ms(armed_at - started),
+            families: probes.families.clone(),
+            capsules_running: capsules
+                .iter()
+                .flat_map(|c| &c.running)
+                .map(|c| (c.spec.to_string(), c.name.clone()))
+                .collect(),
+            capsules_failed: capsules.iter().flat_map(|c| c.failed.clone()).collect(),
+            armed_at,
+        };
+        for observer in &mut observers {
+            observer.armed(&info);
+        }
+        let mut window = Window {
+            info,
+            engine,
+            probes: Some(probes),
+            docker,
+            capsules,
+            otlp,
+            pending_otlp: Vec::new(),
+            next_otlp: armed_at,
+            observers,
+            last_counts: RawCounts::zeroed(),
+        };
+        if window.otlp.is_some() {
+            let open = window.snapshot(&RawCounts::zeroed());
+            if let Some(otlp) = &mut window.otlp {
+                otlp.export_log(&open, "start", 1).await;
+            }
+        }
+        Ok(window)
+    }
+
+    fn snapshot(&self, counts: &RawCounts) -> WindowSummary {
+        self.info
+            .summary(WindowStatus::Open, Instant::now(), 0.0, counts, Vec::new())
+    }
+
+    /// Reads the counts and reports them. `Some(status)` when the window must end now.
+    pub fn tick(&mut self) -> Option<WindowStatus> {
+        if !self.info.target.is_alive() {
+            return Some(WindowStatus::TargetExited);
+        }
+        let probes = self.probes.as_ref()?;
+        let read = tokio::task::block_in_place(|| {
+            self.engine.with(|engine| {
                 engine.flush_logs();
                 match engine.sync_tasks(probes) {
                     Ok((0, 0)) => {}
-                    Ok((added, removed)) => log::debug!("resync: {added} thread(s) added, {removed} removed"),
+                    Ok((added, removed)) => {
+                        log::debug!("resync: {added} thread(s) added, {removed} removed")
+                    }
                     Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
                 }
-                match engine.read(probes) {
-                    Ok(counts) => {
-                        view.update(started.elapsed(), &counts, &probes.families);
-                        if exports.active() {
-                            exports.publish(&info.summary(WindowStatus::Open, Instant::now(), 0.0, &counts, Vec::new()));
+                Ok(engine.read(probes)?)
+            })
+        });
+        match read {
+            Ok(counts) => {
+                let elapsed = self.info.armed_at.elapsed();
+                for observer in &mut self.observers {
+                    observer.tick(elapsed, &counts, &self.info);
+                }
+                let otlp_due = self.otlp.is_some() && Instant::now() >= self.next_otlp;
+                if otlp_due || self.observers.iter().any(|o| o.wants_snapshots()) {
+                    let snapshot = self.snapshot(&counts);
+                    for observer in &mut self.observers {
+                        if observer.wants_snapshots() {
+                            observer.snapshot(&snapshot);
                         }
                     }
-                    Err(e) => log::warn!("reading counters: {e:#}"),
+                    if let (true, Some(otlp)) = (otlp_due, &self.otlp) {
+                        // In the background: a slow collector must not hold up the window.
+                        self.pending_otlp.push(otlp.spawn_metrics(&snapshot));
+                        self.next_otlp = Instant::now() + otlp.config().interval;
+                    }
+                }
+                self.last_counts = counts;
+            }
+            Err(e) => log::warn!("reading counters: {e:#}"),
+        }
+        None
+    }
+
+    /// Runs the window until its deadline, `stop`, or its target going away.
+    pub async fn run_until(&mut self, stop: impl Future<Output = ()>) -> WindowStatus {
+        let mut tick = interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let deadline = tokio::time::Instant::from_std(self.info.deadline());
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = sleep_until(deadline) => break WindowStatus::Completed,
+                _ = &mut stop => break WindowStatus::Interrupted,
+                _ = tick.tick() => {
+                    if let Some(status) = self.tick() {
+                        break status;
+                    }
                 }
             }
         }
-    };
-    view.finish();
-    status
+    }
+
+    /// Detaches everything, stops the capsules, flushes the exports and returns the summary.
+    pub async fn close(mut self, status: WindowStatus) -> anyhow::Result<WindowSummary> {
+        let ended = Instant::now();
+        let closed = match self.probes.take() {
+            Some(probes) => tokio::task::block_in_place(|| self.engine.close(probes)),
+            None => Ok(self.last_counts.clone()),
+        };
+        // Reports of the capsules that ran, and of those that failed to start.
+        let capsule_reports = stop_capsules(self.docker.as_ref(), self.capsules.take()).await;
+        let teardown_ms = ms(ended.elapsed());
+        let counts = closed?;
+        let mut summary = self
+            .info
+            .summary(status, ended, teardown_ms, &counts, capsule_reports);
+        if self.info.target.contains_recap() {
+            summary.warnings.push(
+                "recap itself runs in the target cgroup: its own threads are left out of syscalls/proc/cpu, but its sockets (exports, Docker API) count in tcp/net; run recap from another cgroup".into(),
+            );
+        }
+        if let Some(otlp) = &mut self.otlp {
+            for task in self.pending_otlp.drain(..) {
+                otlp.absorb(task.await.ok().flatten());
+            }
+            otlp.export_metrics(&summary, 2).await;
+            otlp.export_log(&summary, "end", 2).await;
+            if let Some(warning) = otlp.undelivered() {
+                summary.warnings.push(warning);
+            }
+        }
+        for observer in &mut self.observers {
+            observer.closed(&summary);
+        }
+        Ok(summary)
+    }
 }
 
 async fn stop_capsules(
     docker: Option<&Docker>,
     capsules: Option<RunningCapsules>,
-) -> Vec<crate::capsule::CapsuleReport> {
+) -> Vec<CapsuleReport> {
     match (docker, capsules) {
         (Some(docker), Some(capsules)) => capsules::stop_all(docker, capsules).await,
         _ => Vec::new(),
@@ -336,7 +414,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// 12 hex digits from the kernel's random pool: unique enough to name artifacts and series.
-fn new_window_id() -> String {
+pub fn new_window_id() -> String {
     let mut bytes = [0u8; 6];
     // SAFETY: getrandom writes at most `len` bytes into the buffer.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
