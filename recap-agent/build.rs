@@ -5,6 +5,7 @@
 const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
 
 fn main() -> anyhow::Result<()> {
+    agent_api()?;
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../recap-ebpf");
     aya_build::build_ebpf(
         [aya_build::Package {
@@ -14,4 +15,14 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
     )
+}
+
+/// The agent's gRPC API from `proto/recap/v1/agent.proto`, compiled with protox (pure Rust, so
+/// no protoc is needed) and tonic.
+fn agent_api() -> anyhow::Result<()> {
+    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto/recap/v1/agent.proto");
+    println!("cargo:rerun-if-changed={proto}");
+    let descriptors = protox::compile([proto], [concat!(env!("CARGO_MANIFEST_DIR"), "/proto")])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! RECap's user space: target resolution, the probe engine, windows and their reports.
 //! The `recap` binary (main.rs) is a thin CLI over this library.
 
+pub mod agent;
 pub mod capsule;
 pub mod cli;
 pub mod docker;

@@ -5,8 +5,9 @@
 #![no_std]
 
 /// Window slots. Slot 0 means "no window": every map indexed by slot leaves it unused, so a
-/// zeroed entry in `TASK_SLOTS` or in a cgroup's window tag means "not a target".
-pub const MAX_WINDOWS: u32 = 32;
+/// zeroed entry in `TASK_SLOTS` or in a cgroup's window tag means "not a target". 128 windows
+/// at once; `TASK_SLOTS` keeps a slot in one byte, so never more than 255.
+pub const MAX_WINDOWS: u32 = 129;
 
 /// Syscall numbers at or above this are counted in the last row.
 pub const MAX_SYSCALLS: u32 = 512;

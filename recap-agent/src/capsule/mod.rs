@@ -10,7 +10,7 @@ pub mod sidecar;
 
 use std::{fmt, str::FromStr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Labels on every capsule container.
 pub const LABEL_WINDOW: &str = "recap.window";
@@ -19,7 +19,7 @@ pub const LABEL_TARGET: &str = "recap.target";
 /// window from one whose process is gone (PIDs are reused, start times are not).
 pub const LABEL_OWNER: &str = "recap.owner";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tool {
     Tcpdump,
@@ -44,7 +44,7 @@ impl Tool {
 
 /// `--capsule tcpdump[=FILTER]` or `--capsule strace[=ARGS]`. The text after `=` is split on
 /// whitespace into argv words: it never goes through a shell.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapsuleSpec {
     pub tool: Tool,
     pub args: Vec<String>,
@@ -133,7 +133,7 @@ impl fmt::Display for CapsuleSpec {
 }
 
 /// How a capsule ended, for the summary.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum CapsuleOutcome {
     /// Ran until the window ended.
@@ -146,7 +146,7 @@ pub enum CapsuleOutcome {
     Failed { reason: String },
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CapsuleReport {
     pub capsule: String,
     pub container_name: String,

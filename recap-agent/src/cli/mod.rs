@@ -1,8 +1,10 @@
 //! The `recap` command line: each subcommand owns its arguments and `run`.
 
+pub mod agent;
 pub mod capsule_image;
 pub mod units;
 pub mod window;
+pub mod windows;
 
 use clap::{Parser, Subcommand};
 
@@ -29,8 +31,13 @@ pub(crate) use usage;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Open a time-boxed window on one target, show it live, print what it measured.
-    Window(Box<window::WindowArgs>),
+    /// Open a time-boxed window on one target, show it live, print what it measured (through
+    /// the agent when one runs); or manage the agent's windows (start, list, show, cancel,
+    /// wait, watch).
+    Window(Box<window::WindowCommand>),
+    /// Run the node agent: programs loaded once, windows opened through a local API, kept in
+    /// a history, metrics served continuously.
+    Agent(agent::AgentArgs),
     /// Build and import the capsule image (tcpdump, strace, busybox from this host) into the
     /// local Docker engine. Windows with capsules do this themselves when it is missing.
     CapsuleImage(capsule_image::CapsuleImageArgs),

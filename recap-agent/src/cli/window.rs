@@ -21,13 +21,30 @@ use crate::{
         prometheus::{self, Published},
     },
     families::Family,
-    report::render_table,
+    report::{render_table, WindowSummary},
     targets::TargetSpec,
     window::{
         live::LiveView, new_window_id, CapsuleOptions, ExportOptions, SharedEngine, Window,
         WindowObserver, WindowSpec,
     },
 };
+
+/// `recap window [OPTIONS]` (one window, shown live, summarised), or `recap window ACTION`
+/// for windows held by the agent.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct WindowCommand {
+    #[command(subcommand)]
+    pub action: Option<super::windows::WindowAction>,
+    #[command(flatten)]
+    pub args: WindowArgs,
+    /// Run the window in this process even if an agent answers on the socket.
+    #[arg(long)]
+    pub local: bool,
+    /// The agent's socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::agent::DEFAULT_SOCKET, env = "RECAP_SOCKET")]
+    pub socket: PathBuf,
+}
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["cgroup", "pid", "container"])))]
@@ -98,6 +115,15 @@ pub enum Output {
 
 impl WindowArgs {
     pub fn into_spec(self) -> anyhow::Result<(WindowSpec, Output, usize)> {
+        self.into_spec_with_env(|k| std::env::var(k).ok())
+    }
+
+    /// As `into_spec`, reading the OTEL_* variables through `env` (the agent passes the
+    /// caller's).
+    pub fn into_spec_with_env(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<(WindowSpec, Output, usize)> {
         if self.duration.is_zero() {
             usage!("--duration must be more than 0 (e.g. --duration 30s)");
         }
@@ -137,7 +163,7 @@ impl WindowArgs {
             self.otlp_protocol,
             &self.otlp_header,
             &self.otlp_resource,
-            |k| std::env::var(k).ok(),
+            env,
         )
         .map_err(|e| anyhow::Error::new(super::UsageError(e)))?;
         let export = ExportOptions {
@@ -157,6 +183,27 @@ impl WindowArgs {
             self.top,
         ))
     }
+}
+
+/// The summary on stdout, as a table or JSON. Not `print!`: a closed stdout
+/// (`recap window ... | true`) is an error to report, not a panic.
+pub fn print_summary(summary: &WindowSummary, output: Output, top: usize) -> anyhow::Result<()> {
+    let text = match output {
+        Output::Table => render_table(summary, top),
+        Output::Json => {
+            serde_json::to_string_pretty(summary).context("encoding the summary")? + "\n"
+        }
+    };
+    print_out(&text)
+}
+
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout (was the reading end closed?)")
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -188,7 +235,28 @@ pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
     Ok(out)
 }
 
-pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
+pub async fn run(command: WindowCommand) -> anyhow::Result<()> {
+    if let Some(action) = command.action {
+        return super::windows::run(action, &command.socket).await;
+    }
+    // Through the agent when one answers (programs already loaded, the window kept in its
+    // history); in this process otherwise. `--prometheus` serves from this process, so it runs
+    // here.
+    if !command.local && command.args.prometheus.is_none() {
+        match crate::agent::client::connect(&command.socket).await {
+            Ok(client) => {
+                let (_, output, top) = command.args.into_spec()?;
+                return super::windows::run_through_agent(client, output, top).await;
+            }
+            Err(crate::agent::client::ConnectError::NoAgent(_)) => {}
+            Err(e) => log::warn!("{e}; running the window in this process"),
+        }
+    }
+    run_local(command.args).await
+}
+
+/// One window in this process: load, attach, count, detach, unload.
+pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (spec, output, top) = args.into_spec()?;
     // Signals first, so a Ctrl-C while arming still ends the window (at once, once armed).
@@ -203,14 +271,20 @@ pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
         Some(addr) => {
             let published = Published::default();
             let endpoint = prometheus::Endpoint::bind(addr, published.clone()).await?;
-            eprintln!("recap: Prometheus metrics at http://{}/metrics", endpoint.addr);
+            eprintln!(
+                "recap: Prometheus metrics at http://{}/metrics",
+                endpoint.addr
+            );
             observers.push(Box::new(published));
             Some(endpoint)
         }
         None => None,
     };
     let engine = SharedEngine::on_demand();
-    let mut window = Window::arm(&spec, new_window_id(), engine, observers, started).await?;
+    let mut window = Window::arm(&spec, new_window_id(), engine, observers, started, &|_| {
+        Ok(())
+    })
+    .await?;
     let status = window
         .run_until(async {
             tokio::select! {
@@ -220,21 +294,7 @@ pub async fn run(args: WindowArgs) -> anyhow::Result<()> {
         })
         .await;
     let summary = window.close(status).await?;
-    let text = match output {
-        Output::Table => render_table(&summary, top),
-        Output::Json => {
-            serde_json::to_string_pretty(&summary).context("encoding the summary")? + "\n"
-        }
-    };
-    // Not `print!`: a closed stdout (`recap window ... | true`) is an error to report, not a panic.
-    {
-        use std::io::Write;
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-            .context("writing the summary to stdout (was the reading end closed?)")?;
-    }
+    print_summary(&summary, output, top)?;
     if let Some(endpoint) = &endpoint {
         // The summary is out; keep the final values up for one more scrape, unless told to stop.
         let linger = spec.export.prometheus_linger;
@@ -263,7 +323,7 @@ mod tests {
         let mut argv = vec!["recap", "window"];
         argv.extend(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Command::Window(w) => *w,
+            Command::Window(w) => w.args,
             other => panic!("not a window command: {other:?}"),
         })
     }

@@ -153,10 +153,40 @@ fn descriptor(def: &MetricDef) -> (&'static str, MetricType) {
     }
 }
 
+/// Another source of series on the same endpoint (the agent's own metrics).
+#[derive(Clone, Debug)]
+struct Extra(Arc<dyn Collector>);
+
+impl Collector for Extra {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
+/// What an endpoint serves: the windows' series and any extra collectors.
+#[derive(Clone, Debug, Default)]
+struct Exposition {
+    published: Published,
+    extra: Vec<Extra>,
+}
+
 /// The exposition of what is published, as text format 0.0.4 or OpenMetrics.
 pub fn render(published: &Published, openmetrics: bool) -> String {
+    render_all(
+        &Exposition {
+            published: published.clone(),
+            extra: Vec::new(),
+        },
+        openmetrics,
+    )
+}
+
+fn render_all(exposition: &Exposition, openmetrics: bool) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(published.clone()));
+    registry.register_collector(Box::new(exposition.published.clone()));
+    for extra in &exposition.extra {
+        registry.register_collector(Box::new(extra.clone()));
+    }
     let mut out = String::new();
     let encoded = if openmetrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -173,7 +203,7 @@ pub fn render(published: &Published, openmetrics: bool) -> String {
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 async fn metrics(
-    axum::extract::State(published): axum::extract::State<Published>,
+    axum::extract::State(exposition): axum::extract::State<Exposition>,
     request: HeaderMap,
 ) -> impl IntoResponse {
     let openmetrics = request
@@ -188,7 +218,7 @@ async fn metrics(
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, content_type)],
-        render(&published, openmetrics),
+        render_all(&exposition, openmetrics),
     )
 }
 
@@ -202,13 +232,25 @@ pub struct Endpoint {
 impl Endpoint {
     /// Serves what is `published`, from now until dropped.
     pub async fn bind(addr: SocketAddr, published: Published) -> anyhow::Result<Self> {
+        Self::bind_with(addr, published, Vec::new()).await
+    }
+
+    /// Serves what is `published` and the series of `extra` collectors.
+    pub async fn bind_with(
+        addr: SocketAddr,
+        published: Published,
+        extra: Vec<Arc<dyn Collector>>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the Prometheus endpoint to {addr} (is the port in use? pick another with --prometheus)"))?;
         let addr = listener.local_addr()?;
         let app = Router::new()
             .route("/metrics", get(metrics))
-            .with_state(published.clone());
+            .with_state(Exposition {
+                published: published.clone(),
+                extra: extra.into_iter().map(Extra).collect(),
+            });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 log::warn!("the Prometheus endpoint stopped: {e}");

@@ -5,7 +5,7 @@
 use std::{fmt::Write, sync::Arc};
 
 use recap_common::{maps, programs, Counter, RUNQ_BUCKETS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{row, FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook};
 use crate::{
@@ -82,6 +82,23 @@ impl ProbeFamily for Cpu {
         Arc::new(summarise(counts))
     }
 
+    fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>> {
+        let mut summary: CpuSummary = serde_json::from_value(v)?;
+        // The JSON keeps the non-empty buckets only; export wants every one.
+        let mut counts = vec![0u64; RUNQ_BUCKETS as usize];
+        for b in &summary.runq_latency.buckets {
+            let index = if b.ge_ns == 0 {
+                0
+            } else {
+                b.ge_ns.trailing_zeros() as usize
+            };
+            let last = counts.len() - 1;
+            counts[index.min(last)] = b.count;
+        }
+        summary.runq_counts = counts;
+        Ok(Arc::new(summary))
+    }
+
     fn live(&self, c: &RawCounts) -> String {
         format!("on-CPU {:.3}s", c.get(Counter::CpuOnCpuNs) as f64 / 1e9)
     }
@@ -91,7 +108,7 @@ impl ProbeFamily for Cpu {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bucket {
     /// Waits in `[ge_ns, lt_ns)`; the last bucket has no upper bound.
     pub ge_ns: u64,
@@ -99,7 +116,7 @@ pub struct Bucket {
     pub count: u64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Histogram {
     pub count: u64,
     /// Sum of all waits.
@@ -111,13 +128,13 @@ pub struct Histogram {
     pub buckets: Vec<Bucket>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CpuSummary {
     pub on_cpu_ns: u64,
     pub switches_in: u64,
     pub runq_latency: Histogram,
     /// Per bucket, empty ones included (for export); not in the JSON.
-    #[serde(skip)]
+    #[serde(skip, default)]
     runq_counts: Vec<u64>,
 }
 

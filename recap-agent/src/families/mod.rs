@@ -15,7 +15,7 @@ pub mod tcp;
 use std::{fmt, hash::Hash, str::FromStr, sync::Arc};
 
 use aya::Ebpf;
-use serde::{Serialize, Serializer};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
     export::catalog::{MetricDef, Sample},
@@ -81,6 +81,8 @@ pub trait ProbeFamily: Sync {
         Ok(())
     }
     fn summarise(&self, counts: &RawCounts) -> Arc<dyn FamilyReport>;
+    /// Its report read back from the summary's JSON.
+    fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>>;
     /// One line of the live view.
     fn live(&self, counts: &RawCounts) -> String;
     /// Its metrics, in catalogue order.
@@ -93,6 +95,13 @@ pub trait FamilyReport: fmt::Debug + Send + Sync {
     fn to_json(&self) -> serde_json::Value;
     fn table(&self, out: &mut String, top: usize);
     fn samples(&self) -> Vec<Sample>;
+}
+
+/// `report_from_json` for a report type that reads back as it was written.
+pub(crate) fn report_from_json<T: FamilyReport + DeserializeOwned + 'static>(
+    v: serde_json::Value,
+) -> serde_json::Result<Arc<dyn FamilyReport>> {
+    Ok(Arc::new(serde_json::from_value::<T>(v)?))
 }
 
 /// A handle on a family: small, `Copy`, ordered as in `Family::ALL`, named in JSON.
@@ -183,6 +192,13 @@ impl Serialize for Family {
     }
 }
 
+impl<'de> Deserialize<'de> for Family {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Family {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -197,7 +213,7 @@ impl FromStr for Family {
 }
 
 /// Whether a family ran in a window, or why not.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum FamilyStatus {
     Ok,

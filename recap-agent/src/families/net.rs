@@ -5,7 +5,7 @@
 use std::{fmt::Write, sync::Arc};
 
 use recap_common::{programs, Counter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CgroupHook, FamilyReport, Hooks, ProbeFamily};
 use crate::{
@@ -68,6 +68,10 @@ impl ProbeFamily for Net {
         Arc::new(summarise(counts))
     }
 
+    fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>> {
+        super::report_from_json::<NetSummary>(v)
+    }
+
     fn live(&self, c: &RawCounts) -> String {
         let n = summarise(c);
         format!("net rx {} B, tx {} B", n.rx.bytes.total, n.tx.bytes.total)
@@ -78,7 +82,7 @@ impl ProbeFamily for Net {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct ByProto {
     pub tcp: u64,
     pub udp: u64,
@@ -97,7 +101,7 @@ impl ByProto {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Traffic {
     /// IP bytes (headers included).
     pub bytes: ByProto,
@@ -107,7 +111,7 @@ pub struct Traffic {
     pub payload_bytes: ByProto,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NetSummary {
     pub rx: Traffic,
     pub tx: Traffic,

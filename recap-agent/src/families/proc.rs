@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
 };
 use recap_common::{maps, programs, Counter, ExecKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{row, FamilyReport, Hooks, ProbeFamily, TaskHook};
 use crate::{
@@ -113,6 +113,10 @@ impl ProbeFamily for Proc {
         Arc::new(summarise(counts))
     }
 
+    fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>> {
+        super::report_from_json::<ProcSummary>(v)
+    }
+
     fn live(&self, c: &RawCounts) -> String {
         format!(
             "execs {}, exits {}",
@@ -131,13 +135,13 @@ fn comm_to_string(comm: &[u8]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NameCount {
     pub name: String,
     pub count: u64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcSummary {
     pub execs: u64,
     /// Process exits (thread group leaders).

@@ -5,7 +5,7 @@
 use std::{fmt::Write, sync::Arc};
 
 use recap_common::{maps, programs, MAX_SYSCALLS};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook};
 use crate::{
@@ -73,6 +73,10 @@ impl ProbeFamily for Syscalls {
         Arc::new(summarise(counts))
     }
 
+    fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>> {
+        super::report_from_json::<SyscallSummary>(v)
+    }
+
     fn live(&self, c: &RawCounts) -> String {
         let s = summarise(c);
         let top = s
@@ -99,7 +103,7 @@ pub fn per_syscall(c: &RawCounts) -> Vec<(u64, u64)> {
         .collect()
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SyscallRow {
     pub nr: u32,
     pub name: String,
@@ -107,7 +111,7 @@ pub struct SyscallRow {
     pub errors: u64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SyscallSummary {
     pub total_calls: u64,
     pub total_errors: u64,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use recap_common::{programs, Counter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{row, CgroupHook, FamilyReport, Hooks, ProbeFamily};
 use crate::{
@@ -94,6 +94,10 @@ impl ProbeFamily for Tcp {
         Arc::new(summarise(counts))
     }
 
+    fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>> {
+        super::report_from_json::<TcpSummary>(v)
+    }
+
     fn live(&self, c: &RawCounts) -> String {
         format!(
             "tcp connects {} (failed {}), accepted {}",
@@ -108,7 +112,7 @@ impl ProbeFamily for Tcp {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TcpSummary {
     pub connect_attempts: u64,
     pub connect_established: u64,

@@ -84,7 +84,8 @@ impl ProgramSet {
         loader.btf(None);
         loader
             .map_max_entries(maps::TASK_SLOTS, pid_max.div_ceil(TIDS_PER_ENTRY))
-            .map_max_entries(maps::COUNTERS, MAX_WINDOWS * Counter::COUNT);
+            .map_max_entries(maps::COUNTERS, MAX_WINDOWS * Counter::COUNT)
+            .map_max_entries(maps::WINDOW_CGROUPS, MAX_WINDOWS);
         for family in Family::ALL {
             for array in family.slot_arrays() {
                 loader.map_max_entries(array.map, MAX_WINDOWS * array.len);

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use recap_common::Counter;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     capsule::CapsuleReport,
@@ -15,7 +15,7 @@ use crate::{
 
 pub const SCHEMA: &str = "recap.window/v1";
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowStatus {
     /// Still open (a live snapshot, as exported while the window runs).
@@ -67,7 +67,7 @@ impl Serialize for Reports {
 }
 
 /// Everything the summary says besides what was counted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WindowMeta {
     pub window_id: String,
     pub target: Target,
@@ -79,7 +79,7 @@ pub struct WindowMeta {
     pub teardown_ms: f64,
     pub status: WindowStatus,
     pub families: BTreeMap<Family, FamilyStatus>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capsules: Vec<CapsuleReport>,
 }
 
@@ -108,6 +108,29 @@ impl WindowSummary {
             reports: Reports(reports),
             warnings,
         }
+    }
+
+    /// Reads a summary back from its JSON (as the agent stores and sends it).
+    pub fn from_json(text: &str) -> anyhow::Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        let meta = WindowMeta::deserialize(&value)?;
+        let mut reports = Vec::new();
+        for family in Family::ALL {
+            if let Some(v) = value.get(family.name()) {
+                reports.push((family, family.report_from_json(v.clone())?));
+            }
+        }
+        let warnings = value
+            .get("warnings")
+            .map(Vec::<String>::deserialize)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(WindowSummary {
+            schema: SCHEMA,
+            meta,
+            reports: Reports(reports),
+            warnings,
+        })
     }
 
     /// What each family that ran measured, in `Family::ALL` order.

@@ -2,19 +2,22 @@
 //! the container's init process and so to its cgroup.
 
 use bollard::{query_parameters::ListContainersOptionsBuilder, Docker};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::TargetError;
 use crate::docker::{api, DockerError};
 
 /// What the summary (and exported labels) say about a container target.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ContainerMeta {
     pub id: String,
     pub name: String,
     pub image: String,
     /// The container's init process, as the host sees it.
     pub pid: u32,
+    /// Its Docker labels (for the agent's policy; not in the summary).
+    #[serde(skip)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Finds the one container `wanted` names.
@@ -52,12 +55,15 @@ pub async fn resolve(docker: &Docker, wanted: &str) -> Result<ContainerMeta, Tar
             name: name.clone(),
             status: "no init process".into(),
         })? as u32;
-    let image = info.config.and_then(|c| c.image).unwrap_or_default();
+    let config = info.config.unwrap_or_default();
+    let image = config.image.unwrap_or_default();
+    let labels = config.labels.unwrap_or_default().into_iter().collect();
     Ok(ContainerMeta {
         id,
         name,
         image,
         pid,
+        labels,
     })
 }
 

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 
 use container::ContainerMeta;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetSpec {
     Cgroup { path: PathBuf },
@@ -21,7 +21,7 @@ pub enum TargetSpec {
 }
 
 /// A resolved target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Target {
     #[serde(flatten)]
     pub spec: TargetSpec,

@@ -93,6 +93,13 @@ impl SharedEngine {
         f(guard.as_mut().expect("loaded above"))
     }
 
+    /// Unloads every program and map (the agent, when it stops).
+    pub fn unload(&self) {
+        if let Ok(mut guard) = self.engine.lock() {
+            guard.take();
+        }
+    }
+
     /// Closes a window's probes; an on-demand engine with no window left is unloaded.
     fn close(&self, probes: WindowProbes) -> anyhow::Result<RawCounts> {
         let mut guard = self
@@ -198,13 +205,15 @@ pub struct Window {
 
 impl Window {
     /// Resolves the target and arms the probes (capsules start alongside). `started` is when
-    /// the request came in: arm time is measured from it.
+    /// the request came in: arm time is measured from it. `admit` sees the resolved target
+    /// before anything starts or attaches (the agent's policy), and may refuse it.
     pub async fn arm(
         spec: &WindowSpec,
         window_id: String,
         engine: SharedEngine,
         mut observers: Vec<Box<dyn WindowObserver>>,
         started: Instant,
+        admit: &(dyn Fn(&Target) -> anyhow::Result<()> + Sync),
     ) -> anyhow::Result<Window> {
         let otlp = spec.export.otlp.clone().map(Exporter::new).transpose()?;
         let docker = match spec.target {
@@ -220,6 +229,7 @@ impl Window {
             Some(docker) => Target::resolve_with_docker(&spec.target, docker).await?,
             None => Target::resolve(&spec.target)?,
         };
+        admit(&target)?;
 
         // Capsules start in the background while this thread loads and attaches the probes.
         let capsule_task = match (&docker, spec.capsules.specs.is_empty()) {
@@ -237,10 +247,7 @@ impl Window {
             _ => None,
         };
         let armed = tokio::task::block_in_place(|| {
-            engine.with(|e| {
-                e.open(&target, &spec.families)
-                    .context("arming the window")
-            })
+            engine.with(|e| e.open(&target, &spec.families).context("arming the window"))
         });
         let capsules = match capsule_task {
             Some(task) => Some(task.await.context("starting capsules")?),

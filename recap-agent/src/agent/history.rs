@@ -1,0 +1,271 @@
+//! Every window the agent ran, in SQLite (`<state dir>/history.db`): who asked, for what, when,
+//! how it ended, its summary and its artifacts. Survives restarts: windows that were open when
+//! an agent died are marked `lost` by the next one. Old windows are pruned by age and count,
+//! their artifacts with them.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::api::WindowRecord;
+
+pub struct History {
+    db: Mutex<Connection>,
+}
+
+/// What `list` filters on.
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub target: String,
+    pub status: String,
+    pub since_unix_s: i64,
+    pub limit: u32,
+}
+
+pub fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+const COLUMNS: &str =
+    "id, requester_uid, target, args, started_at, ended_at, status, summary, artifacts, error";
+
+fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRecord> {
+    let args: String = row.get(3)?;
+    let artifacts: String = row.get(8)?;
+    Ok(WindowRecord {
+        window_id: row.get(0)?,
+        requester_uid: row.get(1)?,
+        target: row.get(2)?,
+        args: serde_json::from_str(&args).unwrap_or_default(),
+        started_unix_s: row.get(4)?,
+        ended_unix_s: row.get(5)?,
+        status: row.get(6)?,
+        summary_json: row.get(7)?,
+        artifacts: serde_json::from_str(&artifacts).unwrap_or_default(),
+        error: row.get(9)?,
+    })
+}
+
+impl History {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the state directory {}", dir.display()))?;
+        let path = dir.join("history.db");
+        let db = Connection::open(&path)
+            .with_context(|| format!("opening the window history {}", path.display()))?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS windows (
+                 id TEXT PRIMARY KEY,
+                 requester_uid INTEGER NOT NULL,
+                 target TEXT NOT NULL,
+                 args TEXT NOT NULL,
+                 started_at INTEGER NOT NULL,
+                 ended_at INTEGER NOT NULL DEFAULT 0,
+                 status TEXT NOT NULL,
+                 summary TEXT NOT NULL DEFAULT '',
+                 artifacts TEXT NOT NULL DEFAULT '[]',
+                 error TEXT NOT NULL DEFAULT ''
+             );
+             CREATE INDEX IF NOT EXISTS windows_started ON windows (started_at);",
+        )
+        .with_context(|| format!("preparing the window history {}", path.display()))?;
+        Ok(History { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (each call is one statement).
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Windows that were open when an earlier agent stopped without closing them.
+    pub fn mark_lost(&self) -> anyhow::Result<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT id FROM windows WHERE status = 'open'")?;
+        let ids: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        db.execute(
+            "UPDATE windows SET status = 'lost', ended_at = ?1,
+                 error = 'the agent stopped while the window was open' WHERE status = 'open'",
+            params![now_s()],
+        )?;
+        Ok(ids)
+    }
+
+    pub fn insert_open(&self, r: &WindowRecord) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT INTO windows (id, requester_uid, target, args, started_at, status, artifacts)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
+            params![
+                r.window_id,
+                r.requester_uid,
+                r.target,
+                serde_json::to_string(&r.args)?,
+                r.started_unix_s,
+                serde_json::to_string(&r.artifacts)?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish(
+        &self,
+        id: &str,
+        status: &str,
+        summary_json: &str,
+        artifacts: &[String],
+        error: &str,
+    ) -> anyhow::Result<()> {
+        self.db().execute(
+            "UPDATE windows SET status = ?2, ended_at = ?3, summary = ?4, artifacts = ?5, error = ?6
+             WHERE id = ?1",
+            params![
+                id,
+                status,
+                now_s(),
+                summary_json,
+                serde_json::to_string(artifacts)?,
+                error
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<WindowRecord>> {
+        let db = self.db();
+        let sql = format!("SELECT {COLUMNS} FROM windows WHERE id = ?1");
+        Ok(db.query_row(&sql, params![id], record).optional()?)
+    }
+
+    pub fn list(&self, f: &Filter) -> anyhow::Result<Vec<WindowRecord>> {
+        let db = self.db();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM windows
+             WHERE (?1 = '' OR instr(target, ?1) > 0) AND (?2 = '' OR status = ?2) AND started_at >= ?3
+             ORDER BY started_at DESC, rowid DESC LIMIT ?4"
+        );
+        let limit = if f.limit == 0 {
+            100
+        } else {
+            f.limit.min(10_000)
+        };
+        let mut stmt = db.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params![f.target, f.status, f.since_unix_s, limit], record)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Forgets ended windows older than `max_age` or beyond the newest `max_count`, and removes
+    /// their artifacts. Returns how many were pruned.
+    pub fn prune(&self, max_age: Duration, max_count: u32) -> anyhow::Result<usize> {
+        let cutoff = now_s() - max_age.as_secs() as i64;
+        let stale: Vec<(String, String)> = {
+            let db = self.db();
+            let mut stmt = db.prepare(
+                "SELECT id, artifacts FROM windows WHERE status != 'open' AND (
+                     started_at < ?1 OR id NOT IN (
+                         SELECT id FROM windows ORDER BY started_at DESC, rowid DESC LIMIT ?2))",
+            )?;
+            let rows = stmt
+                .query_map(params![cutoff, max_count], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for (id, artifacts) in &stale {
+            let paths: Vec<String> = serde_json::from_str(artifacts).unwrap_or_default();
+            // Each window's artifacts live in a directory of their own, named by its id.
+            let dirs: std::collections::BTreeSet<PathBuf> = paths
+                .iter()
+                .filter_map(|p| Path::new(p).parent().map(Path::to_path_buf))
+                .filter(|d| d.file_name().is_some_and(|n| n == id.as_str()))
+                .collect();
+            for dir in dirs {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        log::warn!("pruning artifacts {}: {e}", dir.display());
+                    }
+                }
+            }
+            self.db()
+                .execute("DELETE FROM windows WHERE id = ?1", params![id])?;
+        }
+        Ok(stale.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_record(id: &str, started: i64) -> WindowRecord {
+        WindowRecord {
+            window_id: id.into(),
+            requester_uid: 1000,
+            target: format!("cgroup /sys/fs/cgroup/{id}"),
+            args: vec!["--cgroup".into(), format!("/sys/fs/cgroup/{id}")],
+            started_unix_s: started,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn windows_are_kept_listed_lost_and_pruned() {
+        let dir = std::env::temp_dir().join(format!("recap-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let h = History::open(&dir).unwrap();
+        let now = now_s();
+        h.insert_open(&open_record("a", now - 10)).unwrap();
+        h.insert_open(&open_record("b", now - 5)).unwrap();
+        h.insert_open(&open_record("old", now - 100_000)).unwrap();
+        let artifact_dir = dir.join("art").join("a");
+        std::fs::create_dir_all(&artifact_dir).unwrap();
+        let pcap = artifact_dir.join("tcpdump.pcap").display().to_string();
+        h.finish("a", "completed", "{}", std::slice::from_ref(&pcap), "")
+            .unwrap();
+        h.finish("old", "completed", "{}", &[], "").unwrap();
+
+        let all = h.list(&Filter::default()).unwrap();
+        let ids: Vec<&str> = all.iter().map(|r| r.window_id.as_str()).collect();
+        assert_eq!(ids, ["b", "a", "old"], "newest first");
+        let open = h
+            .list(&Filter {
+                status: "open".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(open.len(), 1);
+        let by_target = h
+            .list(&Filter {
+                target: "/a".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_target[0].window_id, "a");
+        assert_eq!(by_target[0].artifacts, [pcap]);
+
+        // A restarted agent finds b still open: it was lost.
+        drop(h);
+        let h = History::open(&dir).unwrap();
+        assert_eq!(h.mark_lost().unwrap(), ["b"]);
+        assert_eq!(h.get("b").unwrap().unwrap().status, "lost");
+
+        // Retention: by age, then by count; artifacts go with their window.
+        assert_eq!(h.prune(Duration::from_secs(3600), 100).unwrap(), 1);
+        assert!(h.get("old").unwrap().is_none());
+        assert_eq!(h.prune(Duration::from_secs(3600), 1).unwrap(), 1);
+        assert!(h.get("a").unwrap().is_none(), "a is beyond the newest 1");
+        assert!(!artifact_dir.exists(), "its artifacts were pruned with it");
+        assert!(h.get("b").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

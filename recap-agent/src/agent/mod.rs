@@ -1,0 +1,198 @@
+//! `recap agent`: the node agent. It loads the probe programs once and keeps them, opens windows
+//! on request over a gRPC API on a Unix socket (`api`, from `proto/recap/v1/agent.proto`), runs
+//! each with the same `Window` as `recap window`, keeps every window in a history (`history`),
+//! serves `/metrics` continuously (every open window's series plus its own), and decides who
+//! may open what (`policy`), identifying callers by the socket's peer credentials.
+//!
+//! - `service`: the API's handlers;
+//! - `windows`: the windows the agent runs (start, the run task, cancel, watch);
+//! - `self_metrics`: windows opened/open/refused, arm latency, the probes' run time in the
+//!   kernel (BPF stats);
+//! - `client`: the CLI's side of the socket.
+
+pub mod client;
+pub mod history;
+pub mod policy;
+mod self_metrics;
+mod service;
+mod windows;
+
+/// The generated gRPC types and services.
+pub mod api {
+    tonic::include_proto!("recap.v1");
+}
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio::{
+    net::UnixListener,
+    signal::unix::{signal, SignalKind},
+};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::{
+    export::prometheus::{self, Published},
+    probes::ProbeEngine,
+    window::SharedEngine,
+};
+
+/// Where `recap agent` listens unless told otherwise, and where the CLI looks for it.
+pub const DEFAULT_SOCKET: &str = "/run/recap/recap.sock";
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub socket: PathBuf,
+    /// The group that may use the socket (mode 0660); root's group if none.
+    pub socket_group: Option<String>,
+    pub state_dir: PathBuf,
+    /// Where capsules of callers other than root write (`<dir>/<uid>/<window-id>/`).
+    pub artifacts: PathBuf,
+    pub policy: PathBuf,
+    pub prometheus: Option<SocketAddr>,
+    /// How long an ended window's series stay on `/metrics` (one scrape interval or more).
+    pub series_linger: Duration,
+    pub retention_age: Duration,
+    pub retention_count: u32,
+}
+
+/// Runs the agent until SIGTERM or SIGINT: then every open window ends (`interrupted`, summary
+/// stored, exports flushed, capsules removed), the programs are unloaded, and it returns.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let history = history::History::open(&config.state_dir)?;
+    let lost = history.mark_lost()?;
+    if !lost.is_empty() {
+        log::warn!(
+            "{} window(s) were open when the previous agent stopped; marked lost: {}",
+            lost.len(),
+            lost.join(", ")
+        );
+    }
+    let policy = policy::Policy::load(&config.policy)?;
+    let listener = bind_socket(&config.socket, config.socket_group.as_deref())?;
+    let engine = tokio::task::block_in_place(ProbeEngine::load).context("loading the probes")?;
+    // Capsules that a killed agent left behind.
+    if let Ok(docker) = crate::docker::connect().await {
+        if let Err(e) = crate::capsule::reaper::reap_orphans(&docker).await {
+            log::warn!("looking for orphan capsules: {e:#}");
+        }
+    }
+    let stats = self_metrics::BpfStats::enable();
+    let published = Published::default();
+    let agent = Arc::new(windows::Agent::new(
+        SharedEngine::loaded(engine),
+        history,
+        policy,
+        published.clone(),
+        config.clone(),
+    ));
+    let endpoint = match config.prometheus {
+        Some(addr) => Some(
+            prometheus::Endpoint::bind_with(
+                addr,
+                published,
+                vec![Arc::new(self_metrics::AgentCollector::new(
+                    agent.clone(),
+                    stats,
+                ))],
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = agent.shutdown_token();
+    let server = tonic::transport::Server::builder()
+        .add_service(api::agent_server::AgentServer::new(service::Service::new(
+            agent.clone(),
+        )))
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        );
+    eprintln!(
+        "recap: agent listening on {}{}",
+        config.socket.display(),
+        endpoint
+            .as_ref()
+            .map(|e| format!(", metrics at http://{}/metrics", e.addr))
+            .unwrap_or_default()
+    );
+    let pruner = tokio::spawn(prune_now_and_hourly(agent.clone()));
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result.context("serving the API")?,
+        _ = term.recv() => log::info!("SIGTERM: ending every open window"),
+        _ = int.recv() => log::info!("SIGINT: ending every open window"),
+    }
+    pruner.abort();
+    agent.shut_down().await;
+    // Let the server answer the waits and watches that the shutdown just ended.
+    let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
+    let _ = std::fs::remove_file(&config.socket);
+    drop(endpoint);
+    agent.unload();
+    eprintln!("recap: agent stopped");
+    Ok(())
+}
+
+async fn prune_now_and_hourly(agent: Arc<windows::Agent>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        agent.prune();
+    }
+}
+
+/// Binds the API socket: its directory made if needed, a stale socket (no agent answers on it)
+/// replaced, mode 0660 with the configured group.
+fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "an agent already listens on {}; stop it first, or give another --socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    if let Some(group) = group {
+        let gid = group_id(group)?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("giving {} to group {group}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// A group by name or number, from /etc/group.
+fn group_id(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut fields = l.split(':');
+            (fields.next() == Some(group))
+                .then(|| fields.nth(1)?.parse().ok())
+                .flatten()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no group `{group}` in /etc/group (--socket-group)"))
+}

@@ -1,0 +1,448 @@
+//! Who may open which windows through the agent: a TOML file (default
+//! `/etc/recap/policy.toml`). Root may do anything within the agent's limits; any other caller
+//! needs a rule naming its uid or one of its groups, and each request must fit that rule:
+//! targets (cgroup path prefixes, Docker label selectors), duration, families, capsule tools,
+//! concurrent windows, OTLP export. A refusal names the rule and what it did not allow.
+//!
+//! ```toml
+//! max_windows_total = 128
+//!
+//! [[rule]]
+//! name = "sre"
+//! uids = [1000]
+//! gids = []
+//! cgroup_prefixes = ["/sys/fs/cgroup/unified/docker"]
+//! container_labels = ["recap.allow=true"]
+//! families = ["tcp", "net", "proc", "cpu"]
+//! capsules = ["tcpdump"]
+//! max_duration = "10m"
+//! max_windows = 4
+//! otlp = false
+//! ```
+
+use std::{path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{cli::units::parse_duration, targets::Target, window::WindowSpec};
+
+/// Windows the agent holds at most (its kernel maps have this many slots, less one).
+pub const MAX_WINDOWS_TOTAL: usize = (recap_common::MAX_WINDOWS - 1) as usize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default = "default_total")]
+    pub max_windows_total: usize,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+    /// Where it was read from, for messages.
+    #[serde(skip)]
+    pub source: String,
+}
+
+fn default_total() -> usize {
+    MAX_WINDOWS_TOTAL
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    #[serde(default)]
+    pub gids: Vec<u32>,
+    /// Cgroup (and PID) targets must resolve to a directory under one of these.
+    #[serde(default)]
+    pub cgroup_prefixes: Vec<String>,
+    /// Container targets must carry one of these labels (`KEY=VALUE`, or `KEY` for any value).
+    #[serde(default)]
+    pub container_labels: Vec<String>,
+    /// Families allowed (default: the families on by default).
+    pub families: Option<Vec<String>>,
+    /// Capsule tools allowed (default: none).
+    #[serde(default)]
+    pub capsules: Vec<String>,
+    #[serde(default = "default_max_duration", deserialize_with = "duration")]
+    pub max_duration: Duration,
+    #[serde(default = "default_max_windows")]
+    pub max_windows: usize,
+    /// Whether the caller may make the agent send OTLP to an endpoint of its choosing.
+    #[serde(default)]
+    pub otlp: bool,
+}
+
+fn default_max_duration() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_max_windows() -> usize {
+    4
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// The caller, from the socket's peer credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl Caller {
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// The caller's groups: its primary group and, when its process is still there, the
+    /// supplementary groups of that process.
+    fn groups(&self) -> Vec<u32> {
+        let mut groups = vec![self.gid];
+        if let Some(pid) = self.pid {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:")) {
+                groups.extend(
+                    line.split_whitespace()
+                        .filter_map(|g| g.parse::<u32>().ok()),
+                );
+            }
+        }
+        groups
+    }
+}
+
+/// Why a request was refused (shown to the caller, and in the audit log).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Policy {
+    /// Root only: what an agent without a policy file allows.
+    pub fn root_only() -> Self {
+        Policy {
+            max_windows_total: MAX_WINDOWS_TOTAL,
+            rules: Vec::new(),
+            source: "no policy file: root only".into(),
+        }
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                log::info!(
+                    "no policy at {}: only root may open windows",
+                    path.display()
+                );
+                return Ok(Self::root_only());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading {}", path.display())))
+            }
+        };
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, source: &str) -> anyhow::Result<Self> {
+        let mut policy: Policy =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("policy {source}: {e}"))?;
+        policy.source = source.to_string();
+        if policy.max_windows_total > MAX_WINDOWS_TOTAL {
+            anyhow::bail!(
+                "policy {source}: max_windows_total {} is over what the agent can hold ({MAX_WINDOWS_TOTAL})",
+                policy.max_windows_total
+            );
+        }
+        for rule in &policy.rules {
+            for family in rule.families.iter().flatten() {
+                family
+                    .parse::<crate::families::Family>()
+                    .map_err(|e| anyhow::anyhow!("policy {source}, rule `{}`: {e}", rule.name))?;
+            }
+            for tool in &rule.capsules {
+                if !["tcpdump", "strace"].contains(&tool.as_str()) {
+                    anyhow::bail!(
+                        "policy {source}, rule `{}`: unknown capsule tool `{tool}`",
+                        rule.name
+                    );
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The rule that applies to `caller` (root needs none).
+    pub fn rule_for(&self, caller: &Caller) -> Result<Option<&Rule>, Refusal> {
+        if caller.is_root() {
+            return Ok(None);
+        }
+        let groups = caller.groups();
+        self.rules
+            .iter()
+            .find(|r| r.uids.contains(&caller.uid) || r.gids.iter().any(|g| groups.contains(g)))
+            .map(Some)
+            .ok_or_else(|| {
+                Refusal(format!(
+                    "no rule of the policy ({}) lets uid {} open windows; ask the node's administrator",
+                    self.source, caller.uid
+                ))
+            })
+    }
+
+    /// Checks a request before anything is resolved or attached. `open_by_caller` and
+    /// `open_total` are the windows open now.
+    pub fn admit(
+        &self,
+        caller: &Caller,
+        spec: &WindowSpec,
+        artifacts_given: bool,
+        open_by_caller: usize,
+        open_total: usize,
+    ) -> Result<(), Refusal> {
+        if open_total >= self.max_windows_total {
+            return Err(Refusal(format!(
+                "the agent has {open_total} windows open, its limit (max_windows_total in {}); try again when one ends",
+                self.source
+            )));
+        }
+        let Some(rule) = self.rule_for(caller)? else {
+            return Ok(());
+        };
+        let refuse = |what: String| {
+            Err(Refusal(format!(
+                "refused by rule `{}` of {}: {what}",
+                rule.name, self.source
+            )))
+        };
+        if spec.duration > rule.max_duration {
+            return refuse(format!(
+                "duration {} is over its max_duration {}",
+                crate::cli::units::format_duration(spec.duration),
+                crate::cli::units::format_duration(rule.max_duration)
+            ));
+        }
+        if open_by_caller >= rule.max_windows {
+            return refuse(format!(
+                "uid {} has {open_by_caller} windows open, its max_windows",
+                caller.uid
+            ));
+        }
+        let allowed: Vec<String> = match &rule.families {
+            Some(f) => f.clone(),
+            None => crate::families::Family::defaults()
+                .iter()
+                .map(|f| f.name().to_string())
+                .collect(),
+        };
+        if let Some(f) = spec
+            .families
+            .iter()
+            .find(|f| !allowed.iter().any(|a| a == f.name()))
+        {
+            return refuse(format!(
+                "family `{f}` is not in its families ({})",
+                allowed.join(", ")
+            ));
+        }
+        if let Some(c) = spec
+            .capsules
+            .specs
+            .iter()
+            .find(|c| !rule.capsules.iter().any(|t| t == c.tool.name()))
+        {
+            return refuse(format!(
+                "capsule `{}` is not in its capsules ({})",
+                c.tool.name(),
+                rule.capsules.join(", ")
+            ));
+        }
+        if artifacts_given {
+            return refuse("--artifacts is for root; capsules of other callers write under the agent's artifact directory".into());
+        }
+        if spec.export.otlp.is_some() && !rule.otlp {
+            return refuse(
+                "OTLP export to an endpoint of the caller's choosing (otlp = false)".into(),
+            );
+        }
+        if spec.export.prometheus.is_some() {
+            return refuse("--prometheus: the agent serves /metrics itself".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the resolved target against the caller's rule, before anything is attached.
+    pub fn admit_target(&self, caller: &Caller, target: &Target) -> Result<(), Refusal> {
+        let Some(rule) = self.rule_for(caller)? else {
+            return Ok(());
+        };
+        let refuse = |what: String| {
+            Err(Refusal(format!(
+                "refused by rule `{}` of {}: {what}",
+                rule.name, self.source
+            )))
+        };
+        match &target.container {
+            Some(c) => {
+                let labelled =
+                    rule.container_labels
+                        .iter()
+                        .any(|selector| match selector.split_once('=') {
+                            Some((k, v)) => c.labels.get(k).is_some_and(|have| have == v),
+                            None => c.labels.contains_key(selector),
+                        });
+                if !labelled {
+                    return refuse(format!(
+                        "container {} carries none of its container_labels ({})",
+                        c.name,
+                        rule.container_labels.join(", ")
+                    ));
+                }
+            }
+            None => {
+                if !rule
+                    .cgroup_prefixes
+                    .iter()
+                    .any(|p| target.cgroup_dir.starts_with(p))
+                {
+                    return refuse(format!(
+                        "cgroup {} is under none of its cgroup_prefixes ({})",
+                        target.cgroup_dir.display(),
+                        rule.cgroup_prefixes.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::window::WindowArgs;
+    use clap::Parser;
+
+    fn spec(args: &[&str]) -> WindowSpec {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: WindowArgs,
+        }
+        let mut argv = vec!["recap"];
+        argv.extend(args);
+        Wrapper::parse_from(argv)
+            .args
+            .into_spec_with_env(|_| None)
+            .unwrap()
+            .0
+    }
+
+    const POLICY: &str = r#"
+max_windows_total = 10
+[[rule]]
+name = "sre"
+uids = [1000]
+cgroup_prefixes = ["/sys/fs/cgroup/unified/allowed"]
+container_labels = ["recap.allow=true"]
+capsules = ["tcpdump"]
+max_duration = "5m"
+max_windows = 2
+"#;
+
+    #[test]
+    fn requests_are_checked_against_the_callers_rule() {
+        let policy = Policy::parse(POLICY, "policy.toml").unwrap();
+        let sre = Caller {
+            uid: 1000,
+            gid: 1000,
+            pid: None,
+        };
+        let stranger = Caller {
+            uid: 1234,
+            gid: 1234,
+            pid: None,
+        };
+        let root = Caller {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        let ok = spec(&["--pid", "1", "-d", "1m"]);
+        assert_eq!(policy.admit(&sre, &ok, false, 0, 0), Ok(()));
+        assert_eq!(
+            policy.admit(
+                &root,
+                &spec(&["--pid", "1", "-d", "1h", "--probes", "all"]),
+                true,
+                0,
+                0
+            ),
+            Ok(())
+        );
+        let refused = |caller, s: &WindowSpec, artifacts, by_caller| {
+            policy
+                .admit(caller, s, artifacts, by_caller, 0)
+                .unwrap_err()
+                .0
+        };
+        assert!(refused(&stranger, &ok, false, 0).contains("no rule"));
+        assert!(refused(&sre, &spec(&["--pid", "1", "-d", "10m"]), false, 0).contains("rule `sre`"));
+        assert!(refused(&sre, &spec(&["--pid", "1", "-d", "10m"]), false, 0)
+            .contains("max_duration 5m"));
+        assert!(refused(&sre, &ok, false, 2).contains("max_windows"));
+        assert!(refused(
+            &sre,
+            &spec(&["--pid", "1", "--probes", "syscalls"]),
+            false,
+            0
+        )
+        .contains("family `syscalls`"));
+        assert!(refused(
+            &sre,
+            &spec(&["--container", "x", "--capsule", "strace"]),
+            false,
+            0
+        )
+        .contains("capsule `strace`"));
+        assert!(refused(&sre, &ok, true, 0).contains("--artifacts"));
+        assert!(refused(
+            &sre,
+            &spec(&["--pid", "1", "--otlp-endpoint", "http://127.0.0.1:1"]),
+            false,
+            0
+        )
+        .contains("otlp"));
+        assert!(policy
+            .admit(&root, &ok, false, 0, 10)
+            .unwrap_err()
+            .0
+            .contains("max_windows_total"));
+    }
+
+    #[test]
+    fn bad_policies_are_refused_with_a_reason() {
+        assert!(Policy::parse("max_windows_total = 100000", "p")
+            .unwrap_err()
+            .to_string()
+            .contains("over what the agent can hold"));
+        assert!(
+            Policy::parse("[[rule]]\nname = \"x\"\nfamilies = [\"dns\"]", "p")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown probe family")
+        );
+        assert!(Policy::parse("[[rule]]\nname = \"x\"\ncapsules = [\"gdb\"]", "p").is_err());
+        assert!(Policy::parse("surprise = 1", "p").is_err());
+        assert!(Policy::parse("[[rule]]\nname = \"x\"\nmax_duration = \"inf\"", "p").is_err());
+    }
+}

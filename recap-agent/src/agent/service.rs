@@ -1,0 +1,204 @@
+//! The API's handlers: each identifies its caller by the socket's peer credentials, then hands
+//! the request to the agent's windows. Errors carry a message that says what to do.
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio_stream::Stream;
+use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
+
+use super::{
+    api::{
+        agent_server, watch_event, ListWindowsRequest, ListWindowsResponse, LiveView,
+        StartWindowRequest, StartWindowResponse, WatchEvent, WindowRecord, WindowRef,
+    },
+    history::Filter,
+    policy::Caller,
+    windows::{Agent, StartError},
+};
+
+pub struct Service {
+    agent: Arc<Agent>,
+}
+
+impl Service {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        Service { agent }
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let cred = request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .ok_or_else(|| {
+            Status::unauthenticated("the caller's credentials are unknown (not a Unix socket peer)")
+        })?;
+    Ok(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    })
+}
+
+fn status(e: StartError) -> Status {
+    match e {
+        StartError::Invalid(m) => Status::invalid_argument(m),
+        StartError::Refused(m) => Status::permission_denied(m),
+        StartError::Failed(m) => Status::failed_precondition(m),
+    }
+}
+
+/// A window id as the agent makes them (12 hex digits): anything else is not looked up.
+fn window_id(r: &WindowRef) -> Result<&str, Status> {
+    let id = r.window_id.as_str();
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(format!(
+            "`{}` is not a window id (12 hex digits, as `recap window list` shows)",
+            id.escape_debug()
+        )));
+    }
+    Ok(id)
+}
+
+impl Service {
+    fn record(&self, id: &str) -> Result<WindowRecord, Status> {
+        self.agent.get(id).ok_or_else(|| {
+            Status::not_found(format!(
+                "no window {id}; `recap window list` shows the windows"
+            ))
+        })
+    }
+
+    /// The final record, once the window has ended.
+    async fn ended(&self, id: &str) -> Result<WindowRecord, Status> {
+        if let Some(mut live) = self.agent.watch(id) {
+            while live.borrow_and_update().ended.is_none() {
+                if live.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.record(id)
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl agent_server::Agent for Service {
+    async fn start_window(
+        &self,
+        request: Request<StartWindowRequest>,
+    ) -> Result<Response<StartWindowResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let (window_id, armed) = self
+            .agent
+            .start(caller, r.args, r.env.into_iter().collect())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(StartWindowResponse { window_id, armed }))
+    }
+
+    async fn list_windows(
+        &self,
+        request: Request<ListWindowsRequest>,
+    ) -> Result<Response<ListWindowsResponse>, Status> {
+        caller(&request)?;
+        let r = request.into_inner();
+        if r.target.len() > 4096 || r.status.len() > 64 {
+            return Err(Status::invalid_argument("filter too long"));
+        }
+        let windows = self
+            .agent
+            .history()
+            .list(&Filter {
+                target: r.target,
+                status: r.status,
+                since_unix_s: r.since_unix_s,
+                limit: r.limit,
+            })
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        Ok(Response::new(ListWindowsResponse { windows }))
+    }
+
+    async fn get_window(
+        &self,
+        request: Request<WindowRef>,
+    ) -> Result<Response<WindowRecord>, Status> {
+        caller(&request)?;
+        Ok(Response::new(self.record(window_id(request.get_ref())?)?))
+    }
+
+    async fn cancel_window(
+        &self,
+        request: Request<WindowRef>,
+    ) -> Result<Response<WindowRecord>, Status> {
+        let caller = caller(&request)?;
+        let id = window_id(request.get_ref())?.to_string();
+        self.agent.cancel(&caller, &id).map_err(status)?;
+        Ok(Response::new(self.ended(&id).await?))
+    }
+
+    async fn wait_window(
+        &self,
+        request: Request<WindowRef>,
+    ) -> Result<Response<WindowRecord>, Status> {
+        caller(&request)?;
+        let id = window_id(request.get_ref())?.to_string();
+        self.record(&id)?;
+        Ok(Response::new(self.ended(&id).await?))
+    }
+
+    type WatchWindowStream = WatchStream;
+
+    async fn watch_window(
+        &self,
+        request: Request<WindowRef>,
+    ) -> Result<Response<Self::WatchWindowStream>, Status> {
+        caller(&request)?;
+        let id = window_id(request.get_ref())?.to_string();
+        let record = self.record(&id)?;
+        let Some(mut live) = self.agent.watch(&id) else {
+            // Already ended: the final record is all there is to see.
+            let ended = WatchEvent {
+                event: Some(watch_event::Event::Ended(record)),
+            };
+            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(ended)))));
+        };
+        let stream = async_stream(move |tx| async move {
+            loop {
+                let now = live.borrow_and_update().clone();
+                let event = match now.ended {
+                    Some(record) => watch_event::Event::Ended(record),
+                    None => watch_event::Event::Live(LiveView { lines: now.lines }),
+                };
+                let last = matches!(event, watch_event::Event::Ended(_));
+                if tx
+                    .send(Ok(WatchEvent { event: Some(event) }))
+                    .await
+                    .is_err()
+                    || last
+                {
+                    return;
+                }
+                if live.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task through a small channel (the task ends when the watcher goes).
+fn async_stream<F, Fut>(f: F) -> WatchStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<WatchEvent, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

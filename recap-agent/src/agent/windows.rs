@@ -1,0 +1,394 @@
+//! The windows an agent runs: admitted by the policy, armed with the same `Window` as the CLI,
+//! each then running in a task of its own until its deadline, a cancel or the agent's shutdown;
+//! recorded in the history from start to end, watched through a channel of live views.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    api::WindowRecord,
+    history::{now_s, History},
+    policy::{Caller, Policy},
+    AgentConfig,
+};
+use crate::{
+    cli::window::WindowArgs,
+    export::prometheus::Published,
+    probes::RawCounts,
+    report::WindowSummary,
+    targets::TargetSpec,
+    window::{
+        live::{announce, render},
+        new_window_id, ArmedWindow, SharedEngine, Window, WindowObserver, WindowSpec,
+    },
+};
+
+/// Limits on a request, before anything is parsed.
+const MAX_ARGS: usize = 64;
+const MAX_ARG_BYTES: usize = 4096;
+const MAX_ENV: usize = 32;
+
+/// What a refused or failed request gets: the gRPC code and a message that says what to do.
+#[derive(Debug)]
+pub enum StartError {
+    /// The request is malformed (the same messages `recap window` gives).
+    Invalid(String),
+    /// The policy says no.
+    Refused(String),
+    /// It could not be armed (no such target, a kernel refusal, ...).
+    Failed(String),
+}
+
+/// What a watcher sees: the live lines, then the final record.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub lines: Vec<String>,
+    pub ended: Option<WindowRecord>,
+}
+
+struct OpenWindow {
+    requester: u32,
+    cancel: CancellationToken,
+    live: watch::Receiver<Live>,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub opened: AtomicU64,
+    pub refused: AtomicU64,
+    pub failed: AtomicU64,
+    /// Sum and count of arm latencies (request to counting), in microseconds.
+    pub arm_us_sum: AtomicU64,
+    pub arm_count: AtomicU64,
+}
+
+pub struct Agent {
+    engine: SharedEngine,
+    history: History,
+    policy: Policy,
+    published: Published,
+    config: AgentConfig,
+    open: Mutex<HashMap<String, OpenWindow>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    pub counters: Counters,
+}
+
+/// `recap window`'s arguments, parsed exactly as the CLI parses them.
+#[derive(Parser)]
+#[command(name = "recap window", no_binary_name = true)]
+struct RequestArgs {
+    #[command(flatten)]
+    args: WindowArgs,
+}
+
+impl Agent {
+    pub fn new(
+        engine: SharedEngine,
+        history: History,
+        policy: Policy,
+        published: Published,
+        config: AgentConfig,
+    ) -> Self {
+        Agent {
+            engine,
+            history,
+            policy,
+            published,
+            config,
+            open: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    fn open_windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, OpenWindow>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open_windows().len()
+    }
+
+    /// Checks, arms and starts a window; answers once it counts.
+    pub async fn start(
+        self: &Arc<Self>,
+        caller: Caller,
+        args: Vec<String>,
+        env: HashMap<String, String>,
+    ) -> Result<(String, Vec<String>), StartError> {
+        let started = Instant::now();
+        let audit = |decision: &str| {
+            log::info!(
+                "audit: uid {} gid {} pid {} start {:?}: {decision}",
+                caller.uid,
+                caller.gid,
+                caller.pid.unwrap_or(0),
+                args
+            )
+        };
+        let spec = match parse_request(&args, &env) {
+            Ok(spec) => spec,
+            Err(e) => {
+                audit(&format!("invalid: {e}"));
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(StartError::Invalid(e));
+            }
+        };
+        let mut spec = spec;
+        let artifacts_given = args.iter().any(|a| a.starts_with("--artifacts"));
+        if !caller.is_root() {
+            spec.capsules.artifacts = self.config.artifacts.join(caller.uid.to_string());
+        }
+        let window_id = new_window_id();
+        let (live_tx, live_rx) = watch::channel(Live::default());
+        let cancel = self.shutdown.child_token();
+        // Admission and registration under one lock: two requests cannot both take the last
+        // place a limit leaves.
+        {
+            let mut open = self.open_windows();
+            let by_caller = open.values().filter(|w| w.requester == caller.uid).count();
+            if self.shutdown.is_cancelled() {
+                return Err(StartError::Refused("the agent is shutting down".into()));
+            }
+            if let Err(refusal) =
+                self.policy
+                    .admit(&caller, &spec, artifacts_given, by_caller, open.len())
+            {
+                audit(&format!("refused: {refusal}"));
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(StartError::Refused(refusal.0));
+            }
+            open.insert(
+                window_id.clone(),
+                OpenWindow {
+                    requester: caller.uid,
+                    cancel: cancel.clone(),
+                    live: live_rx,
+                },
+            );
+        }
+        audit(&format!("admitted as window {window_id}"));
+        let record = WindowRecord {
+            window_id: window_id.clone(),
+            requester_uid: caller.uid,
+            target: describe_spec(&spec.target),
+            args: args.clone(),
+            started_unix_s: now_s(),
+            status: "open".into(),
+            ..Default::default()
+        };
+        if let Err(e) = self.history.insert_open(&record) {
+            self.open_windows().remove(&window_id);
+            return Err(StartError::Failed(format!("recording the window: {e:#}")));
+        }
+        let observers: Vec<Box<dyn WindowObserver>> = vec![
+            Box::new(LiveChannel {
+                tx: live_tx.clone(),
+                duration: spec.duration,
+            }),
+            Box::new(self.published.clone()),
+        ];
+        let policy_check = |target: &crate::targets::Target| {
+            self.policy
+                .admit_target(&caller, target)
+                .map_err(|r| anyhow::anyhow!(r.0))
+        };
+        let armed = Window::arm(
+            &spec,
+            window_id.clone(),
+            self.engine.clone(),
+            observers,
+            started,
+            &policy_check,
+        )
+        .await;
+        let window = match armed {
+            Ok(window) => window,
+            Err(e) => {
+                let message = format!("{e:#}");
+                audit(&format!("window {window_id} failed: {message}"));
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = self.history.finish(&window_id, "failed", "", &[], &message);
+                self.end_live(&window_id, &live_tx);
+                self.open_windows().remove(&window_id);
+                return Err(StartError::Failed(message));
+            }
+        };
+        self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .arm_us_sum
+            .fetch_add((window.info.arm_ms * 1000.0) as u64, Ordering::Relaxed);
+        self.counters.arm_count.fetch_add(1, Ordering::Relaxed);
+        let armed_lines = announce(&window.info);
+        let agent = self.clone();
+        let id = window_id.clone();
+        self.tasks
+            .spawn(async move { agent.run_window(id, window, cancel, live_tx).await });
+        Ok((window_id, armed_lines))
+    }
+
+    async fn run_window(
+        self: Arc<Self>,
+        window_id: String,
+        mut window: Window,
+        cancel: CancellationToken,
+        live: watch::Sender<Live>,
+    ) {
+        let status = window.run_until(cancel.cancelled()).await;
+        let (status, summary, error) = match window.close(status).await {
+            Ok(summary) => {
+                let json = serde_json::to_string(&summary).unwrap_or_default();
+                (
+                    summary.meta.status.describe().replace(' ', "_"),
+                    Some((summary, json)),
+                    String::new(),
+                )
+            }
+            Err(e) => ("failed".to_string(), None, format!("{e:#}")),
+        };
+        let artifacts: Vec<String> = summary
+            .as_ref()
+            .map(|(s, _)| s.meta.capsules.iter().map(|c| c.artifact.clone()).collect())
+            .unwrap_or_default();
+        let json = summary.as_ref().map(|(_, j)| j.as_str()).unwrap_or("");
+        if let Err(e) = self
+            .history
+            .finish(&window_id, &status, json, &artifacts, &error)
+        {
+            log::warn!("recording the end of window {window_id}: {e:#}");
+        }
+        self.end_live(&window_id, &live);
+        self.open_windows().remove(&window_id);
+        // The final values stay on /metrics for a scrape or two, then the series go.
+        let published = self.published.clone();
+        let linger = self.config.series_linger;
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            published.remove(&window_id);
+        });
+    }
+
+    fn end_live(&self, window_id: &str, live: &watch::Sender<Live>) {
+        let record = self
+            .history
+            .get(window_id)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        live.send_modify(|l| l.ended = Some(record));
+    }
+
+    /// A window's record (open or ended).
+    pub fn get(&self, window_id: &str) -> Option<WindowRecord> {
+        self.history.get(window_id).ok().flatten()
+    }
+
+    /// The live channel of an open window, if it is open.
+    pub fn watch(&self, window_id: &str) -> Option<watch::Receiver<Live>> {
+        self.open_windows().get(window_id).map(|w| w.live.clone())
+    }
+
+    /// Ends a window early. Only its requester or root may.
+    pub fn cancel(&self, caller: &Caller, window_id: &str) -> Result<(), StartError> {
+        let open = self.open_windows();
+        let Some(w) = open.get(window_id) else {
+            return Err(StartError::Invalid(format!(
+                "window {window_id} is not open; `recap window list` shows the windows"
+            )));
+        };
+        if !caller.is_root() && w.requester != caller.uid {
+            return Err(StartError::Refused(format!(
+                "window {window_id} belongs to uid {}; only it or root may cancel it",
+                w.requester
+            )));
+        }
+        log::info!("audit: uid {} cancels window {window_id}", caller.uid);
+        w.cancel.cancel();
+        Ok(())
+    }
+
+    /// Ends every window and waits until each has stored its summary.
+    pub async fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    pub fn prune(&self) {
+        match self
+            .history
+            .prune(self.config.retention_age, self.config.retention_count)
+        {
+            Ok(0) => {}
+            Ok(n) => log::info!("pruned {n} old window(s) and their artifacts"),
+            Err(e) => log::warn!("pruning the window history: {e:#}"),
+        }
+    }
+
+    pub fn unload(&self) {
+        self.engine.unload();
+    }
+}
+
+/// `recap window`'s arguments and the caller's OTEL_* variables, checked as the CLI checks them.
+fn parse_request(args: &[String], env: &HashMap<String, String>) -> Result<WindowSpec, String> {
+    if args.len() > MAX_ARGS || args.iter().any(|a| a.len() > MAX_ARG_BYTES) {
+        return Err(format!(
+            "a request has at most {MAX_ARGS} arguments of at most {MAX_ARG_BYTES} bytes"
+        ));
+    }
+    if env.len() > MAX_ENV || env.keys().any(|k| !k.starts_with("OTEL_")) {
+        return Err(format!(
+            "a request carries at most {MAX_ENV} variables, all OTEL_*"
+        ));
+    }
+    let parsed = RequestArgs::try_parse_from(args).map_err(|e| e.render().to_string())?;
+    parsed
+        .args
+        .into_spec_with_env(|k| env.get(k).cloned())
+        .map(|(spec, _, _)| spec)
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn describe_spec(target: &TargetSpec) -> String {
+    match target {
+        TargetSpec::Cgroup { path } => format!("cgroup {}", path.display()),
+        TargetSpec::Pid { pid } => format!("pid {pid}"),
+        TargetSpec::Container { name_or_id } => format!("container {name_or_id}"),
+    }
+}
+
+/// Feeds `recap window watch`: the live lines each second.
+struct LiveChannel {
+    tx: watch::Sender<Live>,
+    duration: Duration,
+}
+
+impl WindowObserver for LiveChannel {
+    fn tick(&mut self, elapsed: Duration, counts: &RawCounts, window: &ArmedWindow) {
+        let lines = render(elapsed, self.duration, counts, &window.families);
+        self.tx.send_modify(|l| l.lines = lines);
+    }
+
+    fn closed(&mut self, _summary: &WindowSummary) {}
+}

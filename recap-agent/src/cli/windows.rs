@@ -1,0 +1,419 @@
+//! `recap window start|list|show|cancel|wait|watch`: windows held by the agent, and plain
+//! `recap window` when it goes through the agent.
+
+use std::{
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::StreamExt;
+
+use super::{
+    units::parse_duration,
+    window::{print_out, print_summary, Output, WindowArgs},
+};
+use crate::{
+    agent::{
+        api::{watch_event, ListWindowsRequest, StartWindowRequest, WindowRecord, WindowRef},
+        client::{self, Client},
+    },
+    report::{rfc3339_utc, terminal::safe, WindowSummary},
+    window::live::LiveView,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum WindowAction {
+    /// Open a window through the agent; prints its id as soon as its probes count.
+    Start(Box<StartArgs>),
+    /// The agent's windows, newest first.
+    List(ListArgs),
+    /// One window: its summary once it has ended, its state while open.
+    Show(IdArgs),
+    /// End a window early (status `interrupted`) and print its summary.
+    Cancel(IdArgs),
+    /// Wait for a window to end and print its summary.
+    Wait(IdArgs),
+    /// Follow a window's live view until it ends, then print its summary.
+    Watch(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub args: WindowArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The window's id (as `start` and `list` show it).
+    pub id: String,
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// How many syscalls and program names the table shows.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only windows whose target contains this (a cgroup path, a PID, a container name).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only windows with this status: open, completed, interrupted, target_exited, failed, lost.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only windows started within this long (e.g. 1h).
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// A window record as `--output json` prints it.
+#[derive(Serialize)]
+struct RecordOut {
+    window_id: String,
+    requester_uid: u32,
+    target: String,
+    args: Vec<String>,
+    started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_at: Option<String>,
+    status: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+    artifacts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<serde_json::Value>,
+}
+
+fn time(unix_s: i64) -> String {
+    rfc3339_utc(UNIX_EPOCH + Duration::from_secs(unix_s.max(0) as u64))
+}
+
+impl From<&WindowRecord> for RecordOut {
+    fn from(r: &WindowRecord) -> Self {
+        RecordOut {
+            window_id: r.window_id.clone(),
+            requester_uid: r.requester_uid,
+            target: r.target.clone(),
+            args: r.args.clone(),
+            started_at: time(r.started_unix_s),
+            ended_at: (r.ended_unix_s > 0).then(|| time(r.ended_unix_s)),
+            status: r.status.clone(),
+            error: r.error.clone(),
+            artifacts: r.artifacts.clone(),
+            summary: serde_json::from_str(&r.summary_json).ok(),
+        }
+    }
+}
+
+/// The agent's refusal or error, as the user should read it.
+fn agent_error(what: &str, status: tonic::Status) -> anyhow::Error {
+    let message = status.message();
+    let message = if message.is_empty() {
+        status.code().description()
+    } else {
+        message
+    };
+    anyhow::anyhow!("{what}: {message}")
+}
+
+async fn connect(socket: &Path) -> anyhow::Result<Client> {
+    client::connect(socket).await.map_err(|e| match e {
+        client::ConnectError::NoAgent(path) => anyhow::anyhow!(
+            "no agent listens on {}; start one with `recap agent`, or run `recap window` without an action for a window in this process",
+            path.display()
+        ),
+        other => anyhow::Error::new(other),
+    })
+}
+
+pub async fn run(action: WindowAction, socket: &Path) -> anyhow::Result<()> {
+    let mut client = connect(socket).await?;
+    match action {
+        WindowAction::Start(start) => {
+            let (spec, output, _) = start.args.into_spec()?;
+            let _ = spec;
+            let response = client
+                .start_window(start_request(&request_args("start")))
+                .await
+                .map_err(|s| agent_error("the agent did not open the window", s))?
+                .into_inner();
+            for line in &response.armed {
+                eprintln!("{line}");
+            }
+            match output {
+                Output::Table => print_out(&format!("{}\n", response.window_id)),
+                Output::Json => print_out(&format!(
+                    "{}\n",
+                    serde_json::json!({ "window_id": response.window_id })
+                )),
+            }
+        }
+        WindowAction::List(list) => {
+            let since = list
+                .since
+                .and_then(|d| SystemTime::now().checked_sub(d))
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            let windows = client
+                .list_windows(ListWindowsRequest {
+                    target: list.target.unwrap_or_default(),
+                    status: list.status.unwrap_or_default(),
+                    since_unix_s: since,
+                    limit: list.limit,
+                })
+                .await
+                .map_err(|s| agent_error("listing windows", s))?
+                .into_inner()
+                .windows;
+            match list.output {
+                Output::Json => {
+                    let out: Vec<RecordOut> = windows.iter().map(RecordOut::from).collect();
+                    print_out(&(serde_json::to_string_pretty(&out)? + "\n"))
+                }
+                Output::Table => {
+                    let mut text = format!(
+                        "{:<12}  {:<13}  {:<20}  {:>6}  {}\n",
+                        "WINDOW", "STATUS", "STARTED", "UID", "TARGET"
+                    );
+                    for w in &windows {
+                        text.push_str(&format!(
+                            "{:<12}  {:<13}  {:<20}  {:>6}  {}\n",
+                            w.window_id,
+                            w.status,
+                            time(w.started_unix_s),
+                            w.requester_uid,
+                            safe(&w.target)
+                        ));
+                    }
+                    print_out(&text)
+                }
+            }
+        }
+        WindowAction::Show(id) => {
+            let record = client
+                .get_window(WindowRef {
+                    window_id: id.id.clone(),
+                })
+                .await
+                .map_err(|s| agent_error("looking up the window", s))?
+                .into_inner();
+            print_record(&record, id.output, id.top)
+        }
+        WindowAction::Cancel(id) => {
+            let record = client
+                .cancel_window(WindowRef {
+                    window_id: id.id.clone(),
+                })
+                .await
+                .map_err(|s| agent_error("cancelling the window", s))?
+                .into_inner();
+            print_record(&record, id.output, id.top)
+        }
+        WindowAction::Wait(id) => {
+            let record = client
+                .wait_window(WindowRef {
+                    window_id: id.id.clone(),
+                })
+                .await
+                .map_err(|s| agent_error("waiting for the window", s))?
+                .into_inner();
+            print_record(&record, id.output, id.top)
+        }
+        WindowAction::Watch(id) => {
+            let record = follow(&mut client, &id.id, id.output, false).await?;
+            print_record(&record, id.output, id.top)
+        }
+    }
+}
+
+/// Plain `recap window` through the agent: open it, follow it live, cancel it on Ctrl-C or
+/// SIGTERM, print its summary.
+pub async fn run_through_agent(
+    mut client: Client,
+    output: Output,
+    top: usize,
+) -> anyhow::Result<()> {
+    let response = client
+        .start_window(start_request(&request_args("window")))
+        .await
+        .map_err(|s| agent_error("the agent did not open the window", s))?
+        .into_inner();
+    for line in &response.armed {
+        eprintln!("{line}");
+    }
+    let record = follow(&mut client, &response.window_id, output, true).await?;
+    print_record(&record, output, top)
+}
+
+/// Shows a window's live view until it ends; returns its final record. With `cancel_on_signal`
+/// a Ctrl-C or SIGTERM ends the window (through the agent); otherwise it only stops watching.
+async fn follow(
+    client: &mut Client,
+    window_id: &str,
+    output: Output,
+    cancel_on_signal: bool,
+) -> anyhow::Result<WindowRecord> {
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let reference = WindowRef {
+        window_id: window_id.to_string(),
+    };
+    let mut events = client
+        .watch_window(reference.clone())
+        .await
+        .map_err(|s| agent_error("watching the window", s))?
+        .into_inner();
+    let mut view = LiveView::new(output == Output::Table, Duration::ZERO);
+    let mut canceller = client.clone();
+    let mut cancelled = false;
+    let lost = || {
+        anyhow::anyhow!(
+            "lost contact with the agent; window {window_id} may still be open: `recap window show {window_id}`"
+        )
+    };
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let event = event.ok_or_else(lost)?.map_err(|s| agent_error("watching the window", s))?;
+                match event.event {
+                    Some(watch_event::Event::Live(live)) => view.show(&live.lines),
+                    Some(watch_event::Event::Ended(record)) => {
+                        view.finish();
+                        return Ok(record);
+                    }
+                    None => {}
+                }
+            }
+            _ = int.recv(), if !cancelled => {
+                if !cancel_on_signal {
+                    view.finish();
+                    anyhow::bail!("stopped watching; window {window_id} stays open");
+                }
+                cancelled = true;
+                canceller.cancel_window(reference.clone()).await.map_err(|s| agent_error("cancelling the window", s))?;
+            }
+            _ = term.recv(), if !cancelled => {
+                if !cancel_on_signal {
+                    view.finish();
+                    anyhow::bail!("stopped watching; window {window_id} stays open");
+                }
+                cancelled = true;
+                canceller.cancel_window(reference.clone()).await.map_err(|s| agent_error("cancelling the window", s))?;
+            }
+        }
+    }
+}
+
+fn print_record(record: &WindowRecord, output: Output, top: usize) -> anyhow::Result<()> {
+    if !record.summary_json.is_empty() {
+        let summary = WindowSummary::from_json(&record.summary_json)
+            .context("reading the window's summary from the agent")?;
+        return print_summary(&summary, output, top);
+    }
+    match output {
+        Output::Json => {
+            print_out(&(serde_json::to_string_pretty(&RecordOut::from(record))? + "\n"))
+        }
+        Output::Table => {
+            let mut text = format!(
+                "RECap window {} on {}\n  status {}   started {}   requested by uid {}\n",
+                record.window_id,
+                safe(&record.target),
+                record.status,
+                time(record.started_unix_s),
+                record.requester_uid
+            );
+            if !record.error.is_empty() {
+                text.push_str(&format!("  error: {}\n", safe(&record.error)));
+            }
+            print_out(&text)
+        }
+    }?;
+    if record.status == "failed" || record.status == "lost" {
+        anyhow::bail!("window {} {}", record.window_id, record.status);
+    }
+    Ok(())
+}
+
+fn start_request(args: &[String]) -> StartWindowRequest {
+    StartWindowRequest {
+        args: args.to_vec(),
+        env: std::env::vars()
+            .filter(|(k, _)| k.starts_with("OTEL_"))
+            .collect(),
+    }
+}
+
+/// This process's window arguments, as typed, after `after` (`window` or `start`), less the
+/// options that only concern this CLI (`--socket`, `--local`).
+fn request_args(after: &str) -> Vec<String> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let start = argv
+        .iter()
+        .position(|a| a == "window")
+        .map(|i| i + 1)
+        .unwrap_or(argv.len());
+    let start = if after == "start" {
+        argv[start..]
+            .iter()
+            .position(|a| a == "start")
+            .map(|i| start + i + 1)
+            .unwrap_or(start)
+    } else {
+        start
+    };
+    strip_cli_only(&argv[start..])
+}
+
+fn strip_cli_only(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for a in args {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        if a == "--socket" {
+            skip_next = true;
+            continue;
+        }
+        if a.starts_with("--socket=") || a == "--local" {
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_only_options_are_not_sent() {
+        let args: Vec<String> = [
+            "--cgroup",
+            "/x",
+            "--socket",
+            "/tmp/s",
+            "-d",
+            "5s",
+            "--socket=/y",
+            "--local",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(strip_cli_only(&args), ["--cgroup", "/x", "-d", "5s"]);
+    }
+}
