@@ -197,10 +197,6 @@ impl Agent {
             status: "open".into(),
             ..Default::default()
         };
-        if let Err(e) = self.history.insert_open(&record) {
-            self.open_windows().remove(&window_id);
-            return Err(StartError::Failed(format!("recording the window: {e:#}")));
-        }
         let observers: Vec<Box<dyn WindowObserver>> = vec![
             Box::new(LiveChannel {
                 tx: live_tx.clone(),
@@ -228,12 +224,15 @@ impl Agent {
                 let message = format!("{e:#}");
                 audit(&format!("window {window_id} failed: {message}"));
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let _ = self.history.finish(&window_id, "failed", "", &[], &message);
-                self.end_live(&window_id, &live_tx);
                 self.open_windows().remove(&window_id);
                 return Err(StartError::Failed(message));
             }
         };
+        // Recorded once it counts: a request that never armed leaves no window behind (the
+        // audit log has it).
+        if let Err(e) = self.history.insert_open(&record) {
+            log::warn!("recording window {window_id}: {e:#}");
+        }
         self.counters.opened.fetch_add(1, Ordering::Relaxed);
         self.counters
             .arm_us_sum

@@ -164,9 +164,15 @@ impl ProbeEngine {
         target: &Target,
         families: &[Family],
     ) -> Result<(), EngineError> {
-        let tracking = match &self.programs.task_families_blocked {
-            Some(reason) => Err(reason.clone()),
-            None => self.programs.acquire(&TASK_TRACKING),
+        // A thread counts for one window at a time (`TASK_SLOTS` holds one slot per thread):
+        // a second window on the same cgroup would silently take the first one's threads.
+        let taken_by = self.window_cgroups()?.get(&target.cgroup_id, 0).ok();
+        let tracking = match (&self.programs.task_families_blocked, taken_by) {
+            (Some(reason), _) => Err(reason.clone()),
+            (None, Some(slot)) => Err(format!(
+                "another open window (slot {slot}) already counts this cgroup's threads, and a thread counts for one window at a time; tcp and net can still be shared"
+            )),
+            (None, None) => self.programs.acquire(&TASK_TRACKING),
         };
         let taken = match tracking {
             Ok(taken) => taken,

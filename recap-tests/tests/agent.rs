@@ -1,0 +1,389 @@
+//! The node agent as a real process on a real socket: many windows at once, each exact and
+//! isolated; the window limit; callers identified by their credentials and held to the policy;
+//! malformed requests; SIGTERM drains; SIGKILL and a restart recover. Every test ends with
+//! nothing of ours in the kernel.
+
+use std::{thread, time::Duration};
+
+use recap_agent::agent::{api::StartWindowRequest, client};
+use recap_tests::{agent::AgentProcess, *};
+use serde_json::Value;
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
+}
+
+fn getppid(v: &Value) -> u64 {
+    v["syscalls"]["by_syscall"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "getppid")
+        .map(|r| r["calls"].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
+fn plan(i: usize) -> WorkloadPlan {
+    WorkloadPlan {
+        connects: 1 + i % 3,
+        refused: i % 2,
+        kept_open: 0,
+        bytes_per_connect: 100,
+        datagrams: 0,
+        datagram_size: 0,
+        execs: i % 4,
+        getppid: 1_000 + 100 * i,
+        spin_ms: 0,
+    }
+}
+
+fn metric(agent: &AgentProcess, line_start: &str) -> Option<f64> {
+    let (_, body) = http_get(agent.metrics, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// 20 cgroups, each running a workload with its own known counts, 20 windows at once through
+/// one agent: every window equals its own workload, and nothing of another's.
+#[test]
+fn twenty_windows_at_once_are_each_exact_and_isolated() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = AgentProcess::start("twenty", None, &[]);
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let refused = closed_port();
+    let cgroups: Vec<TestCgroup> = (0..20)
+        .map(|i| TestCgroup::new(&format!("agent-{i}")))
+        .collect();
+    let mut workloads: Vec<Workload> = cgroups
+        .iter()
+        .enumerate()
+        .map(|(i, cg)| Workload::start(cg, &plan(i), &sink, refused, udp_port))
+        .collect();
+    let ids: Vec<String> = cgroups
+        .iter()
+        .map(|cg| {
+            agent.start_window(&[
+                "--cgroup",
+                cg.dir.to_str().unwrap(),
+                "-d",
+                "120s",
+                "--probes",
+                "all",
+            ])
+        })
+        .collect();
+    assert_eq!(metric(&agent, "recap_agent_windows_open "), Some(20.0));
+    for w in &mut workloads {
+        w.go();
+    }
+    for w in &mut workloads {
+        w.wait_done();
+    }
+    thread::sleep(Duration::from_millis(300));
+    for (i, id) in ids.iter().enumerate() {
+        let (code, out, err) = agent.recap(&["window", "cancel", id, "-o", "json"]);
+        assert_eq!(code, 0, "{err}");
+        let s = summary(&out);
+        let p = plan(i);
+        assert_eq!(s["status"], "interrupted");
+        assert_eq!(getppid(&s), p.getppid as u64, "window {i}");
+        assert_eq!(
+            u(&s, "/tcp/connect_established"),
+            p.connects as u64,
+            "window {i}"
+        );
+        assert_eq!(u(&s, "/tcp/connect_failed"), p.refused as u64, "window {i}");
+        assert_eq!(u(&s, "/proc/execs"), p.execs as u64, "window {i}");
+    }
+    // The history has them all.
+    let (_, out, _) = agent.recap(&["window", "list", "--status", "interrupted", "-o", "json"]);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 20);
+    for w in workloads {
+        w.stop();
+    }
+    let (code, _) = agent.stop_with(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{}", agent.log());
+    assert_no_residue();
+}
+
+/// 128 windows open at once (the limit), one more refused by name; the window in the middle of
+/// them still counts exactly; SIGTERM ends all 128 with their summaries stored.
+#[test]
+fn a_hundred_and_twenty_eight_windows_open_at_once() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = AgentProcess::start("many", None, &[]);
+    let cgroups: Vec<TestCgroup> = (0..129)
+        .map(|i| TestCgroup::new(&format!("many-{i}")))
+        .collect();
+    let mut ids = Vec::new();
+    for cg in &cgroups[..128] {
+        ids.push(agent.start_window(&[
+            "--cgroup",
+            cg.dir.to_str().unwrap(),
+            "-d",
+            "300s",
+            "--probes",
+            "all",
+        ]));
+    }
+    assert_eq!(metric(&agent, "recap_agent_windows_open "), Some(128.0));
+    let (code, _, err) = agent.recap(&[
+        "window",
+        "start",
+        "--cgroup",
+        cgroups[128].dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("128 windows open") && err.contains("max_windows_total"),
+        "{err}"
+    );
+
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let mut w = Workload::start(&cgroups[77], &plan(5), &sink, closed_port(), udp_port);
+    w.go();
+    w.wait_done();
+    thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = agent.recap(&["window", "cancel", &ids[77], "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(getppid(&s), plan(5).getppid as u64);
+    // The workload started inside the open window: its own exec counts too.
+    assert_eq!(u(&s, "/proc/execs"), plan(5).execs as u64 + 1);
+    w.stop();
+    // A neighbour saw none of it.
+    let (_, out, _) = agent.recap(&["window", "cancel", &ids[76], "-o", "json"]);
+    assert_eq!(getppid(&summary(&out)), 0);
+
+    let (code, took) = agent.stop_with(libc::SIGTERM);
+    eprintln!("SIGTERM with 126 windows open: exited in {took:?}");
+    assert_eq!(code, Some(0), "{}", agent.log());
+    assert_no_residue();
+    agent.restart();
+    let (_, out, _) = agent.recap(&["window", "list", "--limit", "1000", "-o", "json"]);
+    let listed: Vec<Value> = serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(listed.len(), 128);
+    assert!(
+        listed
+            .iter()
+            .all(|w| w["status"] == "interrupted" && w["summary"]["window_id"] == w["window_id"]),
+        "every window ended interrupted with its summary stored"
+    );
+    agent.stop_with(libc::SIGTERM);
+    assert_no_residue();
+}
+
+/// Callers are who the socket says they are; the policy's refusals name their rule; nothing
+/// starts for a refused request.
+#[test]
+fn callers_are_held_to_the_policy() {
+    if !require_root() {
+        return;
+    }
+    let allowed = TestCgroup::new("policy-allowed");
+    let other = TestCgroup::new("policy-other");
+    let policy = format!(
+        "[[rule]]\nname = \"nobody-on-allowed\"\nuids = [65534]\ncgroup_prefixes = [\"{}\"]\nmax_duration = \"30s\"\nmax_windows = 1\n",
+        allowed.dir.display()
+    );
+    let mut agent = AgentProcess::start("policy", Some(&policy), &["--socket-group", "65534"]);
+    let nobody = Some((65534, 65534));
+    let allowed_dir = allowed.dir.to_str().unwrap();
+
+    // A caller outside the socket's group cannot even connect.
+    let (code, _, err) = agent.recap_as(Some((65533, 65533)), &["window", "list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no permission to use the agent's socket"),
+        "{err}"
+    );
+    // In the group, but no rule names it.
+    let (code, _, err) = agent.recap_as(
+        Some((65533, 65534)),
+        &["window", "start", "--cgroup", allowed_dir, "-d", "5s"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no rule of the policy") && err.contains("uid 65533"),
+        "{err}"
+    );
+
+    let refused = |args: &[&str], why: &str| {
+        let mut all = vec!["window", "start"];
+        all.extend(args);
+        let (code, _, err) = agent.recap_as(nobody, &all);
+        assert_eq!(code, 1, "{args:?} was not refused: {err}");
+        assert!(
+            err.contains("rule `nobody-on-allowed`") && err.contains(why),
+            "{args:?}: {err}"
+        );
+    };
+    // Outside its rule: refused, naming the rule and what it did not allow.
+    refused(
+        &["--cgroup", other.dir.to_str().unwrap(), "-d", "5s"],
+        "cgroup_prefixes",
+    );
+    refused(&["--cgroup", allowed_dir, "-d", "1m"], "max_duration");
+    refused(
+        &["--cgroup", allowed_dir, "-d", "5s", "--probes", "syscalls"],
+        "family `syscalls`",
+    );
+    // Within it: opened; a second one is over its max_windows.
+    let (code, out, err) = agent.recap_as(
+        nobody,
+        &["window", "start", "--cgroup", allowed_dir, "-d", "20s"],
+    );
+    assert_eq!(code, 0, "{err}\n{}", agent.log());
+    let id = out.trim().to_string();
+    refused(&["--cgroup", allowed_dir, "-d", "5s"], "max_windows");
+    // Root's window is not nobody's to cancel.
+    let root_window = agent.start_window(&["--cgroup", other.dir.to_str().unwrap(), "-d", "20s"]);
+    let (code, _, err) = agent.recap_as(nobody, &["window", "cancel", &root_window]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only it or root may cancel"), "{err}");
+    // Its own it may.
+    let (code, _, err) = agent.recap_as(nobody, &["window", "cancel", &id, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = agent.recap(&["window", "list", "--status", "open", "-o", "json"]);
+    let open: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        open.as_array().unwrap().len(),
+        1,
+        "refused requests opened nothing: {open:#}"
+    );
+    assert!(
+        agent.log().contains("audit: uid 65534"),
+        "requests are audit-logged"
+    );
+    agent.stop_with(libc::SIGTERM);
+    assert_no_residue();
+}
+
+/// Requests that the CLI would never send, straight to the API: each gets a clear error and
+/// changes nothing.
+#[test]
+fn malformed_and_hostile_requests_change_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = AgentProcess::start("hostile", None, &[]);
+    let cg = TestCgroup::new("hostile");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let socket = agent.socket.clone();
+    let dir = cg.dir.to_str().unwrap().to_string();
+    runtime.block_on(async {
+        let mut c = client::connect(&socket).await.unwrap();
+        let start = |args: Vec<String>| {
+            let request = StartWindowRequest {
+                args,
+                env: Default::default(),
+            };
+            let mut c = c.clone();
+            async move { c.start_window(request).await.unwrap_err() }
+        };
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (
+                s(&["--cgroup", &dir, "--capsule", "strace=busybox sh -c id"]),
+                "not `busybox`",
+            ),
+            (
+                s(&["--cgroup", &format!("{dir}/../../../../../etc")]),
+                "not a cgroup v2 directory",
+            ),
+            (s(&["--cgroup", &dir, "-d", "1e99"]), "cannot read duration"),
+            (s(&["--cgroup", &dir, "--bogus"]), "--bogus"),
+            (vec!["--cgroup".to_string(); 100], "at most 64 arguments"),
+            (s(&["--cgroup", &"x".repeat(10_000)]), "at most 4096 bytes"),
+            (
+                s(&[
+                    "--cgroup",
+                    &dir,
+                    "--otlp-endpoint",
+                    "http://127.0.0.1:1",
+                    "--otlp-header",
+                    "x=1\r\nX-Injected: yes",
+                ]),
+                "control characters",
+            ),
+        ];
+        for (args, why) in cases {
+            let status = start(args.clone()).await;
+            assert!(status.message().contains(why), "{args:?}: {status:?}");
+        }
+        let env_status = c
+            .start_window(StartWindowRequest {
+                args: s(&["--cgroup", &dir]),
+                env: [("LD_PRELOAD".to_string(), "/x".to_string())].into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(env_status.message().contains("OTEL_"), "{env_status:?}");
+        let unknown = c
+            .get_window(recap_agent::agent::api::WindowRef {
+                window_id: "../../etc".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+        let missing = c
+            .wait_window(recap_agent::agent::api::WindowRef {
+                window_id: "0123456789ab".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+        let listed = c
+            .list_windows(recap_agent::agent::api::ListWindowsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            listed.windows.is_empty(),
+            "nothing was opened: {:?}",
+            listed.windows
+        );
+    });
+    assert_eq!(
+        metric(&agent, "recap_agent_windows_opened_total "),
+        Some(0.0)
+    );
+    agent.stop_with(libc::SIGTERM);
+    assert_no_residue();
+}
+
+/// A SIGKILLed agent leaves nothing in the kernel; the next one marks its open windows lost.
+#[test]
+fn a_killed_agent_leaves_nothing_and_its_windows_are_lost() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = AgentProcess::start("killed", None, &[]);
+    let cg = TestCgroup::new("killed");
+    let id = agent.start_window(&["--cgroup", cg.dir.to_str().unwrap(), "-d", "60s"]);
+    let (code, _) = agent.stop_with(libc::SIGKILL);
+    assert_eq!(code, None, "killed by the signal");
+    assert_no_residue();
+    agent.restart();
+    let (code, out, err) = agent.recap(&["window", "show", &id, "-o", "json"]);
+    assert_eq!(code, 1, "a lost window is not a success: {err}");
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["status"], "lost");
+    assert!(agent.log().contains("marked lost"), "{}", agent.log());
+    agent.stop_with(libc::SIGTERM);
+    assert_no_residue();
+}
