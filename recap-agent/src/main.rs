@@ -30,7 +30,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Window(command) => cli::window::run(*command).await,
-            Command::Agent(args) => cli::agent::run(args).await,
+            Command::Agent(args) => cli::agent::run(*args).await,
             Command::CapsuleImage(args) => cli::capsule_image::run(args).await,
             Command::MetricsCatalog => {
                 print!("{}", recap_agent::export::catalog::markdown());

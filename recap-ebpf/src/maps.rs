@@ -13,7 +13,9 @@ use recap_common::{
 
 /// Window slot of every thread id, 64 tids per entry (sized from `pid_max`).
 #[map(name = "TASK_SLOTS")]
-pub static TASK_SLOTS: Array<TaskSlotChunk> = Array::with_max_entries(1, 0);
+/// Memory-mapped (BPF_F_MMAPABLE = 1024) so user space reads and writes single bytes in place,
+/// like the kernel: no read-modify-write of a whole chunk can lose a neighbour's update.
+pub static TASK_SLOTS: Array<TaskSlotChunk> = Array::with_max_entries(1, 1024);
 
 /// cgroup v2 id → window slot, for threads moved into a target cgroup during a window.
 #[map(name = "WINDOW_CGROUPS")]

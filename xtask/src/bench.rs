@@ -31,8 +31,9 @@ pub struct BenchArgs {
     /// Pipe ping-pong round trips per repetition.
     #[arg(long, default_value_t = 20_000)]
     rounds: usize,
-    /// Only one part: arm/teardown, cost outside the target, or arming with a capsule.
-    #[arg(long, value_parser = ["arm", "cost", "capsule"])]
+    /// Only one part: arm/teardown, cost outside the target, arming with a capsule, or the
+    /// agent (arming warm vs in-process, 1 to 128 open windows, its footprint).
+    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent"])]
     only: Option<String>,
 }
 
@@ -59,6 +60,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.only.is_none() || args.only.as_deref() == Some("capsule") {
         capsule_arming(&bin, args.reps)?;
     }
+    if args.only.is_none() || args.only.as_deref() == Some("agent") {
+        crate::bench_agent::run(&bin, args.reps)?;
+    }
     Ok(())
 }
 
@@ -73,7 +77,7 @@ fn arm_and_teardown(bin: &Path, target: &IdleTarget, reps: usize) -> anyhow::Res
             let started = Instant::now();
             let mut hook = Hook::spawn(
                 Command::new(bin.join("recap"))
-                    .args(["window", "--cgroup"])
+                    .args(["window", "--local", "--cgroup"])
                     .arg(&target.scratch.dir)
                     .args(["-d", "200ms", "--probes", families, "-o", "json"]),
                 HookReady::StderrContains(" armed on "),
@@ -111,7 +115,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
             start: Some(Box::new(move || {
                 Hook::spawn(
                     Command::new(&recap)
-                        .args(["window", "--cgroup"])
+                        .args(["window", "--local", "--cgroup"])
                         .arg(&cgroup)
                         .args(["-d", "1h", "--probes", families, "-o", "json"]),
                     HookReady::StderrContains(" armed on "),
@@ -265,6 +269,7 @@ fn capsule_arming(bin: &Path, reps: usize) -> anyhow::Result<()> {
         let mut hook = Hook::spawn(
             Command::new(&recap).args([
                 "window",
+                "--local",
                 "--container",
                 name,
                 "-d",

@@ -98,12 +98,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         cgroup.dir.display()
     );
     let mut cmd = Command::new(bin.join("recap"));
-    cmd.args(["window", "--cgroup"]).arg(&cgroup.dir).args([
-        "--duration",
-        &args.duration,
-        "--probes",
-        "all",
-    ]);
+    cmd.args(["window", "--local", "--cgroup"])
+        .arg(&cgroup.dir)
+        .args(["--duration", &args.duration, "--probes", "all"]);
     let ran = run_window(&mut cmd, || {
         writeln!(workload.stdin.as_mut().unwrap(), "go")?;
         for _ in 0..INBOUND {
@@ -158,15 +155,22 @@ fn container_demo(bin: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     let (name, pid) = (web.name.clone(), web.pid()?);
     println!("\nxtask: container {name} (busybox httpd, no network); {GETS} GETs from inside its network namespace");
     let mut cmd = Command::new(bin.join("recap"));
-    cmd.args(["window", "--container", &name, "--duration", &args.duration])
-        .args([
-            "--capsule",
-            "tcpdump",
-            "--capsule",
-            "strace=-e trace=accept,accept4",
-            "--artifacts",
-            "/var/tmp/recap",
-        ]);
+    cmd.args([
+        "window",
+        "--local",
+        "--container",
+        &name,
+        "--duration",
+        &args.duration,
+    ])
+    .args([
+        "--capsule",
+        "tcpdump",
+        "--capsule",
+        "strace=-e trace=accept,accept4",
+        "--artifacts",
+        "/var/tmp/recap",
+    ]);
     let ran = run_window(&mut cmd, || {
         for _ in 0..GETS {
             status(Command::new("nsenter").args([

@@ -2,6 +2,7 @@
 //! and benchmarks.
 
 mod bench;
+mod bench_agent;
 mod cgroup;
 mod demo;
 mod docker;

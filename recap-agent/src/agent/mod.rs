@@ -60,6 +60,10 @@ pub struct AgentConfig {
     pub series_linger: Duration,
     pub retention_age: Duration,
     pub retention_count: u32,
+    /// Detach the scheduler and process hooks when no window needs them (slower arming).
+    pub detach_idle_hooks: bool,
+    /// Where windows without an OTLP endpoint of their own send theirs.
+    pub otlp: Option<crate::export::otlp::OtlpConfig>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT: then every open window ends (`interrupted`, summary
@@ -76,7 +80,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     let policy = policy::Policy::load(&config.policy)?;
     let listener = bind_socket(&config.socket, config.socket_group.as_deref())?;
-    let engine = tokio::task::block_in_place(ProbeEngine::load).context("loading the probes")?;
+    let mut engine =
+        tokio::task::block_in_place(ProbeEngine::load).context("loading the probes")?;
+    engine.keep_idle_hooks(!config.detach_idle_hooks);
+    // Loading read the kernel's BTF (megabytes) into buffers that are free now: hand the
+    // memory back, or a long-lived agent keeps it as resident for its whole life.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     // Capsules that a killed agent left behind.
     if let Ok(docker) = crate::docker::connect().await {
         if let Err(e) = crate::capsule::reaper::reap_orphans(&docker).await {

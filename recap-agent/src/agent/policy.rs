@@ -430,6 +430,14 @@ max_windows = 2
     }
 
     #[test]
+    fn the_shipped_example_policy_parses() {
+        let text = include_str!("../../../deploy/policy.example.toml");
+        let policy = Policy::parse(text, "policy.example.toml").unwrap();
+        assert_eq!(policy.rules[0].name, "sre-on-call");
+        assert_eq!(policy.max_windows_total, 64);
+    }
+
+    #[test]
     fn bad_policies_are_refused_with_a_reason() {
         assert!(Policy::parse("max_windows_total = 100000", "p")
             .unwrap_err()

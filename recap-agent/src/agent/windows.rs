@@ -159,6 +159,7 @@ impl Agent {
         if !caller.is_root() {
             spec.capsules.artifacts = self.config.artifacts.join(caller.uid.to_string());
         }
+        let own_otlp = spec.export.otlp.is_some();
         let window_id = new_window_id();
         let (live_tx, live_rx) = watch::channel(Live::default());
         let cancel = self.shutdown.child_token();
@@ -188,6 +189,9 @@ impl Agent {
             );
         }
         audit(&format!("admitted as window {window_id}"));
+        if !own_otlp {
+            spec.export.otlp = self.config.otlp.clone();
+        }
         let record = WindowRecord {
             window_id: window_id.clone(),
             requester_uid: caller.uid,

@@ -8,7 +8,7 @@ use clap::Args;
 use super::units::parse_duration;
 use crate::{
     agent::{self, AgentConfig, DEFAULT_SOCKET},
-    export::prometheus,
+    export::{otlp, prometheus},
 };
 
 #[derive(Debug, Args)]
@@ -41,10 +41,30 @@ pub struct AgentArgs {
     /// At most this many windows are kept in the history.
     #[arg(long, default_value_t = 10_000)]
     pub keep_count: u32,
+    /// Detach the scheduler and process hooks when no window needs them. By default they stay
+    /// attached once a window used them (a few ns per context switch, exec, fork and exit on
+    /// the host) so that a window arms in about a millisecond; the per-syscall hook of
+    /// `syscalls` is always detached with its last window.
+    #[arg(long)]
+    pub detach_idle_hooks: bool,
+    /// Send every window's metrics and start/end logs over OTLP, unless its request names an
+    /// endpoint of its own (default from OTEL_EXPORTER_OTLP_ENDPOINT; the other OTEL_*
+    /// variables apply as for `recap window`).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// grpc or http/protobuf (default from OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<otlp::Protocol>,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let otlp = otlp::config(args.otlp_endpoint, args.otlp_protocol, &[], &[], |k| {
+        std::env::var(k).ok()
+    })
+    .map_err(|e| anyhow::Error::new(super::UsageError(e)))?;
     agent::run(AgentConfig {
+        otlp,
+        detach_idle_hooks: args.detach_idle_hooks,
         socket: args.socket,
         socket_group: args.socket_group,
         state_dir: args.state_dir,

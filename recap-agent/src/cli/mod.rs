@@ -37,7 +37,7 @@ pub enum Command {
     Window(Box<window::WindowCommand>),
     /// Run the node agent: programs loaded once, windows opened through a local API, kept in
     /// a history, metrics served continuously.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Build and import the capsule image (tcpdump, strace, busybox from this host) into the
     /// local Docker engine. Windows with capsules do this themselves when it is missing.
     CapsuleImage(capsule_image::CapsuleImageArgs),

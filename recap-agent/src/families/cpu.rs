@@ -62,14 +62,17 @@ impl ProbeFamily for Cpu {
             TaskHook {
                 program: programs::SCHED_SWITCH,
                 tracepoint: "sched_switch",
+                on_every_syscall: false,
             },
             TaskHook {
                 program: programs::SCHED_WAKEUP,
                 tracepoint: "sched_wakeup",
+                on_every_syscall: false,
             },
             TaskHook {
                 program: programs::SCHED_WAKEUP_NEW,
                 tracepoint: "sched_wakeup_new",
+                on_every_syscall: false,
             },
         ])
     }

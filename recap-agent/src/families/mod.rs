@@ -28,6 +28,9 @@ use crate::{
 pub struct TaskHook {
     pub program: &'static str,
     pub tracepoint: &'static str,
+    /// Every syscall of every process takes the traced path while it is attached: never kept
+    /// attached without a window that needs it.
+    pub on_every_syscall: bool,
 }
 
 /// A program attached to the target's cgroup for one window, tagged with the window's slot.

@@ -62,6 +62,7 @@ impl ProbeFamily for Syscalls {
         Hooks::Tasks(&[TaskHook {
             program: programs::SYS_EXIT,
             tracepoint: "sys_exit",
+            on_every_syscall: true,
         }])
     }
 

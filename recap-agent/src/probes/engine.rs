@@ -7,15 +7,16 @@
 
 use std::{collections::BTreeMap, fs::File};
 
-use aya::maps::{Array, HashMap, MapData};
-use recap_common::{maps, programs, TaskSlotChunk};
+use aya::maps::{HashMap, MapData};
+use recap_common::{maps, programs};
 
 use super::{
     map_err, missing_map,
     program_set::{CgroupLink, ProgramSet},
     reader,
-    slots::Slots,
-    task_slots, EngineError, RawCounts,
+    slots::{Slots, Stale},
+    task_slots::TaskSlots,
+    EngineError, RawCounts,
 };
 use crate::{
     families::{Family, FamilyStatus, Hooks, TaskHook},
@@ -27,14 +28,17 @@ const TASK_TRACKING: [TaskHook; 3] = [
     TaskHook {
         program: programs::PROC_FORK,
         tracepoint: "sched_process_fork",
+        on_every_syscall: false,
     },
     TaskHook {
         program: programs::PROC_EXIT,
         tracepoint: "sched_process_exit",
+        on_every_syscall: false,
     },
     TaskHook {
         program: programs::CGROUP_MOVE,
         tracepoint: "cgroup_attach_task",
+        on_every_syscall: false,
     },
 ];
 
@@ -64,15 +68,35 @@ impl WindowProbes {
 pub struct ProbeEngine {
     programs: ProgramSet,
     slots: Slots,
+    task_slots: TaskSlots,
 }
 
 impl ProbeEngine {
     /// Loads the eBPF object (maps and BTF; programs load on first use).
     pub fn load() -> Result<Self, EngineError> {
+        let programs = ProgramSet::load()?;
+        let map = programs
+            .ebpf
+            .map(maps::TASK_SLOTS)
+            .ok_or_else(|| missing_map(maps::TASK_SLOTS))?;
+        let task_slots = TaskSlots::map(map).map_err(|e| EngineError::Map {
+            op: "mapping TASK_SLOTS into memory".into(),
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "mmap",
+                io_error: e,
+            }),
+        })?;
         Ok(ProbeEngine {
-            programs: ProgramSet::load()?,
+            programs,
             slots: Slots::new(),
+            task_slots,
         })
+    }
+
+    /// For a long-lived agent: keep the hooks that cost only on scheduler and process events
+    /// attached between windows (see `ProgramSet::keep_idle_hooks`).
+    pub fn keep_idle_hooks(&mut self, keep: bool) {
+        self.programs.keep_idle_hooks = keep;
     }
 
     /// Windows open on this engine.
@@ -87,7 +111,7 @@ impl ProbeEngine {
         target: &Target,
         families: &[Family],
     ) -> Result<WindowProbes, EngineError> {
-        let (slot, dirty) = self.slots.take().ok_or(EngineError::NoFreeSlot)?;
+        let (slot, stale) = self.slots.take(families).ok_or(EngineError::NoFreeSlot)?;
         let mut window = WindowProbes {
             slot,
             cgroup_id: target.cgroup_id,
@@ -98,7 +122,7 @@ impl ProbeEngine {
             tracks_tasks: false,
         };
         // From here on, an error returns the window through `close`, which undoes every step.
-        match self.arm(&mut window, dirty, target, families) {
+        match self.arm(&mut window, stale, target, families) {
             Ok(()) => Ok(window),
             Err(e) => {
                 let _ = self.close(window);
@@ -110,13 +134,12 @@ impl ProbeEngine {
     fn arm(
         &mut self,
         w: &mut WindowProbes,
-        dirty: bool,
+        stale: Stale,
         target: &Target,
         families: &[Family],
     ) -> Result<(), EngineError> {
-        if dirty {
-            reader::zero(&mut self.programs.ebpf, w.slot)?;
-            self.slots.zeroed(w.slot);
+        if stale.counters {
+            reader::zero(&mut self.programs.ebpf, w.slot, &stale.families)?;
         }
         let task_families: Vec<Family> = families
             .iter()
@@ -216,8 +239,7 @@ impl ProbeEngine {
         if !w.tracks_tasks {
             return Ok((0, 0));
         }
-        let mut slots = self.task_slots()?;
-        task_slots::sync(&mut slots, &w.cgroup_dir, w.slot).map_err(map_err("updating TASK_SLOTS"))
+        Ok(self.task_slots.sync(&w.cgroup_dir, w.slot))
     }
 
     /// Forwards what the programs logged since the last call (called once a second).
@@ -233,32 +255,19 @@ impl ProbeEngine {
             self.programs.release(name);
         }
         let counts = self.read(&w);
-        let mut cleanup = Ok(());
         if w.tracks_tasks {
             if let Ok(mut cgroups) = self.window_cgroups() {
                 let _ = cgroups.remove(&w.cgroup_id);
             }
-            cleanup = self.task_slots().and_then(|mut s| {
-                task_slots::clear(&mut s, w.slot).map_err(map_err("clearing TASK_SLOTS"))
-            });
+            self.task_slots.clear(w.slot);
         }
-        self.slots.give_back(w.slot);
-        cleanup?;
+        self.slots.give_back(w.slot, &w.running());
         counts
     }
 
     /// The window's counts so far.
     pub fn read(&self, w: &WindowProbes) -> Result<RawCounts, EngineError> {
         reader::read(&self.programs.ebpf, w.slot, &w.running())
-    }
-
-    fn task_slots(&mut self) -> Result<Array<&mut MapData, TaskSlotChunk>, EngineError> {
-        let map = self
-            .programs
-            .ebpf
-            .map_mut(maps::TASK_SLOTS)
-            .ok_or_else(|| missing_map(maps::TASK_SLOTS))?;
-        Array::try_from(map).map_err(map_err("opening TASK_SLOTS"))
     }
 
     fn window_cgroups(&mut self) -> Result<HashMap<&mut MapData, u64, u32>, EngineError> {

@@ -44,6 +44,8 @@ pub enum CgroupLink {
 struct SharedHook {
     _link: RawTracePointLink,
     users: usize,
+    /// May stay attached with no user (see `ProgramSet::keep_idle_hooks`).
+    keepable: bool,
 }
 
 pub struct ProgramSet {
@@ -52,6 +54,11 @@ pub struct ProgramSet {
     /// set's life: dropping it closes the log map that the programs write to.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     hooks: BTreeMap<&'static str, SharedHook>,
+    /// Keep hooks attached when their last window closes, except those on every syscall: a
+    /// long-lived agent then arms windows with map updates and cgroup attachments only
+    /// (re-attaching a raw tracepoint costs milliseconds), at a price of a few ns per context
+    /// switch, exec, fork and exit on the host while it runs.
+    pub keep_idle_hooks: bool,
     /// Why task-based families cannot run here (no BTF), if they cannot.
     pub task_families_blocked: Option<String>,
 }
@@ -110,6 +117,7 @@ impl ProgramSet {
             ebpf,
             logger,
             hooks: BTreeMap::new(),
+            keep_idle_hooks: false,
             task_families_blocked: offsets.err().map(|e| e.to_string()),
         })
     }
@@ -163,6 +171,7 @@ impl ProgramSet {
             SharedHook {
                 _link: link,
                 users: 1,
+                keepable: !hook.on_every_syscall,
             },
         );
         Ok(())
@@ -171,7 +180,7 @@ impl ProgramSet {
     pub fn release(&mut self, program: &'static str) {
         if let Some(hook) = self.hooks.get_mut(program) {
             hook.users -= 1;
-            if hook.users == 0 {
+            if hook.users == 0 && !(self.keep_idle_hooks && hook.keepable) {
                 self.hooks.remove(program); // dropping the link detaches it
             }
         }

@@ -59,8 +59,9 @@ pub fn read(ebpf: &Ebpf, slot: u32, families: &[Family]) -> Result<RawCounts, En
     Ok(out)
 }
 
-/// Zeroes everything a previous window left in `slot`, for every family.
-pub fn zero(ebpf: &mut Ebpf, slot: u32) -> Result<(), EngineError> {
+/// Zeroes what a previous window left in `slot`: the shared counters, and the maps of
+/// `families`.
+pub fn zero(ebpf: &mut Ebpf, slot: u32, families: &[Family]) -> Result<(), EngineError> {
     let cpus = nr_cpus().map_err(|(_, e)| EngineError::Map {
         op: "counting CPUs".into(),
         source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
@@ -74,7 +75,7 @@ pub fn zero(ebpf: &mut Ebpf, slot: u32) -> Result<(), EngineError> {
         counter_index(slot, Counter::TcpConnectAttempts),
         Counter::COUNT,
     )];
-    for family in Family::ALL {
+    for family in families {
         ranges.extend(
             family
                 .slot_arrays()
@@ -92,7 +93,7 @@ pub fn zero(ebpf: &mut Ebpf, slot: u32) -> Result<(), EngineError> {
                 .map_err(map_err(format!("zeroing {name}")))?;
         }
     }
-    for family in Family::ALL {
+    for family in families {
         family.clear_named(ebpf, slot)?;
     }
     Ok(())

@@ -2,63 +2,140 @@
 //! a periodic resync (threads of a multi-threaded process moved in, which the kernel hook sees
 //! only by their leader), and clearing a window's threads when it closes.
 //!
-//! The kernel writes single bytes; user space writes whole 64-tid chunks, so a chunk write can
-//! race with a kernel write to a neighbouring tid. Each resync re-checks against the cgroup and
-//! repairs such a loss within a second.
+//! The array is memory-mapped (`BPF_F_MMAPABLE`): user space reads and writes one byte per
+//! thread in place, as the kernel does, so neither side can overwrite the other's update of a
+//! neighbouring thread, and a resync costs a memory scan instead of one syscall per 64 tids.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::BTreeSet,
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+    sync::atomic::{AtomicU8, Ordering},
+};
 
-use aya::maps::{Array, MapData, MapError};
-use recap_common::{TaskSlotChunk, TIDS_PER_ENTRY};
+use aya::maps::{Map, MapData};
 
 use crate::targets::cgroup;
 
-type Slots<'a> = Array<&'a mut MapData, TaskSlotChunk>;
-
-/// Brings the window's threads in `TASK_SLOTS` in line with `cgroup.threads` of `dir`.
-/// Returns how many threads were added and removed.
-pub fn sync(map: &mut Slots<'_>, dir: &Path, slot: u32) -> Result<(usize, usize), MapError> {
-    let Ok(wanted) = cgroup::threads(dir) else {
-        return Ok((0, 0)); // cgroup gone: the window ends on its own
-    };
-    // recap's own threads are never a target: counting them would measure the measurer.
-    let own = own_threads();
-    let wanted: BTreeSet<u32> = wanted
-        .into_iter()
-        .filter(|tid| !own.contains(tid))
-        .collect();
-    let marked = marked_tids(map, slot)?;
-    let mut added = 0;
-    for &tid in wanted.difference(&marked) {
-        if set(map, tid, slot)? {
-            added += 1;
-        }
-    }
-    let mut removed = 0;
-    for &tid in marked.difference(&wanted) {
-        // Not listed a moment ago; it may be a thread forked since. Drop it only if it is
-        // really gone or elsewhere.
-        if !thread_in_cgroup(tid, dir) {
-            set(map, tid, 0)?;
-            removed += 1;
-        }
-    }
-    Ok((added, removed))
+/// The mapped bytes of `TASK_SLOTS`: byte `tid` holds the thread's window slot (0: none).
+pub struct TaskSlots {
+    ptr: *mut AtomicU8,
+    len: usize,
+    mapped: usize,
 }
 
-/// Clears every thread of `slot`.
-pub fn clear(map: &mut Slots<'_>, slot: u32) -> Result<(), MapError> {
-    for index in 0..map.len() {
-        let mut chunk = map.get(&index, 0)?;
-        if chunk.iter().any(|&s| s as u32 == slot) {
-            chunk
-                .iter_mut()
-                .filter(|s| **s as u32 == slot)
-                .for_each(|s| *s = 0);
-            map.set(index, chunk, 0)?;
+// SAFETY: the mapping is shared memory accessed only through atomics; it lives until `Drop`.
+unsafe impl Send for TaskSlots {}
+unsafe impl Sync for TaskSlots {}
+
+impl TaskSlots {
+    /// Maps the array. It must outlive nothing but itself: the kernel keeps the map alive while
+    /// the mapping exists, even if the map's fd is closed first.
+    pub fn map(map: &Map) -> std::io::Result<Self> {
+        let data: &MapData = match map {
+            Map::Array(data) => data,
+            _ => return Err(std::io::Error::other("TASK_SLOTS is not an array")),
+        };
+        let info = data.info().map_err(std::io::Error::other)?;
+        let len = info.max_entries() as usize * info.value_size() as usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let mapped = len.div_ceil(page) * page;
+        // SAFETY: a shared read-write mapping of an mmapable BPF array of `len` bytes.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(TaskSlots {
+            ptr: ptr.cast(),
+            len,
+            mapped,
+        })
+    }
+
+    fn byte(&self, tid: u32) -> Option<&AtomicU8> {
+        let i = tid as usize;
+        // SAFETY: `i < len` is inside the mapping, which lives as long as `self`.
+        (i < self.len).then(|| unsafe { &*self.ptr.add(i) })
+    }
+
+    pub fn get(&self, tid: u32) -> u8 {
+        self.byte(tid).map_or(0, |b| b.load(Ordering::Relaxed))
+    }
+
+    /// Sets one tid's slot; false if the tid is beyond the map.
+    pub fn set(&self, tid: u32, slot: u32) -> bool {
+        match self.byte(tid) {
+            Some(b) => {
+                b.store(slot as u8, Ordering::Relaxed);
+                true
+            }
+            None => false,
         }
     }
-    Ok(())
+
+    fn marked(&self, slot: u32) -> BTreeSet<u32> {
+        (0..self.len as u32)
+            .filter(|&tid| self.get(tid) as u32 == slot)
+            .collect()
+    }
+
+    /// Brings the window's threads in line with `cgroup.threads` of `dir`. Returns how many
+    /// threads were added and removed.
+    pub fn sync(&self, dir: &Path, slot: u32) -> (usize, usize) {
+        let Ok(wanted) = cgroup::threads(dir) else {
+            return (0, 0); // cgroup gone: the window ends on its own
+        };
+        // recap's own threads are never a target: counting them would measure the measurer.
+        let own = own_threads();
+        let wanted: BTreeSet<u32> = wanted
+            .into_iter()
+            .filter(|tid| !own.contains(tid))
+            .collect();
+        let marked = self.marked(slot);
+        let mut added = 0;
+        for &tid in wanted.difference(&marked) {
+            if self.set(tid, slot) {
+                added += 1;
+            }
+        }
+        let mut removed = 0;
+        for &tid in marked.difference(&wanted) {
+            // Not listed a moment ago; it may be a thread forked since. Drop it only if it is
+            // really gone or elsewhere.
+            if !thread_in_cgroup(tid, dir) {
+                self.set(tid, 0);
+                removed += 1;
+            }
+        }
+        (added, removed)
+    }
+
+    /// Clears every thread of `slot`.
+    pub fn clear(&self, slot: u32) {
+        for tid in self.marked(slot) {
+            // Only if it still holds this window: the kernel may have moved it meanwhile.
+            if let Some(b) = self.byte(tid) {
+                let _ = b.compare_exchange(slot as u8, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for TaskSlots {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.mapped) };
+    }
 }
 
 fn own_threads() -> BTreeSet<u32> {
@@ -68,31 +145,6 @@ fn own_threads() -> BTreeSet<u32> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn marked_tids(map: &Slots<'_>, slot: u32) -> Result<BTreeSet<u32>, MapError> {
-    let mut out = BTreeSet::new();
-    for index in 0..map.len() {
-        let chunk = map.get(&index, 0)?;
-        for (i, &s) in chunk.iter().enumerate() {
-            if s as u32 == slot {
-                out.insert(index * TIDS_PER_ENTRY + i as u32);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Sets one tid's slot; false if the tid is beyond the map.
-fn set(map: &mut Slots<'_>, tid: u32, slot: u32) -> Result<bool, MapError> {
-    let index = tid / TIDS_PER_ENTRY;
-    if index >= map.len() {
-        return Ok(false);
-    }
-    let mut chunk = map.get(&index, 0)?;
-    chunk[(tid % TIDS_PER_ENTRY) as usize] = slot as u8;
-    map.set(index, chunk, 0)?;
-    Ok(true)
 }
 
 fn thread_in_cgroup(tid: u32, dir: &Path) -> bool {
