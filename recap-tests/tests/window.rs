@@ -262,7 +262,95 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     if !require_root() {
         return;
     }
+    // A zombie: a child of this test that has exited and is not reaped (yet).
+    let zombie = std::process::Command::new("true").spawn().unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let zombie_pid = zombie.id().to_string();
+    let cg = TestCgroup::new("bad-input");
+    let file_in_cgroup = cg.dir.join("cgroup.procs");
+    let file_in_cgroup = file_in_cgroup.to_str().unwrap();
     let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["window", "--pid", &zombie_pid, "-d", "1s"],
+            1,
+            "is a zombie",
+        ),
+        (
+            &["window", "--pid", "2", "-d", "1s"],
+            1,
+            "is a kernel thread",
+        ),
+        (
+            &["window", "--container", "", "-d", "1s"],
+            2,
+            "an empty name matches nothing",
+        ),
+        (
+            &["window", "--cgroup", file_in_cgroup, "-d", "1s"],
+            1,
+            "not a cgroup directory",
+        ),
+        (&["window", "--pid", "1", "-d", "-1s"], 2, "negative"),
+        (
+            &["window", "--pid", "1", "-d", "inf"],
+            2,
+            "cannot read duration",
+        ),
+        (
+            &["window", "--pid", "1", "-d", "1e99"],
+            2,
+            "cannot read duration",
+        ),
+        (
+            &["window", "--pid", "1", "-d", "99999999999999999999s"],
+            2,
+            "cannot read duration",
+        ),
+        (
+            &["window", "--pid", "1", "--prometheus-linger", "inf"],
+            2,
+            "cannot read duration",
+        ),
+        (
+            &["window", "--pid", "1", "--capsule-max-size", "1"],
+            2,
+            "at least 4KiB",
+        ),
+        (
+            &[
+                "window",
+                "--pid",
+                "1",
+                "--capsule-max-size",
+                "9223372036854775808",
+            ],
+            2,
+            "too large",
+        ),
+        (
+            &[
+                "window",
+                "--pid",
+                "1",
+                "--capsule",
+                "strace=busybox sh -c id",
+            ],
+            2,
+            "starts nothing",
+        ),
+        (
+            &[
+                "window",
+                "--pid",
+                "1",
+                "--otlp-endpoint",
+                "http://127.0.0.1:1",
+                "--otlp-header",
+                "x=1\r\nX-Injected: yes",
+            ],
+            2,
+            "control characters",
+        ),
         (
             &["window", "--cgroup", "/nonexistent/cg", "-d", "1s"],
             1,
@@ -296,6 +384,35 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
             "{args:?}: expected `{want_msg}` in:\n{err}"
         );
     }
+    drop(zombie);
+    // An engine that is not this machine's is refused, not ignored.
+    let out = std::process::Command::new(recap_bin())
+        .args(["window", "--container", "web", "-d", "1s"])
+        .env("DOCKER_HOST", "tcp://127.0.0.1:2375")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("only a local engine"), "{err}");
+    // stdout closed before the summary (`recap window ... | true`): an error, not a panic.
+    let mut child = std::process::Command::new(recap_bin())
+        .args([
+            "window",
+            "--local",
+            "--cgroup",
+            cg.dir.to_str().unwrap(),
+            "-d",
+            "300ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing to stdout"), "{err}");
     // Not root: run as nobody with no capabilities.
     let out = std::process::Command::new("setpriv")
         .args([

@@ -66,7 +66,7 @@ pub struct AgentConfig {
     pub otlp: Option<crate::export::otlp::OtlpConfig>,
 }
 
-/// Runs the agent until SIGTERM or SIGINT: then every open window ends (`interrupted`, summary
+/// Runs the agent until SIGTERM, SIGINT or SIGHUP: then every open window ends (`interrupted`, summary
 /// stored, exports flushed, capsules removed), the programs are unloaded, and it returns.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let history = history::History::open(&config.state_dir)?;
@@ -118,6 +118,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let shutdown = agent.shutdown_token();
     let server = tonic::transport::Server::builder()
         .add_service(api::agent_server::AgentServer::new(service::Service::new(
@@ -141,6 +142,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         result = &mut server => result.context("serving the API")?,
         _ = term.recv() => log::info!("SIGTERM: ending every open window"),
         _ = int.recv() => log::info!("SIGINT: ending every open window"),
+        _ = hup.recv() => log::info!("SIGHUP: ending every open window"),
     }
     pruner.abort();
     agent.shut_down().await;

@@ -138,7 +138,12 @@ impl WindowArgs {
         let target = match (self.cgroup, self.pid, self.container) {
             (Some(path), None, None) => TargetSpec::Cgroup { path },
             (None, Some(pid), None) => TargetSpec::Pid { pid },
-            (None, None, Some(name_or_id)) => TargetSpec::Container { name_or_id },
+            (None, None, Some(name_or_id)) => {
+                if name_or_id.trim().is_empty() {
+                    usage!("--container: give a container name or id (`docker ps` lists them); an empty name matches nothing");
+                }
+                TargetSpec::Container { name_or_id }
+            }
             _ => usage!("give exactly one of --cgroup, --pid or --container"),
         };
         if !self.capsule.is_empty() && !matches!(target, TargetSpec::Container { .. }) {
@@ -150,8 +155,8 @@ impl WindowArgs {
         if tools.len() != self.capsule.len() {
             usage!("give each capsule tool once");
         }
-        if self.capsule_max_size == 0 {
-            usage!("--capsule-max-size must be more than 0");
+        if self.capsule_max_size < 4096 {
+            usage!("--capsule-max-size must be at least 4KiB: below that a capture cannot hold its own file header and a packet (e.g. --capsule-max-size 10MiB)");
         }
         let capsules = CapsuleOptions {
             specs: self.capsule,
@@ -260,8 +265,10 @@ pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (spec, output, top) = args.into_spec()?;
     // Signals first, so a Ctrl-C while arming still ends the window (at once, once armed).
+    // SIGHUP (the terminal went away) ends it the same way: nothing is left running.
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut observers: Vec<Box<dyn WindowObserver>> = vec![Box::new(LiveView::new(
         output == Output::Table,
         spec.duration,
@@ -290,6 +297,7 @@ pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
+                _ = hup.recv() => {}
             }
         })
         .await;
@@ -307,6 +315,7 @@ pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(linger) => {}
             _ = int.recv() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
     }
     Ok(())

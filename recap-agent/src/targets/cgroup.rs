@@ -56,10 +56,15 @@ pub fn check_cgroup_dir(root: &Path, path: &Path) -> Result<PathBuf, TargetError
         path: path.to_owned(),
         root: root.to_owned(),
     })?;
-    if !canonical.starts_with(root) || !canonical.join("cgroup.threads").is_file() {
+    if !canonical.starts_with(root) {
         return Err(TargetError::NotCgroup2 {
             path: path.to_owned(),
             root: root.to_owned(),
+        });
+    }
+    if !canonical.join("cgroup.threads").is_file() {
+        return Err(TargetError::NotACgroupDir {
+            path: path.to_owned(),
         });
     }
     Ok(canonical)
@@ -96,6 +101,26 @@ pub fn threads(dir: &Path) -> std::io::Result<Vec<u32>> {
 }
 
 /// Whether a process exists and has not exited (a zombie, state Z or X, has exited).
+/// A PID that can be a target: a live user-space process (not a zombie, not a kernel thread).
+pub fn check_user_process(pid: u32) -> Result<(), TargetError> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|_| TargetError::NoSuchPid { pid })?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return Err(TargetError::ZombiePid { pid });
+    }
+    // Field 9 of /proc/PID/stat (index 6 after the state): the task's flags.
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        return Err(TargetError::KernelThread { pid });
+    }
+    Ok(())
+}
+
 pub fn process_running(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;

@@ -43,8 +43,16 @@ pub enum TargetError {
     NoSuchPath { path: PathBuf, root: PathBuf },
     #[error("{path} is not a cgroup v2 directory (it is not under the cgroup2 mount {root}); cgroup v1 hierarchies are not supported")]
     NotCgroup2 { path: PathBuf, root: PathBuf },
+    #[error("{path} is under the cgroup v2 mount but is not a cgroup directory (it has no cgroup.threads); give its directory")]
+    NotACgroupDir { path: PathBuf },
     #[error("no process with PID {pid}; `ps -e` lists them")]
     NoSuchPid { pid: u32 },
+    #[error("PID {pid} is a zombie (it has exited and waits for its parent to reap it): there is nothing left to watch")]
+    ZombiePid { pid: u32 },
+    #[error("PID {pid} is a kernel thread: it has no cgroup of its own (a window on it would watch the root cgroup, i.e. the whole host); give a user-space process, a cgroup or a container")]
+    KernelThread { pid: u32 },
+    #[error("give a container name or id (`docker ps` lists them); an empty name matches nothing")]
+    EmptyContainerName,
     #[error("no container `{wanted}`; `docker ps` lists the running ones")]
     NoSuchContainer { wanted: String },
     #[error("`{wanted}` matches several containers ({matches}); give more of the id, or the name")]
@@ -69,7 +77,10 @@ impl Target {
         let root = cgroup::cgroup2_mount()?;
         let cgroup_dir = match spec {
             TargetSpec::Cgroup { path } => cgroup::check_cgroup_dir(&root, path)?,
-            TargetSpec::Pid { pid } => cgroup::cgroup_of_pid(&root, *pid)?,
+            TargetSpec::Pid { pid } => {
+                cgroup::check_user_process(*pid)?;
+                cgroup::cgroup_of_pid(&root, *pid)?
+            }
             TargetSpec::Container { .. } => {
                 unreachable!("container targets resolve through Docker")
             }
@@ -84,6 +95,9 @@ impl Target {
         let TargetSpec::Container { name_or_id } = spec else {
             return Self::resolve(spec);
         };
+        if name_or_id.trim().is_empty() {
+            return Err(TargetError::EmptyContainerName);
+        }
         let meta = container::resolve(docker, name_or_id).await?;
         let cgroup_dir = cgroup::cgroup_of_pid(&cgroup::cgroup2_mount()?, meta.pid)?;
         Self::in_cgroup(spec, cgroup_dir, Some(meta))
@@ -113,11 +127,14 @@ impl Target {
         cgroup::cgroup_of_pid(&root, std::process::id()).is_ok_and(|own| own == self.cgroup_dir)
     }
 
-    /// Whether the target still exists (a process target: the process is alive).
+    /// Whether the target still exists (a process target: the process is alive; a cgroup: the
+    /// same cgroup, not one re-created under its name since).
     pub fn is_alive(&self) -> bool {
         match &self.spec {
             TargetSpec::Pid { pid } => cgroup::process_running(*pid),
-            TargetSpec::Cgroup { .. } => self.cgroup_dir.exists(),
+            TargetSpec::Cgroup { .. } => {
+                cgroup::cgroup_id(&self.cgroup_dir).is_ok_and(|id| id == self.cgroup_id)
+            }
             TargetSpec::Container { .. } => self
                 .container
                 .as_ref()
