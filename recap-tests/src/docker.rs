@@ -167,6 +167,11 @@ impl Drop for AppContainer {
     }
 }
 
+/// Whether a container (by id) is running.
+pub fn container_running(id: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", id]).1 == "true"
+}
+
 /// Capsule containers on this machine (any window).
 pub fn capsule_containers() -> Vec<String> {
     let (_, out) = docker(&["ps", "-aq", "--filter", "label=recap.window"]);

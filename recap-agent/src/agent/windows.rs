@@ -159,6 +159,13 @@ impl Agent {
         if !caller.is_root() {
             spec.capsules.artifacts = self.config.artifacts.join(caller.uid.to_string());
         }
+        // The caller gets its captures (the agent's environment says nothing about it).
+        spec.capsules.owner = (!caller.is_root()).then_some((caller.uid, caller.gid));
+        if !caller.is_root() && !spec.capsules.specs.is_empty() {
+            if let Err(e) = caller_artifact_dir(&self.config.artifacts, &caller) {
+                return Err(StartError::Failed(format!("{e:#}")));
+            }
+        }
         let own_otlp = spec.export.otlp.is_some();
         let window_id = new_window_id();
         let (live_tx, live_rx) = watch::channel(Live::default());
@@ -371,6 +378,21 @@ fn parse_request(args: &[String], env: &HashMap<String, String>) -> Result<Windo
         .into_spec_with_env(|k| env.get(k).cloned())
         .map(|(spec, _, _)| spec)
         .map_err(|e| format!("{e:#}"))
+}
+
+/// `<artifacts>/<uid>/`, the caller's own (0700); `<artifacts>` itself only lets callers
+/// through to theirs (0711).
+fn caller_artifact_dir(base: &std::path::Path, caller: &Caller) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = base.join(caller.uid.to_string());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711))?;
+    std::os::unix::fs::chown(&dir, Some(caller.uid), Some(caller.gid))?;
+    Ok(())
 }
 
 fn describe_spec(target: &TargetSpec) -> String {

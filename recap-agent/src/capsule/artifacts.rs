@@ -27,21 +27,22 @@ pub fn window_dir(base: &Path, window_id: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The user who asked for the window: `SUDO_UID`/`SUDO_GID` when recap runs through sudo.
-fn requester() -> Option<(u32, u32)> {
+/// The user who asked for a `recap window` run: `SUDO_UID`/`SUDO_GID` when it runs through
+/// sudo. (The agent knows its callers from the socket instead.)
+pub fn sudo_requester() -> Option<(u32, u32)> {
     let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
     let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
     Some((uid, gid))
 }
 
-/// Makes a finished artifact 0600 and hands it and its window directory to the requester, if
-/// recap runs on someone's behalf (otherwise they stay root's).
-pub fn seal(artifact: &Path) -> std::io::Result<()> {
+/// Makes a finished artifact 0600 and hands it and its window directory to `owner`, if the
+/// window ran on someone's behalf (otherwise they stay root's).
+pub fn seal(artifact: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
     if !artifact.exists() {
         return Ok(());
     }
     std::fs::set_permissions(artifact, std::fs::Permissions::from_mode(0o600))?;
-    if let Some((uid, gid)) = requester() {
+    if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(artifact, Some(uid), Some(gid))?;
         if let Some(dir) = artifact.parent() {
             std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;

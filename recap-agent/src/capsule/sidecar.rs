@@ -34,7 +34,32 @@ pub struct CapsuleContext<'a> {
     /// `<artifacts>/<window-id>`, mounted at /out.
     pub artifact_dir: &'a Path,
     pub max_bytes: u64,
+    /// Who the artifacts are handed to when the capsule is done (uid, gid).
+    pub owner: Option<(u32, u32)>,
+    /// The tool ends by itself this long after it starts (the window's duration plus a
+    /// grace period), even if nobody stops it.
+    pub deadline: Duration,
 }
+
+/// The lifeline: a FIFO in the window's artifact directory that the owner (the `recap` process
+/// or agent running the window) holds open. Each capsule waits for its end of file, which comes
+/// when the owner is gone however it went (the kernel closes its descriptors, even on SIGKILL),
+/// and then stops its tool. With the deadline, a capsule never outlives its window by more than
+/// the grace period, and never its owner.
+pub const LIFELINE: &str = ".lifeline";
+
+/// Runs as the capsule's main process (`busybox sh -c SCRIPT capsule DEADLINE_S TOOL ARGS...`):
+/// starts the tool with its arguments as given (never through the shell), forwards SIGTERM to
+/// it, stops it when the lifeline ends or the deadline passes, and exits with its status.
+const SUPERVISOR: &str = r#"deadline="$1"; shift
+"$@" &
+tool=$!
+trap 'kill -TERM "$tool" 2>/dev/null' TERM INT
+( busybox cat /out/.lifeline >/dev/null 2>&1; kill -TERM "$tool" 2>/dev/null ) &
+( busybox sleep "$deadline"; kill -TERM "$tool" 2>/dev/null ) &
+wait "$tool"; status=$?
+while kill -0 "$tool" 2>/dev/null; do wait "$tool"; status=$?; done
+exit "$status""#;
 
 pub struct Capsule {
     pub spec: CapsuleSpec,
@@ -42,6 +67,7 @@ pub struct Capsule {
     pub name: String,
     artifact: PathBuf,
     max_bytes: u64,
+    owner: Option<(u32, u32)>,
 }
 
 /// Exit status of a process killed by SIGXFSZ (RLIMIT_FSIZE reached): 128 + 25.
@@ -67,6 +93,7 @@ impl Capsule {
             name,
             artifact: ctx.artifact_dir.join(spec.tool.artifact()),
             max_bytes: ctx.max_bytes,
+            owner: ctx.owner,
         };
         if let Err(e) = capsule.start_and_wait_attached(docker).await {
             let tail = capsule.log_tail(docker).await;
@@ -140,7 +167,7 @@ impl Capsule {
         };
         self.remove(docker).await;
         // Captures hold tokens and passwords: readable by the owner only.
-        if let Err(e) = super::artifacts::seal(&self.artifact) {
+        if let Err(e) = super::artifacts::seal(&self.artifact, self.owner) {
             log::warn!("restricting {}: {e}", self.artifact.display());
         }
         CapsuleReport {
@@ -260,9 +287,18 @@ fn create_body(
         }]),
         ..Default::default()
     };
+    let mut supervised: Vec<String> = vec![
+        "busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        SUPERVISOR.into(),
+        "capsule".into(),
+        ctx.deadline.as_secs().max(1).to_string(),
+    ];
+    supervised.extend(cmd);
     Ok(ContainerCreateBody {
         image: Some(image::reference()),
-        cmd: Some(cmd),
+        cmd: Some(supervised),
         entrypoint: Some(vec![]),
         labels: Some(labels),
         host_config: Some(host_config),

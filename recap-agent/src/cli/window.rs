@@ -162,6 +162,7 @@ impl WindowArgs {
             specs: self.capsule,
             artifacts: self.artifacts,
             max_bytes: self.capsule_max_size,
+            owner: crate::capsule::artifacts::sudo_requester(),
         };
         let otlp = otlp::config(
             self.otlp_endpoint,

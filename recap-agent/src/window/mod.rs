@@ -237,11 +237,11 @@ impl Window {
                 let artifact_dir = capsules::prepare(docker, &spec.capsules, &window_id).await?;
                 Some(tokio::spawn(capsules::start_all(
                     docker.clone(),
-                    spec.capsules.specs.clone(),
+                    spec.capsules.clone(),
                     window_id.clone(),
                     target.clone(),
                     artifact_dir,
-                    spec.capsules.max_bytes,
+                    spec.duration,
                 )))
             }
             _ => None,
