@@ -55,6 +55,7 @@ pub enum Counter {
     ProcExecs,
     ProcExits,
     ProcForks,
+    /// Not counted by a program: user space fills it from the cgroup's `cpu.stat`.
     CpuOnCpuNs,
     CpuSwitchesIn,
     /// Sum of the run-queue waits in the histogram (its `_sum`).
@@ -91,15 +92,14 @@ pub struct WindowTag {
 }
 const _: () = assert!(core::mem::size_of::<WindowTag>() == 8);
 
-/// Per-CPU state of the scheduler probe: which window's task is on this CPU, and since when.
+/// Per-CPU state of the scheduler probe: which target thread is on this CPU (0: none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OnCpu {
-    pub since_ns: u64,
-    pub slot: u32,
     pub tid: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<OnCpu>() == 16);
+const _: () = assert!(core::mem::size_of::<OnCpu>() == 8);
 
 /// Key of the exec-name counts.
 #[repr(C)]
@@ -131,8 +131,9 @@ pub mod maps {
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const RUNQ_HIST: &str = "RUNQ_HIST";
     pub const EXECS: &str = "EXECS";
-    pub const ON_CPU: &str = "ON_CPU";
     pub const WAKE_TS: &str = "WAKE_TS";
+    pub const SCHED_HOOKED: &str = "SCHED_HOOKED";
+    pub const ON_CPU: &str = "ON_CPU";
 }
 
 /// Program names (the kernel keeps 15 bytes of a name; every one starts with `recap_` so
@@ -177,6 +178,6 @@ pub mod programs {
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::WindowTag {}
-    unsafe impl aya::Pod for super::OnCpu {}
     unsafe impl aya::Pod for super::ExecKey {}
+    unsafe impl aya::Pod for super::OnCpu {}
 }

@@ -38,12 +38,24 @@ pub static RUNQ_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "EXECS")]
 pub static EXECS: PerCpuHashMap<ExecKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
-#[map(name = "ON_CPU")]
-pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
-
 /// When a target thread became runnable, until it runs.
 #[map(name = "WAKE_TS")]
 pub static WAKE_TS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+/// The target thread on each CPU, since its switch-in.
+#[map(name = "ON_CPU")]
+pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1 while `sched_switch` is attached (set by user space): an exiting thread then keeps its
+/// slot until its last switch-out, which adds its last stint and clears it; otherwise the exit
+/// hook clears it at once.
+#[map(name = "SCHED_HOOKED")]
+pub static SCHED_HOOKED: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn sched_hooked() -> bool {
+    SCHED_HOOKED.get(0).is_some_and(|&v| v != 0)
+}
 
 /// The window slot of a thread, 0 if it is in no window.
 #[inline(always)]

@@ -308,7 +308,7 @@ pub fn recap(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Names of our maps as the kernel lists them (it keeps 15 bytes).
-const OUR_MAPS: [&str; 10] = [
+const OUR_MAPS: [&str; 11] = [
     "AYA_LOGS",
     "TASK_SLOTS",
     "WINDOW_CGROUPS",
@@ -317,8 +317,9 @@ const OUR_MAPS: [&str; 10] = [
     "SYSCALLS",
     "RUNQ_HIST",
     "EXECS",
-    "ON_CPU",
     "WAKE_TS",
+    "SCHED_HOOKED",
+    "ON_CPU",
 ];
 
 /// What of ours is still in the kernel: program, link and map lines from bpftool.

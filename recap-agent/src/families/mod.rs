@@ -12,9 +12,10 @@ pub mod proc;
 pub mod syscalls;
 pub mod tcp;
 
-use std::{fmt, hash::Hash, str::FromStr, sync::Arc};
+use std::{fmt, hash::Hash, path::Path, str::FromStr, sync::Arc};
 
 use aya::Ebpf;
+use recap_common::Counter;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
@@ -82,6 +83,16 @@ pub trait ProbeFamily: Sync {
     /// Forgets a previous window's named counts, before a slot is reused.
     fn clear_named(&self, _ebpf: &mut Ebpf, _slot: u32) -> Result<(), EngineError> {
         Ok(())
+    }
+    /// A figure the kernel already keeps per cgroup, read by user space rather than counted by
+    /// a program: its value when the window opens (`None`: the family has none).
+    fn cgroup_baseline(&self, _cgroup_dir: &Path) -> Option<u64> {
+        None
+    }
+    /// This window's share of that figure now (`None` if it cannot be read, e.g. the cgroup is
+    /// gone: the last share read stands).
+    fn cgroup_share(&self, _cgroup_dir: &Path, _baseline: u64) -> Option<(Counter, u64)> {
+        None
     }
     fn summarise(&self, counts: &RawCounts) -> Arc<dyn FamilyReport>;
     /// Its report read back from the summary's JSON.

@@ -42,6 +42,14 @@ const TASK_TRACKING: [TaskHook; 3] = [
     },
 ];
 
+/// A family's per-cgroup kernel figure (`ProbeFamily::cgroup_baseline`): its value when the
+/// window opened, and the last share read (kept if the cgroup goes away).
+struct CgroupFigure {
+    family: Family,
+    baseline: u64,
+    last: std::cell::Cell<Option<(recap_common::Counter, u64)>>,
+}
+
 /// The probes of one open window. Dropping it detaches its cgroup programs; `close` also
 /// releases its global hooks and returns the final counts.
 pub struct WindowProbes {
@@ -52,6 +60,8 @@ pub struct WindowProbes {
     cgroup_links: Vec<CgroupLink>,
     hooks: Vec<&'static str>,
     tracks_tasks: bool,
+    /// Per-cgroup kernel figures of running families.
+    cgroup_figures: Vec<CgroupFigure>,
 }
 
 impl WindowProbes {
@@ -120,6 +130,7 @@ impl ProbeEngine {
             cgroup_links: Vec::new(),
             hooks: Vec::new(),
             tracks_tasks: false,
+            cgroup_figures: Vec::new(),
         };
         // From here on, an error returns the window through `close`, which undoes every step.
         match self.arm(&mut window, stale, target, families) {
@@ -177,6 +188,16 @@ impl ProbeEngine {
                 }
             }
             w.families.insert(*family, status);
+        }
+        // Baselines last: what the kernel charges the cgroup from here on is this window's.
+        for family in w.running() {
+            if let Some(baseline) = family.cgroup_baseline(&w.cgroup_dir) {
+                w.cgroup_figures.push(CgroupFigure {
+                    family,
+                    baseline,
+                    last: std::cell::Cell::new(None),
+                });
+            }
         }
         Ok(())
     }
@@ -265,9 +286,18 @@ impl ProbeEngine {
         counts
     }
 
-    /// The window's counts so far.
+    /// The window's counts so far: its maps, and its share of the per-cgroup kernel figures.
     pub fn read(&self, w: &WindowProbes) -> Result<RawCounts, EngineError> {
-        reader::read(&self.programs.ebpf, w.slot, &w.running())
+        let mut counts = reader::read(&self.programs.ebpf, w.slot, &w.running())?;
+        for figure in &w.cgroup_figures {
+            if let Some(share) = figure.family.cgroup_share(&w.cgroup_dir, figure.baseline) {
+                figure.last.set(Some(share));
+            }
+            if let Some((counter, value)) = figure.last.get() {
+                counts.counters[counter as usize] = value;
+            }
+        }
+        Ok(counts)
     }
 
     fn window_cgroups(&mut self) -> Result<HashMap<&mut MapData, u64, u32>, EngineError> {

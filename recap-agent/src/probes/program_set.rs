@@ -17,7 +17,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use recap_common::{maps, Counter, WindowTag, MAX_WINDOWS, TIDS_PER_ENTRY};
+use recap_common::{maps, programs, Counter, WindowTag, MAX_WINDOWS, TIDS_PER_ENTRY};
 
 use super::{btf, missing_map, EngineError};
 use crate::families::{CgroupHook, Family, TaskHook};
@@ -166,6 +166,9 @@ impl ProgramSet {
             )
         })?;
         let link = prog.take_link(link_id).map_err(|e| e.to_string())?;
+        if program == programs::SCHED_SWITCH {
+            self.set_sched_hooked(true);
+        }
         self.hooks.insert(
             program,
             SharedHook {
@@ -181,8 +184,27 @@ impl ProgramSet {
         if let Some(hook) = self.hooks.get_mut(program) {
             hook.users -= 1;
             if hook.users == 0 && !(self.keep_idle_hooks && hook.keepable) {
+                if program == programs::SCHED_SWITCH {
+                    // Before detaching: from now on the exit hook clears exiting threads itself.
+                    self.set_sched_hooked(false);
+                }
                 self.hooks.remove(program); // dropping the link detaches it
             }
+        }
+    }
+
+    /// Tells the exit hook whether `sched_switch` will see exiting threads' last switch-out.
+    fn set_sched_hooked(&mut self, on: bool) {
+        let Some(map) = self.ebpf.map_mut(maps::SCHED_HOOKED) else {
+            return;
+        };
+        match aya::maps::Array::<&mut MapData, u32>::try_from(map) {
+            Ok(mut flag) => {
+                if let Err(e) = flag.set(0, u32::from(on), 0) {
+                    log::warn!("setting SCHED_HOOKED: {e}");
+                }
+            }
+            Err(e) => log::warn!("opening SCHED_HOOKED: {e}"),
         }
     }
 

@@ -155,6 +155,19 @@ pub fn child_cgroups(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The cgroup's CPU time so far, in ns (cgroup v2 `cpu.stat` `usage_usec`: the scheduler's
+/// runtime of its tasks and its descendants' tasks, kept by the kernel for every cgroup).
+pub fn cpu_usage_ns(dir: &Path) -> Option<u64> {
+    let stat = fs::read_to_string(dir.join("cpu.stat")).ok()?;
+    let usec: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(usec * 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

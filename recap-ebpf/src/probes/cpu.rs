@@ -1,39 +1,50 @@
-//! `cpu`: on-CPU time of the target's threads and their run-queue latency (runnable → running).
+//! `cpu`: how often the target's threads get a CPU and how long they wait for one (runnable →
+//! running). Their on-CPU time comes from the kernel's own per-cgroup accounting, read by user
+//! space.
 //!
 //! The scheduler hooks are global, so the path for a thread outside every window is kept to a
 //! per-CPU state check, one kernel read of `next->pid` and one inlined array lookup.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
-use recap_common::{Counter, OnCpu, RUNQ_BUCKETS};
+use recap_common::{Counter, RUNQ_BUCKETS};
 
 use crate::{
     kernel::task_tid,
-    maps::{add, task_slot, ON_CPU, RUNQ_HIST, WAKE_TS},
+    maps::{add, set_task_slot, task_slot, ON_CPU, RUNQ_HIST, WAKE_TS},
 };
+
+/// `TASK_DEAD` in `task->__state`: the task's final `schedule()`.
+const TASK_DEAD: u32 = 0x80;
 
 /// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 /// unsigned int prev_state)`.
+///
+/// Counts switch-ins and run-queue waits of target threads, and clears an exiting target
+/// thread's slot at its last switch-out. (On-CPU time is not counted here: user space reads
+/// the scheduler's own per-cgroup figure, see `recap-agent/src/families/cpu.rs`.)
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
     let Some(state) = ON_CPU.get_ptr_mut(0) else {
         return 0;
     };
     let state = unsafe { &mut *state };
-    let mut now = 0;
-    if state.slot != 0 {
-        // The outgoing thread was a target when it came on this CPU.
-        now = unsafe { bpf_ktime_get_ns() };
-        add(
-            state.slot,
-            Counter::CpuOnCpuNs,
-            now.saturating_sub(state.since_ns),
-        );
-        let prev_state: u64 = ctx.arg(3);
-        if prev_state as u32 == 0 {
-            // Preempted while runnable: it waits on the run queue from now.
-            let _ = WAKE_TS.insert(&state.tid, &now, 0);
+    if state.tid != 0 {
+        // A target thread came on this CPU; `prev` is normally that thread.
+        let prev: u64 = ctx.arg(1);
+        let prev_tid = task_tid(prev);
+        if prev_tid == state.tid && task_slot(prev_tid) != 0 {
+            let prev_state: u64 = ctx.arg(3);
+            if prev_state as u32 & TASK_DEAD != 0 {
+                // Its last switch-out: the exit hook left the slot for this moment.
+                set_task_slot(prev_tid, 0);
+                let _ = WAKE_TS.remove(&prev_tid);
+            } else if prev_state as u32 == 0 {
+                // Preempted while runnable: it waits on the run queue from now.
+                let now = unsafe { bpf_ktime_get_ns() };
+                let _ = WAKE_TS.insert(&prev_tid, &now, 0);
+            }
         }
-        state.slot = 0;
+        state.tid = 0;
     }
     let next: u64 = ctx.arg(2);
     let tid = task_tid(next);
@@ -41,17 +52,11 @@ pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
     if slot == 0 {
         return 0;
     }
-    if now == 0 {
-        now = unsafe { bpf_ktime_get_ns() };
-    }
-    *state = OnCpu {
-        since_ns: now,
-        slot,
-        tid,
-    };
+    state.tid = tid;
     add(slot, Counter::CpuSwitchesIn, 1);
     if let Some(&queued) = unsafe { WAKE_TS.get(&tid) } {
         let _ = WAKE_TS.remove(&tid);
+        let now = unsafe { bpf_ktime_get_ns() };
         let waited = now.saturating_sub(queued);
         add(slot, Counter::CpuRunqWaitNs, waited);
         let bucket = log2_bucket(waited);

@@ -9,7 +9,7 @@ use recap_common::Counter;
 
 use crate::{
     kernel::{cgroup_v2_id, task_tgid, task_tid},
-    maps::{add, set_task_slot, task_slot, WINDOW_CGROUPS},
+    maps::{add, sched_hooked, set_task_slot, task_slot, WINDOW_CGROUPS},
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`; runs in the parent.
@@ -49,7 +49,11 @@ pub fn recap_exit(_ctx: RawTracePointContext) -> i32 {
     if slot == 0 {
         return 0;
     }
-    set_task_slot(tid, 0);
+    // Its last stint (exit work included) is still to come: the scheduler hook, if attached,
+    // adds it and clears the slot at the final switch-out.
+    if !sched_hooked() {
+        set_task_slot(tid, 0);
+    }
     if tid == (pid_tgid >> 32) as u32 {
         add(slot, Counter::ProcExits, 1);
     }
