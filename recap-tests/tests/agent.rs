@@ -387,3 +387,44 @@ fn a_killed_agent_leaves_nothing_and_its_windows_are_lost() {
     agent.stop_with(libc::SIGTERM);
     assert_no_residue();
 }
+
+/// Plain `recap window` goes through a running agent: the same exact counts, Ctrl-C ends the
+/// window through the agent; `watch` follows another window to its end.
+#[test]
+fn plain_window_goes_through_the_agent_and_watch_follows_a_window() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = AgentProcess::start("plain", None, &[]);
+    let cg = TestCgroup::new("plain");
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let mut w = Workload::start(&cg, &plan(3), &sink, closed_port(), udp_port);
+    let socket = agent.socket.to_str().unwrap().to_string();
+    let dir = cg.dir.to_str().unwrap().to_string();
+    let mut run = RecapRun::start(&[
+        "window", "--socket", &socket, "--cgroup", &dir, "-d", "60s", "--probes", "all", "-o", "json",
+    ]);
+    run.wait_armed();
+    w.go();
+    w.wait_done();
+    thread::sleep(Duration::from_millis(200));
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "interrupted");
+    assert_eq!(getppid(&s), plan(3).getppid as u64);
+    assert_eq!(u(&s, "/tcp/connect_established"), plan(3).connects as u64);
+    let (_, listed, _) = agent.recap(&["window", "list", "-o", "json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["window_id"], s["window_id"], "the agent ran it and kept it");
+    w.stop();
+
+    let id = agent.start_window(&["--cgroup", &dir, "-d", "2s"]);
+    let (code, out, err) = agent.recap(&["window", "watch", &id, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&out)["status"], "completed");
+    agent.stop_with(libc::SIGTERM);
+    assert_no_residue();
+}
