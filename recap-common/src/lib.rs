@@ -118,6 +118,8 @@ pub mod offsets {
     pub const KERNFS_ID: &str = "RECAP_OFF_KERNFS_ID";
     pub const CGROUP_ROOT: &str = "RECAP_OFF_CGROUP_ROOT";
     pub const ROOT_HIERARCHY_ID: &str = "RECAP_OFF_ROOT_HIER";
+    pub const CGROUP_SELF: &str = "RECAP_OFF_CGROUP_SELF";
+    pub const CSS_PARENT: &str = "RECAP_OFF_CSS_PARENT";
     /// x86-64 `struct pt_regs`: `orig_ax` holds the syscall number (fixed by the ABI).
     pub const PT_REGS_ORIG_AX: u64 = 15 * 8;
 }

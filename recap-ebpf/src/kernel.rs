@@ -16,6 +16,10 @@ static RECAP_OFF_KERNFS_ID: u64 = 0;
 static RECAP_OFF_CGROUP_ROOT: u64 = 0;
 #[unsafe(no_mangle)]
 static RECAP_OFF_ROOT_HIER: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_CGROUP_SELF: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_CSS_PARENT: u64 = 0;
 
 #[inline(always)]
 fn offset(global: &'static u64) -> u64 {
@@ -51,6 +55,19 @@ pub fn cgroup_v2_id(cgroup: u64) -> Option<u64> {
     }
     let kn: u64 = read(cgroup + offset(&RECAP_OFF_CGROUP_KN))?;
     read(kn + offset(&RECAP_OFF_KERNFS_ID))
+}
+
+/// The parent of a `struct cgroup *` (`cgrp->self.parent`, a css embedded in the parent
+/// cgroup), or 0 at the root.
+#[inline(always)]
+pub fn cgroup_parent(cgroup: u64) -> u64 {
+    let own_css = offset(&RECAP_OFF_CGROUP_SELF);
+    let parent_css: u64 = read(cgroup + own_css + offset(&RECAP_OFF_CSS_PARENT)).unwrap_or(0);
+    if parent_css == 0 {
+        0
+    } else {
+        parent_css - own_css
+    }
 }
 
 /// The syscall number saved in a `struct pt_regs *` (x86-64 `orig_ax`).

@@ -403,7 +403,8 @@ fn plain_window_goes_through_the_agent_and_watch_follows_a_window() {
     let socket = agent.socket.to_str().unwrap().to_string();
     let dir = cg.dir.to_str().unwrap().to_string();
     let mut run = RecapRun::start(&[
-        "window", "--socket", &socket, "--cgroup", &dir, "-d", "60s", "--probes", "all", "-o", "json",
+        "window", "--socket", &socket, "--cgroup", &dir, "-d", "60s", "--probes", "all", "-o",
+        "json",
     ]);
     run.wait_armed();
     w.go();
@@ -418,7 +419,10 @@ fn plain_window_goes_through_the_agent_and_watch_follows_a_window() {
     assert_eq!(u(&s, "/tcp/connect_established"), plan(3).connects as u64);
     let (_, listed, _) = agent.recap(&["window", "list", "-o", "json"]);
     let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed[0]["window_id"], s["window_id"], "the agent ran it and kept it");
+    assert_eq!(
+        listed[0]["window_id"], s["window_id"],
+        "the agent ran it and kept it"
+    );
     w.stop();
 
     let id = agent.start_window(&["--cgroup", &dir, "-d", "2s"]);

@@ -191,6 +191,82 @@ fn follows_processes_moved_in_and_out() {
     assert_no_residue();
 }
 
+/// A window covers its target and everything below it, for every family: a workload in a child
+/// cgroup that existed before the window, one moved into a grandchild created during it, and
+/// nothing from outside.
+#[test]
+fn counts_the_whole_subtree() {
+    if !require_root() {
+        return;
+    }
+    let target = TestCgroup::new("subtree");
+    let elsewhere = TestCgroup::new("subtree-out");
+    let child = target.dir.join("child");
+    std::fs::create_dir(&child).unwrap();
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let plan = |getppid| WorkloadPlan {
+        connects: 1,
+        refused: 0,
+        kept_open: 0,
+        execs: 1,
+        spin_ms: 0,
+        getppid,
+        ..PLAN
+    };
+    let in_child = TestCgroup { dir: child.clone() };
+    let mut a = Workload::start(&in_child, &plan(3_000), &sink, closed_port(), udp_port);
+    let mut b = Workload::start(&elsewhere, &plan(4_000), &sink, closed_port(), udp_port);
+    let mut c = Workload::start(&elsewhere, &plan(5_000), &sink, closed_port(), udp_port);
+
+    let dir = target.dir.to_str().unwrap().to_owned();
+    let mut run = RecapRun::start(&[
+        "window", "--cgroup", &dir, "-d", "120s", "--probes", "all", "-o", "json",
+    ]);
+    run.wait_armed();
+    let grandchild = target.dir.join("later/deeper");
+    std::fs::create_dir_all(&grandchild).unwrap();
+    let in_grandchild = TestCgroup {
+        dir: grandchild.clone(),
+    };
+    in_grandchild.adopt(b.child.id());
+    let cpu_before = target.cpu_usage();
+    thread::sleep(Duration::from_millis(100));
+    for w in [&mut a, &mut b, &mut c] {
+        w.go();
+    }
+    for w in [&mut a, &mut b, &mut c] {
+        w.wait_done();
+    }
+    thread::sleep(Duration::from_millis(100));
+    let cpu_used = target.cpu_usage() - cpu_before;
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(
+        syscall(&s, "getppid").0,
+        7_000,
+        "the child's and the grandchild's, not the outsider's"
+    );
+    assert_eq!(u(&s, "/tcp/connect_established"), 2);
+    assert_eq!(u(&s, "/proc/execs"), 2);
+    let on_cpu = Duration::from_nanos(u(&s, "/cpu/on_cpu_ns"));
+    assert!(
+        (on_cpu.as_secs_f64() - cpu_used.as_secs_f64()).abs()
+            <= cpu_used.as_secs_f64() * 0.01 + 0.001,
+        "on-CPU {on_cpu:?} vs the subtree's cpu.stat {cpu_used:?}"
+    );
+    for w in [a, b, c] {
+        w.stop();
+    }
+    // Innermost first: a cgroup with children cannot be removed.
+    drop(in_grandchild);
+    let _ = std::fs::remove_dir(target.dir.join("later"));
+    drop(in_child);
+    assert_no_residue();
+}
+
 #[test]
 fn completes_on_time_and_pid_target_exit_ends_the_window() {
     if !require_root() {

@@ -10,13 +10,15 @@ use recap_common::offsets;
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// (global name in the eBPF object, struct, member).
-const NEEDED: [(&str, &str, &str); 6] = [
+const NEEDED: [(&str, &str, &str); 8] = [
     (offsets::TASK_PID, "task_struct", "pid"),
     ("RECAP_OFF_TASK_TGID", "task_struct", "tgid"),
     (offsets::CGROUP_KN, "cgroup", "kn"),
     (offsets::KERNFS_ID, "kernfs_node", "id"),
     (offsets::CGROUP_ROOT, "cgroup", "root"),
     (offsets::ROOT_HIERARCHY_ID, "cgroup_root", "hierarchy_id"),
+    (offsets::CGROUP_SELF, "cgroup", "self"),
+    (offsets::CSS_PARENT, "cgroup_subsys_state", "parent"),
 ];
 
 #[derive(Debug, thiserror::Error)]

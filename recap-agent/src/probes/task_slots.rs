@@ -89,10 +89,10 @@ impl TaskSlots {
             .collect()
     }
 
-    /// Brings the window's threads in line with `cgroup.threads` of `dir`. Returns how many
-    /// threads were added and removed.
+    /// Brings the window's threads in line with the threads of `dir` and its descendants.
+    /// Returns how many threads were added and removed.
     pub fn sync(&self, dir: &Path, slot: u32) -> (usize, usize) {
-        let Ok(wanted) = cgroup::threads(dir) else {
+        let Ok(wanted) = cgroup::subtree_threads(dir) else {
             return (0, 0); // cgroup gone: the window ends on its own
         };
         // recap's own threads are never a target: counting them would measure the measurer.
@@ -112,7 +112,7 @@ impl TaskSlots {
         for &tid in marked.difference(&wanted) {
             // Not listed a moment ago; it may be a thread forked since. Drop it only if it is
             // really gone or elsewhere.
-            if !thread_in_cgroup(tid, dir) {
+            if !thread_in_subtree(tid, dir) {
                 self.set(tid, 0);
                 removed += 1;
             }
@@ -147,13 +147,16 @@ fn own_threads() -> BTreeSet<u32> {
         .unwrap_or_default()
 }
 
-fn thread_in_cgroup(tid: u32, dir: &Path) -> bool {
+fn thread_in_subtree(tid: u32, dir: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/cgroup")) else {
         return false;
     };
     let Some(rel) = cgroup::parse_v2_cgroup_line(&text) else {
         return false;
     };
-    let rel = rel.trim_start_matches('/');
-    dir.ends_with(rel) && (rel.is_empty() || dir.to_string_lossy().ends_with(&format!("/{rel}")))
+    // In `dir` or below it: its v2 path (relative to the mount) starts with `dir`'s.
+    let Ok(root) = cgroup::cgroup2_mount() else {
+        return false;
+    };
+    root.join(rel.trim_start_matches('/')).starts_with(dir)
 }

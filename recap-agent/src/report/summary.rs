@@ -86,12 +86,6 @@ pub struct WindowMeta {
 impl WindowSummary {
     pub fn build(meta: WindowMeta, counts: &RawCounts) -> Self {
         let mut warnings = Vec::new();
-        if meta.target.child_cgroups > 0 && meta.families.keys().any(|f| f.is_task_based()) {
-            warnings.push(format!(
-                "the target cgroup has {} child cgroup(s): syscalls/proc/cpu count only tasks directly in it, tcp/net count its whole subtree",
-                meta.target.child_cgroups
-            ));
-        }
         let misses = counts.get(Counter::TaskTrackMisses);
         if misses > 0 {
             warnings.push(format!("{misses} thread(s) could not be tracked (thread id beyond pid_max at load): task counts are low"));

@@ -100,7 +100,31 @@ pub fn threads(dir: &Path) -> std::io::Result<Vec<u32>> {
         .collect())
 }
 
-/// Whether a process exists and has not exited (a zombie, state Z or X, has exited).
+/// The threads of a cgroup and of every cgroup below it. The target cgroup must be readable;
+/// a descendant removed meanwhile is skipped.
+pub fn subtree_threads(dir: &Path) -> std::io::Result<Vec<u32>> {
+    let mut out = threads(dir)?;
+    let mut pending: Vec<std::path::PathBuf> = subdirs(dir);
+    while let Some(child) = pending.pop() {
+        if let Ok(tids) = threads(&child) {
+            out.extend(tids);
+        }
+        pending.extend(subdirs(&child));
+    }
+    Ok(out)
+}
+
+fn subdirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A PID that can be a target: a live user-space process (not a zombie, not a kernel thread).
 pub fn check_user_process(pid: u32) -> Result<(), TargetError> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -121,6 +145,7 @@ pub fn check_user_process(pid: u32) -> Result<(), TargetError> {
     Ok(())
 }
 
+/// Whether a process exists and has not exited (a zombie, state Z or X, has exited).
 pub fn process_running(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;

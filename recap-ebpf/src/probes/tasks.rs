@@ -8,7 +8,7 @@ use aya_ebpf::{
 use recap_common::Counter;
 
 use crate::{
-    kernel::{cgroup_v2_id, task_tgid, task_tid},
+    kernel::{cgroup_parent, cgroup_v2_id, task_tgid, task_tid},
     maps::{add, sched_hooked, set_task_slot, task_slot, WINDOW_CGROUPS},
 };
 
@@ -60,23 +60,41 @@ pub fn recap_exit(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// How many levels above a cgroup a window's target is looked for (a pod's containers sit two
+/// below the pod; systemd slices a few more).
+const MAX_DEPTH: usize = 8;
+
 /// `cgroup_attach_task(struct cgroup *dst, const char *path, struct task_struct *task, bool)`.
 /// Fires once per move, with the thread group leader for whole-process moves; user space's
-/// periodic resync picks up the other threads of a multi-threaded process.
+/// periodic resync picks up the other threads of a multi-threaded process. A window covers its
+/// target cgroup and everything below it: the thread joins the window of the nearest ancestor
+/// (or the cgroup itself) that is a target.
 #[raw_tracepoint(tracepoint = "cgroup_attach_task")]
 pub fn recap_cg_move(ctx: RawTracePointContext) -> i32 {
     let dst: u64 = ctx.arg(0);
-    let Some(cgroup_id) = cgroup_v2_id(dst) else {
+    if cgroup_v2_id(dst).is_none() {
         return 0;
-    };
+    }
     let task: u64 = ctx.arg(2);
     let tid = task_tid(task);
     if tid == 0 {
         return 0;
     }
-    let new_slot = unsafe { WINDOW_CGROUPS.get(&cgroup_id) }
-        .copied()
-        .unwrap_or(0);
+    let mut new_slot = 0;
+    let mut cgroup = dst;
+    for _ in 0..MAX_DEPTH {
+        let Some(id) = cgroup_v2_id(cgroup) else {
+            break;
+        };
+        if let Some(&slot) = unsafe { WINDOW_CGROUPS.get(&id) } {
+            new_slot = slot;
+            break;
+        }
+        cgroup = cgroup_parent(cgroup);
+        if cgroup == 0 {
+            break;
+        }
+    }
     let old_slot = task_slot(tid);
     if new_slot != old_slot && !set_task_slot(tid, new_slot) && new_slot != 0 {
         add(new_slot, Counter::TaskTrackMisses, 1);
