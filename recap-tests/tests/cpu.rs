@@ -95,8 +95,9 @@ fn on_cpu_time_under_contention_matches_cpu_stat_every_time() {
     assert_no_residue();
 }
 
-/// The process's threads' time on a CPU as the scheduler counts it (`/proc/PID/task/*/schedstat`).
-fn schedstat(pid: u32) -> Duration {
+/// Field `n` of `/proc/PID/task/*/schedstat`, summed over the process's threads: 0 is the time
+/// on a CPU (ns) as the scheduler counts it, 2 the number of timeslices run.
+fn schedstat_field(pid: u32, n: usize) -> u64 {
     let mut total = 0u64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -105,11 +106,19 @@ fn schedstat(pid: u32) -> Duration {
         let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
         total += text
             .split_whitespace()
-            .next()
+            .nth(n)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
     }
-    Duration::from_nanos(total)
+    total
+}
+
+fn schedstat(pid: u32) -> Duration {
+    Duration::from_nanos(schedstat_field(pid, 0))
+}
+
+fn slices(pid: u32) -> u64 {
+    schedstat_field(pid, 2)
 }
 
 /// Waits until every thread of the process is asleep (state S), not running or runnable.
@@ -133,20 +142,4 @@ fn wait_sleeping(pid: u32) {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-fn slices(pid: u32) -> u64 {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        total += text
-            .split_whitespace()
-            .nth(2)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    total
 }

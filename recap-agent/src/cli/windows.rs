@@ -200,40 +200,38 @@ pub async fn run(action: WindowAction, socket: &Path) -> anyhow::Result<()> {
             }
         }
         WindowAction::Show(id) => {
-            let record = client
-                .get_window(WindowRef {
-                    window_id: id.id.clone(),
-                })
-                .await
-                .map_err(|s| agent_error("looking up the window", s))?
-                .into_inner();
-            print_record(&record, id.output, id.top)
+            let record = client.get_window(reference(&id)).await;
+            print_record(&answer(record, "looking up the window")?, id.output, id.top)
         }
         WindowAction::Cancel(id) => {
-            let record = client
-                .cancel_window(WindowRef {
-                    window_id: id.id.clone(),
-                })
-                .await
-                .map_err(|s| agent_error("cancelling the window", s))?
-                .into_inner();
-            print_record(&record, id.output, id.top)
+            let record = client.cancel_window(reference(&id)).await;
+            print_record(&answer(record, "cancelling the window")?, id.output, id.top)
         }
         WindowAction::Wait(id) => {
-            let record = client
-                .wait_window(WindowRef {
-                    window_id: id.id.clone(),
-                })
-                .await
-                .map_err(|s| agent_error("waiting for the window", s))?
-                .into_inner();
-            print_record(&record, id.output, id.top)
+            let record = client.wait_window(reference(&id)).await;
+            print_record(
+                &answer(record, "waiting for the window")?,
+                id.output,
+                id.top,
+            )
         }
         WindowAction::Watch(id) => {
             let record = follow(&mut client, &id.id, id.output, false).await?;
             print_record(&record, id.output, id.top)
         }
     }
+}
+
+fn reference(id: &IdArgs) -> WindowRef {
+    WindowRef {
+        window_id: id.id.clone(),
+    }
+}
+
+fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>, what: &str) -> anyhow::Result<T> {
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(|s| agent_error(what, s))
 }
 
 /// Plain `recap window` through the agent: open it, follow it live, cancel it on Ctrl-C or
