@@ -63,11 +63,25 @@ pub enum Counter {
     /// Threads that were seen joining the target (fork or cgroup move) but found no room in
     /// `TASK_SLOTS`: a non-zero value means task-based counts are incomplete.
     TaskTrackMisses,
+    /// TCP segments retransmitted, as the kernel's `TcpRetransSegs` counts them (attempts), and
+    /// of those the ones whose sending failed (`TCPRetransFail`).
+    TcpRetransSegs,
+    TcpRetransFailed,
+    /// TCP segments with RST, received and sent.
+    TcpRstIn,
+    TcpRstOut,
+    /// Sums of the RTT samples and connection lifetimes in the histograms (ns).
+    TcpRttSumNs,
+    TcpConnDurSumNs,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::TaskTrackMisses as u32 + 1;
+    pub const COUNT: u32 = Counter::TcpConnDurSumNs as u32 + 1;
 }
+
+/// Log2 histograms of the `tcp_health` family: bucket `b` holds values in `[2^b, 2^(b+1))` ns;
+/// the last (2^39 ns ≈ 9 min and above) is open-ended.
+pub const TCP_HIST_BUCKETS: u32 = 40;
 
 /// Index of a counter for a window slot in `COUNTERS`.
 #[inline(always)]
@@ -136,6 +150,9 @@ pub mod maps {
     pub const WAKE_TS: &str = "WAKE_TS";
     pub const SCHED_HOOKED: &str = "SCHED_HOOKED";
     pub const ON_CPU: &str = "ON_CPU";
+    pub const TCP_RTT_HIST: &str = "TCP_RTT_HIST";
+    pub const TCP_DUR_HIST: &str = "TCP_DUR_HIST";
+    pub const CONN_START: &str = "CONN_START";
 }
 
 /// Program names (the kernel keeps 15 bytes of a name; every one starts with `recap_` so
@@ -152,9 +169,12 @@ pub mod programs {
     pub const TCP_SOCK_OPS: &str = "recap_sockops";
     pub const SKB_INGRESS: &str = "recap_skb_in";
     pub const SKB_EGRESS: &str = "recap_skb_out";
+    pub const TCPH_SOCK_OPS: &str = "recap_tcph_ops";
+    pub const TCPH_INGRESS: &str = "recap_tcph_in";
+    pub const TCPH_EGRESS: &str = "recap_tcph_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 15] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -166,6 +186,9 @@ pub mod programs {
         TCP_SOCK_OPS,
         SKB_INGRESS,
         SKB_EGRESS,
+        TCPH_SOCK_OPS,
+        TCPH_INGRESS,
+        TCPH_EGRESS,
         BENCH_NOP,
     ];
     const _: () = {

@@ -42,6 +42,16 @@ pub static EXECS: PerCpuHashMap<ExecKey, u64> = PerCpuHashMap::with_max_entries(
 #[map(name = "WAKE_TS")]
 pub static WAKE_TS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
+/// `tcp_health`: RTT samples and connection lifetimes, log2 µs buckets per window slot.
+#[map(name = "TCP_RTT_HIST")]
+pub static TCP_RTT_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "TCP_DUR_HIST")]
+pub static TCP_DUR_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `tcp_health`: when each target connection was established, by socket cookie.
+#[map(name = "CONN_START")]
+pub static CONN_START: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
+
 /// The target thread on each CPU, since its switch-in.
 #[map(name = "ON_CPU")]
 pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
@@ -55,6 +65,42 @@ pub static SCHED_HOOKED: Array<u32> = Array::with_max_entries(1, 0);
 #[inline(always)]
 pub fn sched_hooked() -> bool {
     SCHED_HOOKED.get(0).is_some_and(|&v| v != 0)
+}
+
+/// floor(log2(v)), clamped to `buckets - 1`; 0 and 1 share bucket 0.
+#[inline(always)]
+pub fn log2_bucket(v: u64, buckets: u32) -> u32 {
+    let mut v = v;
+    let mut b = 0u32;
+    // Unrolled binary search: BPF has no count-leading-zeros instruction.
+    if v >= 1 << 32 {
+        v >>= 32;
+        b += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        b += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        b += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        b += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        b += 2;
+    }
+    if v >= 1 << 1 {
+        b += 1;
+    }
+    if b >= buckets {
+        buckets - 1
+    } else {
+        b
+    }
 }
 
 /// The window slot of a thread, 0 if it is in no window.

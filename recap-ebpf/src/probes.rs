@@ -6,3 +6,4 @@ mod proc;
 mod syscalls;
 mod tasks;
 mod tcp;
+mod tcp_health;

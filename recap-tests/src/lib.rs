@@ -40,9 +40,14 @@ pub fn recap_bin() -> PathBuf {
 
 /// `recap-workload`, built by cargo next to the test binary (`target/<profile>/`).
 pub fn workload_bin() -> PathBuf {
+    test_bin("recap-workload")
+}
+
+/// One of this crate's binaries, built by cargo next to the test binary (`target/<profile>/`).
+pub fn test_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    profile_dir.join("recap-workload")
+    profile_dir.join(name)
 }
 
 /// A cgroup v2 directory made for one test, removed (with its processes killed) on drop.

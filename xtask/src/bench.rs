@@ -37,7 +37,7 @@ pub struct BenchArgs {
     only: Option<String>,
 }
 
-const DEFAULT_FAMILIES: &str = "tcp,net,proc,cpu";
+const DEFAULT_FAMILIES: &str = "tcp,tcp_health,net,proc,cpu";
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bin = release_binaries("the benchmark")?;

@@ -33,7 +33,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("containerd", "the Docker engine's runtime"),
     ("runc", "the Docker engine's runtime"),
     ("tini", "docker-init"),
-    ("iptables", "dockerd needs it to start"),
+    (
+        "iptables",
+        "dockerd needs it to start; the tcp_health test drops packets with it",
+    ),
+    (
+        "iproute2",
+        "the tcp_health test: network namespaces (ip), socket states (ss), kernel counters (nstat)",
+    ),
     (
         "tcpdump",
         "the tcpdump capsule is built from the host's binary",

@@ -94,9 +94,9 @@ pub struct WindowArgs {
     /// Refuse durations above this.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub max_duration: Duration,
-    /// Probe families, comma-separated: tcp, net, syscalls, proc, cpu, or `all`.
-    /// Default: tcp,net,proc,cpu. `syscalls` costs every process on the host
-    /// (~90 ns per syscall while the window is open), so it is opt-in.
+    /// Probe families, comma-separated: tcp, tcp_health, net, syscalls, proc, cpu, or `all`.
+    /// Default: all but syscalls, which costs every process on the host (~90 ns per syscall
+    /// while the window is open), so it is opt-in.
     #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
     pub probes: Vec<String>,
     /// Summary format.
@@ -353,7 +353,7 @@ mod tests {
             .unwrap()
             .into_spec()
             .unwrap();
-        assert_eq!(spec.families.len(), 5);
+        assert_eq!(spec.families.len(), Family::ALL.len());
     }
 
     #[test]

@@ -16,7 +16,10 @@ use std::{fmt::Write, path::Path, sync::Arc};
 use recap_common::{maps, programs, Counter, RUNQ_BUCKETS};
 use serde::{Deserialize, Serialize};
 
-use super::{row, FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook};
+use super::{
+    log2::{self, histogram, Histogram},
+    row, FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook,
+};
 use crate::{
     export::catalog::{MetricDef, Sample, Value},
     metric,
@@ -107,17 +110,7 @@ impl ProbeFamily for Cpu {
     fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>> {
         let mut summary: CpuSummary = serde_json::from_value(v)?;
         // The JSON keeps the non-empty buckets only; export wants every one.
-        let mut counts = vec![0u64; RUNQ_BUCKETS as usize];
-        for b in &summary.runq_latency.buckets {
-            let index = if b.ge_ns == 0 {
-                0
-            } else {
-                b.ge_ns.trailing_zeros() as usize
-            };
-            let last = counts.len() - 1;
-            counts[index.min(last)] = b.count;
-        }
-        summary.runq_counts = counts;
+        summary.runq_counts = log2::dense_counts(&summary.runq_latency, RUNQ_BUCKETS);
         Ok(Arc::new(summary))
     }
 
@@ -128,26 +121,6 @@ impl ProbeFamily for Cpu {
     fn metrics(&self) -> &'static [&'static MetricDef] {
         &METRICS
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Bucket {
-    /// Waits in `[ge_ns, lt_ns)`; the last bucket has no upper bound.
-    pub ge_ns: u64,
-    pub lt_ns: Option<u64>,
-    pub count: u64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Histogram {
-    pub count: u64,
-    /// Sum of all waits.
-    pub sum_ns: u64,
-    /// Upper bound of the bucket holding the quantile (log2 buckets: within 2×).
-    pub p50_le_ns: Option<u64>,
-    pub p99_le_ns: Option<u64>,
-    /// Non-empty buckets only.
-    pub buckets: Vec<Bucket>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -170,54 +143,9 @@ pub fn summarise(c: &RawCounts) -> CpuSummary {
     }
 }
 
-/// Log2 buckets: bucket b covers [2^b, 2^(b+1)) ns, bucket 0 also holds 0 ns.
-pub fn histogram(runq: &[u64], sum_ns: u64) -> Histogram {
-    let last = RUNQ_BUCKETS as usize - 1;
-    let bounds = |b: usize| -> (u64, Option<u64>) {
-        let ge = if b == 0 { 0 } else { 1u64 << b };
-        (ge, (b < last).then(|| 1u64 << (b + 1)))
-    };
-    let count: u64 = runq.iter().sum();
-    let quantile = |q: f64| -> Option<u64> {
-        if count == 0 {
-            return None;
-        }
-        let rank = (q * count as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (b, &n) in runq.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(bounds(b).1.unwrap_or(u64::MAX));
-            }
-        }
-        None
-    };
-    Histogram {
-        count,
-        sum_ns,
-        p50_le_ns: quantile(0.50),
-        p99_le_ns: quantile(0.99),
-        buckets: runq
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-            .map(|(b, &n)| {
-                let (ge_ns, lt_ns) = bounds(b);
-                Bucket {
-                    ge_ns,
-                    lt_ns,
-                    count: n,
-                }
-            })
-            .collect(),
-    }
-}
-
 /// Upper bounds of the kernel's run-queue buckets, in seconds: bucket b holds [2^b, 2^(b+1)) ns.
 pub fn runq_bounds_s() -> Vec<f64> {
-    (1..RUNQ_BUCKETS)
-        .map(|b| (1u64 << b) as f64 / 1e9)
-        .collect()
+    log2::bounds_s(RUNQ_BUCKETS)
 }
 
 pub fn fmt_ns(ns: u64) -> String {
@@ -294,6 +222,7 @@ impl FamilyReport for CpuSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::families::log2::Bucket;
 
     #[test]
     fn histogram_buckets_and_quantiles() {

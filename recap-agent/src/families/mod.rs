@@ -7,10 +7,12 @@
 //! file, its counters in `recap-common`, and one line in `Family::ALL`.
 
 pub mod cpu;
+pub mod log2;
 pub mod net;
 pub mod proc;
 pub mod syscalls;
 pub mod tcp;
+pub mod tcp_health;
 
 use std::{fmt, hash::Hash, path::Path, str::FromStr, sync::Arc};
 
@@ -128,10 +130,12 @@ impl Family {
     pub const SYSCALLS: Family = Family(&syscalls::Syscalls);
     pub const PROC: Family = Family(&proc::Proc);
     pub const CPU: Family = Family(&cpu::Cpu);
+    pub const TCP_HEALTH: Family = Family(&tcp_health::TcpHealth);
 
     /// Every family, in the order the summary, the table and the catalogue show them.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::TCP,
+        Family::TCP_HEALTH,
         Family::NET,
         Family::SYSCALLS,
         Family::PROC,
@@ -247,18 +251,21 @@ mod tests {
     #[test]
     fn families_are_named_ordered_and_parsed() {
         let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-        assert_eq!(names, ["tcp", "net", "syscalls", "proc", "cpu"]);
+        assert_eq!(
+            names,
+            ["tcp", "tcp_health", "net", "syscalls", "proc", "cpu"]
+        );
         assert!(Family::TCP < Family::CPU);
         assert_eq!("proc".parse::<Family>(), Ok(Family::PROC));
         assert!("dns"
             .parse::<Family>()
             .unwrap_err()
-            .contains("known: tcp, net"));
+            .contains("known: tcp, tcp_health, net"));
         assert!(
             !Family::defaults().contains(&Family::SYSCALLS),
             "syscalls is opt-in"
         );
-        assert_eq!(Family::defaults().len(), 4);
+        assert_eq!(Family::defaults().len(), 5);
         assert!(Family::CPU.is_task_based() && !Family::NET.is_task_based());
         for f in Family::ALL {
             for def in f.metrics() {

@@ -10,7 +10,7 @@ use recap_common::{Counter, RUNQ_BUCKETS};
 
 use crate::{
     kernel::task_tid,
-    maps::{add, set_task_slot, task_slot, ON_CPU, RUNQ_HIST, WAKE_TS},
+    maps::{add, log2_bucket, set_task_slot, task_slot, ON_CPU, RUNQ_HIST, WAKE_TS},
 };
 
 /// `TASK_DEAD` in `task->__state`: the task's final `schedule()`.
@@ -59,7 +59,7 @@ pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
         let now = unsafe { bpf_ktime_get_ns() };
         let waited = now.saturating_sub(queued);
         add(slot, Counter::CpuRunqWaitNs, waited);
-        let bucket = log2_bucket(waited);
+        let bucket = log2_bucket(waited, RUNQ_BUCKETS);
         if let Some(c) = RUNQ_HIST.get_ptr_mut(slot * RUNQ_BUCKETS + bucket) {
             unsafe { *c += 1 };
         }
@@ -87,41 +87,5 @@ fn mark_runnable(task: u64) {
     if task_slot(tid) != 0 {
         let now = unsafe { bpf_ktime_get_ns() };
         let _ = WAKE_TS.insert(&tid, &now, 0);
-    }
-}
-
-/// floor(log2(ns)), clamped to the histogram; 0 ns and 1 ns share bucket 0.
-#[inline(always)]
-fn log2_bucket(ns: u64) -> u32 {
-    let mut v = ns;
-    let mut b = 0u32;
-    // Unrolled binary search: BPF has no count-leading-zeros instruction.
-    if v >= 1 << 32 {
-        v >>= 32;
-        b += 32;
-    }
-    if v >= 1 << 16 {
-        v >>= 16;
-        b += 16;
-    }
-    if v >= 1 << 8 {
-        v >>= 8;
-        b += 8;
-    }
-    if v >= 1 << 4 {
-        v >>= 4;
-        b += 4;
-    }
-    if v >= 1 << 2 {
-        v >>= 2;
-        b += 2;
-    }
-    if v >= 1 << 1 {
-        b += 1;
-    }
-    if b >= RUNQ_BUCKETS {
-        RUNQ_BUCKETS - 1
-    } else {
-        b
     }
 }

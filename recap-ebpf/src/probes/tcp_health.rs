@@ -1,0 +1,124 @@
+//! `tcp_health`: retransmitted segments, RSTs in and out, RTT samples and connection lifetimes
+//! of the target's TCP connections, from a `sock_ops` program and `cgroup_skb` programs on the
+//! target's cgroup (no cost to anything outside it).
+
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RETRANS_CB_FLAG, BPF_SOCK_OPS_RTT_CB,
+        BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_TCP_CONNECT_CB,
+    },
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+    macros::{cgroup_skb, sock_ops},
+    programs::{SkBuffContext, SockOpsContext},
+    EbpfContext,
+};
+use recap_common::{Counter, TCP_HIST_BUCKETS};
+
+use crate::maps::{add, attachment_slot, log2_bucket, CONN_START, TCP_DUR_HIST, TCP_RTT_HIST};
+
+const TCP_CLOSE: u32 = 7;
+const ETH_P_IP: u32 = 0x0800;
+const ETH_P_IPV6: u32 = 0x86DD;
+const IPPROTO_TCP: u8 = 6;
+const TCP_FLAG_RST: u8 = 0x04;
+
+const CALLBACKS: u32 =
+    BPF_SOCK_OPS_RETRANS_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG;
+
+#[sock_ops]
+pub fn recap_tcph_ops(ctx: SockOpsContext) -> u32 {
+    let slot = attachment_slot();
+    if slot == 0 {
+        return 1;
+    }
+    match ctx.op() {
+        // Before the SYN: retransmits of the SYN itself are seen too.
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            let _ = ctx.set_cb_flags((ctx.cb_flags() | CALLBACKS) as i32);
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            let _ = ctx.set_cb_flags((ctx.cb_flags() | CALLBACKS) as i32);
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            let now = unsafe { bpf_ktime_get_ns() };
+            let _ = CONN_START.insert(&cookie, &now, 0);
+        }
+        BPF_SOCK_OPS_RETRANS_CB => {
+            // args: seq, segments, error. The kernel counts a retransmission in TcpRetransSegs
+            // before it is sent, and a failed send also in TCPRetransFail: so do we.
+            let segs = ctx.arg(1) as u64;
+            add(slot, Counter::TcpRetransSegs, segs);
+            if ctx.arg(2) != 0 {
+                add(slot, Counter::TcpRetransFailed, segs);
+            }
+        }
+        BPF_SOCK_OPS_RTT_CB => {
+            // args: the RTT sample (µs), the smoothed RTT (µs << 3).
+            let sample_ns = ctx.arg(0) as u64 * 1000;
+            add(slot, Counter::TcpRttSumNs, sample_ns);
+            hist_add(&TCP_RTT_HIST, slot, sample_ns);
+        }
+        BPF_SOCK_OPS_STATE_CB => {
+            if ctx.arg(1) == TCP_CLOSE {
+                let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+                if let Some(&start) = unsafe { CONN_START.get(&cookie) } {
+                    let _ = CONN_START.remove(&cookie);
+                    let lived_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+                    add(slot, Counter::TcpConnDurSumNs, lived_ns);
+                    hist_add(&TCP_DUR_HIST, slot, lived_ns);
+                }
+            }
+        }
+        _ => {}
+    }
+    1
+}
+
+#[inline(always)]
+fn hist_add(hist: &aya_ebpf::maps::PerCpuArray<u64>, slot: u32, value: u64) {
+    let bucket = log2_bucket(value, TCP_HIST_BUCKETS);
+    if let Some(c) = hist.get_ptr_mut(slot * TCP_HIST_BUCKETS + bucket) {
+        unsafe { *c += 1 };
+    }
+}
+
+#[cgroup_skb(ingress)]
+pub fn recap_tcph_in(ctx: SkBuffContext) -> i32 {
+    if is_rst(&ctx) {
+        let slot = attachment_slot();
+        if slot != 0 {
+            add(slot, Counter::TcpRstIn, 1);
+        }
+    }
+    1 // always let the packet through
+}
+
+#[cgroup_skb(egress)]
+pub fn recap_tcph_out(ctx: SkBuffContext) -> i32 {
+    if is_rst(&ctx) {
+        let slot = attachment_slot();
+        if slot != 0 {
+            add(slot, Counter::TcpRstOut, 1);
+        }
+    }
+    1
+}
+
+/// Whether the packet (the skb starts at the IP header) is a TCP segment with RST.
+#[inline(always)]
+fn is_rst(ctx: &SkBuffContext) -> bool {
+    let l3_len = match u16::from_be(ctx.skb.protocol() as u16) as u32 {
+        ETH_P_IP => match (ctx.load::<u8>(0), ctx.load::<u8>(9)) {
+            (Ok(vihl), Ok(IPPROTO_TCP)) => ((vihl & 0x0f) as usize) * 4,
+            _ => return false,
+        },
+        ETH_P_IPV6 => match ctx.load::<u8>(6) {
+            Ok(IPPROTO_TCP) => 40,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    ctx.load::<u8>(l3_len + 13)
+        .is_ok_and(|flags| flags & TCP_FLAG_RST != 0)
+}
