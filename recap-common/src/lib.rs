@@ -134,6 +134,9 @@ pub mod offsets {
     pub const ROOT_HIERARCHY_ID: &str = "RECAP_OFF_ROOT_HIER";
     pub const CGROUP_SELF: &str = "RECAP_OFF_CGROUP_SELF";
     pub const CSS_PARENT: &str = "RECAP_OFF_CSS_PARENT";
+    pub const TASK_SIGNAL: &str = "RECAP_OFF_TASK_SIGNAL";
+    pub const SIGNAL_THREADS: &str = "RECAP_OFF_SIGNAL_THREADS";
+    pub const TASK_THREAD_NODE: &str = "RECAP_OFF_TASK_THREAD_NODE";
     /// x86-64 `struct pt_regs`: `orig_ax` holds the syscall number (fixed by the ABI).
     pub const PT_REGS_ORIG_AX: u64 = 15 * 8;
 }

@@ -20,6 +20,12 @@ static RECAP_OFF_ROOT_HIER: u64 = 0;
 static RECAP_OFF_CGROUP_SELF: u64 = 0;
 #[unsafe(no_mangle)]
 static RECAP_OFF_CSS_PARENT: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_TASK_SIGNAL: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_SIGNAL_THREADS: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_TASK_THREAD_NODE: u64 = 0;
 
 #[inline(always)]
 fn offset(global: &'static u64) -> u64 {
@@ -68,6 +74,31 @@ pub fn cgroup_parent(cgroup: u64) -> u64 {
     } else {
         parent_css - own_css
     }
+}
+
+/// `&task->signal->thread_head`: the list of a process's threads (linked by `thread_node`).
+#[inline(always)]
+pub fn thread_list_head(task: u64) -> u64 {
+    let signal: u64 = read(task + offset(&RECAP_OFF_TASK_SIGNAL)).unwrap_or(0);
+    if signal == 0 {
+        return 0;
+    }
+    signal + offset(&RECAP_OFF_SIGNAL_THREADS)
+}
+
+/// `node->next` of a `struct list_head *`.
+#[inline(always)]
+pub fn list_next(node: u64) -> u64 {
+    if node == 0 {
+        return 0;
+    }
+    read(node).unwrap_or(0)
+}
+
+/// The `struct task_struct *` whose `thread_node` is `node`.
+#[inline(always)]
+pub fn thread_of_node(node: u64) -> u64 {
+    node - offset(&RECAP_OFF_TASK_THREAD_NODE)
 }
 
 /// The syscall number saved in a `struct pt_regs *` (x86-64 `orig_ax`).

@@ -191,6 +191,53 @@ fn follows_processes_moved_in_and_out() {
     assert_no_residue();
 }
 
+/// A multi-threaded process moved into the target counts in every thread from the move (the
+/// kernel hook follows the whole thread group, not only its leader, and no resync is waited for).
+#[test]
+fn every_thread_of_a_process_moved_in_counts_from_the_move() {
+    if !require_root() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    const THREADS: usize = 8;
+    const CALLS: usize = 2_000;
+    let target = TestCgroup::new("threads-in");
+    let elsewhere = TestCgroup::new("threads-out");
+    let mut child = elsewhere
+        .command(test_bin("recap-threads"))
+        .args([THREADS.to_string(), CALLS.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let dir = target.dir.to_str().unwrap().to_owned();
+    let mut run = RecapRun::start(&[
+        "window", "--local", "--cgroup", &dir, "-d", "120s", "--probes", "syscalls", "-o", "json",
+    ]);
+    run.wait_armed();
+    target.adopt(child.id());
+    // At once: well within the 1 s resync, so only the kernel hook can have marked the threads.
+    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    run.signal(libc::SIGINT);
+    let (code, stdout, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        syscall(&summary(&stdout), "getppid").0,
+        (THREADS * CALLS) as u64,
+        "every thread's calls"
+    );
+    drop(child.stdin.take());
+    let _ = child.wait();
+    assert_no_residue();
+}
+
 /// A window covers its target and everything below it, for every family: a workload in a child
 /// cgroup that existed before the window, one moved into a grandchild created during it, and
 /// nothing from outside.

@@ -10,7 +10,7 @@ use recap_common::offsets;
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// (global name in the eBPF object, struct, member).
-const NEEDED: [(&str, &str, &str); 8] = [
+const NEEDED: [(&str, &str, &str); 11] = [
     (offsets::TASK_PID, "task_struct", "pid"),
     ("RECAP_OFF_TASK_TGID", "task_struct", "tgid"),
     (offsets::CGROUP_KN, "cgroup", "kn"),
@@ -19,6 +19,9 @@ const NEEDED: [(&str, &str, &str); 8] = [
     (offsets::ROOT_HIERARCHY_ID, "cgroup_root", "hierarchy_id"),
     (offsets::CGROUP_SELF, "cgroup", "self"),
     (offsets::CSS_PARENT, "cgroup_subsys_state", "parent"),
+    (offsets::TASK_SIGNAL, "task_struct", "signal"),
+    (offsets::SIGNAL_THREADS, "signal_struct", "thread_head"),
+    (offsets::TASK_THREAD_NODE, "task_struct", "thread_node"),
 ];
 
 #[derive(Debug, thiserror::Error)]

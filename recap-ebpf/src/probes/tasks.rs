@@ -8,7 +8,10 @@ use aya_ebpf::{
 use recap_common::Counter;
 
 use crate::{
-    kernel::{cgroup_parent, cgroup_v2_id, task_tgid, task_tid},
+    kernel::{
+        cgroup_parent, cgroup_v2_id, list_next, task_tgid, task_tid, thread_list_head,
+        thread_of_node,
+    },
     maps::{add, sched_hooked, set_task_slot, task_slot, WINDOW_CGROUPS},
 };
 
@@ -95,9 +98,34 @@ pub fn recap_cg_move(ctx: RawTracePointContext) -> i32 {
             break;
         }
     }
+    move_to(tid, new_slot);
+    // A whole process moved (`threadgroup`): the tracepoint names its leader only, but every
+    // thread moved with it, and every one counts from now (not from the next resync).
+    let threadgroup: u64 = ctx.arg(3);
+    if threadgroup & 0xff != 0 {
+        let head = thread_list_head(task);
+        let mut node = list_next(head);
+        for _ in 0..MAX_THREADS {
+            if node == 0 || node == head {
+                break;
+            }
+            let thread_tid = task_tid(thread_of_node(node));
+            if thread_tid != 0 && thread_tid != tid {
+                move_to(thread_tid, new_slot);
+            }
+            node = list_next(node);
+        }
+    }
+    0
+}
+
+/// Threads of a moved process followed in the kernel; more join at the next resync.
+const MAX_THREADS: usize = 512;
+
+#[inline(always)]
+fn move_to(tid: u32, new_slot: u32) {
     let old_slot = task_slot(tid);
     if new_slot != old_slot && !set_task_slot(tid, new_slot) && new_slot != 0 {
         add(new_slot, Counter::TaskTrackMisses, 1);
     }
-    0
 }
