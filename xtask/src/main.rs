@@ -34,6 +34,9 @@ enum Cmd {
     Test(test::TestArgs),
     /// Measure arming/teardown time and the cost of open windows to processes outside them.
     Bench(bench::BenchArgs),
+    /// The whole kill storm: windows (some with capsules) SIGKILLed at random moments, then
+    /// nothing may be left and the next window must be exact (CI runs 12 of them).
+    Storm(test::StormArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test(args) => test::run(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Storm(args) => test::storm(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -34,3 +34,31 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     }
     status(&mut integration)
 }
+
+#[derive(Args)]
+pub struct StormArgs {
+    /// How many windows to kill.
+    #[arg(long, default_value_t = 500)]
+    windows: usize,
+}
+
+/// `cargo xtask storm`: the whole kill storm (CI runs 12 windows of it).
+pub fn storm(args: StormArgs) -> anyhow::Result<()> {
+    setup::run()?;
+    require_root("the kill storm")?;
+    status(cargo().args(["build", "--quiet", "-p", "recap-agent"]))?;
+    status(
+        cargo()
+            .args([
+                "test",
+                "--quiet",
+                "-p",
+                "recap-tests",
+                "--test",
+                "storm",
+                "--",
+                "--nocapture",
+            ])
+            .env("RECAP_STORM_WINDOWS", args.windows.to_string()),
+    )
+}

@@ -70,7 +70,7 @@ impl Drop for Lifeline {
 }
 
 /// How long a capsule may outlive its window's planned end if nobody stops it.
-const GRACE: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(5);
 
 /// Makes the artifact directory and the image (once per RECap version) before the window.
 pub async fn prepare(
