@@ -152,6 +152,32 @@ impl AppContainer {
         }
     }
 
+    /// N GETs at once (a burst: all started before any is waited for).
+    pub fn http_burst(&self, n: usize) {
+        let pid = self.pid().to_string();
+        let children: Vec<_> = (0..n)
+            .map(|_| {
+                Command::new("nsenter")
+                    .args([
+                        "-t",
+                        &pid,
+                        "-n",
+                        "/bin/busybox",
+                        "wget",
+                        "-q",
+                        "-O",
+                        "/dev/null",
+                        "http://127.0.0.1/",
+                    ])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success(), "a GET of the burst failed");
+        }
+    }
+
     pub fn kill(&self) {
         assert!(docker(&["kill", &self.id]).0);
     }

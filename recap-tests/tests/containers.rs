@@ -101,6 +101,50 @@ fn counts_and_captures_only_the_target_container() {
     assert_clean();
 }
 
+/// A burst of requests in a few milliseconds is captured whole, and the capsule says so (its
+/// tool's own count of packets the kernel dropped is 0; were it not, the capsule would be
+/// reported incomplete, not ok).
+#[test]
+fn a_burst_is_captured_whole() {
+    if !require_root() {
+        return;
+    }
+    const BURST: usize = 40;
+    let app = AppContainer::run("recap-web-burst");
+    let mut run = RecapRun::start(&[
+        "window",
+        "--local",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--probes",
+        "tcp",
+        "--capsule",
+        "tcpdump=tcp port 80",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    app.http_burst(BURST);
+    thread::sleep(Duration::from_millis(300));
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(s["tcp"]["accepted"], BURST as u64);
+    let (pcap, report) = artifact(&s, "tcpdump");
+    assert_eq!(report["status"], "ok", "{report:#}");
+    assert_eq!(
+        http_gets_in_pcap(&pcap),
+        BURST,
+        "GETs in {}",
+        pcap.display()
+    );
+    let _ = std::fs::remove_dir_all(pcap.parent().unwrap());
+    assert_clean();
+}
+
 /// A SIGKILLed recap leaves its capsule behind (Drop cannot run); the kernel side is gone at
 /// once, and the next window removes the orphan.
 #[test]

@@ -138,6 +138,9 @@ impl fmt::Display for CapsuleSpec {
 pub enum CapsuleOutcome {
     /// Ran until the window ended.
     Ok,
+    /// Ran until the window ended, but the kernel dropped packets before tcpdump read them:
+    /// the capture misses some.
+    Incomplete { dropped_by_kernel: u64 },
     /// Stopped early because its artifact reached the size cap.
     SizeCapReached { cap_bytes: u64 },
     /// Exited early on its own.

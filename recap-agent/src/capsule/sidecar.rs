@@ -154,7 +154,16 @@ impl Capsule {
             .and_then(|i| i.state)
             .and_then(|s| s.exit_code)
             .unwrap_or(-1);
+        // tcpdump says on exit how many packets the kernel dropped before it could read them:
+        // a capture that lost any is not called complete.
+        let dropped = match self.spec.tool {
+            Tool::Tcpdump => parse_dropped(&self.log_tail(docker).await),
+            Tool::Strace => None,
+        };
         let outcome = match exit_code {
+            0 | 143 if dropped.is_some_and(|d| d > 0) => CapsuleOutcome::Incomplete {
+                dropped_by_kernel: dropped.unwrap_or(0),
+            },
             // SIGTERM'd by us: tcpdump exits 0, strace re-raises the signal (143) after detaching.
             0 | 143 => CapsuleOutcome::Ok,
             EXIT_SIGXFSZ => CapsuleOutcome::SizeCapReached {
@@ -204,6 +213,17 @@ impl Capsule {
     }
 }
 
+/// `N packets dropped by kernel` from tcpdump's closing statistics.
+fn parse_dropped(output: &str) -> Option<u64> {
+    output.split('|').chain(output.lines()).find_map(|line| {
+        let line = line.trim();
+        line.strip_suffix("packets dropped by kernel")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 fn create_body(
     spec: &CapsuleSpec,
     ctx: &CapsuleContext<'_>,
@@ -220,6 +240,14 @@ fn create_body(
                 "-n",
                 "--immediate-mode",
                 "-U",
+                // In immediate mode every packet takes a ring frame of the snapshot length:
+                // with tcpdump's default (262144 B) the default 2 MiB ring holds 8 packets, and
+                // a burst of requests lost some. 64 KiB frames (the largest IP packet) in a
+                // 32 MiB ring hold 512, with every byte of every packet kept.
+                "-s",
+                "65535",
+                "-B",
+                "32768",
                 "-Z",
                 "root",
                 "-w",
@@ -321,4 +349,17 @@ fn namespace_pids(cgroup_dir: &Path) -> anyhow::Result<Vec<u32>> {
                 .and_then(|v| v.split_whitespace().last()?.parse().ok())
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcpdump_drop_statistics_are_read() {
+        let tail = "listening on any | 23 packets captured | 23 packets received by filter | 4 packets dropped by kernel";
+        assert_eq!(parse_dropped(tail), Some(4));
+        assert_eq!(parse_dropped("0 packets dropped by kernel\n"), Some(0));
+        assert_eq!(parse_dropped("nothing"), None);
+    }
 }
