@@ -253,6 +253,65 @@ fn prometheus_scrapes_the_window_and_every_dashboard_query_returns_data() {
     assert_no_residue();
 }
 
+/// The agent serves every open window and its own metrics continuously: a real Prometheus
+/// scraping it answers every dashboard query, with the window's exact numbers, and sees what
+/// the probes cost in the kernel.
+#[test]
+fn prometheus_scraping_the_agent_answers_every_dashboard_query() {
+    if !require_root() {
+        return;
+    }
+    let mut agent = recap_tests::agent::AgentProcess::start("export", None, &[]);
+    let prom = Prometheus::start(agent.metrics);
+    let cg = TestCgroup::new("export-agent");
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let mut workload = Workload::start(&cg, &PLAN, &sink, closed_port(), udp_port);
+    let id = agent.start_window(&[
+        "--cgroup",
+        cg.dir.to_str().unwrap(),
+        "-d",
+        "60s",
+        "--probes",
+        "all",
+    ]);
+    workload.go();
+    workload.wait_done();
+    thread::sleep(Duration::from_secs(3)); // several scrapes while the window is open
+    let (code, out, err) = agent.recap(&["window", "cancel", &id, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    thread::sleep(Duration::from_secs(2)); // the final values scraped (series linger 15 s)
+    let at = now_s();
+    for (panel, expr) in dashboard_queries() {
+        let expr = expr.replace("$window", &id);
+        assert!(
+            !prom.query(&expr, at).is_empty(),
+            "{panel}: `{expr}` returned no data from the agent"
+        );
+    }
+    let getppid = prom.scalar(
+        &format!("recap_syscalls_total{{window_id=\"{id}\",syscall=\"getppid\"}}"),
+        at,
+    );
+    assert_eq!(getppid as u64, PLAN.getppid as u64);
+    assert_eq!(
+        prom.scalar(
+            &format!("sum(recap_tcp_connect_attempts_total{{window_id=\"{id}\"}})"),
+            at
+        ) as u64,
+        u(&s, "/tcp/connect_attempts")
+    );
+    assert!(prom.scalar("recap_agent_windows_opened_total", at) >= 1.0);
+    assert!(
+        prom.scalar("recap_probe_runs_total{program=\"recap_sys_exit\"}", at) > 0.0,
+        "the probes' kernel run counts are exported"
+    );
+    workload.stop();
+    agent.stop_with(libc::SIGTERM);
+    assert_no_residue();
+}
+
 trait OutputWithStdin {
     fn output_with_stdin(&mut self, input: &str) -> std::process::Output;
 }

@@ -18,6 +18,7 @@
 //! max_duration = "10m"
 //! max_windows = 4
 //! otlp = false
+//! artifact_quota = "1GiB"
 //! ```
 
 use std::{path::Path, time::Duration};
@@ -71,6 +72,19 @@ pub struct Rule {
     /// Whether the caller may make the agent send OTLP to an endpoint of its choosing.
     #[serde(default)]
     pub otlp: bool,
+    /// What the caller's captures may take on disk, those kept from earlier windows plus the
+    /// most the new window's capsules may write (`--capsule-max-size` each).
+    #[serde(default = "default_quota", deserialize_with = "size")]
+    pub artifact_quota: u64,
+}
+
+fn default_quota() -> u64 {
+    1 << 30
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::cli::units::parse_size(&s).map_err(serde::de::Error::custom)
 }
 
 fn default_max_duration() -> Duration {
@@ -206,6 +220,7 @@ impl Policy {
         caller: &Caller,
         spec: &WindowSpec,
         artifacts_given: bool,
+        artifacts_used: u64,
         open_by_caller: usize,
         open_total: usize,
     ) -> Result<(), Refusal> {
@@ -268,6 +283,16 @@ impl Policy {
         }
         if artifacts_given {
             return refuse("--artifacts is for root; capsules of other callers write under the agent's artifact directory".into());
+        }
+        let wanted = spec
+            .capsules
+            .max_bytes
+            .saturating_mul(spec.capsules.specs.len() as u64);
+        if wanted > 0 && artifacts_used.saturating_add(wanted) > rule.artifact_quota {
+            return refuse(format!(
+                "its artifact_quota of {} bytes: earlier captures take {artifacts_used} and this window's capsules may write {wanted} (--capsule-max-size each); remove old windows' artifacts or ask for less",
+                rule.artifact_quota
+            ));
         }
         if spec.export.otlp.is_some() && !rule.otlp {
             return refuse(
@@ -378,12 +403,13 @@ max_windows = 2
             pid: None,
         };
         let ok = spec(&["--pid", "1", "-d", "1m"]);
-        assert_eq!(policy.admit(&sre, &ok, false, 0, 0), Ok(()));
+        assert_eq!(policy.admit(&sre, &ok, false, 0, 0, 0), Ok(()));
         assert_eq!(
             policy.admit(
                 &root,
                 &spec(&["--pid", "1", "-d", "1h", "--probes", "all"]),
                 true,
+                0,
                 0,
                 0
             ),
@@ -391,7 +417,7 @@ max_windows = 2
         );
         let refused = |caller, s: &WindowSpec, artifacts, by_caller| {
             policy
-                .admit(caller, s, artifacts, by_caller, 0)
+                .admit(caller, s, artifacts, 0, by_caller, 0)
                 .unwrap_err()
                 .0
         };
@@ -423,10 +449,45 @@ max_windows = 2
         )
         .contains("otlp"));
         assert!(policy
-            .admit(&root, &ok, false, 0, 10)
+            .admit(&root, &ok, false, 0, 0, 10)
             .unwrap_err()
             .0
             .contains("max_windows_total"));
+        // Quota: 600 MiB kept plus two 300 MiB capsules is over 1 GiB; one is not.
+        let with_quota = POLICY
+            .replace(
+                "capsules = [\"tcpdump\"]",
+                "capsules = [\"tcpdump\", \"strace\"]",
+            )
+            .replace(
+                "max_windows = 2",
+                "max_windows = 2\nartifact_quota = \"1GiB\"",
+            );
+        let quota = Policy::parse(&with_quota, "p").unwrap();
+        let one = spec(&[
+            "--container",
+            "x",
+            "--capsule",
+            "tcpdump",
+            "--capsule-max-size",
+            "300MiB",
+        ]);
+        assert_eq!(quota.admit(&sre, &one, false, 600 << 20, 0, 0), Ok(()));
+        let two = spec(&[
+            "--container",
+            "x",
+            "--capsule",
+            "tcpdump",
+            "--capsule",
+            "strace",
+            "--capsule-max-size",
+            "300MiB",
+        ]);
+        let e = quota
+            .admit(&sre, &two, false, 600 << 20, 0, 0)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("artifact_quota"), "{e}");
     }
 
     #[test]

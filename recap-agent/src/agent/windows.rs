@@ -178,9 +178,14 @@ impl Agent {
             if self.shutdown.is_cancelled() {
                 return Err(StartError::Refused("the agent is shutting down".into()));
             }
+            let used = if caller.is_root() {
+                0
+            } else {
+                disk_usage(&self.config.artifacts.join(caller.uid.to_string()))
+            };
             if let Err(refusal) =
                 self.policy
-                    .admit(&caller, &spec, artifacts_given, by_caller, open.len())
+                    .admit(&caller, &spec, artifacts_given, used, by_caller, open.len())
             {
                 audit(&format!("refused: {refusal}"));
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -393,6 +398,21 @@ fn caller_artifact_dir(base: &std::path::Path, caller: &Caller) -> anyhow::Resul
     std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711))?;
     std::os::unix::fs::chown(&dir, Some(caller.uid), Some(caller.gid))?;
     Ok(())
+}
+
+/// Bytes of the files below `dir` (0 if it does not exist).
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn describe_spec(target: &TargetSpec) -> String {
