@@ -145,6 +145,55 @@ fn a_burst_is_captured_whole() {
     assert_clean();
 }
 
+/// Artifacts on a disk that fills up: the capture cannot be whole, and the summary does not
+/// call it ok.
+#[test]
+fn a_capture_cut_by_a_full_disk_is_not_called_ok() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-web-full");
+    let disk = std::env::temp_dir().join(format!("recap-full-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a small tmpfs");
+    let mut run = RecapRun::start(&[
+        "window",
+        "--local",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--probes",
+        "tcp",
+        "--capsule",
+        "tcpdump",
+        "--artifacts",
+        disk.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    app.http_burst(60);
+    thread::sleep(Duration::from_millis(300));
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    let _ = std::process::Command::new("umount").arg(&disk).status();
+    let _ = std::fs::remove_dir_all(&disk);
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    let (_, report) = artifact(&s, "tcpdump");
+    assert_ne!(
+        report["status"], "ok",
+        "a capture on a full disk: {report:#}"
+    );
+    assert_clean();
+}
+
 /// A SIGKILLed recap leaves its capsule behind (Drop cannot run); the kernel side is gone at
 /// once, and the next window removes the orphan.
 #[test]

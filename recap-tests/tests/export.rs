@@ -253,6 +253,51 @@ fn prometheus_scrapes_the_window_and_every_dashboard_query_returns_data() {
     assert_no_residue();
 }
 
+/// A collector that never answers: a second Ctrl-C while the final flush waits cuts it short,
+/// and the summary says so (no waiting out every timeout).
+#[test]
+fn a_second_ctrl_c_cuts_the_final_flush_short() {
+    if !require_root() {
+        return;
+    }
+    // Connections are accepted by the kernel (backlog) and never answered.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", black_hole.local_addr().unwrap());
+    let cg = TestCgroup::new("flush");
+    let dir = cg.dir.to_str().unwrap().to_owned();
+    let mut run = RecapRun::start(&[
+        "window",
+        "--local",
+        "--cgroup",
+        &dir,
+        "-d",
+        "60s",
+        "--probes",
+        "tcp",
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "http/protobuf",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    run.signal(libc::SIGINT);
+    thread::sleep(Duration::from_millis(300)); // closing: the final flush is waiting
+    run.signal(libc::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "interrupted");
+    assert!(
+        s["warnings"].to_string().contains("cut short"),
+        "{:#}",
+        s["warnings"]
+    );
+    drop(black_hole);
+    assert_no_residue();
+}
+
 /// The agent serves every open window and its own metrics continuously: a real Prometheus
 /// scraping it answers every dashboard query, with the window's exact numbers, and sees what
 /// the probes cost in the kernel.

@@ -37,6 +37,9 @@ enum Cmd {
     /// The whole kill storm: windows (some with capsules) SIGKILLed at random moments, then
     /// nothing may be left and the next window must be exact (CI runs 12 of them).
     Storm(test::StormArgs),
+    /// Consecutive windows on a busy target through one agent: every one exact, the agent's
+    /// memory flat (60 one-minute windows by default).
+    Soak(test::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Test(args) => test::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Storm(args) => test::storm(args),
+        Cmd::Soak(args) => test::soak(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -62,3 +62,36 @@ pub fn storm(args: StormArgs) -> anyhow::Result<()> {
             .env("RECAP_STORM_WINDOWS", args.windows.to_string()),
     )
 }
+
+#[derive(Args)]
+pub struct SoakArgs {
+    /// Consecutive windows.
+    #[arg(long, default_value_t = 60)]
+    windows: usize,
+    /// Each window's length, in seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+}
+
+/// `cargo xtask soak`: consecutive windows on a busy target through one agent, each exact, the
+/// agent's memory flat (about an hour by default; not part of `cargo xtask test`).
+pub fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    setup::run()?;
+    require_root("the soak")?;
+    status(cargo().args(["build", "--quiet", "-p", "recap-agent"]))?;
+    status(
+        cargo()
+            .args([
+                "test",
+                "--quiet",
+                "-p",
+                "recap-tests",
+                "--test",
+                "soak",
+                "--",
+                "--nocapture",
+            ])
+            .env("RECAP_SOAK_WINDOWS", args.windows.to_string())
+            .env("RECAP_SOAK_SECONDS", args.seconds.to_string()),
+    )
+}

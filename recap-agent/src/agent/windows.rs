@@ -270,7 +270,7 @@ impl Agent {
         live: watch::Sender<Live>,
     ) {
         let status = window.run_until(cancel.cancelled()).await;
-        let (status, summary, error) = match window.close(status).await {
+        let (status, summary, error) = match window.close(status, std::future::pending()).await {
             Ok(summary) => {
                 let json = serde_json::to_string(&summary).unwrap_or_default();
                 (

@@ -138,9 +138,13 @@ impl fmt::Display for CapsuleSpec {
 pub enum CapsuleOutcome {
     /// Ran until the window ended.
     Ok,
-    /// Ran until the window ended, but the kernel dropped packets before tcpdump read them:
-    /// the capture misses some.
-    Incomplete { dropped_by_kernel: u64 },
+    /// Ran until the window ended, but the capture misses packets: the kernel dropped some
+    /// before tcpdump read them, or the file ends mid-packet (a full disk).
+    Incomplete {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dropped_by_kernel: Option<u64>,
+    },
     /// Stopped early because its artifact reached the size cap.
     SizeCapReached { cap_bytes: u64 },
     /// Exited early on its own.

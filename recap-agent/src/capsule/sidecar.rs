@@ -160,9 +160,18 @@ impl Capsule {
             Tool::Tcpdump => parse_dropped(&self.log_tail(docker).await),
             Tool::Strace => None,
         };
+        let truncated = match self.spec.tool {
+            Tool::Tcpdump => pcap_truncation(&self.artifact),
+            Tool::Strace => None,
+        };
         let outcome = match exit_code {
             0 | 143 if dropped.is_some_and(|d| d > 0) => CapsuleOutcome::Incomplete {
-                dropped_by_kernel: dropped.unwrap_or(0),
+                reason: format!("{} packets dropped by the kernel", dropped.unwrap_or(0)),
+                dropped_by_kernel: dropped,
+            },
+            0 | 143 if truncated.is_some() => CapsuleOutcome::Incomplete {
+                reason: truncated.unwrap_or_default(),
+                dropped_by_kernel: dropped,
             },
             // SIGTERM'd by us: tcpdump exits 0, strace re-raises the signal (143) after detaching.
             0 | 143 => CapsuleOutcome::Ok,
@@ -211,6 +220,44 @@ impl Capsule {
             .await;
         lines.concat().trim().replace('\n', " | ")
     }
+}
+
+/// Why a pcap file is not whole, if it is not: it must end exactly at the end of a record.
+fn pcap_truncation(path: &Path) -> Option<String> {
+    let data = std::fs::read(path).ok()?;
+    if data.len() < 24 {
+        return Some(format!(
+            "the capture file has {} bytes, not even its 24-byte header (disk full?)",
+            data.len()
+        ));
+    }
+    let little = match data[..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => return Some("the capture file does not start with a pcap header".into()),
+    };
+    let mut at = 24usize;
+    while at < data.len() {
+        let Some(header) = data.get(at..at + 16) else {
+            return Some(format!(
+                "the capture file ends inside a packet header at byte {at} (disk full?)"
+            ));
+        };
+        let field: [u8; 4] = header[8..12].try_into().ok()?;
+        let caplen = if little {
+            u32::from_le_bytes(field)
+        } else {
+            u32::from_be_bytes(field)
+        } as usize;
+        at += 16 + caplen;
+        if at > data.len() {
+            return Some(format!(
+                "the capture file ends inside a packet at byte {} (disk full?)",
+                data.len()
+            ));
+        }
+    }
+    None
 }
 
 /// `N packets dropped by kernel` from tcpdump's closing statistics.
@@ -354,6 +401,28 @@ fn namespace_pids(cgroup_dir: &Path) -> anyhow::Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pcap_that_ends_mid_packet_is_found() {
+        let dir = std::env::temp_dir().join(format!("recap-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.pcap");
+        let mut whole = vec![0xd4, 0xc3, 0xb2, 0xa1];
+        whole.extend([0u8; 20]);
+        let mut record = vec![0u8; 16];
+        record[8..12].copy_from_slice(&10u32.to_le_bytes());
+        record.extend([7u8; 10]);
+        whole.extend(&record);
+        std::fs::write(&path, &whole).unwrap();
+        assert_eq!(pcap_truncation(&path), None);
+        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+        assert!(pcap_truncation(&path).unwrap().contains("inside a packet"));
+        std::fs::write(&path, &whole[..30]).unwrap();
+        assert!(pcap_truncation(&path).unwrap().contains("packet header"));
+        std::fs::write(&path, &whole[..10]).unwrap();
+        assert!(pcap_truncation(&path).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn tcpdump_drop_statistics_are_read() {

@@ -302,7 +302,16 @@ pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
             }
         })
         .await;
-    let summary = window.close(status).await?;
+    // A second Ctrl-C (or SIGTERM, SIGHUP) while closing cuts the export flush short.
+    let summary = window
+        .close(status, async {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+        })
+        .await?;
     print_summary(&summary, output, top)?;
     if let Some(endpoint) = &endpoint {
         // The summary is out; keep the final values up for one more scrape, unless told to stop.

@@ -409,6 +409,24 @@ impl Exporter {
         })
     }
 
+    /// A log record sent in the background (the window's start: arming must not wait on a
+    /// collector); `absorb` its result.
+    pub fn spawn_log(
+        &self,
+        s: &WindowSummary,
+        event: &str,
+    ) -> tokio::task::JoinHandle<Option<String>> {
+        let (config, request) = (self.config.clone(), self.log_request(s, event));
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(SEND_TIMEOUT, transport.send_logs(&config, request)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("logs: {e:#}")),
+                Err(_) => Some("logs: no answer within 1.5 s".into()),
+            }
+        })
+    }
+
     pub fn absorb(&mut self, failure: Option<String>) {
         match failure {
             None => self.sent += 1,

@@ -36,8 +36,8 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
         for c in &s.meta.capsules {
             let status = match &c.outcome {
                 CapsuleOutcome::Ok => "ok".to_string(),
-                CapsuleOutcome::Incomplete { dropped_by_kernel } => {
-                    format!("incomplete: {dropped_by_kernel} packets dropped by the kernel")
+                CapsuleOutcome::Incomplete { reason, .. } => {
+                    format!("incomplete: {}", safe(reason))
                 }
                 CapsuleOutcome::SizeCapReached { cap_bytes } => {
                     format!("stopped at the size cap ({cap_bytes} bytes)")

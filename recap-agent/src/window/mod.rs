@@ -291,11 +291,11 @@ impl Window {
             observers,
             last_counts: RawCounts::zeroed(),
         };
-        if window.otlp.is_some() {
+        if let Some(otlp) = &window.otlp {
+            // In the background, like the periodic exports: a collector that is slow or down
+            // never holds up the window.
             let open = window.snapshot(&RawCounts::zeroed());
-            if let Some(otlp) = &mut window.otlp {
-                otlp.export_log(&open, "start", 1).await;
-            }
+            window.pending_otlp.push(otlp.spawn_log(&open, "start"));
         }
         Ok(window)
     }
@@ -371,7 +371,13 @@ impl Window {
     }
 
     /// Detaches everything, stops the capsules, flushes the exports and returns the summary.
-    pub async fn close(mut self, status: WindowStatus) -> anyhow::Result<WindowSummary> {
+    /// `skip_flush` (a second Ctrl-C, say) cuts the OTLP flush short; detaching and stopping
+    /// the capsules always run to their end.
+    pub async fn close(
+        mut self,
+        status: WindowStatus,
+        skip_flush: impl Future<Output = ()>,
+    ) -> anyhow::Result<WindowSummary> {
         let ended = Instant::now();
         let closed = match self.probes.take() {
             Some(probes) => tokio::task::block_in_place(|| self.engine.close(probes)),
@@ -390,12 +396,23 @@ impl Window {
             );
         }
         if let Some(otlp) = &mut self.otlp {
-            for task in self.pending_otlp.drain(..) {
-                otlp.absorb(task.await.ok().flatten());
-            }
-            otlp.export_metrics(&summary, 2).await;
-            otlp.export_log(&summary, "end", 2).await;
-            if let Some(warning) = otlp.undelivered() {
+            let pending = std::mem::take(&mut self.pending_otlp);
+            let flush = async {
+                for task in pending {
+                    otlp.absorb(task.await.ok().flatten());
+                }
+                otlp.export_metrics(&summary, 2).await;
+                otlp.export_log(&summary, "end", 2).await;
+            };
+            let skipped = tokio::select! {
+                _ = flush => false,
+                _ = skip_flush => true,
+            };
+            if skipped {
+                summary
+                    .warnings
+                    .push("OTLP: the final flush was cut short (interrupted); the collector may miss the last values".into());
+            } else if let Some(warning) = otlp.undelivered() {
                 summary.warnings.push(warning);
             }
         }
