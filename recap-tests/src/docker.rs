@@ -129,25 +129,28 @@ impl AppContainer {
             .unwrap()
     }
 
-    /// `n` HTTP GETs to the container's own loopback, from inside its network namespace.
+    /// One GET of the container's own loopback, from inside its network namespace.
+    fn get_command(&self, pid: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args([
+            "-t",
+            pid,
+            "-n",
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            "http://127.0.0.1/",
+        ]);
+        cmd
+    }
+
+    /// `n` HTTP GETs, one after the other.
     pub fn http_gets(&self, n: usize) {
         let pid = self.pid().to_string();
         for _ in 0..n {
-            let ok = Command::new("nsenter")
-                .args([
-                    "-t",
-                    &pid,
-                    "-n",
-                    "/bin/busybox",
-                    "wget",
-                    "-q",
-                    "-O",
-                    "/dev/null",
-                    "http://127.0.0.1/",
-                ])
-                .status()
-                .unwrap()
-                .success();
+            let ok = self.get_command(&pid).status().unwrap().success();
             assert!(ok, "GET to {} failed", self.name);
         }
     }
@@ -156,22 +159,7 @@ impl AppContainer {
     pub fn http_burst(&self, n: usize) {
         let pid = self.pid().to_string();
         let children: Vec<_> = (0..n)
-            .map(|_| {
-                Command::new("nsenter")
-                    .args([
-                        "-t",
-                        &pid,
-                        "-n",
-                        "/bin/busybox",
-                        "wget",
-                        "-q",
-                        "-O",
-                        "/dev/null",
-                        "http://127.0.0.1/",
-                    ])
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| self.get_command(&pid).spawn().unwrap())
             .collect();
         for mut child in children {
             assert!(child.wait().unwrap().success(), "a GET of the burst failed");

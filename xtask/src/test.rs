@@ -44,22 +44,11 @@ pub struct StormArgs {
 
 /// `cargo xtask storm`: the whole kill storm (CI runs 12 windows of it).
 pub fn storm(args: StormArgs) -> anyhow::Result<()> {
-    setup::run()?;
-    require_root("the kill storm")?;
-    status(cargo().args(["build", "--quiet", "-p", "recap-agent"]))?;
-    status(
-        cargo()
-            .args([
-                "test",
-                "--quiet",
-                "-p",
-                "recap-tests",
-                "--test",
-                "storm",
-                "--",
-                "--nocapture",
-            ])
-            .env("RECAP_STORM_WINDOWS", args.windows.to_string()),
+    long_test(
+        "the kill storm",
+        "storm",
+        &[],
+        &[("RECAP_STORM_WINDOWS", args.windows.to_string())],
     )
 }
 
@@ -76,22 +65,26 @@ pub struct SoakArgs {
 /// `cargo xtask soak`: consecutive windows on a busy target through one agent, each exact, the
 /// agent's memory flat (about an hour by default; not part of `cargo xtask test`).
 pub fn soak(args: SoakArgs) -> anyhow::Result<()> {
-    setup::run()?;
-    require_root("the soak")?;
-    status(cargo().args(["build", "--quiet", "-p", "recap-agent"]))?;
-    status(
-        cargo()
-            .args([
-                "test",
-                "--quiet",
-                "-p",
-                "recap-tests",
-                "--test",
-                "soak",
-                "--",
-                "--nocapture",
-            ])
-            .env("RECAP_SOAK_WINDOWS", args.windows.to_string())
-            .env("RECAP_SOAK_SECONDS", args.seconds.to_string()),
+    long_test(
+        "the soak",
+        "soak",
+        &["--ignored"],
+        &[
+            ("RECAP_SOAK_WINDOWS", args.windows.to_string()),
+            ("RECAP_SOAK_SECONDS", args.seconds.to_string()),
+        ],
     )
+}
+
+/// One integration test file run on its own, with its output shown and sized by variables.
+fn long_test(what: &str, test: &str, extra: &[&str], env: &[(&str, String)]) -> anyhow::Result<()> {
+    setup::run()?;
+    require_root(what)?;
+    status(cargo().args(["build", "--quiet", "-p", "recap-agent"]))?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--quiet", "-p", "recap-tests", "--test", test, "--"])
+        .args(extra)
+        .arg("--nocapture")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    status(&mut cmd)
 }
