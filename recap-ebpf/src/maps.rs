@@ -50,7 +50,7 @@ pub static TCP_DUR_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// `tcp_health`: when each target connection was established, by socket cookie.
 #[map(name = "CONN_START")]
-pub static CONN_START: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
+pub static CONN_START: HashMap<u64, u64> = HashMap::with_max_entries(65536, 1);
 
 /// The target thread on each CPU, since its switch-in.
 #[map(name = "ON_CPU")]
