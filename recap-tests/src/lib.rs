@@ -280,6 +280,14 @@ impl RecapRun {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
+    /// Ends the window with Ctrl-C; it must exit 0. Returns its JSON summary and its stderr.
+    pub fn interrupt(self) -> (serde_json::Value, String) {
+        self.signal(libc::SIGINT);
+        let (code, out, err) = self.finish();
+        assert_eq!(code, 0, "recap did not exit 0; stderr:\n{err}");
+        (summary(&out), err)
+    }
+
     /// Waits for exit; returns (exit code, stdout, stderr).
     pub fn finish(mut self) -> (i32, String, String) {
         let mut out = String::new();

@@ -57,10 +57,7 @@ fn counts_and_captures_only_the_target_container() {
     target.http_gets(N);
     other.http_gets(M);
     thread::sleep(Duration::from_millis(500));
-    run.signal(libc::SIGINT);
-    let (code, out, err) = run.finish();
-    assert_eq!(code, 0, "{err}");
-    let s = summary(&out);
+    let (s, _) = run.interrupt();
     assert_eq!(s["target"]["container"]["name"], target.name.as_str());
     assert_eq!(s["target"]["container"]["image"], APP_IMAGE);
     assert_eq!(
@@ -128,10 +125,7 @@ fn a_burst_is_captured_whole() {
     run.wait_armed();
     app.http_burst(BURST);
     thread::sleep(Duration::from_millis(300));
-    run.signal(libc::SIGINT);
-    let (code, out, err) = run.finish();
-    assert_eq!(code, 0, "{err}");
-    let s = summary(&out);
+    let (s, _) = run.interrupt();
     assert_eq!(s["tcp"]["accepted"], BURST as u64);
     let (pcap, report) = artifact(&s, "tcpdump");
     assert_eq!(report["status"], "ok", "{report:#}");
@@ -295,10 +289,7 @@ fn a_capsule_stops_at_its_size_cap() {
     run.wait_armed();
     app.http_gets(20);
     thread::sleep(Duration::from_millis(300));
-    run.signal(libc::SIGINT);
-    let (code, out, err) = run.finish();
-    assert_eq!(code, 0, "{err}");
-    let s = summary(&out);
+    let (s, _) = run.interrupt();
     let (pcap, report) = artifact(&s, "tcpdump");
     assert_eq!(report["status"], "size_cap_reached", "{report:#}");
     assert!(std::fs::metadata(&pcap).unwrap().len() <= 4096);

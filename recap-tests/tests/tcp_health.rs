@@ -197,10 +197,7 @@ fn retransmits_resets_rtt_and_lifetimes_match_the_kernel_and_the_load() {
     ns.wait_settled();
     let retransmitted = ns.counter("TcpRetransSegs") - retrans_before;
     let failed = ns.counter("TcpExtTCPRetransFail") - failed_before;
-    run.signal(libc::SIGINT);
-    let (code, out, err) = run.finish();
-    assert_eq!(code, 0, "{err}");
-    let s = summary(&out);
+    let (s, _) = run.interrupt();
     eprintln!(
         "TcpRetransSegs {retransmitted}; window: {:#}",
         s["tcp_health"]

@@ -71,10 +71,7 @@ fn counts_equal_ground_truth_and_ignore_outside() {
     w_out.wait_done();
     thread::sleep(Duration::from_millis(300)); // last FIN/ACKs and drains on loopback
     let cpu_used = inside.cpu_usage() - cpu_before;
-    run.signal(libc::SIGINT);
-    let (code, out, err) = run.finish();
-    assert_eq!(code, 0, "stderr:\n{err}");
-    let s = summary(&out);
+    let (s, err) = run.interrupt();
     assert_eq!(s["status"], "interrupted");
     for family in ["tcp", "net", "syscalls", "proc", "cpu"] {
         assert_eq!(
@@ -177,10 +174,7 @@ fn follows_processes_moved_in_and_out() {
     leaver.go();
     mover.wait_done();
     leaver.wait_done();
-    run.signal(libc::SIGINT);
-    let (code, out, err) = run.finish();
-    assert_eq!(code, 0, "{err}");
-    let s = summary(&out);
+    let (s, _) = run.interrupt();
     assert_eq!(
         syscall(&s, "getppid"),
         (plan.getppid as u64, 0),
@@ -225,11 +219,9 @@ fn every_thread_of_a_process_moved_in_counts_from_the_move() {
     line.clear();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "done");
-    run.signal(libc::SIGINT);
-    let (code, stdout, err) = run.finish();
-    assert_eq!(code, 0, "{err}");
+    let (s, _) = run.interrupt();
     assert_eq!(
-        syscall(&summary(&stdout), "getppid").0,
+        syscall(&s, "getppid").0,
         (THREADS * CALLS) as u64,
         "every thread's calls"
     );
@@ -287,10 +279,7 @@ fn counts_the_whole_subtree() {
     }
     thread::sleep(Duration::from_millis(100));
     let cpu_used = target.cpu_usage() - cpu_before;
-    run.signal(libc::SIGINT);
-    let (code, out, err) = run.finish();
-    assert_eq!(code, 0, "{err}");
-    let s = summary(&out);
+    let (s, _) = run.interrupt();
     assert_eq!(
         syscall(&s, "getppid").0,
         7_000,
