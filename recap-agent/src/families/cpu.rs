@@ -17,7 +17,7 @@ use recap_common::{maps, programs, Counter, RUNQ_BUCKETS};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    log2::{self, histogram, Histogram},
+    log2::{self, fmt_ns, histogram, Histogram},
     row, FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook,
 };
 use crate::{
@@ -108,10 +108,7 @@ impl ProbeFamily for Cpu {
     }
 
     fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>> {
-        let mut summary: CpuSummary = serde_json::from_value(v)?;
-        // The JSON keeps the non-empty buckets only; export wants every one.
-        summary.runq_counts = log2::dense_counts(&summary.runq_latency, RUNQ_BUCKETS);
-        Ok(Arc::new(summary))
+        super::report_from_json::<CpuSummary>(v)
     }
 
     fn live(&self, c: &RawCounts) -> String {
@@ -128,32 +125,13 @@ pub struct CpuSummary {
     pub on_cpu_ns: u64,
     pub switches_in: u64,
     pub runq_latency: Histogram,
-    /// Per bucket, empty ones included (for export); not in the JSON.
-    #[serde(skip, default)]
-    runq_counts: Vec<u64>,
 }
 
 pub fn summarise(c: &RawCounts) -> CpuSummary {
-    let runq = c.array(RUNQ.map).to_vec();
     CpuSummary {
         on_cpu_ns: c.get(Counter::CpuOnCpuNs),
         switches_in: c.get(Counter::CpuSwitchesIn),
-        runq_latency: histogram(&runq, c.get(Counter::CpuRunqWaitNs)),
-        runq_counts: runq,
-    }
-}
-
-/// Upper bounds of the kernel's run-queue buckets, in seconds: bucket b holds [2^b, 2^(b+1)) ns.
-pub fn runq_bounds_s() -> Vec<f64> {
-    log2::bounds_s(RUNQ_BUCKETS)
-}
-
-pub fn fmt_ns(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns}ns"),
-        1_000..1_000_000 => format!("{}us", ns / 1_000),
-        1_000_000..1_000_000_000 => format!("{}ms", ns / 1_000_000),
-        _ => format!("{:.1}s", ns as f64 / 1e9),
+        runq_latency: histogram(c.array(RUNQ.map), c.get(Counter::CpuRunqWaitNs)),
     }
 }
 
@@ -195,9 +173,6 @@ impl FamilyReport for CpuSummary {
     }
 
     fn samples(&self) -> Vec<Sample> {
-        let h = &self.runq_latency;
-        let mut counts = self.runq_counts.clone();
-        counts.resize(RUNQ_BUCKETS as usize, 0);
         vec![
             Sample::new(
                 &CPU_TIME,
@@ -205,16 +180,7 @@ impl FamilyReport for CpuSummary {
                 Value::Seconds(self.on_cpu_ns as f64 / 1e9),
             ),
             Sample::new(&CPU_SWITCHES, vec![], Value::Count(self.switches_in)),
-            Sample::new(
-                &RUNQ_LATENCY,
-                vec![],
-                Value::Histogram {
-                    bounds_s: runq_bounds_s(),
-                    counts,
-                    count: h.count,
-                    sum_s: h.sum_ns as f64 / 1e9,
-                },
-            ),
+            log2::sample(&RUNQ_LATENCY, &self.runq_latency, RUNQ_BUCKETS),
         ]
     }
 }
@@ -257,7 +223,7 @@ mod tests {
 
     #[test]
     fn runq_bounds_match_the_kernel_buckets() {
-        let b = runq_bounds_s();
+        let b = log2::bounds_s(RUNQ_BUCKETS);
         assert_eq!(b.len(), RUNQ_BUCKETS as usize - 1);
         assert_eq!(b[0], 2e-9);
         assert_eq!(b[9], 1024e-9, "bucket 9 holds [512, 1024) ns");

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::export::catalog::{MetricDef, Sample, Value};
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bucket {
     /// Waits in `[ge_ns, lt_ns)`; the last bucket has no upper bound.
@@ -85,4 +87,28 @@ pub fn dense_counts(h: &Histogram, buckets: u32) -> Vec<u64> {
         counts[index.min(last)] = b.count;
     }
     counts
+}
+
+/// The histogram as a sample of `def`, every kernel bucket included.
+pub fn sample(def: &'static MetricDef, h: &Histogram, buckets: u32) -> Sample {
+    Sample::new(
+        def,
+        vec![],
+        Value::Histogram {
+            bounds_s: bounds_s(buckets),
+            counts: dense_counts(h, buckets),
+            count: h.count,
+            sum_s: h.sum_ns as f64 / 1e9,
+        },
+    )
+}
+
+/// A duration for a person: `512ns`, `33us`, `4ms`, `2.1s`.
+pub fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{}us", ns / 1_000),
+        1_000_000..1_000_000_000 => format!("{}ms", ns / 1_000_000),
+        _ => format!("{:.1}s", ns as f64 / 1e9),
+    }
 }

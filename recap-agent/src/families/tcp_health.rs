@@ -9,8 +9,7 @@ use recap_common::{maps, programs, Counter, TCP_HIST_BUCKETS};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    cpu::fmt_ns,
-    log2::{self, histogram, Histogram},
+    log2::{self, fmt_ns, histogram, Histogram},
     row, CgroupHook, FamilyReport, Hooks, ProbeFamily, SlotArray,
 };
 use crate::{
@@ -149,19 +148,6 @@ pub fn summarise(c: &RawCounts) -> TcpHealthSummary {
     }
 }
 
-fn hist_sample(def: &'static MetricDef, h: &Histogram) -> Sample {
-    Sample::new(
-        def,
-        vec![],
-        Value::Histogram {
-            bounds_s: log2::bounds_s(TCP_HIST_BUCKETS),
-            counts: log2::dense_counts(h, TCP_HIST_BUCKETS),
-            count: h.count,
-            sum_s: h.sum_ns as f64 / 1e9,
-        },
-    )
-}
-
 impl FamilyReport for TcpHealthSummary {
     fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
@@ -206,8 +192,8 @@ impl FamilyReport for TcpHealthSummary {
                 vec![(DIRECTION, "transmit".into())],
                 Value::Count(self.resets_sent),
             ),
-            hist_sample(&RTT, &self.rtt),
-            hist_sample(&LIFETIME, &self.connection_duration),
+            log2::sample(&RTT, &self.rtt, TCP_HIST_BUCKETS),
+            log2::sample(&LIFETIME, &self.connection_duration, TCP_HIST_BUCKETS),
         ]
     }
 }
