@@ -25,7 +25,6 @@ use crate::{
     cli::window::WindowArgs,
     export::prometheus::Published,
     probes::RawCounts,
-    report::WindowSummary,
     targets::TargetSpec,
     window::{
         live::{announce, render},
@@ -146,7 +145,7 @@ impl Agent {
                 args
             )
         };
-        let spec = match parse_request(&args, &env) {
+        let mut spec = match parse_request(&args, &env) {
             Ok(spec) => spec,
             Err(e) => {
                 audit(&format!("invalid: {e}"));
@@ -154,7 +153,6 @@ impl Agent {
                 return Err(StartError::Invalid(e));
             }
         };
-        let mut spec = spec;
         let artifacts_given = args.iter().any(|a| a.starts_with("--artifacts"));
         if !caller.is_root() {
             spec.capsules.artifacts = self.config.artifacts.join(caller.uid.to_string());
@@ -167,6 +165,13 @@ impl Agent {
             }
         }
         let own_otlp = spec.export.otlp.is_some();
+        // What the caller's earlier captures take on disk: read before taking the lock (it is
+        // I/O), and only when the quota can matter (a caller other than root, with capsules).
+        let artifacts_used = if caller.is_root() || spec.capsules.specs.is_empty() {
+            0
+        } else {
+            disk_usage(&self.config.artifacts.join(caller.uid.to_string()))
+        };
         let window_id = new_window_id();
         let (live_tx, live_rx) = watch::channel(Live::default());
         let cancel = self.shutdown.child_token();
@@ -178,15 +183,14 @@ impl Agent {
             if self.shutdown.is_cancelled() {
                 return Err(StartError::Refused("the agent is shutting down".into()));
             }
-            let used = if caller.is_root() {
-                0
-            } else {
-                disk_usage(&self.config.artifacts.join(caller.uid.to_string()))
-            };
-            if let Err(refusal) =
-                self.policy
-                    .admit(&caller, &spec, artifacts_given, used, by_caller, open.len())
-            {
+            if let Err(refusal) = self.policy.admit(
+                &caller,
+                &spec,
+                artifacts_given,
+                artifacts_used,
+                by_caller,
+                open.len(),
+            ) {
                 audit(&format!("refused: {refusal}"));
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(StartError::Refused(refusal.0));
@@ -434,6 +438,4 @@ impl WindowObserver for LiveChannel {
         let lines = render(elapsed, self.duration, counts, &window.families);
         self.tx.send_modify(|l| l.lines = lines);
     }
-
-    fn closed(&mut self, _summary: &WindowSummary) {}
 }

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod capsule_image;
+mod signals;
 pub mod units;
 pub mod window;
 pub mod windows;

@@ -8,9 +8,9 @@ use std::{
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::{
+    signals::StopSignals,
     units::{format_duration, parse_duration, parse_size},
     usage,
 };
@@ -267,9 +267,7 @@ pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
     let (spec, output, top) = args.into_spec()?;
     // Signals first, so a Ctrl-C while arming still ends the window (at once, once armed).
     // SIGHUP (the terminal went away) ends it the same way: nothing is left running.
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut signals = StopSignals::install(true)?;
     let mut observers: Vec<Box<dyn WindowObserver>> = vec![Box::new(LiveView::new(
         output == Output::Table,
         spec.duration,
@@ -293,25 +291,9 @@ pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
         Ok(())
     })
     .await?;
-    let status = window
-        .run_until(async {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-                _ = hup.recv() => {}
-            }
-        })
-        .await;
+    let status = window.run_until(signals.next()).await;
     // A second Ctrl-C (or SIGTERM, SIGHUP) while closing cuts the export flush short.
-    let summary = window
-        .close(status, async {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-                _ = hup.recv() => {}
-            }
-        })
-        .await?;
+    let summary = window.close(status, signals.next()).await?;
     print_summary(&summary, output, top)?;
     if let Some(endpoint) = &endpoint {
         // The summary is out; keep the final values up for one more scrape, unless told to stop.
@@ -323,9 +305,7 @@ pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
         );
         tokio::select! {
             _ = tokio::time::sleep(linger) => {}
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-            _ = hup.recv() => {}
+            _ = signals.next() => {}
         }
     }
     Ok(())

@@ -9,10 +9,10 @@ use std::{
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::StreamExt;
 
 use super::{
+    signals::StopSignals,
     units::parse_duration,
     window::{print_out, print_summary, Output, WindowArgs},
 };
@@ -140,8 +140,8 @@ pub async fn run(action: WindowAction, socket: &Path) -> anyhow::Result<()> {
     let mut client = connect(socket).await?;
     match action {
         WindowAction::Start(start) => {
-            let (spec, output, _) = start.args.into_spec()?;
-            let _ = spec;
+            // Checked here as well, so a mistake is reported as the in-process window would.
+            let (_, output, _) = start.args.into_spec()?;
             let response = client
                 .start_window(start_request(&request_args("start")))
                 .await
@@ -261,8 +261,7 @@ async fn follow(
     output: Output,
     cancel_on_signal: bool,
 ) -> anyhow::Result<WindowRecord> {
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut signals = StopSignals::install(false)?;
     let reference = WindowRef {
         window_id: window_id.to_string(),
     };
@@ -292,15 +291,7 @@ async fn follow(
                     None => {}
                 }
             }
-            _ = int.recv(), if !cancelled => {
-                if !cancel_on_signal {
-                    view.finish();
-                    anyhow::bail!("stopped watching; window {window_id} stays open");
-                }
-                cancelled = true;
-                canceller.cancel_window(reference.clone()).await.map_err(|s| agent_error("cancelling the window", s))?;
-            }
-            _ = term.recv(), if !cancelled => {
+            _ = signals.next(), if !cancelled => {
                 if !cancel_on_signal {
                     view.finish();
                     anyhow::bail!("stopped watching; window {window_id} stays open");
