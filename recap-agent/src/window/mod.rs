@@ -83,10 +83,7 @@ impl SharedEngine {
         &self,
         f: impl FnOnce(&mut ProbeEngine) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut guard = self
-            .engine
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the probe engine's lock is poisoned"))?;
+        let mut guard = self.lock()?;
         if guard.is_none() {
             *guard = Some(ProbeEngine::load()?);
         }
@@ -95,17 +92,20 @@ impl SharedEngine {
 
     /// Unloads every program and map (the agent, when it stops).
     pub fn unload(&self) {
-        if let Ok(mut guard) = self.engine.lock() {
+        if let Ok(mut guard) = self.lock() {
             guard.take();
         }
     }
 
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Option<ProbeEngine>>> {
+        self.engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the probe engine's lock is poisoned"))
+    }
+
     /// Closes a window's probes; an on-demand engine with no window left is unloaded.
     fn close(&self, probes: WindowProbes) -> anyhow::Result<RawCounts> {
-        let mut guard = self
-            .engine
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the probe engine's lock is poisoned"))?;
+        let mut guard = self.lock()?;
         let engine = guard
             .as_mut()
             .ok_or_else(|| anyhow::anyhow!("the probe engine is not loaded"))?;
