@@ -73,15 +73,119 @@ pub enum Counter {
     /// Sums of the RTT samples and connection lifetimes in the histograms (ns).
     TcpRttSumNs,
     TcpConnDurSumNs,
+    /// HTTP/1.x requests whose start was seen in the window, as server and as client.
+    HttpServerStarted,
+    HttpClientStarted,
+    /// Of those, the ones whose connection closed before a final response.
+    HttpServerAborted,
+    HttpClientAborted,
+    /// Of those, the ones whose response did not start with a readable status line.
+    HttpServerUnparsable,
+    HttpClientUnparsable,
+    /// Interim `1xx` responses (e.g. `100 Continue`): not final, not counted as responses.
+    HttpInterim,
+    /// A request start while the previous request on the connection had no response yet.
+    HttpPipelined,
+    /// A response whose request was before the window (or not seen).
+    HttpUnmatchedResponses,
+    /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
+    /// queries whose question could not be read, and the sum of the answer latencies.
+    DnsQueries,
+    DnsAnswered,
+    DnsUnmatched,
+    DnsUnparsable,
+    DnsLatencySumNs,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::TcpConnDurSumNs as u32 + 1;
+    pub const COUNT: u32 = Counter::DnsLatencySumNs as u32 + 1;
 }
 
 /// Log2 histograms of the `tcp_health` family: bucket `b` holds values in `[2^b, 2^(b+1))` ns;
 /// the last (2^39 ns ≈ 9 min and above) is open-ended.
 pub const TCP_HIST_BUCKETS: u32 = 40;
+
+/// HTTP request-duration histograms: log2 ns buckets as `TCP_HIST_BUCKETS`, the last (2^35 ns
+/// ≈ 34 s and above) open-ended.
+pub const HTTP_BUCKETS: u32 = 36;
+
+/// HTTP methods by index (0: none). Only these start a request.
+pub const HTTP_METHODS: [&str; 10] = [
+    "", "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+pub const HTTP_METHOD_CONNECT: u8 = 6;
+
+/// Which side of an HTTP connection the target is.
+pub const HTTP_ROLE_SERVER: u8 = 1;
+pub const HTTP_ROLE_CLIENT: u8 = 2;
+
+/// Key of the HTTP request counts: one entry per window, side, method and status code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HttpKey {
+    pub slot: u32,
+    pub status: u16,
+    pub role: u8,
+    pub method: u8,
+}
+const _: () = assert!(core::mem::size_of::<HttpKey>() == 8);
+
+/// Requests with one key: how many, their summed duration and its log2 histogram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpStat {
+    pub count: u64,
+    pub sum_ns: u64,
+    pub buckets: [u64; HTTP_BUCKETS as usize],
+}
+const _: () = assert!(core::mem::size_of::<HttpStat>() == 8 * (2 + HTTP_BUCKETS as usize));
+
+/// Per-connection HTTP state, by socket cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpConn {
+    /// `WINDOW_EPOCH[slot]` when the state was made: a slot reused by a later window makes it
+    /// stale.
+    pub epoch: u64,
+    /// When the pending request started (server: its first byte read; client: written).
+    pub start_ns: u64,
+    pub slot: u32,
+    /// `HTTP_ROLE_*`, or 0 before anything HTTP was seen; `HTTP_UPGRADED` after `101` or a
+    /// `CONNECT` tunnel: no longer HTTP.
+    pub role: u8,
+    pub pending: u8,
+    pub method: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<HttpConn>() == 24);
+pub const HTTP_UPGRADED: u8 = 3;
+
+/// DNS query types counted by name (`DNS_QTYPES[i]`, value `DNS_QTYPE_CODES[i]`); the last
+/// entry counts every other type.
+pub const DNS_QTYPES: [&str; 12] = [
+    "A", "NS", "CNAME", "SOA", "PTR", "MX", "TXT", "AAAA", "SRV", "HTTPS", "ANY", "other",
+];
+pub const DNS_QTYPE_CODES: [u16; 11] = [1, 2, 5, 6, 12, 15, 16, 28, 33, 65, 255];
+/// Response codes 0..=15 by number (the 4-bit header rcode).
+pub const DNS_RCODES: u32 = 16;
+
+/// A DNS query waiting for its answer: the window, the query id and the client's UDP port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DnsKey {
+    pub slot: u32,
+    pub id: u16,
+    pub port: u16,
+}
+const _: () = assert!(core::mem::size_of::<DnsKey>() == 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DnsPending {
+    pub epoch: u64,
+    pub sent_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<DnsPending>() == 16);
 
 /// Index of a counter for a window slot in `COUNTERS`.
 #[inline(always)]
@@ -139,6 +243,8 @@ pub mod offsets {
     pub const TASK_THREAD_NODE: &str = "RECAP_OFF_TASK_THREAD_NODE";
     /// x86-64 `struct pt_regs`: `orig_ax` holds the syscall number (fixed by the ABI).
     pub const PT_REGS_ORIG_AX: u64 = 15 * 8;
+    /// Its `si`: a syscall's second argument (the buffer of read/write/send/recv).
+    pub const PT_REGS_SI: u64 = 13 * 8;
 }
 
 /// Map names, declared once.
@@ -156,6 +262,13 @@ pub mod maps {
     pub const TCP_RTT_HIST: &str = "TCP_RTT_HIST";
     pub const TCP_DUR_HIST: &str = "TCP_DUR_HIST";
     pub const CONN_START: &str = "CONN_START";
+    pub const WINDOW_EPOCH: &str = "WINDOW_EPOCH";
+    pub const HTTP_CONNS: &str = "HTTP_CONNS";
+    pub const HTTP_REQS: &str = "HTTP_REQS";
+    pub const DNS_PENDING: &str = "DNS_PENDING";
+    pub const DNS_QTYPE: &str = "DNS_QTYPE";
+    pub const DNS_RCODE: &str = "DNS_RCODE";
+    pub const DNS_HIST: &str = "DNS_HIST";
 }
 
 /// Program names (the kernel keeps 15 bytes of a name; every one starts with `recap_` so
@@ -175,9 +288,14 @@ pub mod programs {
     pub const TCPH_SOCK_OPS: &str = "recap_tcph_ops";
     pub const TCPH_INGRESS: &str = "recap_tcph_in";
     pub const TCPH_EGRESS: &str = "recap_tcph_out";
+    pub const HTTP_SEND: &str = "recap_http_send";
+    pub const HTTP_RECV: &str = "recap_http_recv";
+    pub const HTTP_CLOSE: &str = "recap_http_end";
+    pub const DNS_INGRESS: &str = "recap_dns_in";
+    pub const DNS_EGRESS: &str = "recap_dns_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 20] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -192,6 +310,11 @@ pub mod programs {
         TCPH_SOCK_OPS,
         TCPH_INGRESS,
         TCPH_EGRESS,
+        HTTP_SEND,
+        HTTP_RECV,
+        HTTP_CLOSE,
+        DNS_INGRESS,
+        DNS_EGRESS,
         BENCH_NOP,
     ];
     const _: () = {
@@ -208,4 +331,9 @@ mod pod {
     unsafe impl aya::Pod for super::WindowTag {}
     unsafe impl aya::Pod for super::ExecKey {}
     unsafe impl aya::Pod for super::OnCpu {}
+    unsafe impl aya::Pod for super::HttpKey {}
+    unsafe impl aya::Pod for super::HttpStat {}
+    unsafe impl aya::Pod for super::HttpConn {}
+    unsafe impl aya::Pod for super::DnsKey {}
+    unsafe impl aya::Pod for super::DnsPending {}
 }

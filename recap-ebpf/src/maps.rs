@@ -5,10 +5,11 @@
 // per-attachment cgroup storage is what we need; CGRP_STORAGE is per cgroup
 use aya_ebpf::{
     macros::map,
-    maps::{Array, CgroupStorage, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, CgroupStorage, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use recap_common::{
-    counter_index, Counter, ExecKey, OnCpu, TaskSlotChunk, WindowTag, TIDS_PER_ENTRY,
+    counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat, OnCpu,
+    TaskSlotChunk, WindowTag, TIDS_PER_ENTRY,
 };
 
 /// Window slot of every thread id, 64 tids per entry (sized from `pid_max`).
@@ -51,6 +52,38 @@ pub static TCP_DUR_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// `tcp_health`: when each target connection was established, by socket cookie.
 #[map(name = "CONN_START")]
 pub static CONN_START: HashMap<u64, u64> = HashMap::with_max_entries(65536, 1);
+
+/// A generation per window slot, bumped by user space each time a window takes the slot:
+/// per-connection state (HTTP, DNS) made for an earlier window in the slot is then stale.
+#[map(name = "WINDOW_EPOCH")]
+pub static WINDOW_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn window_epoch(slot: u32) -> u64 {
+    WINDOW_EPOCH.get(slot).copied().unwrap_or(0)
+}
+
+/// `http`: each connection's HTTP state, by socket cookie (an LRU: connections never closed
+/// while a window watched them age out).
+#[map(name = "HTTP_CONNS")]
+pub static HTTP_CONNS: LruHashMap<u64, HttpConn> = LruHashMap::with_max_entries(65536, 0);
+
+/// `http`: requests by window, side, method and status, with their duration histogram.
+/// BPF_F_NO_PREALLOC (1): few keys are ever used.
+#[map(name = "HTTP_REQS")]
+pub static HTTP_REQS: PerCpuHashMap<HttpKey, HttpStat> = PerCpuHashMap::with_max_entries(4096, 1);
+
+/// `dns`: queries waiting for their answer.
+#[map(name = "DNS_PENDING")]
+pub static DNS_PENDING: LruHashMap<DnsKey, DnsPending> = LruHashMap::with_max_entries(16384, 0);
+
+/// `dns`: queries by type, answers by rcode, answer latencies (log2 ns), per window slot.
+#[map(name = "DNS_QTYPE")]
+pub static DNS_QTYPE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "DNS_RCODE")]
+pub static DNS_RCODE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "DNS_HIST")]
+pub static DNS_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// The target thread on each CPU, since its switch-in.
 #[map(name = "ON_CPU")]
@@ -122,6 +155,20 @@ pub fn set_task_slot(tid: u32, slot: u32) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// Counts `value` in the slot's log2 histogram of `buckets` buckets.
+#[inline(always)]
+pub fn hist_add(hist: &PerCpuArray<u64>, slot: u32, value: u64, buckets: u32) {
+    bump(hist, slot * buckets + log2_bucket(value, buckets));
+}
+
+/// Adds 1 to entry `index` of a per-CPU slot array.
+#[inline(always)]
+pub fn bump(array: &PerCpuArray<u64>, index: u32) {
+    if let Some(c) = array.get_ptr_mut(index) {
+        unsafe { *c += 1 };
     }
 }
 

@@ -1,6 +1,8 @@
 //! One file per family of probes; each program is named `recap_<event>`.
 mod baseline;
 mod cpu;
+mod dns;
+mod http;
 mod net;
 mod proc;
 mod syscalls;

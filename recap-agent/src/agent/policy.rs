@@ -505,7 +505,7 @@ max_windows = 2
             .to_string()
             .contains("over what the agent can hold"));
         assert!(
-            Policy::parse("[[rule]]\nname = \"x\"\nfamilies = [\"dns\"]", "p")
+            Policy::parse("[[rule]]\nname = \"x\"\nfamilies = [\"grpc\"]", "p")
                 .unwrap_err()
                 .to_string()
                 .contains("unknown probe family")

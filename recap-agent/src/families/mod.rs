@@ -7,6 +7,8 @@
 //! file, its counters in `recap-common`, and one line in `Family::ALL`.
 
 pub mod cpu;
+pub mod dns;
+pub mod http;
 pub mod log2;
 pub mod net;
 pub mod proc;
@@ -25,8 +27,9 @@ use crate::{
     probes::{EngineError, RawCounts},
 };
 
-/// A raw tracepoint on a kernel event every process goes through; the program finds the
-/// window of the current thread in `TASK_SLOTS`.
+/// A raw tracepoint on a kernel event every process goes through (BTF-typed, `tp_btf`, when
+/// the program needs the kernel's types); the program finds the window of the current thread
+/// in `TASK_SLOTS`.
 #[derive(Clone, Copy, Debug)]
 pub struct TaskHook {
     pub program: &'static str,
@@ -34,6 +37,8 @@ pub struct TaskHook {
     /// Every syscall of every process takes the traced path while it is attached: never kept
     /// attached without a window that needs it.
     pub on_every_syscall: bool,
+    /// A `tp_btf` program: loading it needs the kernel's BTF (parsed once, on first use).
+    pub btf_typed: bool,
 }
 
 /// A program attached to the target's cgroup for one window, tagged with the window's slot.
@@ -78,8 +83,9 @@ pub trait ProbeFamily: Sync {
     fn slot_arrays(&self) -> &'static [SlotArray] {
         &[]
     }
-    /// Counts the family keeps by name in maps of its own (e.g. exec'd programs).
-    fn read_named(&self, _ebpf: &Ebpf, _slot: u32) -> Result<Vec<(String, u64)>, EngineError> {
+    /// Counts the family keeps by name in maps of its own (e.g. exec'd programs: one value per
+    /// name; HTTP requests by side, method and status: a count, a sum and a histogram).
+    fn read_named(&self, _ebpf: &Ebpf, _slot: u32) -> Result<Vec<Named>, EngineError> {
         Ok(Vec::new())
     }
     /// Forgets a previous window's named counts, before a slot is reused.
@@ -120,6 +126,9 @@ pub(crate) fn report_from_json<T: FamilyReport + DeserializeOwned + 'static>(
     Ok(Arc::new(serde_json::from_value::<T>(v)?))
 }
 
+/// A name and the values a family keeps for it.
+pub type Named = (String, Vec<u64>);
+
 /// A handle on a family: small, `Copy`, ordered as in `Family::ALL`, named in JSON.
 #[derive(Clone, Copy)]
 pub struct Family(&'static dyn ProbeFamily);
@@ -131,11 +140,15 @@ impl Family {
     pub const PROC: Family = Family(&proc::Proc);
     pub const CPU: Family = Family(&cpu::Cpu);
     pub const TCP_HEALTH: Family = Family(&tcp_health::TcpHealth);
+    pub const HTTP: Family = Family(&http::Http);
+    pub const DNS: Family = Family(&dns::Dns);
 
     /// Every family, in the order the summary, the table and the catalogue show them.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 8] = [
         Family::TCP,
         Family::TCP_HEALTH,
+        Family::HTTP,
+        Family::DNS,
         Family::NET,
         Family::SYSCALLS,
         Family::PROC,
@@ -253,23 +266,25 @@ mod tests {
         let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(
             names,
-            ["tcp", "tcp_health", "net", "syscalls", "proc", "cpu"]
+            ["tcp", "tcp_health", "http", "dns", "net", "syscalls", "proc", "cpu"]
         );
         assert!(Family::TCP < Family::CPU);
         assert_eq!("proc".parse::<Family>(), Ok(Family::PROC));
-        assert!("dns"
+        assert!("grpc"
             .parse::<Family>()
             .unwrap_err()
-            .contains("known: tcp, tcp_health, net"));
+            .contains("known: tcp, tcp_health, http, dns, net"));
         assert!(
             !Family::defaults().contains(&Family::SYSCALLS),
             "syscalls is opt-in"
         );
-        assert_eq!(Family::defaults().len(), 5);
+        assert_eq!(Family::defaults().len(), 7);
         assert!(Family::CPU.is_task_based() && !Family::NET.is_task_based());
         for f in Family::ALL {
             for def in f.metrics() {
-                assert!(def.prom.starts_with("recap_"), "{}", def.prom);
+                // Ours, or an OpenTelemetry semantic-convention metric under its own name.
+                let semconv = def.prom.replace('_', ".") == format!("{}.seconds", def.otel);
+                assert!(def.prom.starts_with("recap_") || semconv, "{}", def.prom);
             }
         }
     }

@@ -10,7 +10,7 @@ use aya::{
 use recap_common::{maps, programs, Counter, ExecKey};
 use serde::{Deserialize, Serialize};
 
-use super::{row, FamilyReport, Hooks, ProbeFamily, TaskHook};
+use super::{row, FamilyReport, Hooks, Named, ProbeFamily, TaskHook};
 use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
     metric,
@@ -74,10 +74,11 @@ impl ProbeFamily for Proc {
             program: programs::PROC_EXEC,
             tracepoint: "sched_process_exec",
             on_every_syscall: false,
+            btf_typed: false,
         }])
     }
 
-    fn read_named(&self, ebpf: &Ebpf, slot: u32) -> Result<Vec<(String, u64)>, EngineError> {
+    fn read_named(&self, ebpf: &Ebpf, slot: u32) -> Result<Vec<Named>, EngineError> {
         let map = ebpf
             .map(maps::EXECS)
             .ok_or_else(|| missing_map(maps::EXECS))?;
@@ -90,7 +91,7 @@ impl ProbeFamily for Proc {
                 *names.entry(comm_to_string(&key.comm)).or_default() += values.iter().sum::<u64>();
             }
         }
-        Ok(names.into_iter().collect())
+        Ok(names.into_iter().map(|(name, n)| (name, vec![n])).collect())
     }
 
     fn clear_named(&self, ebpf: &mut Ebpf, slot: u32) -> Result<(), EngineError> {
@@ -157,9 +158,9 @@ pub fn summarise(c: &RawCounts) -> ProcSummary {
     let mut exec_names: Vec<NameCount> = c
         .named("proc")
         .iter()
-        .map(|(name, count)| NameCount {
+        .map(|(name, values)| NameCount {
             name: name.clone(),
-            count: *count,
+            count: values.iter().sum(),
         })
         .collect();
     exec_names.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
@@ -217,7 +218,7 @@ mod tests {
     fn exec_names_most_frequent_first() {
         let mut c = RawCounts::zeroed();
         c.named
-            .insert("proc", vec![("true".into(), 3), ("sh".into(), 4)]);
+            .insert("proc", vec![("true".into(), vec![3]), ("sh".into(), vec![4])]);
         let p = summarise(&c);
         assert_eq!(
             p.exec_names[0],

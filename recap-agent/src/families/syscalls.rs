@@ -63,6 +63,7 @@ impl ProbeFamily for Syscalls {
             program: programs::SYS_EXIT,
             tracepoint: "sys_exit",
             on_every_syscall: true,
+            btf_typed: false,
         }])
     }
 

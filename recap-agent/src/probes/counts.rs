@@ -11,7 +11,7 @@ pub struct RawCounts {
     /// Each family's slot arrays (`families::SlotArray`), by map name: this window's range.
     pub arrays: BTreeMap<&'static str, Vec<u64>>,
     /// Each family's named counts (e.g. exec'd programs), by family name.
-    pub named: BTreeMap<&'static str, Vec<(String, u64)>>,
+    pub named: BTreeMap<&'static str, Vec<crate::families::Named>>,
 }
 
 impl RawCounts {
@@ -31,7 +31,7 @@ impl RawCounts {
         self.arrays.get(map).map(Vec::as_slice).unwrap_or_default()
     }
 
-    pub fn named(&self, family: &str) -> &[(String, u64)] {
+    pub fn named(&self, family: &str) -> &[crate::families::Named] {
         self.named
             .get(family)
             .map(Vec::as_slice)

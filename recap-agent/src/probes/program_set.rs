@@ -13,9 +13,10 @@ use aya::{
     maps::MapData,
     programs::{
         cgroup_skb::CgroupSkbLink, raw_trace_point::RawTracePointLink, sock_ops::SockOpsLink,
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, RawTracePoint, SockOps,
+        tp_btf::BtfTracePointLink, BtfTracePoint, CgroupAttachMode, CgroupSkb,
+        CgroupSkbAttachType, ProgramError, RawTracePoint, SockOps,
     },
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
 };
 use recap_common::{maps, programs, Counter, WindowTag, MAX_WINDOWS, TIDS_PER_ENTRY};
 
@@ -41,8 +42,15 @@ pub enum CgroupLink {
     SockOps(SockOpsLink),
 }
 
+/// Held only for its `Drop`, which detaches the program from the tracepoint.
+#[allow(dead_code)]
+enum HookLink {
+    Raw(RawTracePointLink),
+    Typed(BtfTracePointLink),
+}
+
 struct SharedHook {
-    _link: RawTracePointLink,
+    _link: HookLink,
     users: usize,
     /// May stay attached with no user (see `ProgramSet::keep_idle_hooks`).
     keepable: bool,
@@ -61,6 +69,8 @@ pub struct ProgramSet {
     pub keep_idle_hooks: bool,
     /// Why task-based families cannot run here (no BTF), if they cannot.
     pub task_families_blocked: Option<String>,
+    /// The kernel's BTF as aya reads it, for `tp_btf` programs: parsed on first use (~15 ms).
+    kernel_btf: Option<Btf>,
 }
 
 impl ProgramSet {
@@ -86,13 +96,15 @@ impl ProgramSet {
         let offsets = btf::kernel_offsets();
         log::debug!("kernel offsets from BTF in {:?}", t.elapsed());
         let mut loader = EbpfLoader::new();
-        // No kernel BTF for aya: the object has no CO-RE relocations (offsets come from
-        // `btf::kernel_offsets`) and no BTF-typed programs, and aya's parse costs ~15 ms.
+        // No kernel BTF for aya's loader: the object has no CO-RE relocations (offsets come from
+        // `btf::kernel_offsets`), and aya's parse costs ~15 ms: the `tp_btf` programs that need
+        // it parse it when first used.
         loader.btf(None);
         loader
             .map_max_entries(maps::TASK_SLOTS, pid_max.div_ceil(TIDS_PER_ENTRY))
             .map_max_entries(maps::COUNTERS, MAX_WINDOWS * Counter::COUNT)
-            .map_max_entries(maps::WINDOW_CGROUPS, MAX_WINDOWS);
+            .map_max_entries(maps::WINDOW_CGROUPS, MAX_WINDOWS)
+            .map_max_entries(maps::WINDOW_EPOCH, MAX_WINDOWS);
         for family in Family::ALL {
             for array in family.slot_arrays() {
                 loader.map_max_entries(array.map, MAX_WINDOWS * array.len);
@@ -119,6 +131,7 @@ impl ProgramSet {
             hooks: BTreeMap::new(),
             keep_idle_hooks: false,
             task_families_blocked: offsets.err().map(|e| e.to_string()),
+            kernel_btf: None,
         })
     }
 
@@ -154,18 +167,39 @@ impl ProgramSet {
             return Ok(());
         }
         let program = hook.program;
-        let prog: &mut RawTracePoint = self.program(program)?;
-        let t = std::time::Instant::now();
-        load_once(prog).map_err(|e| describe_program_error(program, &e))?;
-        log::debug!("{program} loaded in {:?}", t.elapsed());
-        let link_id = prog.attach(hook.tracepoint).map_err(|e| {
+        let refused = |e: ProgramError| {
             format!(
-                "this kernel refused raw tracepoint `{}`: {}",
+                "this kernel refused tracepoint `{}`: {}",
                 hook.tracepoint,
                 error_chain(&e)
             )
-        })?;
-        let link = prog.take_link(link_id).map_err(|e| e.to_string())?;
+        };
+        let t = std::time::Instant::now();
+        let link = if hook.btf_typed {
+            if self.kernel_btf.is_none() {
+                let btf = Btf::from_sys_fs()
+                    .map_err(|e| format!("reading the kernel's BTF for {program}: {e}"))?;
+                self.kernel_btf = Some(btf);
+            }
+            let btf = self.kernel_btf.take().expect("just set");
+            let prog: Result<&mut BtfTracePoint, String> = self.program(program);
+            let loaded = prog.and_then(|prog| {
+                match prog.load(hook.tracepoint, &btf) {
+                    Err(ProgramError::AlreadyLoaded) | Ok(()) => {}
+                    Err(e) => return Err(describe_program_error(program, &e)),
+                }
+                let id = prog.attach().map_err(refused)?;
+                prog.take_link(id).map_err(|e| e.to_string())
+            });
+            self.kernel_btf = Some(btf);
+            HookLink::Typed(loaded?)
+        } else {
+            let prog: &mut RawTracePoint = self.program(program)?;
+            load_once(prog).map_err(|e| describe_program_error(program, &e))?;
+            let id = prog.attach(hook.tracepoint).map_err(refused)?;
+            HookLink::Raw(prog.take_link(id).map_err(|e| e.to_string())?)
+        };
+        log::debug!("{program} loaded and attached in {:?}", t.elapsed());
         if program == programs::SCHED_SWITCH {
             self.set_sched_hooked(true);
         }

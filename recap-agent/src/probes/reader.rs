@@ -3,7 +3,7 @@
 //! second, and the syscall table alone is 1,024 lookups.
 
 use aya::{
-    maps::{MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, MapData, PerCpuArray, PerCpuValues},
     util::nr_cpus,
     Ebpf,
 };
@@ -96,5 +96,20 @@ pub fn zero(ebpf: &mut Ebpf, slot: u32, families: &[Family]) -> Result<(), Engin
     for family in families {
         family.clear_named(ebpf, slot)?;
     }
-    Ok(())
+    next_epoch(ebpf, slot)
+}
+
+/// Bumps the slot's generation: per-connection state (HTTP, DNS) left by an earlier window in
+/// this slot is stale from now on.
+fn next_epoch(ebpf: &mut Ebpf, slot: u32) -> Result<(), EngineError> {
+    let name = maps::WINDOW_EPOCH;
+    let map = ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
+    let mut epochs: Array<&mut MapData, u64> =
+        Array::try_from(map).map_err(map_err(format!("opening {name}")))?;
+    let epoch = epochs
+        .get(&slot, 0)
+        .map_err(map_err(format!("reading {name}")))?;
+    epochs
+        .set(slot, epoch.wrapping_add(1), 0)
+        .map_err(map_err(format!("writing {name}")))
 }

@@ -12,7 +12,7 @@ use recap_common::{syscall_index, MAX_SYSCALLS};
 
 use crate::{
     kernel::syscall_nr,
-    maps::{task_slot, SYSCALLS},
+    maps::{bump, task_slot, SYSCALLS},
 };
 
 /// `sys_exit(struct pt_regs *regs, long ret)`.
@@ -28,17 +28,10 @@ pub fn recap_sys_exit(ctx: RawTracePointContext) -> i32 {
         Some(nr) if nr < MAX_SYSCALLS as u64 => nr as u32,
         _ => MAX_SYSCALLS - 1,
     };
-    bump(syscall_index(slot, nr, 0));
+    bump(&SYSCALLS, syscall_index(slot, nr, 0));
     // The kernel returns errors as -errno, -4095..=-1.
     if (-4095..0).contains(&ret) {
-        bump(syscall_index(slot, nr, 1));
+        bump(&SYSCALLS, syscall_index(slot, nr, 1));
     }
     0
-}
-
-#[inline(always)]
-fn bump(index: u32) {
-    if let Some(c) = SYSCALLS.get_ptr_mut(index) {
-        unsafe { *c += 1 };
-    }
 }

@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use recap_common::{Counter, TCP_HIST_BUCKETS};
 
-use crate::maps::{add, attachment_slot, log2_bucket, CONN_START, TCP_DUR_HIST, TCP_RTT_HIST};
+use crate::maps::{add, attachment_slot, hist_add, CONN_START, TCP_DUR_HIST, TCP_RTT_HIST};
 
 const TCP_CLOSE: u32 = 7;
 const ETH_P_IP: u32 = 0x0800;
@@ -57,7 +57,7 @@ pub fn recap_tcph_ops(ctx: SockOpsContext) -> u32 {
             // args: the RTT sample (µs), the smoothed RTT (µs << 3).
             let sample_ns = ctx.arg(0) as u64 * 1000;
             add(slot, Counter::TcpRttSumNs, sample_ns);
-            hist_add(&TCP_RTT_HIST, slot, sample_ns);
+            hist_add(&TCP_RTT_HIST, slot, sample_ns, TCP_HIST_BUCKETS);
         }
         BPF_SOCK_OPS_STATE_CB => {
             if ctx.arg(1) == TCP_CLOSE {
@@ -66,21 +66,13 @@ pub fn recap_tcph_ops(ctx: SockOpsContext) -> u32 {
                     let _ = CONN_START.remove(&cookie);
                     let lived_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
                     add(slot, Counter::TcpConnDurSumNs, lived_ns);
-                    hist_add(&TCP_DUR_HIST, slot, lived_ns);
+                    hist_add(&TCP_DUR_HIST, slot, lived_ns, TCP_HIST_BUCKETS);
                 }
             }
         }
         _ => {}
     }
     1
-}
-
-#[inline(always)]
-fn hist_add(hist: &aya_ebpf::maps::PerCpuArray<u64>, slot: u32, value: u64) {
-    let bucket = log2_bucket(value, TCP_HIST_BUCKETS);
-    if let Some(c) = hist.get_ptr_mut(slot * TCP_HIST_BUCKETS + bucket) {
-        unsafe { *c += 1 };
-    }
 }
 
 #[cgroup_skb(ingress)]

@@ -1,0 +1,486 @@
+//! `http`: HTTP/1.x requests of the target's threads as server and as client: by method and
+//! exact status code, their durations, requests still in flight at the end, and what could not
+//! be read (kernel side: `recap-ebpf/src/probes/http.rs`, `tp_btf` programs on the socket
+//! layer's send/receive tracepoints). Syscalls that are not socket I/O pay nothing.
+//!
+//! Durations: server, request's first byte read → response's first byte written; client,
+//! request's first byte written → response's first byte read. Not seen: TLS (encrypted before
+//! the socket), HTTP/2 and HTTP/3, io_uring and sendfile I/O (their bytes are not behind a
+//! syscall buffer), requests pipelined on one connection (counted as an anomaly).
+
+use std::{collections::BTreeMap, fmt::Write, sync::Arc};
+
+use aya::{
+    maps::{MapData, PerCpuHashMap},
+    Ebpf,
+};
+use recap_common::{
+    maps, programs, Counter, HttpKey, HttpStat, HTTP_BUCKETS, HTTP_METHODS, HTTP_ROLE_SERVER,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    log2::{self, fmt_ns, histogram, Histogram},
+    row, FamilyReport, Hooks, Named, ProbeFamily, TaskHook,
+};
+use crate::{
+    export::catalog::{Attr, MetricDef, Sample, Value},
+    metric,
+    probes::{map_err, missing_map, EngineError, RawCounts},
+};
+
+pub struct Http;
+
+pub const METHOD: Attr = Attr {
+    otel: "http.request.method",
+    prom: "http_request_method",
+};
+pub const STATUS: Attr = Attr {
+    otel: "http.response.status_code",
+    prom: "http_response_status_code",
+};
+pub const SIDE: Attr = Attr {
+    otel: "recap.http.side",
+    prom: "side",
+};
+pub const ANOMALY: Attr = Attr {
+    otel: "recap.http.anomaly",
+    prom: "anomaly",
+};
+
+metric!(
+    SERVER_DURATION,
+    "http_server_request_duration_seconds",
+    "http.server.request.duration",
+    Histogram,
+    "s",
+    "HTTP/1.x requests the target served, by method and status: request's first byte read to response's first byte written (log2 buckets).",
+    [METHOD, STATUS]
+);
+metric!(
+    CLIENT_DURATION,
+    "http_client_request_duration_seconds",
+    "http.client.request.duration",
+    Histogram,
+    "s",
+    "HTTP/1.x requests the target made, by method and status: request's first byte written to response's first byte read (log2 buckets).",
+    [METHOD, STATUS]
+);
+metric!(
+    IN_FLIGHT,
+    "recap_http_requests_in_flight",
+    "recap.http.requests.in_flight",
+    Gauge,
+    "{request}",
+    "HTTP requests started in the window and not yet answered, as server and as client.",
+    [SIDE]
+);
+metric!(
+    ABORTED,
+    "recap_http_requests_aborted_total",
+    "recap.http.requests.aborted",
+    Counter,
+    "{request}",
+    "HTTP requests whose connection closed before a final response.",
+    [SIDE]
+);
+metric!(
+    INTERIM,
+    "recap_http_interim_responses_total",
+    "recap.http.interim_responses",
+    Counter,
+    "{response}",
+    "Interim 1xx responses (e.g. 100 Continue), not counted as responses.",
+    []
+);
+metric!(
+    ANOMALIES,
+    "recap_http_anomalies_total",
+    "recap.http.anomalies",
+    Counter,
+    "{event}",
+    "What the http family saw but did not count as a request: pipelined requests, responses to requests before the window, response starts it could not read.",
+    [ANOMALY]
+);
+
+static METRICS: [&MetricDef; 6] = [
+    &SERVER_DURATION,
+    &CLIENT_DURATION,
+    &IN_FLIGHT,
+    &ABORTED,
+    &INTERIM,
+    &ANOMALIES,
+];
+
+impl ProbeFamily for Http {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::Tasks(&[
+            TaskHook {
+                program: programs::HTTP_SEND,
+                tracepoint: "sock_send_length",
+                on_every_syscall: false,
+                btf_typed: true,
+            },
+            TaskHook {
+                program: programs::HTTP_RECV,
+                tracepoint: "sock_recv_length",
+                on_every_syscall: false,
+                btf_typed: true,
+            },
+            TaskHook {
+                program: programs::HTTP_CLOSE,
+                tracepoint: "tcp_destroy_sock",
+                on_every_syscall: false,
+                btf_typed: true,
+            },
+        ])
+    }
+
+    fn read_named(&self, ebpf: &Ebpf, slot: u32) -> Result<Vec<Named>, EngineError> {
+        let map = ebpf
+            .map(maps::HTTP_REQS)
+            .ok_or_else(|| missing_map(maps::HTTP_REQS))?;
+        let reqs: PerCpuHashMap<&MapData, HttpKey, HttpStat> =
+            PerCpuHashMap::try_from(map).map_err(map_err("opening HTTP_REQS"))?;
+        let mut out = Vec::new();
+        for entry in reqs.iter() {
+            let (key, per_cpu) = entry.map_err(map_err("reading HTTP_REQS"))?;
+            if key.slot != slot {
+                continue;
+            }
+            let mut values = vec![0u64; 2 + HTTP_BUCKETS as usize];
+            for stat in per_cpu.iter() {
+                values[0] += stat.count;
+                values[1] += stat.sum_ns;
+                for (v, b) in values[2..].iter_mut().zip(stat.buckets) {
+                    *v += b;
+                }
+            }
+            out.push((RequestKey::from(key).to_string(), values));
+        }
+        Ok(out)
+    }
+
+    fn clear_named(&self, ebpf: &mut Ebpf, slot: u32) -> Result<(), EngineError> {
+        let map = ebpf
+            .map_mut(maps::HTTP_REQS)
+            .ok_or_else(|| missing_map(maps::HTTP_REQS))?;
+        let mut reqs: PerCpuHashMap<&mut MapData, HttpKey, HttpStat> =
+            PerCpuHashMap::try_from(map).map_err(map_err("opening HTTP_REQS"))?;
+        let stale: Vec<HttpKey> = reqs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for key in stale {
+            let _ = reqs.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn summarise(&self, counts: &RawCounts) -> Arc<dyn FamilyReport> {
+        Arc::new(summarise(counts))
+    }
+
+    fn report_from_json(&self, v: serde_json::Value) -> serde_json::Result<Arc<dyn FamilyReport>> {
+        super::report_from_json::<HttpSummary>(v)
+    }
+
+    fn live(&self, c: &RawCounts) -> String {
+        let s = summarise(c);
+        format!(
+            "http served {} ({} 5xx), made {} ({} 5xx)",
+            s.server.completed,
+            s.server.status_5xx(),
+            s.client.completed,
+            s.client.status_5xx()
+        )
+    }
+
+    fn metrics(&self) -> &'static [&'static MetricDef] {
+        &METRICS
+    }
+}
+
+/// The side, method and status of a group of requests, as read back from the kernel's key
+/// (`server GET 200`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RequestKey {
+    server: bool,
+    method: &'static str,
+    status: u16,
+}
+
+impl From<HttpKey> for RequestKey {
+    fn from(k: HttpKey) -> Self {
+        RequestKey {
+            server: k.role == HTTP_ROLE_SERVER,
+            method: HTTP_METHODS.get(k.method as usize).copied().unwrap_or(""),
+            status: k.status,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = if self.server { "server" } else { "client" };
+        write!(f, "{side} {} {}", self.method, self.status)
+    }
+}
+
+impl RequestKey {
+    fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split(' ');
+        let server = match parts.next()? {
+            "server" => true,
+            "client" => false,
+            _ => return None,
+        };
+        let method = parts.next()?;
+        let method = HTTP_METHODS.iter().copied().find(|m| *m == method)?;
+        let status = parts.next()?.parse().ok()?;
+        Some(RequestKey {
+            server,
+            method,
+            status,
+        })
+    }
+}
+
+/// Requests with one method and status.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestGroup {
+    pub method: String,
+    pub status: u16,
+    pub duration: Histogram,
+}
+
+/// One side (server or client) of the target's HTTP traffic.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HttpSide {
+    /// Requests whose start was seen in the window.
+    pub started: u64,
+    /// Of those or earlier ones, answered with a final status (`requests` holds them).
+    pub completed: u64,
+    /// Started, then the connection closed before a final response.
+    pub aborted: u64,
+    /// Started, and the response's start could not be read as a status line.
+    pub unparsable_responses: u64,
+    /// Started in the window and not answered when it ended.
+    pub in_flight: u64,
+    /// By method and status, most frequent first.
+    pub requests: Vec<RequestGroup>,
+}
+
+impl HttpSide {
+    pub fn status_5xx(&self) -> u64 {
+        self.requests
+            .iter()
+            .filter(|g| (500..600).contains(&g.status))
+            .map(|g| g.duration.count)
+            .sum()
+    }
+
+    pub fn count(&self, method: &str, status: u16) -> u64 {
+        self.requests
+            .iter()
+            .filter(|g| g.method == method && g.status == status)
+            .map(|g| g.duration.count)
+            .sum()
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HttpSummary {
+    pub server: HttpSide,
+    pub client: HttpSide,
+    /// Interim `1xx` responses (not counted in `completed`).
+    pub interim_responses: u64,
+    /// Request starts on a connection whose previous request had no response yet: not
+    /// counted as requests.
+    pub pipelined: u64,
+    /// Responses whose request was before the window: not counted.
+    pub unmatched_responses: u64,
+}
+
+pub fn summarise(c: &RawCounts) -> HttpSummary {
+    let mut sides: BTreeMap<bool, Vec<RequestGroup>> = BTreeMap::new();
+    for (name, values) in c.named("http") {
+        let Some(key) = RequestKey::parse(name) else {
+            continue;
+        };
+        let buckets = values.get(2..).unwrap_or_default();
+        sides.entry(key.server).or_default().push(RequestGroup {
+            method: key.method.to_string(),
+            status: key.status,
+            duration: histogram(buckets, values.get(1).copied().unwrap_or(0)),
+        });
+    }
+    let mut side = |server: bool, started, aborted, unparsable| {
+        let mut requests = sides.remove(&server).unwrap_or_default();
+        requests.sort_by(|a, b| {
+            b.duration
+                .count
+                .cmp(&a.duration.count)
+                .then_with(|| (&a.method, a.status).cmp(&(&b.method, b.status)))
+        });
+        let completed: u64 = requests.iter().map(|g| g.duration.count).sum();
+        let started: u64 = c.get(started);
+        let aborted = c.get(aborted);
+        let unparsable_responses = c.get(unparsable);
+        HttpSide {
+            started,
+            completed,
+            aborted,
+            unparsable_responses,
+            in_flight: started.saturating_sub(completed + aborted + unparsable_responses),
+            requests,
+        }
+    };
+    HttpSummary {
+        server: side(
+            true,
+            Counter::HttpServerStarted,
+            Counter::HttpServerAborted,
+            Counter::HttpServerUnparsable,
+        ),
+        client: side(
+            false,
+            Counter::HttpClientStarted,
+            Counter::HttpClientAborted,
+            Counter::HttpClientUnparsable,
+        ),
+        interim_responses: c.get(Counter::HttpInterim),
+        pipelined: c.get(Counter::HttpPipelined),
+        unmatched_responses: c.get(Counter::HttpUnmatchedResponses),
+    }
+}
+
+impl FamilyReport for HttpSummary {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn table(&self, o: &mut String, top: usize) {
+        o.push_str("\nhttp\n");
+        for (label, side) in [("served", &self.server), ("made", &self.client)] {
+            if side.started == 0 && side.completed == 0 {
+                continue;
+            }
+            row(o, &format!("requests {label}, answered"), side.completed);
+            row(o, "  5xx", side.status_5xx());
+            row(o, "  in flight at the end", side.in_flight);
+            row(o, "  aborted (connection closed)", side.aborted);
+            for g in side.requests.iter().take(top) {
+                let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
+                let _ = writeln!(
+                    o,
+                    "    {} {} ×{}, p50 ≤ {}, p99 ≤ {}",
+                    g.method,
+                    g.status,
+                    g.duration.count,
+                    q(g.duration.p50_le_ns),
+                    q(g.duration.p99_le_ns)
+                );
+            }
+        }
+        row(o, "interim 1xx responses", self.interim_responses);
+        let unread = self.pipelined
+            + self.unmatched_responses
+            + self.server.unparsable_responses
+            + self.client.unparsable_responses;
+        if unread > 0 {
+            let _ = writeln!(
+                o,
+                "  not counted: {} pipelined, {} responses to earlier requests, {} unreadable response starts",
+                self.pipelined,
+                self.unmatched_responses,
+                self.server.unparsable_responses + self.client.unparsable_responses
+            );
+        }
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for (def, side, name) in [
+            (&SERVER_DURATION, &self.server, "server"),
+            (&CLIENT_DURATION, &self.client, "client"),
+        ] {
+            for g in &side.requests {
+                let mut s = log2::sample(def, &g.duration, HTTP_BUCKETS);
+                s.attrs = vec![(METHOD, g.method.clone()), (STATUS, g.status.to_string())];
+                out.push(s);
+            }
+            out.push(Sample::new(
+                &IN_FLIGHT,
+                vec![(SIDE, name.into())],
+                Value::Count(side.in_flight),
+            ));
+            out.push(Sample::new(
+                &ABORTED,
+                vec![(SIDE, name.into())],
+                Value::Count(side.aborted),
+            ));
+        }
+        out.push(Sample::new(
+            &INTERIM,
+            vec![],
+            Value::Count(self.interim_responses),
+        ));
+        for (anomaly, n) in [
+            ("pipelined", self.pipelined),
+            ("unmatched_response", self.unmatched_responses),
+            (
+                "unparsable_response",
+                self.server.unparsable_responses + self.client.unparsable_responses,
+            ),
+        ] {
+            out.push(Sample::new(
+                &ANOMALIES,
+                vec![(ANOMALY, anomaly.into())],
+                Value::Count(n),
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recap_common::HTTP_ROLE_CLIENT;
+
+    #[test]
+    fn request_keys_read_back() {
+        let key = RequestKey::from(HttpKey {
+            slot: 3,
+            status: 404,
+            role: HTTP_ROLE_CLIENT,
+            method: 2,
+        });
+        assert_eq!(key.to_string(), "client HEAD 404");
+        assert_eq!(RequestKey::parse("client HEAD 404"), Some(key));
+        assert_eq!(RequestKey::parse("server BREW 418"), None);
+    }
+
+    #[test]
+    fn in_flight_is_started_minus_ended() {
+        let mut c = RawCounts::zeroed();
+        c.counters[Counter::HttpServerStarted as usize] = 10;
+        c.counters[Counter::HttpServerAborted as usize] = 1;
+        let mut get = vec![0u64; 2 + HTTP_BUCKETS as usize];
+        get[0] = 7;
+        get[1] = 7_000;
+        get[2 + 10] = 7;
+        c.named.insert("http", vec![("server GET 200".into(), get)]);
+        let s = summarise(&c);
+        assert_eq!(s.server.completed, 7);
+        assert_eq!(s.server.in_flight, 2);
+        assert_eq!(s.server.count("GET", 200), 7);
+        assert_eq!(s.server.requests[0].duration.p50_le_ns, Some(2048));
+    }
+}

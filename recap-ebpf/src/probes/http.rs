@@ -1,0 +1,286 @@
+//! `http`: HTTP/1.x requests of the target's threads, as server and as client, read at the
+//! socket layer's own tracepoints `sock:sock_recv_length` and `sock:sock_send_length` (tp_btf).
+//! They fire after each socket receive or send, in the task that did it, so the syscall's
+//! buffer already holds the bytes: the first 16 are enough to tell a request line from a
+//! status line. Syscalls that are not socket I/O never reach these programs; socket I/O of
+//! threads outside any window costs one `TASK_SLOTS` lookup.
+//!
+//! Per connection (socket cookie) a small state machine: a request starts on a method token
+//! in the request direction and ends at the first final status line in the other; interim
+//! `1xx` responses are skipped; bytes in between (bodies, chunked or not, split heads) are
+//! not looked at. What does not fit is counted as an anomaly, never guessed into the numbers.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_socket_cookie,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+    },
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use recap_common::{
+    offsets::{PT_REGS_ORIG_AX, PT_REGS_SI},
+    Counter, HttpConn, HttpKey, HttpStat, HTTP_BUCKETS, HTTP_METHOD_CONNECT, HTTP_ROLE_CLIENT,
+    HTTP_ROLE_SERVER, HTTP_UPGRADED,
+};
+
+use crate::maps::{add, log2_bucket, task_slot, window_epoch, HTTP_CONNS, HTTP_REQS};
+
+const PREFIX: usize = 16;
+const MSG_PEEK: i32 = 2;
+
+// x86-64 syscall numbers whose second argument leads to the data.
+const SYS_READ: u64 = 0;
+const SYS_WRITE: u64 = 1;
+const SYS_READV: u64 = 19;
+const SYS_WRITEV: u64 = 20;
+const SYS_SENDTO: u64 = 44;
+const SYS_RECVFROM: u64 = 45;
+const SYS_SENDMSG: u64 = 46;
+const SYS_RECVMSG: u64 = 47;
+/// `struct user_msghdr`: `msg_iov` after `msg_name` and `msg_namelen` (padded).
+const MSGHDR_IOV: u64 = 16;
+
+/// `sock_send_length(struct sock *sk, int ret, int flags)`.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn recap_http_send(ctx: BtfTracePointContext) -> i32 {
+    on_io(&ctx, false);
+    0
+}
+
+/// `sock_recv_length(struct sock *sk, int ret, int flags)`.
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn recap_http_recv(ctx: BtfTracePointContext) -> i32 {
+    on_io(&ctx, true);
+    0
+}
+
+/// `tcp_destroy_sock(struct sock *sk)`: a request still waiting for its response was aborted.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn recap_http_end(ctx: BtfTracePointContext) -> i32 {
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    if let Some(conn) = unsafe { HTTP_CONNS.get(&cookie) } {
+        if conn.pending != 0 && conn.epoch == window_epoch(conn.slot) {
+            let counter = if conn.role == HTTP_ROLE_SERVER {
+                Counter::HttpServerAborted
+            } else {
+                Counter::HttpClientAborted
+            };
+            add(conn.slot, counter, 1);
+        }
+        let _ = HTTP_CONNS.remove(&cookie);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
+    let slot = task_slot(bpf_get_current_pid_tgid() as u32);
+    if slot == 0 {
+        return;
+    }
+    let ret: i32 = ctx.arg(1);
+    let flags: i32 = ctx.arg(2);
+    if ret <= 0 || (incoming && flags & MSG_PEEK != 0) {
+        return;
+    }
+    let Some(prefix) = read_prefix() else {
+        return;
+    };
+    let len = if (ret as usize) < PREFIX { ret as usize } else { PREFIX };
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    on_data(slot, cookie, incoming, &prefix, len);
+}
+
+/// The first bytes of the syscall's buffer, found through the thread's saved registers.
+/// None for I/O that did not come from a read/write/send/recv-like syscall (io_uring,
+/// sendfile, splice, recvmmsg): its bytes are not looked at.
+#[inline(always)]
+fn read_prefix() -> Option<[u8; PREFIX]> {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let nr: u64 = unsafe { bpf_probe_read_kernel((regs + PT_REGS_ORIG_AX) as *const u64) }.ok()?;
+    let arg: u64 = unsafe { bpf_probe_read_kernel((regs + PT_REGS_SI) as *const u64) }.ok()?;
+    let buf = match nr {
+        SYS_READ | SYS_WRITE | SYS_SENDTO | SYS_RECVFROM => arg,
+        // The first iovec's base.
+        SYS_READV | SYS_WRITEV => user::<u64>(arg)?,
+        SYS_SENDMSG | SYS_RECVMSG => user::<u64>(user::<u64>(arg + MSGHDR_IOV)?)?,
+        _ => return None,
+    };
+    user::<[u8; PREFIX]>(buf)
+}
+
+#[inline(always)]
+fn user<T>(addr: u64) -> Option<T> {
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+#[inline(always)]
+fn on_data(slot: u32, cookie: u64, incoming: bool, p: &[u8; PREFIX], len: usize) {
+    let epoch = window_epoch(slot);
+    let mut conn = match unsafe { HTTP_CONNS.get(&cookie) } {
+        Some(c) if c.slot == slot && c.epoch == epoch => *c,
+        _ => HttpConn {
+            epoch,
+            slot,
+            ..Default::default()
+        },
+    };
+    if conn.role == HTTP_UPGRADED {
+        return;
+    }
+    // A server reads requests and writes responses; a client the reverse.
+    let (request_side, response_side) = if incoming {
+        (HTTP_ROLE_SERVER, HTTP_ROLE_CLIENT)
+    } else {
+        (HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER)
+    };
+    let method = method(p, len);
+    if method != 0 && (conn.role == 0 || conn.role == request_side) {
+        if conn.pending != 0 {
+            add(slot, Counter::HttpPipelined, 1);
+            return;
+        }
+        conn.role = request_side;
+        conn.pending = 1;
+        conn.method = method;
+        conn.start_ns = unsafe { bpf_ktime_get_ns() };
+        let started = if request_side == HTTP_ROLE_SERVER {
+            Counter::HttpServerStarted
+        } else {
+            Counter::HttpClientStarted
+        };
+        add(slot, started, 1);
+        let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+        return;
+    }
+    if conn.role != response_side || conn.pending == 0 {
+        // The role-less or idle side: only a status line matters (a response to a request the
+        // window did not see); bodies and non-HTTP traffic pass untouched.
+        if (conn.role == 0 || conn.role == response_side) && is_status_start(p, len) {
+            add(slot, Counter::HttpUnmatchedResponses, 1);
+            if conn.role == 0 {
+                conn.role = response_side;
+                let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+            }
+        }
+        return;
+    }
+    // The first bytes of the response to the pending request.
+    let Some(status) = status(p, len) else {
+        let unparsable = if conn.role == HTTP_ROLE_SERVER {
+            Counter::HttpServerUnparsable
+        } else {
+            Counter::HttpClientUnparsable
+        };
+        add(slot, unparsable, 1);
+        conn.pending = 0;
+        let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+        return;
+    };
+    if (100..200).contains(&status) && status != 101 {
+        add(slot, Counter::HttpInterim, 1);
+        return;
+    }
+    let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(conn.start_ns);
+    record(
+        HttpKey {
+            slot,
+            status,
+            role: conn.role,
+            method: conn.method,
+        },
+        took,
+    );
+    conn.pending = 0;
+    if status == 101 || (conn.method == HTTP_METHOD_CONNECT && (200..300).contains(&status)) {
+        conn.role = HTTP_UPGRADED; // a tunnel or another protocol from here on
+    }
+    let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+}
+
+#[inline(always)]
+fn record(key: HttpKey, took_ns: u64) {
+    let stat = match HTTP_REQS.get_ptr_mut(&key) {
+        Some(s) => s,
+        None => {
+            let zero = HttpStat {
+                count: 0,
+                sum_ns: 0,
+                buckets: [0; HTTP_BUCKETS as usize],
+            };
+            let _ = HTTP_REQS.insert(&key, &zero, 0);
+            match HTTP_REQS.get_ptr_mut(&key) {
+                Some(s) => s,
+                None => return,
+            }
+        }
+    };
+    let bucket = log2_bucket(took_ns, HTTP_BUCKETS) as usize;
+    unsafe {
+        (*stat).count += 1;
+        (*stat).sum_ns += took_ns;
+        if bucket < HTTP_BUCKETS as usize {
+            (*stat).buckets[bucket] += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn starts(p: &[u8; PREFIX], len: usize, pat: &[u8]) -> bool {
+    if len < pat.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < pat.len() {
+        if p[i] != pat[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The method of a request line (`HTTP_METHODS` index), 0 if `p` does not start one: the
+/// token, a space, and a request target (`/`, `*`, or an absolute `http…` URI; any authority
+/// for CONNECT).
+#[inline(always)]
+fn method(p: &[u8; PREFIX], len: usize) -> u8 {
+    let (m, n): (u8, usize) = match p[0] {
+        b'G' if starts(p, len, b"GET ") => (1, 4),
+        b'H' if starts(p, len, b"HEAD ") => (2, 5),
+        b'P' if starts(p, len, b"POST ") => (3, 5),
+        b'P' if starts(p, len, b"PUT ") => (4, 4),
+        b'P' if starts(p, len, b"PATCH ") => (9, 6),
+        b'D' if starts(p, len, b"DELETE ") => (5, 7),
+        b'C' if starts(p, len, b"CONNECT ") => return if len > 8 { 6 } else { 0 },
+        b'O' if starts(p, len, b"OPTIONS ") => (7, 8),
+        b'T' if starts(p, len, b"TRACE ") => (8, 6),
+        _ => return 0,
+    };
+    if len <= n {
+        return 0;
+    }
+    match p[n] {
+        b'/' | b'*' | b'h' => m,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn is_status_start(p: &[u8; PREFIX], len: usize) -> bool {
+    starts(p, len, b"HTTP/1.")
+}
+
+/// The code of a status line `HTTP/1.x DDD`.
+#[inline(always)]
+fn status(p: &[u8; PREFIX], len: usize) -> Option<u16> {
+    if !is_status_start(p, len) || len < 12 || p[8] != b' ' {
+        return None;
+    }
+    let d = |c: u8| -> Option<u16> { c.is_ascii_digit().then(|| (c - b'0') as u16) };
+    let code = d(p[9])? * 100 + d(p[10])? * 10 + d(p[11])?;
+    (100..600).contains(&code).then_some(code)
+}
