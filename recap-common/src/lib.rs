@@ -155,9 +155,18 @@ pub struct HttpConn {
     pub role: u8,
     pub pending: u8,
     pub method: u8,
-    pub _pad: u8,
+    /// A start too short to read (`GE`, `HTTP/1.1 `): kept until the next bytes in the same
+    /// direction (`carry_in`: 1 incoming) complete it.
+    pub carry_len: u8,
+    pub carry_in: u8,
+    pub _pad: [u8; 7],
+    pub carry: [u8; HTTP_PREFIX],
 }
-const _: () = assert!(core::mem::size_of::<HttpConn>() == 24);
+const _: () = assert!(core::mem::size_of::<HttpConn>() == 48);
+
+/// How many bytes of each send/receive the `http` family reads: a request line's method and
+/// the start of its target, or a status line's code.
+pub const HTTP_PREFIX: usize = 16;
 pub const HTTP_UPGRADED: u8 = 3;
 
 /// DNS query types counted by name (`DNS_QTYPES[i]`, value `DNS_QTYPE_CODES[i]`); the last

@@ -20,13 +20,18 @@ use aya_ebpf::{
 };
 use recap_common::{
     offsets::{PT_REGS_ORIG_AX, PT_REGS_SI},
-    Counter, HttpConn, HttpKey, HttpStat, HTTP_BUCKETS, HTTP_METHOD_CONNECT, HTTP_ROLE_CLIENT,
-    HTTP_ROLE_SERVER, HTTP_UPGRADED,
+    Counter, HttpConn, HttpKey, HttpStat, HTTP_BUCKETS, HTTP_METHOD_CONNECT, HTTP_PREFIX,
+    HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
 };
 
 use crate::maps::{add, log2_bucket, task_slot, window_epoch, HTTP_CONNS, HTTP_REQS};
 
-const PREFIX: usize = 16;
+const PREFIX: usize = HTTP_PREFIX;
+/// Longest method token plus its space (`CONNECT `, `OPTIONS `); a shorter start made only of
+/// method letters may be a split one.
+const METHOD_MAX: usize = 8;
+/// `HTTP/1.x DDD`.
+const STATUS_LEN: usize = 12;
 const MSG_PEEK: i32 = 2;
 
 // x86-64 syscall numbers whose second argument leads to the data.
@@ -118,7 +123,7 @@ fn user<T>(addr: u64) -> Option<T> {
 }
 
 #[inline(always)]
-fn on_data(slot: u32, cookie: u64, incoming: bool, p: &[u8; PREFIX], len: usize) {
+fn on_data(slot: u32, cookie: u64, incoming: bool, data: &[u8; PREFIX], data_len: usize) {
     let epoch = window_epoch(slot);
     let mut conn = match unsafe { HTTP_CONNS.get(&cookie) } {
         Some(c) if c.slot == slot && c.epoch == epoch => *c,
@@ -131,12 +136,42 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, p: &[u8; PREFIX], len: usize)
     if conn.role == HTTP_UPGRADED {
         return;
     }
+    // Bytes carried over from a start too short to read come first.
+    let mut p = [0u8; PREFIX];
+    let mut len = 0usize;
+    if conn.carry_len != 0 && (conn.carry_in != 0) == incoming {
+        let carried = conn.carry_len as usize;
+        let mut i = 0;
+        while i < PREFIX {
+            if i < carried {
+                p[i] = conn.carry[i];
+                len += 1;
+            }
+            i += 1;
+        }
+    }
+    let mut i = 0;
+    while i < PREFIX {
+        if i < data_len && len < PREFIX {
+            p[len] = data[i];
+            len += 1;
+        }
+        i += 1;
+    }
+    let carried = conn.carry_len != 0;
+    conn.carry_len = 0;
+    let p = &p;
     // A server reads requests and writes responses; a client the reverse.
     let (request_side, response_side) = if incoming {
         (HTTP_ROLE_SERVER, HTTP_ROLE_CLIENT)
     } else {
         (HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER)
     };
+    let may_start_request = conn.role == 0 || (conn.role == request_side && conn.pending == 0);
+    if may_start_request && len < METHOD_MAX && method_letters(p, len) {
+        carry(&mut conn, cookie, incoming, p, len);
+        return;
+    }
     let method = method(p, len);
     if method != 0 && (conn.role == 0 || conn.role == request_side) {
         if conn.pending != 0 {
@@ -157,18 +192,23 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, p: &[u8; PREFIX], len: usize)
         return;
     }
     if conn.role != response_side || conn.pending == 0 {
-        // The role-less or idle side: only a status line matters (a response to a request the
-        // window did not see); bodies and non-HTTP traffic pass untouched.
-        if (conn.role == 0 || conn.role == response_side) && is_status_start(p, len) {
+        // Nothing pending: bodies, non-HTTP traffic and bytes that merely look like a status
+        // line pass untouched, except on a connection with no HTTP seen yet, where a status
+        // line answers a request from before the window.
+        if conn.role == 0 && is_status_start(p, len) {
             add(slot, Counter::HttpUnmatchedResponses, 1);
-            if conn.role == 0 {
-                conn.role = response_side;
-                let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
-            }
+            conn.role = response_side;
+            let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+        } else if carried {
+            let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
         }
         return;
     }
     // The first bytes of the response to the pending request.
+    if len < STATUS_LEN && status_prefix(p, len) {
+        carry(&mut conn, cookie, incoming, p, len);
+        return;
+    }
     let Some(status) = status(p, len) else {
         let unparsable = if conn.role == HTTP_ROLE_SERVER {
             Counter::HttpServerUnparsable
@@ -201,17 +241,28 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, p: &[u8; PREFIX], len: usize)
     let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
 }
 
+/// Keeps a start too short to read, to be completed by the next bytes in the same direction.
+#[inline(always)]
+fn carry(conn: &mut HttpConn, cookie: u64, incoming: bool, p: &[u8; PREFIX], len: usize) {
+    conn.carry = *p;
+    conn.carry_len = len as u8;
+    conn.carry_in = incoming as u8;
+    let _ = HTTP_CONNS.insert(&cookie, conn, 0);
+}
+
+/// A new key's first value (read-only data: too large for the 512-byte BPF stack).
+static ZERO_STAT: HttpStat = HttpStat {
+    count: 0,
+    sum_ns: 0,
+    buckets: [0; HTTP_BUCKETS as usize],
+};
+
 #[inline(always)]
 fn record(key: HttpKey, took_ns: u64) {
     let stat = match HTTP_REQS.get_ptr_mut(&key) {
         Some(s) => s,
         None => {
-            let zero = HttpStat {
-                count: 0,
-                sum_ns: 0,
-                buckets: [0; HTTP_BUCKETS as usize],
-            };
-            let _ = HTTP_REQS.insert(&key, &zero, 0);
+            let _ = HTTP_REQS.insert(&key, &ZERO_STAT, 0);
             match HTTP_REQS.get_ptr_mut(&key) {
                 Some(s) => s,
                 None => return,
@@ -269,6 +320,43 @@ fn method(p: &[u8; PREFIX], len: usize) -> u8 {
     }
 }
 
+/// A non-empty start made of upper-case letters only: maybe a method token cut short.
+#[inline(always)]
+fn method_letters(p: &[u8; PREFIX], len: usize) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let mut i = 0;
+    while i < METHOD_MAX {
+        if i < len && !p[i].is_ascii_uppercase() {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `p` is the start of `HTTP/1.x DDD` cut short.
+#[inline(always)]
+fn status_prefix(p: &[u8; PREFIX], len: usize) -> bool {
+    const START: &[u8; 9] = b"HTTP/1.x ";
+    let mut i = 0;
+    while i < STATUS_LEN {
+        if i < len {
+            let ok = match i {
+                7 => p[i].is_ascii_digit(),
+                0..=8 => p[i] == START[i],
+                _ => p[i].is_ascii_digit(),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        i += 1;
+    }
+    len > 0
+}
+
 #[inline(always)]
 fn is_status_start(p: &[u8; PREFIX], len: usize) -> bool {
     starts(p, len, b"HTTP/1.")
@@ -277,7 +365,7 @@ fn is_status_start(p: &[u8; PREFIX], len: usize) -> bool {
 /// The code of a status line `HTTP/1.x DDD`.
 #[inline(always)]
 fn status(p: &[u8; PREFIX], len: usize) -> Option<u16> {
-    if !is_status_start(p, len) || len < 12 || p[8] != b' ' {
+    if !is_status_start(p, len) || len < STATUS_LEN || p[8] != b' ' {
         return None;
     }
     let d = |c: u8| -> Option<u16> { c.is_ascii_digit().then(|| (c - b'0') as u16) };
