@@ -4,7 +4,7 @@
 //!
 //! - `serve`: listens on 127.0.0.1, prints its port, serves until killed. Routes: `/ok` (200,
 //!   body in several writes), `/chunked` (200, chunked body in 10 writes), `/big` (200, 1 MiB in
-//!   64 KiB writes), `/slow` (200 after 300 ms), `/hang` (no answer: waits for the client to
+//!   64 KiB writes; every status line is written by `write!`, i.e. in several writes), `/slow` (200 after 300 ms), `/hang` (no answer: waits for the client to
 //!   close, then closes), `POST /fail` (503), `POST /upload` (201; `100 Continue` first when
 //!   asked), any other POST (200), anything else 404. HEAD gets the head alone.
 //! - `client PORT`: sends the mix over one keep-alive connection and fresh ones, reads every
@@ -188,7 +188,11 @@ impl Client {
         head.push_str("\r\n");
         let bytes = head.as_bytes();
         let step = bytes.len().div_ceil(opts.pieces.max(1));
-        for (i, piece) in bytes.chunks(step).enumerate() {
+        let (first, rest) = bytes.split_at(opts.first_piece.unwrap_or(0));
+        let pieces = std::iter::once(first)
+            .filter(|p| !p.is_empty())
+            .chain(rest.chunks(step));
+        for (i, piece) in pieces.enumerate() {
             if i > 0 {
                 thread::sleep(Duration::from_millis(20));
             }
@@ -230,12 +234,15 @@ impl Client {
 #[derive(Clone, Copy)]
 struct Opts {
     pieces: usize,
+    /// A first write of this many bytes (e.g. 2: `GE`, cut inside the method).
+    first_piece: Option<usize>,
     expect_continue: bool,
     close: bool,
 }
 
 const PLAIN: Opts = Opts {
     pieces: 1,
+    first_piece: None,
     expect_continue: false,
     close: false,
 };
@@ -266,6 +273,11 @@ fn client(port: u16) {
         let split = Opts { pieces: 3, ..PLAIN };
         tally("GET", ka.request("GET", "/ok", b"", split));
     }
+    let cut_in_method = Opts {
+        first_piece: Some(2),
+        ..PLAIN
+    };
+    tally("GET", ka.request("GET", "/ok", b"", cut_in_method));
     tally("GET", ka.request("GET", "/slow", b"", PLAIN));
     tally("GET", ka.request("GET", "/big", b"", PLAIN));
     tally("POST", ka.request("POST", "/data", &vec![b'd'; 200_000], PLAIN));
