@@ -5,83 +5,11 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdout, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    process::{Child, ChildStdout, Stdio},
 };
 
 use recap_tests::*;
 use serde_json::Value;
-
-/// A network namespace for one test, removed on drop.
-struct NetNs(String);
-
-impl NetNs {
-    fn new(name: &str) -> Self {
-        let ns = format!("recap-{name}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        assert!(Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success());
-        let ns = NetNs(ns);
-        // A wire-sized MTU, so that data crosses as many segments as on a real network.
-        ns.run(&["ip", "link", "set", "lo", "mtu", "1500", "up"]);
-        ns
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// A kernel SNMP counter of this namespace (`nstat`, absolute, history untouched).
-    fn counter(&self, name: &str) -> u64 {
-        let out = self.run(&["nstat", "-asz", name]);
-        out.lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("{name} missing in nstat output:\n{out}"))
-    }
-
-    /// Waits until only listening and TIME-WAIT sockets are left (nothing left to retransmit).
-    fn wait_settled(&self) {
-        self.wait_until_no(&["exclude", "listening", "exclude", "time-wait"]);
-    }
-
-    /// Waits until no socket matches the `ss` state filter.
-    fn wait_until_no(&self, filter: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut args = vec!["ss", "-Htan"];
-            args.extend(filter);
-            let busy = self.run(&args);
-            if busy.trim().is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "sockets did not settle:\n{busy}");
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// `recap-tcp-load` in the target cgroup and the namespace.
 struct Load {

@@ -58,6 +58,9 @@ const PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "tests scrape recap with a real Prometheus and check the exposition with promtool",
     ),
+    ("dnsmasq-base", "the dns test's DNS server"),
+    ("nginx-light", "the http benchmark's server"),
+    ("wrk", "the http benchmark's load"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -85,12 +88,24 @@ fn apt_packages() -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
     status(Command::new("apt-get").args(["update", "-qq"]))?;
-    status(
+    // Packages with a service (nginx, prometheus) must not start it: tests start their own.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let installed = status(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    );
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed
 }
 
 fn ebpf_toolchain() -> anyhow::Result<()> {
