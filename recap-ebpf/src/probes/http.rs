@@ -13,7 +13,8 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_socket_cookie,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::bpf_probe_read_user as bpf_probe_read_user_raw, bpf_task_pt_regs,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -90,40 +91,11 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     if ret <= 0 || (incoming && flags & MSG_PEEK != 0) {
         return;
     }
-    let Some(prefix) = read_prefix() else {
+    let Some(buf) = user_buffer() else {
         return;
     };
-    let len = if (ret as usize) < PREFIX { ret as usize } else { PREFIX };
     let sk: *mut core::ffi::c_void = ctx.arg(0);
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    on_data(slot, cookie, incoming, &prefix, len);
-}
-
-/// The first bytes of the syscall's buffer, found through the thread's saved registers.
-/// None for I/O that did not come from a read/write/send/recv-like syscall (io_uring,
-/// sendfile, splice, recvmmsg): its bytes are not looked at.
-#[inline(always)]
-fn read_prefix() -> Option<[u8; PREFIX]> {
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    let nr: u64 = unsafe { bpf_probe_read_kernel((regs + PT_REGS_ORIG_AX) as *const u64) }.ok()?;
-    let arg: u64 = unsafe { bpf_probe_read_kernel((regs + PT_REGS_SI) as *const u64) }.ok()?;
-    let buf = match nr {
-        SYS_READ | SYS_WRITE | SYS_SENDTO | SYS_RECVFROM => arg,
-        // The first iovec's base.
-        SYS_READV | SYS_WRITEV => user::<u64>(arg)?,
-        SYS_SENDMSG | SYS_RECVMSG => user::<u64>(user::<u64>(arg + MSGHDR_IOV)?)?,
-        _ => return None,
-    };
-    user::<[u8; PREFIX]>(buf)
-}
-
-#[inline(always)]
-fn user<T>(addr: u64) -> Option<T> {
-    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
-}
-
-#[inline(always)]
-fn on_data(slot: u32, cookie: u64, incoming: bool, data: &[u8; PREFIX], data_len: usize) {
     let epoch = window_epoch(slot);
     let mut conn = match unsafe { HTTP_CONNS.get(&cookie) } {
         Some(c) if c.slot == slot && c.epoch == epoch => *c,
@@ -136,31 +108,68 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, data: &[u8; PREFIX], data_len
     if conn.role == HTTP_UPGRADED {
         return;
     }
-    // Bytes carried over from a start too short to read come first.
-    let mut p = [0u8; PREFIX];
-    let mut len = 0usize;
-    if conn.carry_len != 0 && (conn.carry_in != 0) == incoming {
-        let carried = conn.carry_len as usize;
-        let mut i = 0;
-        while i < PREFIX {
-            if i < carried {
-                p[i] = conn.carry[i];
-                len += 1;
-            }
-            i += 1;
-        }
-    }
-    let mut i = 0;
-    while i < PREFIX {
-        if i < data_len && len < PREFIX {
-            p[len] = data[i];
-            len += 1;
-        }
-        i += 1;
-    }
+    // Bytes carried over from a start too short to read come first, this I/O's after them:
+    // one read from user memory at a variable offset of the scratch buffer.
+    let mut scratch = [0u8; 2 * PREFIX];
+    let mut have = 0usize;
     let carried = conn.carry_len != 0;
+    if carried && (conn.carry_in != 0) == incoming {
+        scratch[..PREFIX].copy_from_slice(&conn.carry);
+        have = conn.carry_len as usize & (PREFIX - 1);
+    }
     conn.carry_len = 0;
-    let p = &p;
+    let read = unsafe {
+        bpf_probe_read_user_raw(
+            scratch.as_mut_ptr().add(have) as *mut core::ffi::c_void,
+            PREFIX as u32,
+            buf as *const core::ffi::c_void,
+        )
+    };
+    if read != 0 {
+        return;
+    }
+    let fresh = if (ret as usize) < PREFIX { ret as usize } else { PREFIX };
+    let len = if have + fresh < PREFIX { have + fresh } else { PREFIX };
+    // SAFETY: the first PREFIX bytes of a 2 * PREFIX array.
+    let p = unsafe { &*(scratch.as_ptr() as *const [u8; PREFIX]) };
+    // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
+    if on_data(slot, &mut conn, incoming, p, len) || carried {
+        let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+    }
+}
+
+/// Where the syscall's data is in user memory, found through the thread's saved registers.
+/// None for I/O that did not come from a read/write/send/recv-like syscall (io_uring,
+/// sendfile, splice, recvmmsg): its bytes are not looked at.
+#[inline(always)]
+fn user_buffer() -> Option<u64> {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let nr: u64 = unsafe { bpf_probe_read_kernel((regs + PT_REGS_ORIG_AX) as *const u64) }.ok()?;
+    let arg: u64 = unsafe { bpf_probe_read_kernel((regs + PT_REGS_SI) as *const u64) }.ok()?;
+    match nr {
+        SYS_READ | SYS_WRITE | SYS_SENDTO | SYS_RECVFROM => Some(arg),
+        // The first iovec's base.
+        SYS_READV | SYS_WRITEV => user::<u64>(arg),
+        SYS_SENDMSG | SYS_RECVMSG => user::<u64>(user::<u64>(arg + MSGHDR_IOV)?),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn user<T>(addr: u64) -> Option<T> {
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+/// Moves the connection's state on by what its bytes say; true if the state changed and must
+/// be stored.
+#[inline(always)]
+fn on_data(
+    slot: u32,
+    conn: &mut HttpConn,
+    incoming: bool,
+    p: &[u8; PREFIX],
+    len: usize,
+) -> bool {
     // A server reads requests and writes responses; a client the reverse.
     let (request_side, response_side) = if incoming {
         (HTTP_ROLE_SERVER, HTTP_ROLE_CLIENT)
@@ -169,14 +178,14 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, data: &[u8; PREFIX], data_len
     };
     let may_start_request = conn.role == 0 || (conn.role == request_side && conn.pending == 0);
     if may_start_request && len < METHOD_MAX && method_letters(p, len) {
-        carry(&mut conn, cookie, incoming, p, len);
-        return;
+        carry(conn, incoming, p, len);
+        return true;
     }
     let method = method(p, len);
     if method != 0 && (conn.role == 0 || conn.role == request_side) {
         if conn.pending != 0 {
             add(slot, Counter::HttpPipelined, 1);
-            return;
+            return false;
         }
         conn.role = request_side;
         conn.pending = 1;
@@ -188,8 +197,7 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, data: &[u8; PREFIX], data_len
             Counter::HttpClientStarted
         };
         add(slot, started, 1);
-        let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
-        return;
+        return true;
     }
     if conn.role != response_side || conn.pending == 0 {
         // Nothing pending: bodies, non-HTTP traffic and bytes that merely look like a status
@@ -198,16 +206,14 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, data: &[u8; PREFIX], data_len
         if conn.role == 0 && is_status_start(p, len) {
             add(slot, Counter::HttpUnmatchedResponses, 1);
             conn.role = response_side;
-            let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
-        } else if carried {
-            let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+            return true;
         }
-        return;
+        return false;
     }
     // The first bytes of the response to the pending request.
     if len < STATUS_LEN && status_prefix(p, len) {
-        carry(&mut conn, cookie, incoming, p, len);
-        return;
+        carry(conn, incoming, p, len);
+        return true;
     }
     let Some(status) = status(p, len) else {
         let unparsable = if conn.role == HTTP_ROLE_SERVER {
@@ -217,12 +223,11 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, data: &[u8; PREFIX], data_len
         };
         add(slot, unparsable, 1);
         conn.pending = 0;
-        let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
-        return;
+        return true;
     };
     if (100..200).contains(&status) && status != 101 {
         add(slot, Counter::HttpInterim, 1);
-        return;
+        return false;
     }
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(conn.start_ns);
     record(
@@ -238,16 +243,15 @@ fn on_data(slot: u32, cookie: u64, incoming: bool, data: &[u8; PREFIX], data_len
     if status == 101 || (conn.method == HTTP_METHOD_CONNECT && (200..300).contains(&status)) {
         conn.role = HTTP_UPGRADED; // a tunnel or another protocol from here on
     }
-    let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+    true
 }
 
 /// Keeps a start too short to read, to be completed by the next bytes in the same direction.
 #[inline(always)]
-fn carry(conn: &mut HttpConn, cookie: u64, incoming: bool, p: &[u8; PREFIX], len: usize) {
+fn carry(conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len: usize) {
     conn.carry = *p;
     conn.carry_len = len as u8;
     conn.carry_in = incoming as u8;
-    let _ = HTTP_CONNS.insert(&cookie, conn, 0);
 }
 
 /// A new key's first value (read-only data: too large for the 512-byte BPF stack).
@@ -279,46 +283,59 @@ fn record(key: HttpKey, took_ns: u64) {
     }
 }
 
+/// The first 8 bytes as a little-endian word.
 #[inline(always)]
-fn starts(p: &[u8; PREFIX], len: usize, pat: &[u8]) -> bool {
-    if len < pat.len() {
-        return false;
-    }
+fn word(p: &[u8; PREFIX]) -> u64 {
+    u64::from_le_bytes([p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]])
+}
+
+/// `s` (at most 8 bytes) as the word `word` would read, and the mask of its bytes.
+const fn pattern(s: &[u8]) -> (u64, u64) {
+    let mut value = 0u64;
     let mut i = 0;
-    while i < pat.len() {
-        if p[i] != pat[i] {
-            return false;
-        }
+    while i < s.len() {
+        value |= (s[i] as u64) << (8 * i);
         i += 1;
     }
-    true
+    let mask = if s.len() == 8 { u64::MAX } else { (1u64 << (8 * s.len())) - 1 };
+    (value, mask)
 }
+
+/// Method tokens with their space, their `HTTP_METHODS` index and their length.
+const METHODS: [((u64, u64), u8, usize); 9] = [
+    (pattern(b"GET "), 1, 4),
+    (pattern(b"HEAD "), 2, 5),
+    (pattern(b"POST "), 3, 5),
+    (pattern(b"PUT "), 4, 4),
+    (pattern(b"DELETE "), 5, 7),
+    (pattern(b"CONNECT "), 6, 8),
+    (pattern(b"OPTIONS "), 7, 8),
+    (pattern(b"TRACE "), 8, 6),
+    (pattern(b"PATCH "), 9, 6),
+];
 
 /// The method of a request line (`HTTP_METHODS` index), 0 if `p` does not start one: the
 /// token, a space, and a request target (`/`, `*`, or an absolute `http…` URI; any authority
 /// for CONNECT).
 #[inline(always)]
 fn method(p: &[u8; PREFIX], len: usize) -> u8 {
-    let (m, n): (u8, usize) = match p[0] {
-        b'G' if starts(p, len, b"GET ") => (1, 4),
-        b'H' if starts(p, len, b"HEAD ") => (2, 5),
-        b'P' if starts(p, len, b"POST ") => (3, 5),
-        b'P' if starts(p, len, b"PUT ") => (4, 4),
-        b'P' if starts(p, len, b"PATCH ") => (9, 6),
-        b'D' if starts(p, len, b"DELETE ") => (5, 7),
-        b'C' if starts(p, len, b"CONNECT ") => return if len > 8 { 6 } else { 0 },
-        b'O' if starts(p, len, b"OPTIONS ") => (7, 8),
-        b'T' if starts(p, len, b"TRACE ") => (8, 6),
-        _ => return 0,
-    };
-    if len <= n {
-        return 0;
+    let w = word(p);
+    let mut i = 0;
+    while i < METHODS.len() {
+        let ((value, mask), m, n) = METHODS[i];
+        if len > n && w & mask == value {
+            return match p[n] {
+                _ if m == HTTP_METHOD_CONNECT => m,
+                b'/' | b'*' | b'h' => m,
+                _ => 0,
+            };
+        }
+        i += 1;
     }
-    match p[n] {
-        b'/' | b'*' | b'h' => m,
-        _ => 0,
-    }
+    0
 }
+
+const HTTP_1: (u64, u64) = pattern(b"HTTP/1.");
 
 /// A non-empty start made of upper-case letters only: maybe a method token cut short.
 #[inline(always)]
@@ -336,30 +353,27 @@ fn method_letters(p: &[u8; PREFIX], len: usize) -> bool {
     true
 }
 
-/// `p` is the start of `HTTP/1.x DDD` cut short.
+/// `p` is the start of `HTTP/1.x DDD` cut short (fewer than 12 bytes).
 #[inline(always)]
 fn status_prefix(p: &[u8; PREFIX], len: usize) -> bool {
-    const START: &[u8; 9] = b"HTTP/1.x ";
-    let mut i = 0;
-    while i < STATUS_LEN {
-        if i < len {
-            let ok = match i {
-                7 => p[i].is_ascii_digit(),
-                0..=8 => p[i] == START[i],
-                _ => p[i].is_ascii_digit(),
-            };
-            if !ok {
-                return false;
-            }
-        }
-        i += 1;
+    if len == 0 || len >= STATUS_LEN {
+        return false;
     }
-    len > 0
+    let (value, mask) = HTTP_1;
+    let seen = if len < 7 { (1u64 << (8 * len)) - 1 } else { mask };
+    if word(p) & seen != value & seen {
+        return false;
+    }
+    (len <= 7 || p[7].is_ascii_digit())
+        && (len <= 8 || p[8] == b' ')
+        && (len <= 9 || p[9].is_ascii_digit())
+        && (len <= 10 || p[10].is_ascii_digit())
 }
 
 #[inline(always)]
 fn is_status_start(p: &[u8; PREFIX], len: usize) -> bool {
-    starts(p, len, b"HTTP/1.")
+    let (value, mask) = HTTP_1;
+    len >= 7 && word(p) & mask == value
 }
 
 /// The code of a status line `HTTP/1.x DDD`.
