@@ -488,3 +488,101 @@ impl Drop for NetNs {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// Application traffic with a known shape, all of it in one target: an HTTP server
+/// (`recap-http serve`) and its client running the known mix, and DNS lookups (`recap-dns`)
+/// answered by dnsmasq on a loopback address of its own. The client keeps one request in
+/// flight until this is dropped.
+pub struct AppTraffic {
+    server: Child,
+    client: Child,
+    dnsmasq: Child,
+    /// What the client received (`"GET 200" -> n`), and what the lookups got (`"NOERROR" -> n`).
+    pub http: serde_json::Value,
+    pub dns: serde_json::Value,
+}
+
+/// dnsmasq's address in the root namespace (port 53: the `dns` family reads port 53).
+const APP_DNS: &str = "127.0.0.77";
+
+impl AppTraffic {
+    /// Programs it starts in the target: the server, the client, the lookups.
+    pub const EXECS: u64 = 3;
+
+    pub fn run(cg: &TestCgroup) -> Self {
+        let dnsmasq = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                &format!("--listen-address={APP_DNS}"),
+                "--bind-interfaces",
+                "--port=53",
+                "--pid-file=",
+                "--user=root",
+                "--local=/test/",
+                "--address=/ok.test/10.1.2.3",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (cargo xtask setup installs dnsmasq-base)");
+        let mut server = cg
+            .command(test_bin("recap-http"))
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut port = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        let mut client = cg
+            .command(test_bin("recap-http"))
+            .args(["client", port.trim()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+        let http: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert!(lines.next().unwrap().unwrap().starts_with("interim"));
+        assert_eq!(lines.next().unwrap().unwrap(), "pending");
+        let server_addr = format!("{APP_DNS}:53");
+        let lookups = |cmd: &mut Command| -> serde_json::Value {
+            let out = cmd
+                .args([&server_addr, "ok.test/A*3", "nx.test/A*2"])
+                .output()
+                .unwrap();
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        // dnsmasq is up when it answers a lookup from outside the target.
+        let mut up = false;
+        for _ in 0..50 {
+            if lookups(&mut Command::new(test_bin("recap-dns"))).get("unanswered").is_none() {
+                up = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert!(up, "dnsmasq did not answer");
+        let dns = lookups(&mut cg.command(test_bin("recap-dns")));
+        AppTraffic {
+            server,
+            client,
+            dnsmasq,
+            http,
+            dns,
+        }
+    }
+}
+
+impl Drop for AppTraffic {
+    fn drop(&mut self) {
+        for child in [&mut self.client, &mut self.server, &mut self.dnsmasq] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -42,12 +42,14 @@ fn window_on_workload(extra: &[&str], before_end: impl FnOnce()) -> (Value, f64)
     run.wait_armed();
     workload.go();
     workload.wait_done();
+    let app = AppTraffic::run(&cg);
     before_end();
     run.signal(libc::SIGINT);
     let (code, out, err) = run.finish();
     let finished = now_s();
     assert_eq!(code, 0, "{err}");
     workload.stop();
+    drop(app);
     (summary(&out), finished)
 }
 
@@ -240,7 +242,10 @@ fn prometheus_scrapes_the_window_and_every_dashboard_query_returns_data() {
         at,
     );
     assert_eq!(payload as u64, u(&s, "/net/tx/payload_bytes/tcp"));
-    assert_eq!(q("recap_process_execs_total") as u64, PLAN.execs as u64);
+    assert_eq!(
+        q("recap_process_execs_total") as u64,
+        PLAN.execs as u64 + AppTraffic::EXECS
+    );
     let cpu = q("recap_cpu_time_seconds_total");
     assert!(
         (cpu - u(&s, "/cpu/on_cpu_ns") as f64 / 1e9).abs() < 1e-9,
@@ -250,7 +255,30 @@ fn prometheus_scrapes_the_window_and_every_dashboard_query_returns_data() {
         q("recap_runqueue_latency_seconds_count") as u64,
         u(&s, "/cpu/runq_latency/count")
     );
+    assert_app_metrics(&prom, id, at, &s);
     assert_no_residue();
+}
+
+/// The request and lookup series equal the summary, which `AppTraffic` makes exact: every
+/// request of the client's mix counted once as served and once as made, every lookup answered.
+fn assert_app_metrics(prom: &Prometheus, id: &str, at: f64, s: &Value) {
+    let sum = |metric: &str, labels: &str| {
+        prom.scalar(&format!("sum({metric}{{window_id=\"{id}\"{labels}}})"), at) as u64
+    };
+    let served = sum("http_server_request_duration_seconds_count", "");
+    assert_eq!(served, u(s, "/http/server/completed"));
+    assert_eq!(served, 27, "the client's mix, served");
+    assert_eq!(sum("http_client_request_duration_seconds_count", ""), 27);
+    assert_eq!(
+        sum(
+            "http_server_request_duration_seconds_count",
+            ",http_request_method=\"POST\",http_response_status_code=\"503\""
+        ),
+        2
+    );
+    assert_eq!(sum("recap_http_requests_in_flight", ",side=\"client\""), 1);
+    assert_eq!(sum("recap_dns_answers_total", ",rcode=\"NXDOMAIN\""), 2);
+    assert_eq!(sum("dns_lookup_duration_seconds_count", ""), 5);
 }
 
 /// A collector that never answers: a second Ctrl-C while the final flush waits cuts it short,
@@ -319,9 +347,11 @@ fn prometheus_scraping_the_agent_answers_every_dashboard_query() {
     ]);
     workload.go();
     workload.wait_done();
+    let app = AppTraffic::run(&cg);
     thread::sleep(Duration::from_secs(3)); // several scrapes while the window is open
     let (code, out, err) = agent.recap(&["window", "cancel", &id, "-o", "json"]);
     assert_eq!(code, 0, "{err}");
+    drop(app);
     let s = summary(&out);
     thread::sleep(Duration::from_secs(2)); // the final values scraped (series linger 15 s)
     let at = now_s();
@@ -344,6 +374,7 @@ fn prometheus_scraping_the_agent_answers_every_dashboard_query() {
         ) as u64,
         u(&s, "/tcp/connect_attempts")
     );
+    assert_app_metrics(&prom, &id, at, &s);
     assert!(prom.scalar("recap_agent_windows_opened_total", at) >= 1.0);
     assert!(
         prom.scalar("recap_probe_runs_total{program=\"recap_sys_exit\"}", at) > 0.0,
