@@ -31,13 +31,17 @@ pub struct BenchArgs {
     /// Pipe ping-pong round trips per repetition.
     #[arg(long, default_value_t = 20_000)]
     rounds: usize,
-    /// Only one part: arm/teardown, cost outside the target, arming with a capsule, or the
-    /// agent (arming warm vs in-process, 1 to 128 open windows, its footprint).
-    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent"])]
+    /// Only one part: arm/teardown, cost outside the target, arming with a capsule, the
+    /// agent (arming warm vs in-process, 1 to 128 open windows, its footprint), or HTTP
+    /// (wrk against nginx in the target, request families on and off).
+    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http"])]
     only: Option<String>,
+    /// Seconds of wrk load per repetition of the HTTP benchmark.
+    #[arg(long, default_value_t = 5)]
+    http_seconds: u64,
 }
 
-const DEFAULT_FAMILIES: &str = "tcp,tcp_health,net,proc,cpu";
+pub const DEFAULT_FAMILIES: &str = "tcp,tcp_health,http,dns,net,proc,cpu";
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bin = release_binaries("the benchmark")?;
@@ -62,6 +66,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.is_none() || args.only.as_deref() == Some("agent") {
         crate::bench_agent::run(&bin, args.reps)?;
+    }
+    if args.only.is_none() || args.only.as_deref() == Some("http") {
+        crate::bench_http::run(&bin, args.reps.min(6), args.http_seconds)?;
     }
     Ok(())
 }
@@ -112,15 +119,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
         let (recap, cgroup) = (bin.join("recap"), target.scratch.dir.clone());
         Config {
             name: format!("window: {families}"),
-            start: Some(Box::new(move || {
-                Hook::spawn(
-                    Command::new(&recap)
-                        .args(["window", "--local", "--cgroup"])
-                        .arg(&cgroup)
-                        .args(["-d", "1h", "--probes", families, "-o", "json"]),
-                    HookReady::StderrContains(" armed on "),
-                )
-            })),
+            start: Some(Box::new(move || Hook::window(&recap, &cgroup, families))),
         }
     };
     let bench_bin = bin.join("recap-bench");
@@ -132,6 +131,8 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
             start: None,
         },
         window("tcp"),
+        window("http"),
+        window("dns"),
         window("net"),
         window("proc"),
         window("cpu"),
@@ -169,6 +170,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
     // the host's slow drifts hit all configurations alike instead of whichever ran then.
     let load = bin.join("recap-bench");
     let mut syscall = vec![Vec::new(); configs.len()];
+    let mut sockio = vec![Vec::new(); configs.len()];
     let mut pingpong = vec![Vec::new(); configs.len()];
     for rep in 0..args.reps {
         eprint!("\rxtask: cost, repetition {}/{}", rep + 1, args.reps);
@@ -185,6 +187,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
                 None => None,
             };
             syscall[i].extend(measure(&load, "syscall", 1, args.calls)?);
+            sockio[i].extend(measure(&load, "sockio", 1, args.calls / 4)?);
             pingpong[i].extend(measure(&load, "pingpong", 1, args.rounds)?);
             if let Some(hook) = hook {
                 hook.stop();
@@ -192,19 +195,28 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
         }
     }
     eprintln!();
-    println!("| what is open | CPU ns per getppid | added | ratio | CPU ns per ping-pong round trip (2 switches, both sides) | added | ratio |");
-    println!("|---|---|---|---|---|---|---|");
-    let results: Vec<(String, f64, f64)> = configs
+    println!("| what is open | CPU ns per getppid | added | ratio | CPU ns per socket send or receive | added | ratio | CPU ns per ping-pong round trip (2 switches, both sides) | added | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let results: Vec<(String, f64, f64, f64)> = configs
         .iter()
-        .zip(syscall.iter_mut().zip(pingpong.iter_mut()))
-        .map(|(c, (s, p))| (c.name.clone(), median(s), median(p)))
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                c.name.clone(),
+                median(&mut syscall[i]),
+                median(&mut sockio[i]),
+                median(&mut pingpong[i]),
+            )
+        })
         .collect();
-    let (base_sys, base_pp) = (results[0].1, results[0].2);
-    for (name, sys, pp) in &results {
+    let (base_sys, base_sock, base_pp) = (results[0].1, results[0].2, results[0].3);
+    for (name, sys, sock, pp) in &results {
         println!(
-            "| {name} | {sys:.1} | {:+.1} | {:.2}× | {pp:.0} | {:+.0} | {:.2}× |",
+            "| {name} | {sys:.1} | {:+.1} | {:.2}× | {sock:.1} | {:+.1} | {:.2}× | {pp:.0} | {:+.0} | {:.2}× |",
             sys - base_sys,
             sys / base_sys,
+            sock - base_sock,
+            sock / base_sock,
             pp - base_pp,
             pp / base_pp
         );
@@ -229,6 +241,17 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
     println!(
         "- default families (no syscall hook): {:+.1} ns per syscall (goal: ≤ 5 ns)",
         get(&format!("window: {DEFAULT_FAMILIES}")) - base
+    );
+    let sock = |prefix: &str| {
+        results
+            .iter()
+            .find(|r| r.0.starts_with(prefix))
+            .map_or(f64::NAN, |r| r.2)
+    };
+    println!(
+        "- `http` window: {:+.1} ns per non-socket syscall (goal: ≤ 5 ns), {:+.1} ns per socket send or receive of a process outside the target",
+        get("window: http") - base,
+        sock("window: http") - base_sock
     );
     Ok(())
 }
@@ -326,7 +349,7 @@ fn measure(load: &Path, mode: &str, reps: usize, n: usize) -> anyhow::Result<Vec
         .collect())
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
         0 => f64::NAN,
@@ -348,13 +371,25 @@ enum HookReady {
 }
 
 /// A process that holds probes attached while it runs.
-struct Hook {
+pub struct Hook {
     child: Child,
     lines: mpsc::Receiver<String>,
     ready: &'static str,
 }
 
 impl Hook {
+    /// An in-process `recap window` on `cgroup` for an hour, JSON summary on stdout; ready
+    /// when armed.
+    pub fn window(recap: &Path, cgroup: &Path, families: &str) -> anyhow::Result<Hook> {
+        Hook::spawn(
+            Command::new(recap)
+                .args(["window", "--local", "--cgroup"])
+                .arg(cgroup)
+                .args(["-d", "1h", "--probes", families, "-o", "json"]),
+            HookReady::StderrContains(" armed on "),
+        )
+    }
+
     fn spawn(cmd: &mut Command, ready: HookReady) -> anyhow::Result<Hook> {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -377,7 +412,7 @@ impl Hook {
         })
     }
 
-    fn wait_ready(&mut self) -> anyhow::Result<()> {
+    pub fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
@@ -392,11 +427,19 @@ impl Hook {
     }
 
     /// SIGINT (recap and bpftrace end cleanly on it), then wait.
-    fn stop(mut self) {
+    fn stop(self) {
+        self.stop_output();
+    }
+
+    /// `stop`, returning what it printed on stdout (a window's JSON summary).
+    pub fn stop_output(mut self) -> String {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         drop(self.child.stdin.take());
-        let _ = self.child.wait_with_output();
+        self.child
+            .wait_with_output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 }
 

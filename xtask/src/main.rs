@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_agent;
+mod bench_http;
 mod cgroup;
 mod demo;
 mod docker;

@@ -4,6 +4,8 @@
 //! - `recap-bench pingpong REPS ROUNDS`: REPS lines, each the CPU ns (both sides) per round trip of one byte
 //!   between two processes over two pipes (two context switches and two wakeups a round),
 //!   both pinned to one CPU so every hand-over is a real switch.
+//! - `recap-bench sockio REPS N`: REPS lines, each the CPU ns per socket send or receive over N
+//!   one-byte round trips through a Unix socket pair (a send and a receive each).
 //! - `recap-bench nop-hook [TRACEPOINT]`: attaches the no-op raw tracepoint (default `sys_enter`), prints
 //!   `attached`, and holds it until stdin closes.
 
@@ -23,6 +25,12 @@ fn main() -> anyhow::Result<()> {
                     unsafe { libc::getppid() };
                 }
                 println!("{:.2}", (thread_cpu_ns() - start) as f64 / calls as f64);
+            }
+        }
+        Some("sockio") => {
+            pin_to_cpu(1);
+            for _ in 0..num(1) {
+                println!("{:.2}", sockio(num(2)));
             }
         }
         Some("pingpong") => {
@@ -77,6 +85,26 @@ fn cpu_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU ns per socket send or receive: N times, one byte written to one end of a Unix socket
+/// pair and read from the other, in this thread.
+fn sockio(n: usize) -> f64 {
+    let mut fds = [0i32; 2];
+    let mut b = [0u8; 1];
+    // SAFETY: plain socketpair/write/read/close on fds this function owns.
+    unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr());
+        let start = thread_cpu_ns();
+        for _ in 0..n {
+            libc::write(fds[0], b.as_ptr().cast(), 1);
+            libc::read(fds[1], b.as_mut_ptr().cast(), 1);
+        }
+        let ns = (thread_cpu_ns() - start) as f64 / (2 * n) as f64;
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        ns
+    }
 }
 
 /// CPU ns (both processes) per round trip between this process and a forked child

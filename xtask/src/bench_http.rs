@@ -1,0 +1,247 @@
+//! `cargo xtask bench --only http`: wrk against nginx (Debian's) in the target, keep-alive, with
+//! no window, an `http` window and a window of the default families, interleaved; req/s and
+//! latency as ratios to no window, the eBPF time per request from the kernel's run-time stats
+//! of our programs, and the window's request count next to wrk's. Prints; asserts nothing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+
+use crate::{bench::DEFAULT_FAMILIES, cgroup::ScratchCgroup};
+
+/// One nginx worker: it gets one CPU, wrk the other.
+fn nginx_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
+           server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 10000000;\n\
+             location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
+    )
+}
+
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(cgroup: &Path) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("recap-bench-nginx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(&dir, port))?;
+        // The shell joins the target cgroup, then becomes nginx: master and worker are in it.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec nginx -c {} -p {}",
+                cgroup.display(),
+                conf.display(),
+                dir.display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx (cargo xtask setup installs nginx-light)")?;
+        let nginx = Nginx { child, dir, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(nginx);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        bail!("nginx did not listen; see {}/error.log", nginx.dir.display())
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child (nginx's master stops its worker on SIGTERM).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct WrkRun {
+    rps: f64,
+    requests: u64,
+    latency_avg_us: f64,
+    latency_p99_us: f64,
+}
+
+fn wrk(port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("running wrk (cargo xtask setup installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str, index: usize| -> Option<String> {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(index).map(str::to_string))
+    };
+    let us = |v: String| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n,
+            "ms" => n * 1e3,
+            "s" => n * 1e6,
+            _ => return None,
+        })
+    };
+    let parsed = (|| {
+        Some(WrkRun {
+            rps: field("Requests/sec:", 1)?.parse().ok()?,
+            requests: text
+                .lines()
+                .find(|l| l.contains(" requests in "))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?,
+            latency_avg_us: us(field("Latency", 1)?)?,
+            latency_p99_us: us(field("99%", 1)?)?,
+        })
+    })();
+    parsed.with_context(|| format!("reading wrk's output:\n{text}"))
+}
+
+/// Run count and run time (ns) of our loaded programs whose name starts with `prefix`.
+fn bpf_run_stats(prefix: &str) -> (u64, u64) {
+    let Ok(out) = Command::new("bpftool").args(["prog", "show", "-j"]).output() else {
+        return (0, 0);
+    };
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .fold((0, 0), |(cnt, ns), p| {
+            (
+                cnt + p["run_cnt"].as_u64().unwrap_or(0),
+                ns + p["run_time_ns"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+/// Turns the kernel's per-program run statistics on while it lives.
+struct BpfStats(String);
+
+impl BpfStats {
+    fn enable() -> anyhow::Result<Self> {
+        let path = "/proc/sys/kernel/bpf_stats_enabled";
+        let before = std::fs::read_to_string(path)?.trim().to_string();
+        std::fs::write(path, "1")?;
+        Ok(BpfStats(before))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+struct Sample {
+    wrk: WrkRun,
+    /// eBPF ns of the `http` programs and of all of ours, per request.
+    http_ns: f64,
+    all_ns: f64,
+    /// Requests the window counted as served.
+    counted: u64,
+}
+
+pub fn run(bin: &Path, reps: usize, seconds: u64) -> anyhow::Result<()> {
+    let recap = bin.join("recap");
+    let cgroup = ScratchCgroup::create("recap-bench-http")?;
+    let nginx = Nginx::start(&cgroup.dir)?;
+    let _stats = BpfStats::enable()?;
+    let configs: [(&str, Option<&str>); 3] = [
+        ("no window", None),
+        ("window: http", Some("http")),
+        ("window: default families", Some(DEFAULT_FAMILIES)),
+    ];
+    let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+    wrk(nginx.port, 1)?; // warm-up
+    for rep in 0..reps {
+        eprint!("\rxtask: http, repetition {}/{reps}", rep + 1);
+        for (i, (_, families)) in configs.iter().enumerate() {
+            let window = match families {
+                Some(f) => {
+                    let mut hook = crate::bench::Hook::window(&recap, &cgroup.dir, f)?;
+                    hook.wait_ready()?;
+                    Some(hook)
+                }
+                None => None,
+            };
+            let wrk = wrk(nginx.port, seconds)?;
+            let (_, http_ns) = bpf_run_stats("recap_http_");
+            let (_, all_ns) = bpf_run_stats("recap_");
+            let counted = match window {
+                Some(w) => {
+                    let summary: serde_json::Value =
+                        serde_json::from_str(&w.stop_output()).unwrap_or_default();
+                    summary
+                        .pointer("/http/server/completed")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0)
+                }
+                None => 0,
+            };
+            let per_request = |ns: u64| ns as f64 / wrk.requests.max(1) as f64;
+            samples[i].push(Sample {
+                http_ns: per_request(http_ns),
+                all_ns: per_request(all_ns),
+                counted,
+                wrk,
+            });
+        }
+    }
+    eprintln!();
+    drop(nginx);
+    println!(
+        "## HTTP: wrk -t1 -c16 (keep-alive) against nginx (1 worker) in the target, {seconds} s × {reps} interleaved reps (medians)\n"
+    );
+    println!("| what is open | req/s | ratio | latency avg | ratio | latency p99 | eBPF ns per request (http programs) | (all our programs) | requests counted / wrk's |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let med = |v: &mut Vec<f64>| crate::bench::median(v);
+    let base_rps = med(&mut samples[0].iter().map(|s| s.wrk.rps).collect());
+    let base_lat = med(&mut samples[0].iter().map(|s| s.wrk.latency_avg_us).collect());
+    for ((name, families), s) in configs.iter().zip(&samples) {
+        let rps = med(&mut s.iter().map(|s| s.wrk.rps).collect());
+        let lat = med(&mut s.iter().map(|s| s.wrk.latency_avg_us).collect());
+        let p99 = med(&mut s.iter().map(|s| s.wrk.latency_p99_us).collect());
+        let (ebpf, counts) = if families.is_some() {
+            let http = med(&mut s.iter().map(|s| s.http_ns).collect());
+            let all = med(&mut s.iter().map(|s| s.all_ns).collect());
+            let counted: Vec<String> = s
+                .iter()
+                .map(|s| format!("{}/{}", s.counted, s.wrk.requests))
+                .collect();
+            (format!("{http:.0} | {all:.0}"), counted.join(", "))
+        } else {
+            ("- | -".to_string(), "-".to_string())
+        };
+        println!(
+            "| {name} | {rps:.0} | {:.3}× | {lat:.0} µs | {:.3}× | {p99:.0} µs | {ebpf} | {counts} |",
+            rps / base_rps,
+            lat / base_lat
+        );
+    }
+    println!("\n(Goal: ≤ 2 % req/s lost, ≤ 250 ns of eBPF time per request; Grafana Beyla publishes ~500 ns. A window counts responses written; wrk counts responses read before it stops, so the window may be ahead by up to its 16 connections.)");
+    Ok(())
+}
