@@ -140,7 +140,7 @@ pub struct HttpStat {
 }
 const _: () = assert!(core::mem::size_of::<HttpStat>() == 8 * (2 + HTTP_BUCKETS as usize));
 
-/// Per-connection HTTP state, by socket cookie.
+/// Per-connection HTTP state, in the socket's local storage.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HttpConn {
@@ -272,7 +272,6 @@ pub mod maps {
     pub const TCP_DUR_HIST: &str = "TCP_DUR_HIST";
     pub const CONN_START: &str = "CONN_START";
     pub const WINDOW_EPOCH: &str = "WINDOW_EPOCH";
-    pub const HTTP_CONNS: &str = "HTTP_CONNS";
     pub const HTTP_REQS: &str = "HTTP_REQS";
     pub const DNS_PENDING: &str = "DNS_PENDING";
     pub const DNS_QTYPE: &str = "DNS_QTYPE";

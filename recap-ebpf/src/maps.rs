@@ -1,10 +1,15 @@
 //! The maps every probe shares, and the small accessors the probes use on them.
 //! Sizes here are placeholders: user space sets the real ones before load.
 
+use core::ffi::c_void;
+
 #[allow(deprecated)]
 // per-attachment cgroup storage is what we need; CGRP_STORAGE is per cgroup
 use aya_ebpf::{
-    macros::map,
+    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    btf_maps::SkStorage,
+    helpers::generated::bpf_sk_storage_get,
+    macros::{btf_map, map},
     maps::{Array, CgroupStorage, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use recap_common::{
@@ -63,10 +68,22 @@ pub fn window_epoch(slot: u32) -> u64 {
     WINDOW_EPOCH.get(slot).copied().unwrap_or(0)
 }
 
-/// `http`: each connection's HTTP state, by socket cookie (an LRU: connections never closed
-/// while a window watched them age out).
-#[map(name = "HTTP_CONNS")]
-pub static HTTP_CONNS: LruHashMap<u64, HttpConn> = LruHashMap::with_max_entries(65536, 0);
+/// `http`: each connection's HTTP state, in the socket's own local storage: found from the
+/// socket in one step (no hash of a cookie) and freed with it (nothing to age out).
+#[btf_map]
+pub static HTTP_SOCKS: SkStorage<HttpConn> = SkStorage::new();
+
+/// The HTTP state stored on socket `sk` (a `struct sock *` the verifier knows as one), or
+/// null; with `create`, a new one holding `*create` when there is none.
+#[inline(always)]
+pub fn http_state(sk: *mut c_void, create: Option<&mut HttpConn>) -> *mut HttpConn {
+    let map: *mut c_void = core::ptr::from_ref(&HTTP_SOCKS).cast_mut().cast();
+    let (value, flags) = match create {
+        Some(v) => (core::ptr::from_mut(v).cast(), BPF_SK_STORAGE_GET_F_CREATE as u64),
+        None => (core::ptr::null_mut(), 0),
+    };
+    unsafe { bpf_sk_storage_get(map, sk, value, flags) }.cast()
+}
 
 /// `http`: requests by window, side, method and status, with their duration histogram.
 /// BPF_F_NO_PREALLOC (1): few keys are ever used.

@@ -12,8 +12,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_socket_cookie,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_user,
         generated::bpf_probe_read_user as bpf_probe_read_user_raw, bpf_task_pt_regs,
     },
     macros::btf_tracepoint,
@@ -25,7 +25,7 @@ use recap_common::{
     HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
 };
 
-use crate::maps::{add, log2_bucket, task_slot, window_epoch, HTTP_CONNS, HTTP_REQS};
+use crate::maps::{add, http_state, log2_bucket, task_slot, window_epoch, HTTP_REQS};
 
 const PREFIX: usize = HTTP_PREFIX;
 /// Longest method token plus its space (`CONNECT `, `OPTIONS `); a shorter start made only of
@@ -61,21 +61,22 @@ pub fn recap_http_recv(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `tcp_destroy_sock(struct sock *sk)`: a request still waiting for its response was aborted.
+/// `tcp_destroy_sock(struct sock *sk)`: a request still waiting for its response was aborted
+/// (the state itself goes with the socket).
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn recap_http_end(ctx: BtfTracePointContext) -> i32 {
-    let sk: *mut core::ffi::c_void = ctx.arg(0);
-    let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    if let Some(conn) = unsafe { HTTP_CONNS.get(&cookie) } {
-        if conn.pending != 0 && conn.epoch == window_epoch(conn.slot) {
-            let counter = if conn.role == HTTP_ROLE_SERVER {
-                Counter::HttpServerAborted
-            } else {
-                Counter::HttpClientAborted
-            };
-            add(conn.slot, counter, 1);
-        }
-        let _ = HTTP_CONNS.remove(&cookie);
+    let conn = http_state(ctx.arg(0), None);
+    if conn.is_null() {
+        return 0;
+    }
+    let conn = unsafe { *conn };
+    if conn.pending != 0 && conn.epoch == window_epoch(conn.slot) {
+        let counter = if conn.role == HTTP_ROLE_SERVER {
+            Counter::HttpServerAborted
+        } else {
+            Counter::HttpClientAborted
+        };
+        add(conn.slot, counter, 1);
     }
     0
 }
@@ -95,15 +96,17 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
         return;
     };
     let sk: *mut core::ffi::c_void = ctx.arg(0);
-    let cookie = unsafe { bpf_get_socket_cookie(sk) };
     let epoch = window_epoch(slot);
-    let mut conn = match unsafe { HTTP_CONNS.get(&cookie) } {
-        Some(c) if c.slot == slot && c.epoch == epoch => *c,
-        _ => HttpConn {
+    // Updated in place when the socket has a state already.
+    let stored = http_state(sk, None);
+    let mut conn = if !stored.is_null() && unsafe { (*stored).slot == slot && (*stored).epoch == epoch } {
+        unsafe { *stored }
+    } else {
+        HttpConn {
             epoch,
             slot,
             ..Default::default()
-        },
+        }
     };
     if conn.role == HTTP_UPGRADED {
         return;
@@ -134,7 +137,11 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     let p = unsafe { &*(scratch.as_ptr() as *const [u8; PREFIX]) };
     // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
     if on_data(slot, &mut conn, incoming, p, len) || carried {
-        let _ = HTTP_CONNS.insert(&cookie, &conn, 0);
+        if stored.is_null() {
+            http_state(sk, Some(&mut conn));
+        } else {
+            unsafe { *stored = conn };
+        }
     }
 }
 
@@ -143,9 +150,11 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
 /// sendfile, splice, recvmmsg): its bytes are not looked at.
 #[inline(always)]
 fn user_buffer() -> Option<u64> {
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    let nr: u64 = unsafe { bpf_probe_read_kernel((regs + PT_REGS_ORIG_AX) as *const u64) }.ok()?;
-    let arg: u64 = unsafe { bpf_probe_read_kernel((regs + PT_REGS_SI) as *const u64) }.ok()?;
+    // A pointer the verifier knows as `struct pt_regs *`: its fields are read with plain
+    // (fault-checked) loads, no helper call.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    let nr = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_ORIG_AX as usize / 8)) };
+    let arg = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_SI as usize / 8)) };
     match nr {
         SYS_READ | SYS_WRITE | SYS_SENDTO | SYS_RECVFROM => Some(arg),
         // The first iovec's base.
