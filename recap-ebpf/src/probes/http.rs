@@ -92,9 +92,6 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     if ret <= 0 || (incoming && flags & MSG_PEEK != 0) {
         return;
     }
-    let Some(buf) = user_buffer() else {
-        return;
-    };
     let sk: *mut core::ffi::c_void = ctx.arg(0);
     let epoch = window_epoch(slot);
     // Updated in place when the socket has a state already.
@@ -111,6 +108,19 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     if conn.role == HTTP_UPGRADED {
         return;
     }
+    // The rest of a response already read (its body, e.g. a large download) says nothing: its
+    // bytes are not read at all.
+    let response_side = if incoming {
+        HTTP_ROLE_CLIENT
+    } else {
+        HTTP_ROLE_SERVER
+    };
+    if conn.role == response_side && conn.pending == 0 {
+        return;
+    }
+    let Some(buf) = user_buffer() else {
+        return;
+    };
     // Bytes carried over from a start too short to read come first, this I/O's after them:
     // one read from user memory at a variable offset of the scratch buffer.
     let mut scratch = [0u8; 2 * PREFIX];
