@@ -216,9 +216,17 @@ impl ProbeEngine {
         let taken_by = self.window_cgroups()?.get(&target.cgroup_id, 0).ok();
         let tracking = match (&self.programs.task_families_blocked, taken_by) {
             (Some(reason), _) => Err(reason.clone()),
-            (None, Some(slot)) => Err(format!(
-                "another open window (slot {slot}) already counts this cgroup's threads, and a thread counts for one window at a time; tcp and net can still be shared"
-            )),
+            (None, Some(slot)) => {
+                let shared: Vec<&str> = Family::ALL
+                    .iter()
+                    .filter(|f| !f.is_task_based())
+                    .map(|f| f.name())
+                    .collect();
+                Err(format!(
+                    "another open window (slot {slot}) already counts this cgroup's threads, and a thread counts for one window at a time; {} can still be shared",
+                    shared.join(", ")
+                ))
+            }
             (None, None) => self.programs.acquire(&TASK_TRACKING),
         };
         let taken = match tracking {
