@@ -75,19 +75,19 @@ impl ProbeFamily for Cpu {
             TaskHook {
                 program: programs::SCHED_SWITCH,
                 tracepoint: "sched_switch",
-                on_every_syscall: false,
+                hot_path: false,
                 btf_typed: false,
             },
             TaskHook {
                 program: programs::SCHED_WAKEUP,
                 tracepoint: "sched_wakeup",
-                on_every_syscall: false,
+                hot_path: false,
                 btf_typed: false,
             },
             TaskHook {
                 program: programs::SCHED_WAKEUP_NEW,
                 tracepoint: "sched_wakeup_new",
-                on_every_syscall: false,
+                hot_path: false,
                 btf_typed: false,
             },
         ])

@@ -122,19 +122,19 @@ impl ProbeFamily for Http {
             TaskHook {
                 program: programs::HTTP_SEND,
                 tracepoint: "sock_send_length",
-                on_every_syscall: false,
+                hot_path: true,
                 btf_typed: true,
             },
             TaskHook {
                 program: programs::HTTP_RECV,
                 tracepoint: "sock_recv_length",
-                on_every_syscall: false,
+                hot_path: true,
                 btf_typed: true,
             },
             TaskHook {
                 program: programs::HTTP_CLOSE,
                 tracepoint: "tcp_destroy_sock",
-                on_every_syscall: false,
+                hot_path: false,
                 btf_typed: true,
             },
         ])

@@ -34,9 +34,9 @@ use crate::{
 pub struct TaskHook {
     pub program: &'static str,
     pub tracepoint: &'static str,
-    /// Every syscall of every process takes the traced path while it is attached: never kept
-    /// attached without a window that needs it.
-    pub on_every_syscall: bool,
+    /// On a path every process takes often (every syscall; every socket send and receive):
+    /// never kept attached without a window that needs it.
+    pub hot_path: bool,
     /// A `tp_btf` program: loading it needs the kernel's BTF (parsed once, on first use).
     pub btf_typed: bool,
 }

@@ -73,7 +73,7 @@ impl ProbeFamily for Proc {
         Hooks::Tasks(&[TaskHook {
             program: programs::PROC_EXEC,
             tracepoint: "sched_process_exec",
-            on_every_syscall: false,
+            hot_path: false,
             btf_typed: false,
         }])
     }

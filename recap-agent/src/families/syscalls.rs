@@ -62,7 +62,7 @@ impl ProbeFamily for Syscalls {
         Hooks::Tasks(&[TaskHook {
             program: programs::SYS_EXIT,
             tracepoint: "sys_exit",
-            on_every_syscall: true,
+            hot_path: true,
             btf_typed: false,
         }])
     }

@@ -28,19 +28,19 @@ const TASK_TRACKING: [TaskHook; 3] = [
     TaskHook {
         program: programs::PROC_FORK,
         tracepoint: "sched_process_fork",
-        on_every_syscall: false,
+        hot_path: false,
         btf_typed: false,
     },
     TaskHook {
         program: programs::PROC_EXIT,
         tracepoint: "sched_process_exit",
-        on_every_syscall: false,
+        hot_path: false,
         btf_typed: false,
     },
     TaskHook {
         program: programs::CGROUP_MOVE,
         tracepoint: "cgroup_attach_task",
-        on_every_syscall: false,
+        hot_path: false,
         btf_typed: false,
     },
 ];

@@ -62,8 +62,9 @@ pub struct ProgramSet {
     /// set's life: dropping it closes the log map that the programs write to.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     hooks: BTreeMap<&'static str, SharedHook>,
-    /// Keep hooks attached when their last window closes, except those on every syscall: a
-    /// long-lived agent then arms windows with map updates and cgroup attachments only
+    /// Keep hooks attached when their last window closes, except hot-path ones (every syscall,
+    /// every socket send/receive): a long-lived agent then arms windows with map updates and
+    /// cgroup attachments only
     /// (re-attaching a raw tracepoint costs milliseconds), at a price of a few ns per context
     /// switch, exec, fork and exit on the host while it runs.
     pub keep_idle_hooks: bool,
@@ -208,7 +209,7 @@ impl ProgramSet {
             SharedHook {
                 _link: link,
                 users: 1,
-                keepable: !hook.on_every_syscall,
+                keepable: !hook.hot_path,
             },
         );
         Ok(())
