@@ -7,6 +7,7 @@ pub mod cli;
 pub mod docker;
 pub mod export;
 pub mod families;
+pub mod fleet;
 pub mod probes;
 pub mod report;
 pub mod targets;

@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Window(command) => cli::window::run(*command).await,
             Command::Agent(args) => cli::agent::run(*args).await,
+            Command::Fleet(command) => cli::fleet::run(*command).await,
             Command::CapsuleImage(args) => cli::capsule_image::run(args).await,
             Command::MetricsCatalog => {
                 print!("{}", recap_agent::export::catalog::markdown());

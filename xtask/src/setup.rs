@@ -59,6 +59,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "tests scrape recap with a real Prometheus and check the exposition with promtool",
     ),
     ("dnsmasq-base", "the dns test's DNS server"),
+    (
+        "protobuf-compiler",
+        "the etcd client's build compiles etcd's API (protoc)",
+    ),
+    ("libprotobuf-dev", "protoc's well-known types (google/protobuf/*.proto)"),
+    ("etcd-server", "fleet tests run a three-member etcd cluster"),
+    ("etcd-client", "fleet tests set up etcd users and roles (etcdctl)"),
+    ("openssl", "fleet tests make the etcd cluster's TLS certificates"),
     ("nginx-light", "the http benchmark's server"),
     ("wrk", "the http benchmark's load"),
 ];

@@ -15,7 +15,7 @@ pub mod history;
 pub mod policy;
 mod self_metrics;
 mod service;
-mod windows;
+pub mod windows;
 
 /// The generated gRPC types and services.
 pub mod api {
@@ -64,6 +64,16 @@ pub struct AgentConfig {
     pub detach_idle_hooks: bool,
     /// Where windows without an OTLP endpoint of their own send theirs.
     pub otlp: Option<crate::export::otlp::OtlpConfig>,
+    /// Taking part in fleet windows.
+    pub fleet: Option<FleetConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    pub node: String,
+    pub etcd: crate::fleet::etcd::EtcdConfig,
+    /// The caller the policy sees for fleet parts.
+    pub uid: u32,
 }
 
 /// Runs the agent until SIGTERM, SIGINT or SIGHUP: then every open window ends (`interrupted`, summary
@@ -137,6 +147,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     let pruner = tokio::spawn(prune_now_and_hourly(agent.clone()));
+    let fleet = match &config.fleet {
+        Some(fleet) => Some(start_fleet(fleet, agent.clone()).await?),
+        None => None,
+    };
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result.context("serving the API")?,
@@ -146,6 +160,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     pruner.abort();
     agent.shut_down().await;
+    if let Some(fleet) = fleet {
+        // Parts whose windows just ended publish their results (for a moment at most: etcd may
+        // be away, and the next agent reports such parts as lost).
+        let _ = tokio::time::timeout(Duration::from_secs(2), fleet).await;
+    }
     // Let the server answer the waits and watches that the shutdown just ended.
     let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
     let _ = std::fs::remove_file(&config.socket);
@@ -153,6 +172,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     agent.unload();
     eprintln!("recap: agent stopped");
     Ok(())
+}
+
+/// Connects to etcd and serves fleet requests until the agent shuts down.
+async fn start_fleet(
+    fleet: &FleetConfig,
+    agent: Arc<windows::Agent>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let coordinator = crate::fleet::etcd::Etcd::connect(&fleet.etcd).await?;
+    let node = Arc::new(crate::fleet::agent_side::FleetNode {
+        node: fleet.node.clone(),
+        coordinator: Arc::new(coordinator),
+        stop: agent.shutdown_token(),
+        parts: tokio_util::task::TaskTracker::new(),
+        agent,
+        caller: policy::Caller {
+            uid: fleet.uid,
+            gid: fleet.uid,
+            pid: None,
+        },
+    });
+    eprintln!("recap: fleet node {} (etcd {})", fleet.node, fleet.etcd.endpoints.join(","));
+    Ok(tokio::spawn(node.clone().run()))
 }
 
 async fn prune_now_and_hourly(agent: Arc<windows::Agent>) {

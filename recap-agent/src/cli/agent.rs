@@ -55,6 +55,16 @@ pub struct AgentArgs {
     /// grpc or http/protobuf (default from OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).
     #[arg(long, value_name = "PROTOCOL")]
     pub otlp_protocol: Option<otlp::Protocol>,
+    /// Take part in fleet windows as this node (needs --etcd): registered while the agent
+    /// runs, it opens its part of every request (`recap fleet window`).
+    #[arg(long, value_name = "NAME", requires = "etcd")]
+    pub node: Option<String>,
+    /// The uid the policy sees as the caller of fleet windows (root: only the agent's limits
+    /// apply; give a uid of its own and a rule for it to restrict them).
+    #[arg(long, value_name = "UID", default_value_t = 0)]
+    pub fleet_uid: u32,
+    #[command(flatten)]
+    pub etcd: super::fleet::EtcdArgs,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -62,7 +72,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         std::env::var(k).ok()
     })
     .map_err(|e| anyhow::Error::new(super::UsageError(e)))?;
+    let fleet = match &args.node {
+        Some(node) => {
+            if node.is_empty() || node.contains('/') || node.len() > 128 {
+                super::usage!("--node: a name of 1 to 128 characters without `/`");
+            }
+            Some(agent::FleetConfig {
+                node: node.clone(),
+                etcd: args.etcd.config()?,
+                uid: args.fleet_uid,
+            })
+        }
+        None => None,
+    };
     agent::run(AgentConfig {
+        fleet,
         otlp,
         detach_idle_hooks: args.detach_idle_hooks,
         socket: args.socket,

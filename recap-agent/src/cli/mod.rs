@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod capsule_image;
+pub mod fleet;
 mod signals;
 pub mod units;
 pub mod window;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Build and import the capsule image (tcpdump, strace, busybox from this host) into the
     /// local Docker engine. Windows with capsules do this themselves when it is missing.
     CapsuleImage(capsule_image::CapsuleImageArgs),
+    /// Fleet windows: one window per matching container on every node whose agent is
+    /// registered with etcd, one merged answer.
+    Fleet(Box<fleet::FleetCommand>),
     /// Print the metric catalogue (Markdown), generated from the exporters' definitions.
     MetricsCatalog,
 }

@@ -50,7 +50,7 @@ pub struct Claim {
 }
 
 /// What one node did with its part.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PartResult {
     pub node: String,
     /// `completed` (every window ran), `partial` (some failed), `no_targets`, `failed`,

@@ -1,0 +1,391 @@
+//! The fleet coordinator on etcd: registrations under leases, requests and results as keys,
+//! claims by create-only transactions, progress by watches.
+//!
+//! Keys, under the prefix (default `/recap/`):
+//! - `nodes/<node>`: a live agent (bound to its lease);
+//! - `requests/<user>/<id>`: a request; `<user>` is the etcd user allowed to write there
+//!   (roles grant each user its own `requests/<user>/` only), and it is read from the key, never
+//!   from the request's body;
+//! - `parts/<id>/claim/<node>`, `parts/<id>/result/<node>`: a node's claim and its result.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use super::{now_unix_ms, Claim, Coordinator, FleetRequest, PartResult, Progress};
+
+/// How to reach etcd, from `--etcd*` options.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub user: Option<(String, String)>,
+    /// CA bundle to check the servers' certificates with (TLS when set).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, for servers that ask for one.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A node's registration lasts this long without a keep-alive.
+    pub lease_ttl: Duration,
+}
+
+pub struct Etcd {
+    client: Client,
+    prefix: String,
+    user: String,
+    lease_ttl: Duration,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+impl Etcd {
+    pub async fn connect(config: &EtcdConfig) -> anyhow::Result<Self> {
+        if config.endpoints.is_empty() {
+            anyhow::bail!("give etcd's endpoints (e.g. --etcd https://10.0.0.1:2379,https://10.0.0.2:2379)");
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some((user, password)) = &config.user {
+            options = options.with_user(user, password);
+        }
+        if let Some(ca) = &config.ca {
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
+            if let (Some(cert), Some(key)) = (&config.cert, &config.key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(tls);
+        } else if config.endpoints.iter().any(|e| e.starts_with("https://")) {
+            anyhow::bail!("https endpoints need --etcd-ca (the CA that signed etcd's certificates)");
+        }
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .with_context(|| format!("connecting to etcd at {}", config.endpoints.join(",")))?;
+        let prefix = if config.prefix.ends_with('/') {
+            config.prefix.clone()
+        } else {
+            format!("{}/", config.prefix)
+        };
+        Ok(Etcd {
+            client,
+            prefix,
+            user: config
+                .user
+                .as_ref()
+                .map_or_else(|| "root".to_string(), |(u, _)| u.clone()),
+            lease_ttl: config.lease_ttl.max(Duration::from_secs(1)),
+        })
+    }
+
+    /// The etcd user requests are written as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    fn request_key(&self, r: &FleetRequest) -> String {
+        self.key(&format!("requests/{}/{}", r.user, r.id))
+    }
+
+    /// A request from its key and value; the user comes from the key.
+    fn parse_request(&self, key: &[u8], value: &[u8]) -> Option<FleetRequest> {
+        let key = std::str::from_utf8(key).ok()?;
+        let rest = key.strip_prefix(&self.key("requests/"))?;
+        let (user, id) = rest.split_once('/')?;
+        let mut r: FleetRequest = serde_json::from_slice(value).ok()?;
+        if r.id != id {
+            return None;
+        }
+        r.user = user.to_string();
+        Some(r)
+    }
+
+    fn parse_part(&self, id: &str, key: &[u8], value: &[u8]) -> Option<Progress> {
+        let key = std::str::from_utf8(key).ok()?;
+        let rest = key.strip_prefix(&self.key(&format!("parts/{id}/")))?;
+        if rest.starts_with("claim/") {
+            serde_json::from_slice(value).ok().map(Progress::Claimed)
+        } else if rest.starts_with("result/") {
+            serde_json::from_slice(value).ok().map(Progress::Result)
+        } else {
+            None
+        }
+    }
+}
+
+/// Retries `op` until it succeeds: etcd may be away (no quorum) for a while.
+async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                log::warn!("{what}: {e:#}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Coordinator for Etcd {
+    async fn register(&self, node: &str) -> anyhow::Result<()> {
+        let key = self.key(&format!("nodes/{node}"));
+        let ttl = self.lease_ttl.as_secs() as i64;
+        let mut client = self.client.clone();
+        let lease = client.lease_grant(ttl, None).await?.id();
+        let value = serde_json::json!({"node": node, "since_unix_ms": now_unix_ms()}).to_string();
+        client
+            .put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))
+            .await
+            .context("registering the node")?;
+        // Keep-alives every third of the TTL; when etcd was away long enough for the lease to
+        // expire, register again under a new one.
+        tokio::spawn(async move {
+            let mut lease = lease;
+            let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(300));
+            loop {
+                tokio::time::sleep(period).await;
+                let alive = async {
+                    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+                    keeper.keep_alive().await?;
+                    let answer = stream.message().await?;
+                    anyhow::Ok(answer.is_some_and(|a| a.ttl() > 0))
+                }
+                .await;
+                match alive {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => {
+                        let again = async {
+                            let id = client.lease_grant(ttl, None).await?.id();
+                            client
+                                .put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(id)))
+                                .await?;
+                            anyhow::Ok(id)
+                        }
+                        .await;
+                        match again {
+                            Ok(id) => {
+                                log::info!("registered {key} again (lease {id:x})");
+                                lease = id;
+                            }
+                            Err(e) => log::debug!("registration of {key}: {e:#}"),
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn nodes(&self) -> anyhow::Result<Vec<String>> {
+        let prefix = self.key("nodes/");
+        let got = self
+            .client
+            .clone()
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
+            .await
+            .context("listing the registered nodes")?;
+        let mut nodes: Vec<String> = got
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        nodes.sort();
+        Ok(nodes)
+    }
+
+    async fn submit(&self, request: &FleetRequest) -> anyhow::Result<()> {
+        let key = self.request_key(request);
+        let value = serde_json::to_string(request)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, None)]);
+        let done = self
+            .client
+            .clone()
+            .txn(txn)
+            .await
+            .with_context(|| format!("writing the request {key} (etcd user `{}`)", self.user))?;
+        if !done.succeeded() {
+            anyhow::bail!("a request {key} exists already");
+        }
+        Ok(())
+    }
+
+    async fn requests(&self) -> anyhow::Result<mpsc::Receiver<FleetRequest>> {
+        let prefix = self.key("requests/");
+        let mut client = self.client.clone();
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone_handle();
+        tokio::spawn(async move {
+            let mut next_revision = 0i64;
+            loop {
+                // The requests there now (on the first pass and after a lost watch), then the
+                // watch from the revision after them: nothing put in between is missed.
+                if next_revision == 0 {
+                    let got = retrying("reading the fleet requests", || {
+                        let (mut c, p) = (client.clone(), prefix.clone());
+                        async move {
+                            anyhow::Ok(c.get(p, Some(GetOptions::new().with_prefix())).await?)
+                        }
+                    })
+                    .await;
+                    next_revision = got.header().map_or(0, |h| h.revision()) + 1;
+                    for kv in got.kvs() {
+                        if let Some(r) = me.parse_request(kv.key(), kv.value()) {
+                            if tx.send(r).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let options = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(next_revision);
+                let mut stream = match client.watch(prefix.clone(), Some(options)).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        log::warn!("watching the fleet requests: {e:#}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    match stream.message().await {
+                        Ok(Some(resp)) => {
+                            if resp.compact_revision() > 0 {
+                                next_revision = 0; // compacted past us: read everything again
+                                break;
+                            }
+                            for event in resp.events() {
+                                let Some(kv) = event.kv() else { continue };
+                                next_revision = next_revision.max(kv.mod_revision() + 1);
+                                if event.event_type() != EventType::Put {
+                                    continue;
+                                }
+                                if let Some(r) = me.parse_request(kv.key(), kv.value()) {
+                                    if tx.send(r).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn claim(&self, request: &FleetRequest, claim: &Claim) -> anyhow::Result<bool> {
+        let key = self.key(&format!("parts/{}/claim/{}", request.id, claim.node));
+        let value = serde_json::to_string(claim)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        Ok(self.client.clone().txn(txn).await?.succeeded())
+    }
+
+    async fn publish(&self, request: &FleetRequest, result: &PartResult) -> anyhow::Result<()> {
+        let key = self.key(&format!("parts/{}/result/{}", request.id, result.node));
+        let value = serde_json::to_string(result)?;
+        retrying("publishing a part's result", || {
+            let (mut c, k, v) = (self.client.clone(), key.clone(), value.clone());
+            async move {
+                c.put(k, v, None).await?;
+                anyhow::Ok(())
+            }
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn follow(&self, request: &FleetRequest) -> anyhow::Result<mpsc::Receiver<Progress>> {
+        let parts = self.key(&format!("parts/{}/", request.id));
+        let nodes = self.key("nodes/");
+        let mut client = self.client.clone();
+        let got = client
+            .get(parts.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .context("reading the request's parts")?;
+        let revision = got.header().map_or(0, |h| h.revision()) + 1;
+        let (tx, rx) = mpsc::channel(256);
+        for kv in got.kvs() {
+            if let Some(p) = self.parse_part(&request.id, kv.key(), kv.value()) {
+                let _ = tx.send(p).await;
+            }
+        }
+        let id = request.id.clone();
+        let me = self.clone_handle();
+        // Parts and registrations, one watch each, from the revision read above.
+        for (prefix, is_nodes) in [(parts, false), (nodes, true)] {
+            let (tx, mut client, me, id) = (tx.clone(), client.clone(), me.clone_handle(), id.clone());
+            tokio::spawn(async move {
+                let mut next = revision;
+                loop {
+                    let options = WatchOptions::new().with_prefix().with_start_revision(next);
+                    let Ok(mut stream) = client.watch(prefix.clone(), Some(options)).await else {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    };
+                    while let Ok(Some(resp)) = stream.message().await {
+                        for event in resp.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            next = next.max(kv.mod_revision() + 1);
+                            let progress = if is_nodes {
+                                (event.event_type() == EventType::Delete)
+                                    .then(|| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_string))
+                                    .flatten()
+                                    .map(Progress::NodeGone)
+                            } else if event.event_type() == EventType::Put {
+                                me.parse_part(&id, kv.key(), kv.value())
+                            } else {
+                                None
+                            };
+                            if let Some(p) = progress {
+                                if tx.send(p).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            });
+        }
+        Ok(rx)
+    }
+}
+
+impl Etcd {
+    fn clone_handle(&self) -> Etcd {
+        Etcd {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+            user: self.user.clone(),
+            lease_ttl: self.lease_ttl,
+        }
+    }
+}
