@@ -17,6 +17,7 @@ use std::{
 
 pub mod agent;
 pub mod docker;
+pub mod etcd;
 pub mod otlp;
 
 use recap_agent::targets::cgroup::cgroup2_mount;

@@ -74,6 +74,8 @@ pub struct FleetConfig {
     pub etcd: crate::fleet::etcd::EtcdConfig,
     /// The caller the policy sees for fleet parts.
     pub uid: u32,
+    /// Labels every container of this node carries (added to every request's selector).
+    pub scope: Option<crate::fleet::Selector>,
 }
 
 /// Runs the agent until SIGTERM, SIGINT or SIGHUP: then every open window ends (`interrupted`, summary
@@ -185,6 +187,7 @@ async fn start_fleet(
         coordinator: Arc::new(coordinator),
         stop: agent.shutdown_token(),
         parts: tokio_util::task::TaskTracker::new(),
+        scope: fleet.scope.clone(),
         agent,
         caller: policy::Caller {
             uid: fleet.uid,

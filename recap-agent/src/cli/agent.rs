@@ -59,6 +59,10 @@ pub struct AgentArgs {
     /// runs, it opens its part of every request (`recap fleet window`).
     #[arg(long, value_name = "NAME", requires = "etcd")]
     pub node: Option<String>,
+    /// Only containers carrying these labels are this node's in fleet windows (KEY=VALUE,...;
+    /// for agents that share one Docker engine, as in tests).
+    #[arg(long, value_name = "KEY=VALUE,...", requires = "node")]
+    pub fleet_scope: Option<crate::fleet::Selector>,
     /// The uid the policy sees as the caller of fleet windows (root: only the agent's limits
     /// apply; give a uid of its own and a rule for it to restrict them).
     #[arg(long, value_name = "UID", default_value_t = 0)]
@@ -81,6 +85,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 node: node.clone(),
                 etcd: args.etcd.config()?,
                 uid: args.fleet_uid,
+                scope: args.fleet_scope.clone(),
             })
         }
         None => None,

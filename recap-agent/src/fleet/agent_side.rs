@@ -27,6 +27,8 @@ pub struct FleetNode {
     pub stop: CancellationToken,
     /// The parts being run; waited for (briefly) at shutdown so that they publish.
     pub parts: TaskTracker,
+    /// Labels that make a container this node's (`--fleet-scope`).
+    pub scope: Option<super::Selector>,
 }
 
 impl FleetNode {
@@ -84,8 +86,16 @@ impl FleetNode {
     }
 
     async fn take_part(&self, request: FleetRequest) {
+        // Both the request's labels and the node's scope must hold (a key both give with two
+        // values matches nothing).
+        let mut selector = request.selector.clone();
+        let mut conflict = false;
+        for (k, v) in self.scope.iter().flat_map(|s| s.0.iter()) {
+            conflict |= selector.0.insert(k.clone(), v.clone()).is_some_and(|old| &old != v);
+        }
         let matched = match crate::docker::connect().await {
-            Ok(docker) => matching_containers(&docker, &request.selector)
+            Ok(_) if conflict => Ok(Vec::new()),
+            Ok(docker) => matching_containers(&docker, &selector)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

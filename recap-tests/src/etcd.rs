@@ -1,0 +1,210 @@
+//! A three-member etcd cluster on loopback ports for one test (Debian's `etcd-server`), with
+//! or without TLS (certificates made here with openssl), members killed and restarted at will.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub struct EtcdCluster {
+    pub dir: PathBuf,
+    members: Vec<Member>,
+    pub tls: bool,
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (cargo xtask setup installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn make_certs(dir: &Path) {
+    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=recap-test-ca"]);
+    for (name, ext) in [
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
+        openssl(dir, &["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", "2", "-extfile", &format!("{name}.ext")]);
+    }
+}
+
+impl EtcdCluster {
+    pub fn start(name: &str, tls: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!("recap-etcd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if tls {
+            make_certs(&dir);
+        }
+        let members = (1..=3)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut cluster = EtcdCluster { dir, members, tls };
+        for i in 0..3 {
+            cluster.start_member(i);
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    fn scheme(&self) -> &str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let scheme = self.scheme().to_string();
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        let m = &self.members[i];
+        let data = self.dir.join(&m.name);
+        let fresh = !data.exists();
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", m.name))).unwrap();
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg(format!("--listen-client-urls={scheme}://127.0.0.1:{}", m.client_port))
+            .arg(format!("--advertise-client-urls={scheme}://127.0.0.1:{}", m.client_port))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", m.peer_port))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", m.peer_port))
+            .arg(format!("--initial-cluster={}", initial.join(",")))
+            .arg(format!(
+                "--initial-cluster-state={}",
+                if fresh { "new" } else { "existing" }
+            ))
+            .arg("--initial-cluster-token=recap-test")
+            .args(["--heartbeat-interval=50", "--election-timeout=500"]);
+        if self.tls {
+            let f = |n: &str| self.dir.join(n).display().to_string();
+            cmd.arg(format!("--cert-file={}", f("server.pem")))
+                .arg(format!("--key-file={}", f("server.key")))
+                .arg(format!("--trusted-ca-file={}", f("ca.pem")))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (cargo xtask setup installs etcd-server)");
+        self.members[i].child = Some(child);
+    }
+
+    /// Every member's client URL, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `--etcd ...` and, with TLS, the CA and the client certificate.
+    pub fn client_args(&self) -> Vec<String> {
+        let mut args = vec!["--etcd".to_string(), self.endpoints()];
+        if self.tls {
+            for (flag, file) in [("--etcd-ca", "ca.pem"), ("--etcd-cert", "client.pem"), ("--etcd-key", "client.key")] {
+                args.push(flag.to_string());
+                args.push(self.dir.join(file).display().to_string());
+            }
+        }
+        args
+    }
+
+    /// `etcdctl` against the cluster, as `user` (`name:password`) when given.
+    pub fn etcdctl(&self, user: Option<&str>, args: &[&str]) -> (bool, String) {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints()));
+        if self.tls {
+            let f = |n: &str| self.dir.join(n).display().to_string();
+            cmd.arg(format!("--cacert={}", f("ca.pem")))
+                .arg(format!("--cert={}", f("client.pem")))
+                .arg(format!("--key={}", f("client.key")));
+        }
+        if let Some(user) = user {
+            cmd.arg(format!("--user={user}"));
+        }
+        let out = cmd.args(args).output().expect("etcdctl (Debian etcd-client)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, out) = self.etcdctl(None, &["endpoint", "health", "--cluster"]);
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd did not become healthy: {out}");
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart_member(&mut self, i: usize) {
+        self.start_member(i);
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,205 @@
+//! Fleet windows end to end: a three-member etcd cluster on loopback, three agents with
+//! distinct node names owning disjoint containers (by a `recap.node` label), `recap fleet
+//! window` against them; workloads with known counts; faults made on purpose.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, ChildStderr, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use recap_tests::{agent::AgentProcess, docker::AppContainer, etcd::EtcdCluster, *};
+use serde_json::Value;
+
+/// A `recap agent` taking part in fleet windows as `node`.
+fn fleet_agent(cluster: &EtcdCluster, node: &str, extra: &[&str]) -> AgentProcess {
+    let mut args: Vec<String> = vec![
+        "--node".into(),
+        node.into(),
+        "--fleet-scope".into(),
+        format!("recap.node={node}"),
+        "--etcd-lease-ttl".into(),
+        "2s".into(),
+    ];
+    args.extend(cluster.client_args());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    AgentProcess::start(&format!("fleet-{node}"), None, &refs)
+}
+
+/// Waits until `recap fleet nodes` lists every one of `nodes`.
+fn wait_registered(cluster: &EtcdCluster, nodes: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut args = vec!["fleet".to_string(), "nodes".to_string()];
+        args.extend(cluster.client_args());
+        let out = Command::new(recap_bin()).args(&args).output().unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout).to_string();
+        if nodes.iter().all(|n| listed.lines().any(|l| l == *n)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nodes not registered: {listed}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `recap fleet window ...` running, its progress lines readable as they come.
+struct FleetRun {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl FleetRun {
+    fn start(cluster: &EtcdCluster, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(recap_bin());
+        cmd.args(["fleet", "window"]).args(args).args(cluster.client_args());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .args(["-o", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = forward(child.stderr.take().unwrap());
+        FleetRun {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a progress line containing `what`.
+    fn wait_line(&mut self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(what);
+                self.seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("no `{what}` from recap fleet; it said:\n{}", self.seen.join("\n"));
+    }
+
+    fn finish(mut self) -> (i32, Value, String) {
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        self.seen.extend(self.lines.try_iter());
+        let json = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{e}: {out}\n{}", self.seen.join("\n")));
+        (code, json, self.seen.join("\n"))
+    }
+}
+
+fn forward(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits until `agent` has `n` windows open (armed: counting).
+fn wait_open(agent: &AgentProcess, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = agent.recap(&["window", "list", "--status", "open", "-o", "json"]);
+        let open = serde_json::from_str::<Value>(&out)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0);
+        if open >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} windows did not open: {}", agent.log());
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn node<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == name)
+        .unwrap_or_else(|| panic!("no node {name} in {s:#}"))
+}
+
+/// A target's window summary within a node's part.
+fn accepted(node: &Value, container: &str) -> u64 {
+    node["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["container"] == container)
+        .and_then(|t| t.pointer("/summary/tcp/accepted"))
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no window on {container} in {node:#}"))
+}
+
+#[test]
+fn a_fleet_window_counts_every_matching_container_on_every_node_exactly() {
+    if !require_root() {
+        return;
+    }
+    let cluster = EtcdCluster::start("exact", false);
+    let a = fleet_agent(&cluster, "node-a", &[]);
+    let b = fleet_agent(&cluster, "node-b", &[]);
+    let c = fleet_agent(&cluster, "node-c", &[]);
+    wait_registered(&cluster, &["node-a", "node-b", "node-c"]);
+    let a1 = AppContainer::run_labelled("fleet-a1", &["app=checkout", "recap.node=node-a"]);
+    let a2 = AppContainer::run_labelled("fleet-a2", &["app=checkout", "recap.node=node-a"]);
+    let b1 = AppContainer::run_labelled("fleet-b1", &["app=checkout", "recap.node=node-b"]);
+    // Same node, another app: not selected. node-c has no checkout at all.
+    let b2 = AppContainer::run_labelled("fleet-b2", &["app=other", "recap.node=node-b"]);
+    let c1 = AppContainer::run_labelled("fleet-c1", &["app=other", "recap.node=node-c"]);
+    let mut run = FleetRun::start(
+        &cluster,
+        &["--selector", "app=checkout", "-d", "8s", "--probes", "tcp,http"],
+        &[],
+    );
+    run.wait_line("node-a: claimed");
+    wait_open(&a, 2);
+    wait_open(&b, 1);
+    let gets = [(&a1, 3), (&a2, 4), (&b1, 5), (&b2, 6), (&c1, 2)];
+    for (container, n) in gets {
+        container.http_gets(n);
+    }
+    let (code, s, log) = run.finish();
+    assert_eq!(code, 0, "{log}\n{s:#}");
+    assert_eq!(s["complete"], true);
+    assert_eq!(s["windows"], 3);
+    // Per target, per node, and the totals: exactly the GETs each selected container served.
+    assert_eq!(accepted(node(&s, "node-a"), &a1.name), 3);
+    assert_eq!(accepted(node(&s, "node-a"), &a2.name), 4);
+    assert_eq!(accepted(node(&s, "node-b"), &b1.name), 5);
+    assert_eq!(node(&s, "node-b")["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(node(&s, "node-c")["status"], "no_targets");
+    assert_eq!(s["totals"]["tcp"]["accepted"], 12, "{:#}", s["totals"]);
+    assert_eq!(s["totals"]["http"]["server"]["completed"], 12);
+    let get200 = &s["totals"]["http"]["server"]["requests"][0];
+    assert_eq!((get200["method"].as_str(), get200["status"].as_u64()), (Some("GET"), Some(200)));
+    assert_eq!(get200["duration"]["count"], 12);
+    // Every window ended at the request's deadline: none ran longer than asked.
+    for n in ["node-a", "node-b"] {
+        for t in node(&s, n)["targets"].as_array().unwrap() {
+            assert_eq!(t["status"], "completed", "{t:#}");
+            let ran = t.pointer("/summary/duration_s").and_then(Value::as_f64).unwrap();
+            assert!(ran <= 8.0, "a window ran {ran} s");
+        }
+    }
+    drop((a, b, c));
+    assert_no_residue();
+}
