@@ -203,3 +203,137 @@ fn a_fleet_window_counts_every_matching_container_on_every_node_exactly() {
     drop((a, b, c));
     assert_no_residue();
 }
+
+/// A key's value, read with etcdctl (`user` as `name:password` when auth is on).
+fn etcd_value(cluster: &EtcdCluster, user: Option<&str>, key: &str) -> Option<Value> {
+    let (ok, out) = cluster.etcdctl(user, &["get", key, "--print-value-only"]);
+    assert!(ok, "etcdctl get {key}: {out}");
+    serde_json::from_str(out.trim()).ok()
+}
+
+#[test]
+fn an_agent_killed_mid_window_is_lost_the_others_complete_and_a_member_down_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start("faults", false);
+    let a = fleet_agent(&cluster, "node-a", &[]);
+    let mut b = fleet_agent(&cluster, "node-b", &[]);
+    wait_registered(&cluster, &["node-a", "node-b"]);
+    let a1 = AppContainer::run_labelled("fleet-k-a1", &["app=pay", "recap.node=node-a"]);
+    let _b1 = AppContainer::run_labelled("fleet-k-b1", &["app=pay", "recap.node=node-b"]);
+    // One member of three down: the cluster keeps its quorum, nothing changes.
+    cluster.kill_member(2);
+    let mut run = FleetRun::start(&cluster, &["--selector", "app=pay", "-d", "8s", "--probes", "tcp"], &[]);
+    run.wait_line("node-b: claimed");
+    wait_open(&a, 1);
+    wait_open(&b, 1);
+    a1.http_gets(3);
+    b.stop_with(libc::SIGKILL);
+    run.wait_line("node-b: lost");
+    let (code, s, log) = run.finish();
+    assert_eq!(code, 1, "a lost part makes the answer incomplete: {log}");
+    assert_eq!(s["complete"], false);
+    assert_eq!(node(&s, "node-b")["status"], "lost");
+    assert_eq!(node(&s, "node-a")["status"], "completed", "{s:#}");
+    assert_eq!(accepted(node(&s, "node-a"), &a1.name), 3);
+    assert_eq!(s["totals"]["tcp"]["accepted"], 3);
+    // The restarted agent finds its claim and says the part was lost; it runs nothing again.
+    let id = s["request_id"].as_str().unwrap().to_string();
+    b.restart();
+    let key = format!("/recap/parts/{id}/result/node-b");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let result = loop {
+        if let Some(v) = etcd_value(&cluster, None, &key) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no result for node-b: {}", b.log());
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(result["status"], "lost", "{result:#}");
+    let (_, open, _) = b.recap(&["window", "list", "--status", "open", "-o", "json"]);
+    assert_eq!(serde_json::from_str::<Value>(&open).unwrap(), serde_json::json!([]));
+    drop((a, b));
+    assert_no_residue();
+}
+
+#[test]
+fn without_quorum_windows_end_on_time_and_publish_when_etcd_is_back() {
+    if !require_root() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start("quorum", false);
+    let a = fleet_agent(&cluster, "node-a", &[]);
+    wait_registered(&cluster, &["node-a"]);
+    let a1 = AppContainer::run_labelled("fleet-q-a1", &["app=cart", "recap.node=node-a"]);
+    let started = Instant::now();
+    let mut run = FleetRun::start(
+        &cluster,
+        &["--selector", "app=cart", "-d", "5s", "--probes", "tcp", "--result-grace", "2s"],
+        &[],
+    );
+    run.wait_line("node-a: claimed");
+    wait_open(&a, 1);
+    // Two members of three gone: no quorum, nothing can be written.
+    cluster.kill_member(1);
+    cluster.kill_member(2);
+    a1.http_gets(2);
+    let (code, s, log) = run.finish();
+    // The CLI does not wait forever: it says what it could not collect.
+    assert!(started.elapsed() < Duration::from_secs(20), "{log}");
+    assert_eq!(code, 1);
+    assert_eq!(node(&s, "node-a")["status"], "not_collected", "{s:#}");
+    // The window itself ended at its deadline all the same.
+    let (_, list, _) = a.recap(&["window", "list", "-o", "json"]);
+    let windows: Value = serde_json::from_str(&list).unwrap();
+    let w = &windows[0];
+    assert_eq!(w["status"], "completed", "{windows:#}");
+    let ran = w["summary"]["duration_s"].as_f64().unwrap();
+    assert!(ran <= 5.0, "the window ran {ran} s");
+    // etcd back: the agent publishes, exact.
+    cluster.restart_member(1);
+    cluster.restart_member(2);
+    cluster.wait_healthy();
+    let key = format!("/recap/parts/{}/result/node-a", s["request_id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        if let Some(v) = etcd_value(&cluster, None, &key) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never published: {}", a.log());
+        thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["targets"][0]["summary"]["tcp"]["accepted"], 2);
+    drop(a);
+    assert_no_residue();
+}
+
+#[test]
+fn a_node_that_never_answers_is_reported_not_waited_for() {
+    if !require_root() {
+        return;
+    }
+    let cluster = EtcdCluster::start("ghost", false);
+    let a = fleet_agent(&cluster, "node-a", &[]);
+    // A registration with no agent behind it.
+    let (ok, out) = cluster.etcdctl(None, &["lease", "grant", "120"]);
+    assert!(ok, "{out}");
+    let lease = out.split_whitespace().nth(1).unwrap().to_string();
+    let (ok, out) = cluster.etcdctl(None, &["put", "/recap/nodes/ghost", "{}", &format!("--lease={lease}")]);
+    assert!(ok, "{out}");
+    wait_registered(&cluster, &["node-a", "ghost"]);
+    let started = Instant::now();
+    let run = FleetRun::start(
+        &cluster,
+        &["--selector", "app=none", "-d", "2s", "--claim-timeout", "2s"],
+        &[],
+    );
+    let (code, s, log) = run.finish();
+    assert!(started.elapsed() < Duration::from_secs(10), "{log}");
+    assert_eq!(code, 1);
+    assert_eq!(node(&s, "ghost")["status"], "no_answer", "{s:#}");
+    assert_eq!(node(&s, "node-a")["status"], "no_targets");
+    drop(a);
+    assert_no_residue();
+}

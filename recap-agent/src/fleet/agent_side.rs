@@ -66,10 +66,12 @@ impl FleetNode {
             if !request.nodes.contains(&self.node) || !seen.insert(request.id.clone()) {
                 continue;
             }
-            if request.deadline_unix_ms <= now_unix_ms() {
-                continue; // over before this agent saw it (e.g. it restarted since)
-            }
             let me = self.clone();
+            if request.deadline_unix_ms <= now_unix_ms() {
+                // Over before this agent saw it (it was down, or restarted since).
+                self.parts.spawn(async move { me.settle_past(request).await });
+                continue;
+            }
             self.parts.spawn(async move { me.take_part(request).await });
         }
         self.parts.close();
@@ -83,6 +85,30 @@ impl FleetNode {
             targets,
             error,
         }
+    }
+
+    /// A request whose deadline passed before this agent saw it: its part was `lost` if an
+    /// earlier life of this agent claimed it (and published nothing: the first result stands),
+    /// else `expired`.
+    async fn settle_past(&self, request: FleetRequest) {
+        let claim = Claim {
+            node: self.node.clone(),
+            claimed_unix_ms: now_unix_ms(),
+            targets: Vec::new(),
+        };
+        let result = match self.coordinator.claim(&request, &claim).await {
+            Ok(true) => self.result("expired", Vec::new(), Some("seen after its deadline".into())),
+            Ok(false) => self.result(
+                "lost",
+                Vec::new(),
+                Some("the agent stopped while the part was open".into()),
+            ),
+            Err(e) => {
+                log::warn!("fleet: settling request {}: {e:#}", request.id);
+                return;
+            }
+        };
+        let _ = self.coordinator.publish(&request, &result).await;
     }
 
     async fn take_part(&self, request: FleetRequest) {

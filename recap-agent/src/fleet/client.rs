@@ -196,10 +196,11 @@ pub async fn run_fleet_window(
         created_unix_ms: created,
         deadline_unix_ms: created + spec.duration.as_millis() as u64,
         nodes: nodes.clone(),
+        lease: 0,
     };
     let mut progress = coordinator.follow(&request).await?;
     let submitted = tokio::time::Instant::now();
-    coordinator.submit(&request).await?;
+    let request = coordinator.submit(request).await?;
     eprintln!(
         "recap: fleet window {} on {} for {}: {} nodes ({})",
         request.id,

@@ -19,6 +19,14 @@ use tokio::sync::mpsc;
 
 use super::{now_unix_ms, Claim, Coordinator, FleetRequest, PartResult, Progress};
 
+/// How long a request and its parts stay in etcd after the deadline (their lease).
+const KEEP_AFTER_DEADLINE_S: i64 = 3600;
+
+/// Put options binding a part's key to its request's lease (none if the request has none).
+fn bound_to(request: &FleetRequest) -> Option<PutOptions> {
+    (request.lease != 0).then(|| PutOptions::new().with_lease(request.lease))
+}
+
 /// How to reach etcd, from `--etcd*` options.
 #[derive(Clone, Debug, Default)]
 pub struct EtcdConfig {
@@ -124,6 +132,28 @@ impl Etcd {
     }
 }
 
+/// Retries `op` for up to 15 s: a member going away makes a leader election, during which
+/// etcd answers `Unavailable` for a moment.
+async fn briefly_retrying<T, F, Fut>(what: &str, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + delay < give_up => {
+                log::debug!("{what}: {e:#}; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.context(what.to_string())),
+        }
+    }
+}
+
 /// Retries `op` until it succeeds: etcd may be away (no quorum) for a while.
 async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
 where
@@ -156,7 +186,7 @@ impl Coordinator for Etcd {
             .await
             .context("registering the node")?;
         // Keep-alives every third of the TTL; when etcd was away long enough for the lease to
-        // expire, register again under a new one.
+        // expire (it answers TTL 0), register again under a new one.
         tokio::spawn(async move {
             let mut lease = lease;
             let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(300));
@@ -171,7 +201,10 @@ impl Coordinator for Etcd {
                 .await;
                 match alive {
                     Ok(true) => {}
-                    Ok(false) | Err(_) => {
+                    // etcd unreachable for now: the lease may still be alive; try again.
+                    Err(e) => log::debug!("keeping {key} registered: {e:#}"),
+                    // Expired while etcd was away: register under a new lease.
+                    Ok(false) => {
                         let again = async {
                             let id = client.lease_grant(ttl, None).await?.id();
                             client
@@ -196,12 +229,16 @@ impl Coordinator for Etcd {
 
     async fn nodes(&self) -> anyhow::Result<Vec<String>> {
         let prefix = self.key("nodes/");
-        let got = self
-            .client
-            .clone()
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
-            .await
-            .context("listing the registered nodes")?;
+        let got = briefly_retrying("listing the registered nodes", || {
+            let (mut c, p) = (self.client.clone(), prefix.clone());
+            async move {
+                anyhow::Ok(
+                    c.get(p, Some(GetOptions::new().with_prefix().with_keys_only()))
+                        .await?,
+                )
+            }
+        })
+        .await?;
         let mut nodes: Vec<String> = got
             .kvs()
             .iter()
@@ -211,22 +248,45 @@ impl Coordinator for Etcd {
         Ok(nodes)
     }
 
-    async fn submit(&self, request: &FleetRequest) -> anyhow::Result<()> {
-        let key = self.request_key(request);
-        let value = serde_json::to_string(request)?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), value, None)]);
-        let done = self
-            .client
-            .clone()
-            .txn(txn)
-            .await
-            .with_context(|| format!("writing the request {key} (etcd user `{}`)", self.user))?;
-        if !done.succeeded() {
-            anyhow::bail!("a request {key} exists already");
-        }
-        Ok(())
+    async fn submit(&self, mut request: FleetRequest) -> anyhow::Result<FleetRequest> {
+        // The request, its claims and its results go an hour after the deadline.
+        let ttl = request
+            .deadline_unix_ms
+            .saturating_sub(now_unix_ms())
+            .div_ceil(1000) as i64
+            + KEEP_AFTER_DEADLINE_S;
+        request.lease = briefly_retrying("granting the request's lease", || {
+            let mut c = self.client.clone();
+            async move { anyhow::Ok(c.lease_grant(ttl, None).await?.id()) }
+        })
+        .await?;
+        let key = self.request_key(&request);
+        let value = serde_json::to_string(&request)?;
+        let lease = request.lease;
+        let what = format!("writing the request {key} (etcd user `{}`)", self.user);
+        briefly_retrying(&what, || {
+            let (mut c, key, value) = (self.client.clone(), key.clone(), value.clone());
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        value.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )]);
+                if c.txn(txn).await?.succeeded() {
+                    return Ok(());
+                }
+                // Written by an earlier attempt whose answer was lost?
+                let got = c.get(key.clone(), None).await?;
+                match got.kvs().first() {
+                    Some(kv) if kv.value() == value.as_bytes() => Ok(()),
+                    _ => Err(anyhow::anyhow!("a request {key} exists already")),
+                }
+            }
+        })
+        .await?;
+        Ok(request)
     }
 
     async fn requests(&self) -> anyhow::Result<mpsc::Receiver<FleetRequest>> {
@@ -299,19 +359,35 @@ impl Coordinator for Etcd {
     async fn claim(&self, request: &FleetRequest, claim: &Claim) -> anyhow::Result<bool> {
         let key = self.key(&format!("parts/{}/claim/{}", request.id, claim.node));
         let value = serde_json::to_string(claim)?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, None)]);
-        Ok(self.client.clone().txn(txn).await?.succeeded())
+        briefly_retrying("claiming a part", || {
+            let (mut c, key, value) = (self.client.clone(), key.clone(), value.clone());
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), value.clone(), bound_to(request))]);
+                if c.txn(txn).await?.succeeded() {
+                    return Ok(true);
+                }
+                // Ours from an attempt whose answer was lost, or an earlier life's.
+                let got = c.get(key, None).await?;
+                Ok(got.kvs().first().is_some_and(|kv| kv.value() == value.as_bytes()))
+            }
+        })
+        .await
     }
 
     async fn publish(&self, request: &FleetRequest, result: &PartResult) -> anyhow::Result<()> {
         let key = self.key(&format!("parts/{}/result/{}", request.id, result.node));
         let value = serde_json::to_string(result)?;
+        // Create-only: a part has one result, and the first word stands (a restarted agent's
+        // `lost` never replaces what its earlier life published).
         retrying("publishing a part's result", || {
             let (mut c, k, v) = (self.client.clone(), key.clone(), value.clone());
             async move {
-                c.put(k, v, None).await?;
+                let txn = Txn::new()
+                    .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(k, v, bound_to(request))]);
+                c.txn(txn).await?;
                 anyhow::Ok(())
             }
         })
@@ -322,11 +398,12 @@ impl Coordinator for Etcd {
     async fn follow(&self, request: &FleetRequest) -> anyhow::Result<mpsc::Receiver<Progress>> {
         let parts = self.key(&format!("parts/{}/", request.id));
         let nodes = self.key("nodes/");
-        let mut client = self.client.clone();
-        let got = client
-            .get(parts.clone(), Some(GetOptions::new().with_prefix()))
-            .await
-            .context("reading the request's parts")?;
+        let client = self.client.clone();
+        let got = briefly_retrying("reading the request's parts", || {
+            let (mut c, p) = (client.clone(), parts.clone());
+            async move { anyhow::Ok(c.get(p, Some(GetOptions::new().with_prefix())).await?) }
+        })
+        .await?;
         let revision = got.header().map_or(0, |h| h.revision()) + 1;
         let (tx, rx) = mpsc::channel(256);
         for kv in got.kvs() {

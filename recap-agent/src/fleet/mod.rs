@@ -38,6 +38,10 @@ pub struct FleetRequest {
     pub deadline_unix_ms: u64,
     /// The nodes registered when the request was made: the parts the CLI waits for.
     pub nodes: Vec<String>,
+    /// The coordinator's handle on the request's lifetime (etcd: a lease the request, its
+    /// claims and results are bound to, so that they go an hour after the deadline).
+    #[serde(default)]
+    pub lease: i64,
 }
 
 /// A node's claim on its part of a request.
@@ -91,14 +95,14 @@ pub trait Coordinator: Send + Sync {
     async fn register(&self, node: &str) -> anyhow::Result<()>;
     /// The nodes registered now.
     async fn nodes(&self) -> anyhow::Result<Vec<String>>;
-    /// Writes a new request.
-    async fn submit(&self, request: &FleetRequest) -> anyhow::Result<()>;
+    /// Writes a new request; returns it as written (with its lifetime handle).
+    async fn submit(&self, request: FleetRequest) -> anyhow::Result<FleetRequest>;
     /// Requests not yet past their deadline, then every new one, as they come.
     async fn requests(&self) -> anyhow::Result<tokio::sync::mpsc::Receiver<FleetRequest>>;
     /// Claims `node`'s part of a request; false if it was claimed before (by an earlier life of
     /// this agent).
     async fn claim(&self, request: &FleetRequest, claim: &Claim) -> anyhow::Result<bool>;
-    /// Publishes a part's result (the last word on it).
+    /// Publishes a part's result; the first one published stands.
     async fn publish(&self, request: &FleetRequest, result: &PartResult) -> anyhow::Result<()>;
     /// The claims and results of a request so far, then every change, as they come.
     async fn follow(
