@@ -337,3 +337,103 @@ fn a_node_that_never_answers_is_reported_not_waited_for() {
     drop(a);
     assert_no_residue();
 }
+
+/// Sets up etcd's auth: root, an `agent` user that may write under `/recap/`, and `alice`, who
+/// may write requests under her own prefix only and read nodes and parts.
+fn enable_auth(cluster: &EtcdCluster) {
+    let ctl = |args: &[&str]| {
+        let (ok, out) = cluster.etcdctl(None, args);
+        assert!(ok, "etcdctl {args:?}: {out}");
+    };
+    ctl(&["user", "add", "root:rootpw"]);
+    ctl(&["user", "grant-role", "root", "root"]);
+    ctl(&["role", "add", "recap-agent"]);
+    ctl(&["role", "grant-permission", "recap-agent", "--prefix=true", "readwrite", "/recap/"]);
+    ctl(&["user", "add", "agent:agentpw"]);
+    ctl(&["user", "grant-role", "agent", "recap-agent"]);
+    ctl(&["role", "add", "alice"]);
+    ctl(&["role", "grant-permission", "alice", "--prefix=true", "readwrite", "/recap/requests/alice/"]);
+    ctl(&["role", "grant-permission", "alice", "--prefix=true", "read", "/recap/nodes/"]);
+    ctl(&["role", "grant-permission", "alice", "--prefix=true", "read", "/recap/parts/"]);
+    ctl(&["user", "add", "alice:alicepw"]);
+    ctl(&["user", "grant-role", "alice", "alice"]);
+    ctl(&["auth", "enable"]);
+}
+
+#[test]
+fn over_tls_a_user_requests_only_under_its_prefix_and_the_local_policy_still_applies() {
+    if !require_root() {
+        return;
+    }
+    let cluster = EtcdCluster::start("secure", true);
+    enable_auth(&cluster);
+    let password = std::env::temp_dir().join(format!("recap-etcd-agentpw-{}", std::process::id()));
+    std::fs::write(&password, "agentpw\n").unwrap();
+    let pw = password.to_str().unwrap();
+    // Fleet parts run as uid 4242, which the node's policy holds to 5 s windows of tcp.
+    let mut a = fleet_agent(
+        &cluster,
+        "node-a",
+        &["--etcd-user", "agent", "--etcd-password-file", pw, "--fleet-uid", "4242"],
+    );
+    a.stop_with(libc::SIGTERM);
+    std::fs::write(
+        a.dir.join("policy.toml"),
+        "[[rule]]\nname = \"fleet\"\nuids = [4242]\nfamilies = [\"tcp\"]\nmax_duration = \"5s\"\ncontainer_labels = [\"recap.node=node-a\"]\n",
+    )
+    .unwrap();
+    a.restart();
+    wait_registered_as(&cluster, "root:rootpw", "node-a");
+    let a1 = AppContainer::run_labelled("fleet-s-a1", &["app=api", "recap.node=node-a"]);
+    let alice = [("RECAP_ETCD_USER", "alice"), ("RECAP_ETCD_PASSWORD", "alicepw")];
+    // Within the policy: exact.
+    let mut run = FleetRun::start(&cluster, &["--selector", "app=api", "-d", "4s", "--probes", "tcp"], &alice);
+    run.wait_line("node-a: claimed");
+    wait_open(&a, 1);
+    a1.http_gets(2);
+    let (code, s, log) = run.finish();
+    assert_eq!(code, 0, "{log}\n{s:#}");
+    assert_eq!(s["user"], "alice");
+    assert_eq!(accepted(node(&s, "node-a"), &a1.name), 2);
+    // Over the node's max_duration: refused there, and the refusal names the rule.
+    let run = FleetRun::start(&cluster, &["--selector", "app=api", "-d", "8s", "--probes", "tcp"], &alice);
+    let (_, s, _) = run.finish();
+    let target = &node(&s, "node-a")["targets"][0];
+    assert_eq!(target["status"], "failed", "{s:#}");
+    assert!(
+        target["error"].as_str().unwrap().contains("max_duration"),
+        "{target:#}"
+    );
+    // alice cannot write under another user's prefix, nor touch the parts.
+    let (ok, out) = cluster.etcdctl(Some("alice:alicepw"), &["put", "/recap/requests/bob/x", "{}"]);
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    let (ok, out) = cluster.etcdctl(Some("alice:alicepw"), &["put", "/recap/parts/x/result/node-a", "{}"]);
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    // Without a user, nothing.
+    let run = FleetRun::start(&cluster, &["--selector", "app=api", "-d", "2s"], &[]);
+    let mut child = run.child;
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    // Without the CA, TLS refuses to go on.
+    let out = Command::new(recap_bin())
+        .args(["fleet", "nodes", "--etcd", &cluster.endpoints()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--etcd-ca"));
+    let _ = std::fs::remove_file(&password);
+    drop(a);
+    assert_no_residue();
+}
+
+fn wait_registered_as(cluster: &EtcdCluster, user: &str, node: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out) = cluster.etcdctl(Some(user), &["get", "--prefix", "--keys-only", "/recap/nodes/"]);
+        if out.lines().any(|l| l == format!("/recap/nodes/{node}")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{node} not registered: {out}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
