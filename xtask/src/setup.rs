@@ -74,9 +74,33 @@ const PACKAGES: &[(&str, &str)] = &[
 pub fn run() -> anyhow::Result<()> {
     require_root("setup")?;
     apt_packages()?;
+    python_packages()?;
     ebpf_toolchain()?;
     bpf_linker()?;
     eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+/// PyPI packages, and why (pinned: the test's verdicts must not move under it).
+const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[(
+    "kubernetes-validate==1.37.0",
+    "kubernetes_validate",
+    "the deploy test checks the Kubernetes manifests offline against the API schema",
+)];
+
+fn python_packages() -> anyhow::Result<()> {
+    for (package, module, _why) in PYTHON_PACKAGES {
+        let version = package.split("==").nth(1).unwrap_or_default();
+        let have = output(Command::new("python3").args(["-m", module, "--version"]))
+            .is_some_and(|v| v.contains(version));
+        if !have {
+            eprintln!("xtask: installing {package} (PyPI)");
+            status(
+                Command::new("python3")
+                    .args(["-m", "pip", "install", "-q", "--root-user-action=ignore", package]),
+            )?;
+        }
+    }
     Ok(())
 }
 
