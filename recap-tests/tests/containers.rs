@@ -417,3 +417,55 @@ fn container_metadata_is_exported() {
     assert_eq!(s["tcp"]["accepted"], 3);
     assert_clean();
 }
+
+/// `--selector`: one window per matching container, each exact, reported together; in this
+/// process and through the agent alike.
+#[test]
+fn a_selector_opens_one_exact_window_per_matching_container() {
+    if !require_root() {
+        return;
+    }
+    let app = format!("app=sel-{}", std::process::id());
+    let one = AppContainer::run_labelled("sel-one", &[&app]);
+    let two = AppContainer::run_labelled("sel-two", &[&app]);
+    let other = AppContainer::run_labelled("sel-other", &["app=other"]);
+    let agent = recap_tests::agent::AgentProcess::start("selector", None, &[]);
+    let socket = agent.socket.to_str().unwrap().to_owned();
+    for through_agent in [false, true] {
+        let mut args = vec!["window", "--selector", &app, "-d", "4s", "--probes", "tcp", "-o", "json"];
+        if through_agent {
+            args.extend(["--socket", &socket]);
+        } else {
+            args.push("--local");
+        }
+        let mut run = RecapRun::start(&args);
+        run.wait_armed();
+        run.wait_armed();
+        one.http_gets(3);
+        two.http_gets(5);
+        other.http_gets(4);
+        let (code, out, err) = run.finish();
+        assert_eq!(code, 0, "{err}");
+        let s: Value = serde_json::from_str(&out).unwrap();
+        let accepted = |name: &str| {
+            s["windows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["container"] == name)
+                .and_then(|w| w.pointer("/summary/tcp/accepted"))
+                .and_then(Value::as_u64)
+                .unwrap_or_else(|| panic!("no window on {name}: {s:#}"))
+        };
+        assert_eq!(accepted(&one.name), 3, "through the agent: {through_agent}");
+        assert_eq!(accepted(&two.name), 5);
+        assert_eq!(s["windows"].as_array().unwrap().len(), 2, "{s:#}");
+        assert_eq!(s["totals"]["tcp"]["accepted"], 8);
+    }
+    // Nothing matches: a clear message, exit 1, nothing left.
+    let (code, _, err) = recap(&["window", "--local", "--selector", "app=nothing-matches", "-d", "1s"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no running container matches"), "{err}");
+    drop(agent);
+    assert_clean();
+}

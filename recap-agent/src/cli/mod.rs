@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod capsule_image;
 pub mod fleet;
+mod selected;
 mod signals;
 pub mod units;
 pub mod window;

@@ -47,7 +47,7 @@ pub struct WindowCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["cgroup", "pid", "container"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["cgroup", "pid", "container", "selector"])))]
 pub struct WindowArgs {
     /// A cgroup v2 directory (e.g. /sys/fs/cgroup/unified/docker/<id>).
     #[arg(long, value_name = "DIR")]
@@ -58,6 +58,10 @@ pub struct WindowArgs {
     /// A Docker container: name, id, or an unambiguous id prefix.
     #[arg(long, value_name = "NAME|ID")]
     pub container: Option<String>,
+    /// Every running Docker container whose labels hold each KEY=VALUE: one window per
+    /// container, each exact and isolated, reported together with the totals.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub selector: Option<crate::fleet::Selector>,
     /// A tool sidecar joining the container's PID and network namespaces for the window:
     /// `tcpdump[=FILTER]` or `strace[=ARGS]` (words split on spaces, never through a shell).
     /// Repeat for both. Needs --container.
@@ -135,6 +139,9 @@ impl WindowArgs {
             );
         }
         let families = parse_families(&self.probes)?;
+        if self.selector.is_some() {
+            usage!("--selector opens one window per container: `recap window --selector ...` does that (an agent's `window start` takes one target)");
+        }
         let target = match (self.cgroup, self.pid, self.container) {
             (Some(path), None, None) => TargetSpec::Cgroup { path },
             (None, Some(pid), None) => TargetSpec::Pid { pid },
@@ -241,9 +248,14 @@ pub fn parse_families(list: &[String]) -> anyhow::Result<Vec<Family>> {
     Ok(out)
 }
 
-pub async fn run(command: WindowCommand) -> anyhow::Result<()> {
+pub async fn run(mut command: WindowCommand) -> anyhow::Result<()> {
     if let Some(action) = command.action {
         return super::windows::run(action, &command.socket).await;
+    }
+    if let Some(selector) = command.args.selector.take() {
+        let argv = super::windows::request_args("window");
+        return super::selected::run(command.args, selector, command.local, &command.socket, argv)
+            .await;
     }
     // Through the agent when one answers (programs already loaded, the window kept in its
     // history); in this process otherwise. `--prometheus` serves from this process, so it runs

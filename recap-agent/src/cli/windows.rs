@@ -116,7 +116,7 @@ impl From<&WindowRecord> for RecordOut {
 }
 
 /// The agent's refusal or error, as the user should read it.
-fn agent_error(what: &str, status: tonic::Status) -> anyhow::Error {
+pub(crate) fn agent_error(what: &str, status: tonic::Status) -> anyhow::Error {
     let message = status.message();
     let message = if message.is_empty() {
         status.code().description()
@@ -334,7 +334,7 @@ fn print_record(record: &WindowRecord, output: Output, top: usize) -> anyhow::Re
     Ok(())
 }
 
-fn start_request(args: &[String]) -> StartWindowRequest {
+pub(crate) fn start_request(args: &[String]) -> StartWindowRequest {
     StartWindowRequest {
         args: args.to_vec(),
         env: std::env::vars()
@@ -345,7 +345,7 @@ fn start_request(args: &[String]) -> StartWindowRequest {
 
 /// This process's window arguments, as typed, after `after` (`window` or `start`), less the
 /// options that only concern this CLI (`--socket`, `--local`).
-fn request_args(after: &str) -> Vec<String> {
+pub(crate) fn request_args(after: &str) -> Vec<String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let start = argv
         .iter()

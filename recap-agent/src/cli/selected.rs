@@ -1,0 +1,270 @@
+//! `recap window --selector KEY=VALUE,...`: one window per running container whose labels
+//! match, each exact and isolated (a slot of its own), reported together: every window's
+//! summary and the totals. Through the agent when one answers (each window checked by its
+//! policy), in this process otherwise (one program set for all of them).
+
+use std::{path::Path, time::Instant};
+
+use anyhow::Context;
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    signals::StopSignals,
+    window::{Output, WindowArgs},
+    windows::{agent_error, start_request},
+};
+use crate::{
+    agent::{
+        api::WindowRef,
+        client::{self, ConnectError},
+    },
+    families::Family,
+    fleet::{
+        merge,
+        selector::{matching_containers, Matched},
+        Selector,
+    },
+    report::{render_table, WindowSummary},
+    targets::TargetSpec,
+    window::{new_window_id, SharedEngine, Window},
+};
+
+/// What one selected container's window came to.
+struct Outcome {
+    container: Matched,
+    result: Result<WindowSummary, String>,
+}
+
+pub async fn run(
+    mut args: WindowArgs,
+    selector: Selector,
+    local: bool,
+    socket: &Path,
+    argv: Vec<String>,
+) -> anyhow::Result<()> {
+    // The options checked once, with a stand-in target.
+    args.container = Some("selected".into());
+    let (spec, output, top) = args.into_spec()?;
+    let docker = crate::docker::connect().await?;
+    let matched = matching_containers(&docker, &selector).await?;
+    if matched.is_empty() {
+        anyhow::bail!(
+            "no running container matches --selector {selector} (`docker ps --filter label=KEY=VALUE` lists them)"
+        );
+    }
+    eprintln!(
+        "recap: --selector {selector}: {} container(s): {}",
+        matched.len(),
+        matched.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let through_agent = if local || spec.export.prometheus.is_some() {
+        None
+    } else {
+        match client::connect(socket).await {
+            Ok(c) => Some(c),
+            Err(ConnectError::NoAgent(_)) => None,
+            Err(e) => {
+                log::warn!("{e}; running the windows in this process");
+                None
+            }
+        }
+    };
+    let outcomes = match through_agent {
+        Some(c) => through_the_agent(c, &matched, &argv).await?,
+        None => in_process(&spec, &matched).await?,
+    };
+    print(&selector, &outcomes, output, top)
+}
+
+/// `argv` (this command's window options) with the selector replaced by one container.
+fn for_container(argv: &[String], id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in argv {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if a == "--selector" {
+            skip = true;
+            continue;
+        }
+        if a.starts_with("--selector=") {
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out.extend(["--container".to_string(), id.to_string()]);
+    out
+}
+
+async fn through_the_agent(
+    client: client::Client,
+    matched: &[Matched],
+    argv: &[String],
+) -> anyhow::Result<Vec<Outcome>> {
+    let mut started = Vec::new();
+    for m in matched {
+        let mut c = client.clone();
+        let answer = c.start_window(start_request(&for_container(argv, &m.id))).await;
+        match answer {
+            Ok(r) => {
+                let r = r.into_inner();
+                for line in &r.armed {
+                    eprintln!("{line}");
+                }
+                started.push((m.clone(), Ok(r.window_id)));
+            }
+            Err(s) => started.push((m.clone(), Err(format!("{:#}", agent_error("the agent did not open the window", s))))),
+        }
+    }
+    let mut signals = StopSignals::install(false)?;
+    let waits = join_all(started.iter().map(|(_, id)| {
+        let mut c = client.clone();
+        let id = id.clone();
+        async move {
+            let id = id?;
+            c.wait_window(WindowRef { window_id: id })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| format!("{:#}", agent_error("waiting for the window", s)))
+        }
+    }));
+    tokio::pin!(waits);
+    let mut cancelled = false;
+    let records = loop {
+        tokio::select! {
+            records = &mut waits => break records,
+            _ = signals.next(), if !cancelled => {
+                cancelled = true;
+                for (_, id) in &started {
+                    if let Ok(id) = id {
+                        let _ = client.clone().cancel_window(WindowRef { window_id: id.clone() }).await;
+                    }
+                }
+            }
+        }
+    };
+    Ok(started
+        .into_iter()
+        .zip(records)
+        .map(|((container, _), record)| Outcome {
+            container,
+            result: record.and_then(|r| {
+                if r.summary_json.is_empty() {
+                    Err(format!("window {} {}: {}", r.window_id, r.status, r.error))
+                } else {
+                    WindowSummary::from_json(&r.summary_json).map_err(|e| format!("{e:#}"))
+                }
+            }),
+        })
+        .collect())
+}
+
+async fn in_process(
+    spec: &crate::window::WindowSpec,
+    matched: &[Matched],
+) -> anyhow::Result<Vec<Outcome>> {
+    let mut signals = StopSignals::install(true)?;
+    let engine = SharedEngine::on_demand();
+    let mut armed = Vec::new();
+    let mut outcomes = Vec::new();
+    for m in matched {
+        let mut s = spec.clone();
+        s.target = TargetSpec::Container {
+            name_or_id: m.id.clone(),
+        };
+        let id = new_window_id();
+        let started = Instant::now();
+        match Window::arm(&s, id.clone(), engine.clone(), Vec::new(), started, &|_| Ok(())).await {
+            Ok(w) => {
+                eprintln!(
+                    "recap: window {id} armed on container {} in {} ms",
+                    m.name,
+                    started.elapsed().as_millis()
+                );
+                armed.push((m.clone(), w));
+            }
+            Err(e) => outcomes.push(Outcome {
+                container: m.clone(),
+                result: Err(format!("{e:#}")),
+            }),
+        }
+    }
+    let stop = CancellationToken::new();
+    let statuses = {
+        let runs = join_all(armed.iter_mut().map(|(_, w)| w.run_until(stop.cancelled())));
+        tokio::pin!(runs);
+        loop {
+            tokio::select! {
+                statuses = &mut runs => break statuses,
+                _ = signals.next() => stop.cancel(),
+            }
+        }
+    };
+    for ((container, window), status) in armed.into_iter().zip(statuses) {
+        let summary = window
+            .close(status, std::future::pending())
+            .await
+            .map_err(|e| format!("{e:#}"));
+        outcomes.push(Outcome {
+            container,
+            result: summary,
+        });
+    }
+    Ok(outcomes)
+}
+
+fn print(selector: &Selector, outcomes: &[Outcome], output: Output, top: usize) -> anyhow::Result<()> {
+    let summaries: Vec<Value> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok())
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .collect();
+    let families: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+    let totals = merge::totals(summaries.iter(), &families);
+    let text = match output {
+        Output::Json => {
+            let windows: Vec<Value> = outcomes
+                .iter()
+                .map(|o| match &o.result {
+                    Ok(s) => json!({"container": o.container.name, "summary": s}),
+                    Err(e) => json!({"container": o.container.name, "error": e}),
+                })
+                .collect();
+            serde_json::to_string_pretty(&json!({
+                "schema": "recap.selected/v1",
+                "selector": selector.to_string(),
+                "windows": windows,
+                "totals": totals,
+            }))? + "\n"
+        }
+        Output::Table => {
+            let mut o = String::new();
+            for outcome in outcomes {
+                match &outcome.result {
+                    Ok(s) => o.push_str(&render_table(s, top)),
+                    Err(e) => o.push_str(&format!("{}: {e}\n", outcome.container.name)),
+                }
+                o.push('\n');
+            }
+            o.push_str(&format!(
+                "totals over {} window(s) on --selector {selector}\n{}",
+                summaries.len(),
+                serde_json::to_string_pretty(&totals)?
+            ));
+            o.push('\n');
+            o
+        }
+    };
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing the summary")?;
+    if outcomes.iter().any(|o| o.result.is_err()) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
