@@ -76,6 +76,17 @@ pub fn soak(args: SoakArgs) -> anyhow::Result<()> {
     )
 }
 
+/// `cargo xtask bench --only fleet`: the fleet benchmark, an ignored test of its own (it needs
+/// the test harness's etcd cluster, agents and containers), with the release `recap`.
+pub fn fleet_bench(bin: &std::path::Path) -> anyhow::Result<()> {
+    long_test(
+        "the fleet benchmark",
+        "fleet_bench",
+        &["--ignored"],
+        &[("RECAP_BIN", bin.join("recap").display().to_string())],
+    )
+}
+
 /// One integration test file run on its own, with its output shown and sized by variables.
 fn long_test(what: &str, test: &str, extra: &[&str], env: &[(&str, String)]) -> anyhow::Result<()> {
     setup::run()?;
