@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod agent;
+pub mod cri;
 pub mod docker;
 pub mod etcd;
 pub mod otlp;
@@ -509,6 +510,8 @@ const APP_DNS: &str = "127.0.0.77";
 impl AppTraffic {
     /// Programs it starts in the target: the server, the client, the lookups.
     pub const EXECS: u64 = 3;
+    /// Requests in `recap-http client`'s mix (each served and made in the target).
+    pub const REQUESTS: u64 = 28;
 
     pub fn run(cg: &TestCgroup) -> Self {
         let dnsmasq = Command::new("dnsmasq")

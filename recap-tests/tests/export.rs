@@ -267,8 +267,11 @@ fn assert_app_metrics(prom: &Prometheus, id: &str, at: f64, s: &Value) {
     };
     let served = sum("http_server_request_duration_seconds_count", "");
     assert_eq!(served, u(s, "/http/server/completed"));
-    assert_eq!(served, 27, "the client's mix, served");
-    assert_eq!(sum("http_client_request_duration_seconds_count", ""), 27);
+    assert_eq!(served, AppTraffic::REQUESTS, "the client's mix, served");
+    assert_eq!(
+        sum("http_client_request_duration_seconds_count", ""),
+        AppTraffic::REQUESTS
+    );
     assert_eq!(
         sum(
             "http_server_request_duration_seconds_count",

@@ -428,6 +428,9 @@ fn describe_spec(target: &TargetSpec) -> String {
         TargetSpec::Cgroup { path } => format!("cgroup {}", path.display()),
         TargetSpec::Pid { pid } => format!("pid {pid}"),
         TargetSpec::Container { name_or_id } => format!("container {name_or_id}"),
+        TargetSpec::Pod {
+            namespace, name, ..
+        } => format!("pod {namespace}/{name}"),
     }
 }
 

@@ -44,6 +44,9 @@ pub async fn run(
     socket: &Path,
     argv: Vec<String>,
 ) -> anyhow::Result<()> {
+    if args.cgroup.is_some() || args.pid.is_some() || args.container.is_some() || args.pod.is_some() {
+        super::usage!("--selector picks the containers itself: give it without --cgroup, --pid, --container or --pod");
+    }
     // The options checked once, with a stand-in target.
     args.container = Some("selected".into());
     let (spec, output, top) = args.into_spec()?;

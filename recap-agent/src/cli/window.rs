@@ -47,7 +47,7 @@ pub struct WindowCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["cgroup", "pid", "container", "selector"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["cgroup", "pid", "container", "selector", "pod"])))]
 pub struct WindowArgs {
     /// A cgroup v2 directory (e.g. /sys/fs/cgroup/unified/docker/<id>).
     #[arg(long, value_name = "DIR")]
@@ -58,6 +58,13 @@ pub struct WindowArgs {
     /// A Docker container: name, id, or an unambiguous id prefix.
     #[arg(long, value_name = "NAME|ID")]
     pub container: Option<String>,
+    /// A Kubernetes pod, NAMESPACE/NAME, found through the node runtime's CRI API: the window
+    /// covers the pod cgroup and every container in it (with --container NAME: that container).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub pod: Option<String>,
+    /// The container runtime's CRI socket (for --pod).
+    #[arg(long, value_name = "PATH", default_value = crate::targets::pod::DEFAULT_CRI_ENDPOINT, env = "RECAP_CRI_ENDPOINT")]
+    pub cri_endpoint: PathBuf,
     /// Every running Docker container whose labels hold each KEY=VALUE: one window per
     /// container, each exact and isolated, reported together with the totals.
     #[arg(long, value_name = "KEY=VALUE,...")]
@@ -142,19 +149,36 @@ impl WindowArgs {
         if self.selector.is_some() {
             usage!("--selector opens one window per container: `recap window --selector ...` does that (an agent's `window start` takes one target)");
         }
-        let target = match (self.cgroup, self.pid, self.container) {
-            (Some(path), None, None) => TargetSpec::Cgroup { path },
-            (None, Some(pid), None) => TargetSpec::Pid { pid },
-            (None, None, Some(name_or_id)) => {
+        let target = match (self.cgroup, self.pid, self.container, self.pod) {
+            (Some(path), None, None, None) => TargetSpec::Cgroup { path },
+            (None, Some(pid), None, None) => TargetSpec::Pid { pid },
+            (None, None, Some(name_or_id), None) => {
                 if name_or_id.trim().is_empty() {
                     usage!("--container: give a container name or id (`docker ps` lists them); an empty name matches nothing");
                 }
                 TargetSpec::Container { name_or_id }
             }
-            _ => usage!("give exactly one of --cgroup, --pid or --container"),
+            (None, None, container, Some(pod)) => {
+                let Some((namespace, name)) = pod
+                    .split_once('/')
+                    .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+                else {
+                    usage!("--pod {pod}: give NAMESPACE/NAME (e.g. --pod default/checkout-7d9f)");
+                };
+                if container.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                    usage!("--container: give the name of one of the pod's containers");
+                }
+                TargetSpec::Pod {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    container,
+                    cri_endpoint: self.cri_endpoint,
+                }
+            }
+            _ => usage!("give exactly one of --cgroup, --pid, --container, --pod (with --container for one of its containers) or --selector"),
         };
         if !self.capsule.is_empty() && !matches!(target, TargetSpec::Container { .. }) {
-            usage!("capsules join a container's namespaces: use --container with --capsule");
+            usage!("capsules join a Docker container's namespaces: use --container (without --pod) with --capsule");
         }
         let mut tools: Vec<_> = self.capsule.iter().map(|c| c.tool.name()).collect();
         tools.sort();

@@ -74,9 +74,38 @@ impl Etcd {
         } else if config.endpoints.iter().any(|e| e.starts_with("https://")) {
             anyhow::bail!("https endpoints need --etcd-ca (the CA that signed etcd's certificates)");
         }
-        let client = Client::connect(&config.endpoints, Some(options))
+        // Only members that answer now: a dead member in the client's list gets requests that
+        // fail or time out (the fleet tests kill members on purpose).
+        let probes = config.endpoints.iter().map(|endpoint| {
+            let options = options.clone();
+            async move {
+                let probe = async {
+                    let mut c = Client::connect([endpoint.as_str()], Some(options)).await?;
+                    c.status().await?;
+                    anyhow::Ok(())
+                };
+                match tokio::time::timeout(Duration::from_secs(3), probe).await {
+                    Ok(Ok(())) => Ok(endpoint.clone()),
+                    Ok(Err(e)) => Err(format!("{endpoint}: {e:#}")),
+                    Err(_) => Err(format!("{endpoint}: no answer within 3 s")),
+                }
+            }
+        });
+        let (live, dead): (Vec<_>, Vec<_>) = futures_util::future::join_all(probes)
             .await
-            .with_context(|| format!("connecting to etcd at {}", config.endpoints.join(",")))?;
+            .into_iter()
+            .partition(Result::is_ok);
+        let live: Vec<String> = live.into_iter().filter_map(Result::ok).collect();
+        let dead: Vec<String> = dead.into_iter().filter_map(Result::err).collect();
+        if live.is_empty() {
+            anyhow::bail!("no etcd member answers: {}", dead.join("; "));
+        }
+        if !dead.is_empty() {
+            log::info!("etcd members not answering (left out): {}", dead.join("; "));
+        }
+        let client = Client::connect(&live, Some(options))
+            .await
+            .with_context(|| format!("connecting to etcd at {}", live.join(",")))?;
         let prefix = if config.prefix.ends_with('/') {
             config.prefix.clone()
         } else {

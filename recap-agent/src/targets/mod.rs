@@ -1,9 +1,10 @@
 //! What a window looks at: resolved from the user's `--cgroup` / `--pid` into a cgroup v2
 //! directory and its id (the value `bpf_get_current_cgroup_id()` returns for its tasks).
-//! Containers and pods will resolve into the same `Target`.
+//! Containers (Docker) and pods (CRI) resolve into the same `Target`.
 
 pub mod cgroup;
 pub mod container;
+pub mod pod;
 
 use std::path::PathBuf;
 
@@ -18,6 +19,14 @@ pub enum TargetSpec {
     Cgroup { path: PathBuf },
     Pid { pid: u32 },
     Container { name_or_id: String },
+    /// A Kubernetes pod (and optionally one of its containers), through the runtime's CRI API.
+    Pod {
+        namespace: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
+        cri_endpoint: PathBuf,
+    },
 }
 
 /// A resolved target.
@@ -33,6 +42,8 @@ pub struct Target {
     pub child_cgroups: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<pod::PodMeta>,
 }
 
 #[derive(Debug, Error)]
@@ -63,6 +74,18 @@ pub enum TargetError {
     ContainerNotRunning { name: String, status: String },
     #[error(transparent)]
     Docker(crate::docker::DockerError),
+    #[error("{0}")]
+    Cri(String),
+    #[error("no ready pod `{wanted}` on this node (ready pods: {known}); give NAMESPACE/NAME")]
+    NoSuchPod { wanted: String, known: String },
+    #[error("pod {pod} has no running container `{wanted}` (running: {known})")]
+    NoSuchPodContainer {
+        pod: String,
+        wanted: String,
+        known: String,
+    },
+    #[error("pod {pod} has no cgroup of its own (it was made without a cgroup parent); give --container NAME for one of its containers")]
+    PodWithoutCgroup { pod: String },
     #[error("reading {what}")]
     Io {
         what: String,
@@ -81,11 +104,28 @@ impl Target {
                 cgroup::check_user_process(*pid)?;
                 cgroup::cgroup_of_pid(&root, *pid)?
             }
-            TargetSpec::Container { .. } => {
-                unreachable!("container targets resolve through Docker")
+            TargetSpec::Container { .. } | TargetSpec::Pod { .. } => {
+                unreachable!("container and pod targets resolve through their runtime")
             }
         };
         Self::in_cgroup(spec, cgroup_dir, None)
+    }
+
+    /// Resolves a pod target through the runtime's CRI API.
+    pub async fn resolve_pod(spec: &TargetSpec) -> Result<Target, TargetError> {
+        let TargetSpec::Pod {
+            namespace,
+            name,
+            container,
+            cri_endpoint,
+        } = spec
+        else {
+            return Self::resolve(spec);
+        };
+        let (dir, meta) = pod::resolve(cri_endpoint, namespace, name, container.as_deref()).await?;
+        let mut target = Self::in_cgroup(spec, dir, None)?;
+        target.pod = Some(meta);
+        Ok(target)
     }
 
     pub async fn resolve_with_docker(
@@ -116,6 +156,7 @@ impl Target {
             cgroup_id,
             child_cgroups,
             container,
+            pod: None,
         })
     }
 
@@ -139,6 +180,10 @@ impl Target {
                 .container
                 .as_ref()
                 .is_some_and(|c| cgroup::process_running(c.pid)),
+            TargetSpec::Pod { .. } => self
+                .pod
+                .as_ref()
+                .is_some_and(|p| cgroup::process_running(p.pid)),
         }
     }
 
@@ -154,6 +199,15 @@ impl Target {
                     c.image
                 ),
                 None => format!("container (cgroup {})", self.cgroup_dir.display()),
+            },
+            TargetSpec::Pod {
+                namespace,
+                name,
+                container,
+                ..
+            } => match container {
+                Some(c) => format!("pod {namespace}/{name} container {c}"),
+                None => format!("pod {namespace}/{name} (cgroup {})", self.cgroup_dir.display()),
             },
         }
     }

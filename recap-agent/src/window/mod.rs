@@ -225,9 +225,10 @@ impl Window {
                 log::warn!("looking for orphan capsules: {e:#}");
             }
         }
-        let target = match &docker {
-            Some(docker) => Target::resolve_with_docker(&spec.target, docker).await?,
-            None => Target::resolve(&spec.target)?,
+        let target = match (&docker, &spec.target) {
+            (Some(docker), _) => Target::resolve_with_docker(&spec.target, docker).await?,
+            (None, TargetSpec::Pod { .. }) => Target::resolve_pod(&spec.target).await?,
+            (None, _) => Target::resolve(&spec.target)?,
         };
         admit(&target)?;
 

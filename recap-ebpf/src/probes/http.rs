@@ -28,8 +28,8 @@ use recap_common::{
 use crate::maps::{add, http_state, log2_bucket, task_slot, window_epoch, HTTP_REQS};
 
 const PREFIX: usize = HTTP_PREFIX;
-/// Longest method token plus its space (`CONNECT `, `OPTIONS `); a shorter start made only of
-/// method letters may be a split one.
+/// Longest method token plus its space (`CONNECT `, `OPTIONS `): a start no longer than this
+/// may be a request line cut before its target.
 const METHOD_MAX: usize = 8;
 /// `HTTP/1.x DDD`.
 const STATUS_LEN: usize = 12;
@@ -196,7 +196,7 @@ fn on_data(
         (HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER)
     };
     let may_start_request = conn.role == 0 || (conn.role == request_side && conn.pending == 0);
-    if may_start_request && len < METHOD_MAX && method_letters(p, len) {
+    if may_start_request && len <= METHOD_MAX && method_prefix(p, len) {
         carry(conn, incoming, p, len);
         return true;
     }
@@ -356,20 +356,24 @@ fn method(p: &[u8; PREFIX], len: usize) -> u8 {
 
 const HTTP_1: (u64, u64) = pattern(b"HTTP/1.");
 
-/// A non-empty start made of upper-case letters only: maybe a method token cut short.
+/// A non-empty start that a request line could go on from: a method token, or the token and
+/// its space, cut before the request target (`GE`, `GET `: a client's writes, split).
 #[inline(always)]
-fn method_letters(p: &[u8; PREFIX], len: usize) -> bool {
+fn method_prefix(p: &[u8; PREFIX], len: usize) -> bool {
     if len == 0 {
         return false;
     }
+    let w = word(p);
+    let seen = if len < 8 { (1u64 << (8 * len)) - 1 } else { u64::MAX };
     let mut i = 0;
-    while i < METHOD_MAX {
-        if i < len && !p[i].is_ascii_uppercase() {
-            return false;
+    while i < METHODS.len() {
+        let ((value, mask), _, n) = METHODS[i];
+        if len <= n && w & seen & mask == value & seen {
+            return true;
         }
         i += 1;
     }
-    true
+    false
 }
 
 /// `p` is the start of `HTTP/1.x DDD` cut short (fewer than 12 bytes).

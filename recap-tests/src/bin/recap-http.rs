@@ -278,6 +278,11 @@ fn client(port: u16) {
         ..PLAIN
     };
     tally("GET", ka.request("GET", "/ok", b"", cut_in_method));
+    let cut_before_target = Opts {
+        first_piece: Some(4),
+        ..PLAIN
+    };
+    tally("GET", ka.request("GET", "/ok", b"", cut_before_target));
     tally("GET", ka.request("GET", "/slow", b"", PLAIN));
     tally("GET", ka.request("GET", "/big", b"", PLAIN));
     tally("POST", ka.request("POST", "/data", &vec![b'd'; 200_000], PLAIN));

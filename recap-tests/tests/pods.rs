@@ -1,0 +1,108 @@
+//! Kubernetes pods as targets through CRI: a containerd of the test's own with its CRI plugin,
+//! a pod made through CRI itself (two containers, host network, a pod cgroup of the test's
+//! choosing); a window on the pod counts both containers, one with `--container` only its own.
+
+use std::net::SocketAddr;
+
+use recap_tests::{cri::CriRuntime, *};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn gets(port: u16, n: usize) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..n {
+        let (status, _) = http_get(addr, "/").expect("a GET to the pod");
+        assert_eq!(status, 200);
+    }
+}
+
+/// Waits until the pod's servers answer (their containers started).
+fn wait_serving(port: u16) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while http_get(addr, "/").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the pod does not serve on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_pod_window_covers_its_containers_and_one_container_narrows_it() {
+    if !require_root() {
+        return;
+    }
+    let mut cri = CriRuntime::start("pods");
+    let (web, side) = (free_port(), free_port());
+    let httpd = |port: u16| -> Vec<String> {
+        ["/bin/busybox", "httpd", "-f", "-p", &port.to_string(), "-h", "/www"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let parent = format!("/recap-test-pod-{}", std::process::id());
+    cri.run_pod("shop", "checkout-0", &parent, &[("web", httpd(web)), ("side", httpd(side))]);
+    wait_serving(web);
+    wait_serving(side);
+    let socket = cri.socket_path().to_str().unwrap().to_owned();
+    for (container, expected) in [(None, (3 + 4) as u64), (Some("side"), 4)] {
+        let mut args = vec![
+            "window", "--local", "--pod", "shop/checkout-0", "--cri-endpoint", &socket, "-d", "60s",
+            "--probes", "tcp,http", "-o", "json",
+        ];
+        if let Some(c) = container {
+            args.extend(["--container", c]);
+        }
+        let mut run = RecapRun::start(&args);
+        run.wait_armed();
+        // Right after arming (the request heads come in several writes: http_get's `write!`).
+        gets(web, 3);
+        gets(side, 4);
+        let (s, _) = run.interrupt();
+        assert_eq!(s["tcp"]["accepted"], expected, "{container:?}: {s:#}");
+        assert_eq!(s["http"]["server"]["completed"], expected);
+        assert_eq!(s["target"]["kind"], "pod");
+        assert_eq!(s["target"]["pod"]["namespace"], "shop");
+        assert_eq!(s["target"]["pod"]["containers"].as_array().unwrap().len(), 2);
+        if container.is_none() {
+            let dir = s["target"]["cgroup_dir"].as_str().unwrap();
+            assert!(dir.ends_with(&parent), "the pod cgroup: {dir}");
+        }
+    }
+    // A pod that is not there: the reason and the pods that are, exit 1, nothing attached.
+    let (code, _, err) = recap(&[
+        "window", "--local", "--pod", "shop/nope", "--cri-endpoint", &socket, "-d", "1s",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no ready pod `shop/nope`") && err.contains("shop/checkout-0"), "{err}");
+    let (code, _, err) = recap(&[
+        "window", "--local", "--pod", "shop/checkout-0", "--container", "db", "--cri-endpoint", &socket, "-d", "1s",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no running container `db`"), "{err}");
+    let (code, _, err) = recap(&["window", "--local", "--pod", "checkout-0", "-d", "1s"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("NAMESPACE/NAME"), "{err}");
+    let (code, _, err) = recap(&["window", "--local", "--pod", "a/b", "--cri-endpoint", "/nonexistent.sock", "-d", "1s"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("CRI plugin"), "{err}");
+    cri.remove_pods();
+    drop(cri);
+    // The pod cgroup, in every hierarchy runc made it in (v2 and each v1 controller).
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(format!("{}{parent}", hierarchy.path().display()));
+    }
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| std::path::PathBuf::from(format!("{}{parent}", h.path().display())))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "pod cgroups left: {left:?}");
+    assert_no_residue();
+}
