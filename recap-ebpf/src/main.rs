@@ -9,6 +9,7 @@
 
 mod kernel;
 mod maps;
+mod packet;
 mod probes;
 
 #[cfg(not(test))]

@@ -504,6 +504,29 @@ pub struct AppTraffic {
     pub dns: serde_json::Value,
 }
 
+/// dnsmasq on `listen`:53, in the foreground, with no upstream: `ok.test` has an A record
+/// (10.1.2.3), every other name under `test` is NXDOMAIN; `extra` adds records. `cmd` is what
+/// runs it (`dnsmasq`, or `ip netns exec NS dnsmasq`).
+pub fn dnsmasq(mut cmd: Command, listen: &str, extra: &[&str]) -> Child {
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        &format!("--listen-address={listen}"),
+        "--bind-interfaces",
+        "--port=53",
+        "--pid-file=",
+        "--user=root",
+        "--local=/test/",
+        "--address=/ok.test/10.1.2.3",
+    ])
+    .args(extra)
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("dnsmasq (cargo xtask setup installs dnsmasq-base)")
+}
+
 /// dnsmasq's address in the root namespace (port 53: the `dns` family reads port 53).
 const APP_DNS: &str = "127.0.0.77";
 
@@ -514,23 +537,7 @@ impl AppTraffic {
     pub const REQUESTS: u64 = 28;
 
     pub fn run(cg: &TestCgroup) -> Self {
-        let dnsmasq = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                &format!("--listen-address={APP_DNS}"),
-                "--bind-interfaces",
-                "--port=53",
-                "--pid-file=",
-                "--user=root",
-                "--local=/test/",
-                "--address=/ok.test/10.1.2.3",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (cargo xtask setup installs dnsmasq-base)");
+        let dnsmasq = dnsmasq(Command::new("dnsmasq"), APP_DNS, &[]);
         let mut server = cg
             .command(test_bin("recap-http"))
             .arg("serve")

@@ -5,7 +5,7 @@
 
 use std::{
     net::UdpSocket,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     thread,
     time::Duration,
 };
@@ -18,24 +18,9 @@ struct Dnsmasq(Child);
 
 impl Dnsmasq {
     fn start(ns: &NetNs) -> Self {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "dnsmasq", "--keep-in-foreground"])
-            .args([
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--port=53",
-                "--pid-file=",
-                "--user=root",
-                "--local=/test/",
-                "--address=/ok.test/10.1.2.3",
-                "--txt-record=txt.test,hello",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (cargo xtask setup installs dnsmasq-base)");
+        let mut ip = Command::new("ip");
+        ip.args(["netns", "exec", &ns.0, "dnsmasq"]);
+        let child = dnsmasq(ip, "127.0.0.1", &["--txt-record=txt.test,hello"]);
         Dnsmasq(child)
     }
 }

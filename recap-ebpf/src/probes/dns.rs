@@ -7,14 +7,14 @@ use recap_common::{
     Counter, DnsKey, DnsPending, DNS_QTYPES, DNS_QTYPE_CODES, DNS_RCODES, TCP_HIST_BUCKETS,
 };
 
-use crate::maps::{
-    add, attachment_slot, bump, hist_add, window_epoch, DNS_HIST, DNS_PENDING, DNS_QTYPE,
-    DNS_RCODE,
+use crate::{
+    maps::{
+        add, attachment_slot, bump, hist_add, window_epoch, DNS_HIST, DNS_PENDING, DNS_QTYPE,
+        DNS_RCODE,
+    },
+    packet::{ip_header, IPPROTO_UDP},
 };
 
-const ETH_P_IP: u32 = 0x0800;
-const ETH_P_IPV6: u32 = 0x86DD;
-const IPPROTO_UDP: u8 = 17;
 const DNS_PORT: u16 = 53;
 const UDP_HEADER: usize = 8;
 const DNS_HEADER: usize = 12;
@@ -93,23 +93,8 @@ fn on_answer(ctx: &SkBuffContext, slot: u32, dns: usize, port: u16) {
 /// Offset of the UDP payload and the ports, if the packet (from its IP header) is UDP.
 #[inline(always)]
 fn udp_payload(ctx: &SkBuffContext) -> Option<(usize, u16, u16)> {
-    let l4 = match u16::from_be(ctx.skb.protocol() as u16) as u32 {
-        ETH_P_IP => {
-            let vihl: u8 = ctx.load(0).ok()?;
-            let proto: u8 = ctx.load(9).ok()?;
-            if proto != IPPROTO_UDP {
-                return None;
-            }
-            ((vihl & 0x0f) as usize) * 4
-        }
-        ETH_P_IPV6 => {
-            let next: u8 = ctx.load(6).ok()?;
-            if next != IPPROTO_UDP {
-                return None;
-            }
-            40
-        }
-        _ => return None,
+    let (IPPROTO_UDP, l4) = ip_header(ctx)? else {
+        return None;
     };
     let src = be16(ctx, l4).ok()?;
     let dst = be16(ctx, l4 + 2).ok()?;

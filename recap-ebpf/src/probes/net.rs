@@ -6,12 +6,10 @@
 use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
 use recap_common::Counter;
 
-use crate::maps::{add, attachment_slot};
-
-const ETH_P_IP: u32 = 0x0800;
-const ETH_P_IPV6: u32 = 0x86DD;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+use crate::{
+    maps::{add, attachment_slot},
+    packet::{ip_header, IPPROTO_TCP, IPPROTO_UDP},
+};
 
 /// The counters of one direction, by transport: (bytes, packets, payload).
 struct Direction {
@@ -66,14 +64,7 @@ fn count(ctx: &SkBuffContext, dir: &Direction) {
         return;
     }
     let len = ctx.len() as u64;
-    let (proto, l3_len) = match u16::from_be(ctx.skb.protocol() as u16) as u32 {
-        ETH_P_IP => match (ctx.load::<u8>(0), ctx.load::<u8>(9)) {
-            (Ok(vihl), Ok(p)) => (p, ((vihl & 0x0f) as u64) * 4),
-            _ => (0, 0),
-        },
-        ETH_P_IPV6 => (ctx.load::<u8>(6).unwrap_or(0), 40),
-        _ => (0, 0),
-    };
+    let (proto, l3_len) = ip_header(ctx).map_or((0, 0), |(p, l3)| (p, l3 as u64));
     // No indexing below: a bounds check would pull a panic path into the program.
     let (bytes, packets, payload, l4_len) = match proto {
         IPPROTO_TCP => {

@@ -16,12 +16,12 @@ use aya_ebpf::{
 };
 use recap_common::{Counter, TCP_HIST_BUCKETS};
 
-use crate::maps::{add, attachment_slot, hist_add, CONN_START, TCP_DUR_HIST, TCP_RTT_HIST};
+use crate::{
+    maps::{add, attachment_slot, hist_add, CONN_START, TCP_DUR_HIST, TCP_RTT_HIST},
+    packet::{ip_header, IPPROTO_TCP},
+};
 
 const TCP_CLOSE: u32 = 7;
-const ETH_P_IP: u32 = 0x0800;
-const ETH_P_IPV6: u32 = 0x86DD;
-const IPPROTO_TCP: u8 = 6;
 const TCP_FLAG_RST: u8 = 0x04;
 
 const CALLBACKS: u32 =
@@ -100,16 +100,8 @@ pub fn recap_tcph_out(ctx: SkBuffContext) -> i32 {
 /// Whether the packet (the skb starts at the IP header) is a TCP segment with RST.
 #[inline(always)]
 fn is_rst(ctx: &SkBuffContext) -> bool {
-    let l3_len = match u16::from_be(ctx.skb.protocol() as u16) as u32 {
-        ETH_P_IP => match (ctx.load::<u8>(0), ctx.load::<u8>(9)) {
-            (Ok(vihl), Ok(IPPROTO_TCP)) => ((vihl & 0x0f) as usize) * 4,
-            _ => return false,
-        },
-        ETH_P_IPV6 => match ctx.load::<u8>(6) {
-            Ok(IPPROTO_TCP) => 40,
-            _ => return false,
-        },
-        _ => return false,
+    let Some((IPPROTO_TCP, l3_len)) = ip_header(ctx) else {
+        return false;
     };
     ctx.load::<u8>(l3_len + 13)
         .is_ok_and(|flags| flags & TCP_FLAG_RST != 0)
