@@ -389,9 +389,11 @@ mod tests {
         assert!(err(&["--pid", "1", "--probes", "tcp,grpc"]).contains("unknown probe family `grpc`"));
         assert!(window_args(&["-d", "5s"]).is_err(), "a target is required");
         assert!(
-            window_args(&["--pid", "1", "--cgroup", "/x"]).is_err(),
+            err(&["--pid", "1", "--cgroup", "/x"]).contains("exactly one"),
             "one target only"
         );
+        assert!(err(&["--pod", "checkout", "-d", "5s"]).contains("NAMESPACE/NAME"));
+        assert!(err(&["--container", "web", "--pid", "1"]).contains("exactly one"));
         for negative in [
             &["--pid", "1", "--duration=-5s"][..],
             &["--pid", "1", "-d", "-1s"],
