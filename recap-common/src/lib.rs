@@ -215,9 +215,17 @@ pub const fn syscall_index(slot: u32, nr: u32, errors: u32) -> u32 {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WindowTag {
     pub slot: u32,
-    pub _pad: u32,
+    /// `WINDOW_TARGET_ONLY`: count sockets of the target cgroup itself, not of cgroups below
+    /// it (the attachment runs for the whole subtree).
+    pub flags: u32,
+    /// The target cgroup's id, compared with a socket's when the window is target-only.
+    pub cgroup_id: u64,
 }
-const _: () = assert!(core::mem::size_of::<WindowTag>() == 8);
+const _: () = assert!(core::mem::size_of::<WindowTag>() == 16);
+
+/// A window on its target cgroup alone: in `WindowTag::flags`, and in a `WINDOW_CGROUPS` value
+/// (above the slot's byte), where it keeps threads moved into a cgroup below the target out.
+pub const WINDOW_TARGET_ONLY: u32 = 1 << 8;
 
 /// Per-CPU state of the scheduler probe: which target thread is on this CPU (0: none).
 #[repr(C)]
@@ -250,6 +258,8 @@ pub mod offsets {
     pub const TASK_SIGNAL: &str = "RECAP_OFF_TASK_SIGNAL";
     pub const SIGNAL_THREADS: &str = "RECAP_OFF_SIGNAL_THREADS";
     pub const TASK_THREAD_NODE: &str = "RECAP_OFF_TASK_THREAD_NODE";
+    pub const SOCK_CGRP_DATA: &str = "RECAP_OFF_SOCK_CGRP_DATA";
+    pub const SKCD_CGROUP: &str = "RECAP_OFF_SKCD_CGROUP";
     /// x86-64 `struct pt_regs`: `orig_ax` holds the syscall number (fixed by the ABI).
     pub const PT_REGS_ORIG_AX: u64 = 15 * 8;
     /// Its `si`: a syscall's second argument (the buffer of read/write/send/recv).

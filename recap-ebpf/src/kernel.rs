@@ -27,6 +27,11 @@ static RECAP_OFF_SIGNAL_THREADS: u64 = 0;
 #[unsafe(no_mangle)]
 static RECAP_OFF_TASK_THREAD_NODE: u64 = 0;
 
+#[unsafe(no_mangle)]
+static RECAP_OFF_SOCK_CGRP_DATA: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_SKCD_CGROUP: u64 = 0;
+
 #[inline(always)]
 fn offset(global: &'static u64) -> u64 {
     // Volatile so the compiler cannot fold the pre-load value 0 into the code.
@@ -105,4 +110,24 @@ pub fn thread_of_node(node: u64) -> u64 {
 #[inline(always)]
 pub fn syscall_nr(regs: u64) -> Option<u64> {
     read(regs + recap_common::offsets::PT_REGS_ORIG_AX)
+}
+
+/// The cgroup v2 id of a `sock_ops` program's socket (`sk->sk_cgrp_data.cgroup`), 0 if it has
+/// none or it cannot be read. The socket is taken as a typed `struct tcp_sock *` (the verifier
+/// allows field offsets on those, not on the program's own socket pointer).
+#[inline(always)]
+pub fn sock_cgroup_id(sk: *mut aya_ebpf::bindings::bpf_sock) -> u64 {
+    if sk.is_null() {
+        return 0;
+    }
+    let tcp = unsafe { aya_ebpf::helpers::generated::bpf_skc_to_tcp_sock(sk.cast()) };
+    if tcp.is_null() {
+        return 0;
+    }
+    let field = tcp as u64 + offset(&RECAP_OFF_SOCK_CGRP_DATA) + offset(&RECAP_OFF_SKCD_CGROUP);
+    let cgroup = unsafe { core::ptr::read_volatile(field as *const u64) };
+    if cgroup == 0 {
+        return 0;
+    }
+    cgroup_v2_id(cgroup).unwrap_or(0)
 }

@@ -6,15 +6,15 @@ use core::ffi::c_void;
 #[allow(deprecated)]
 // per-attachment cgroup storage is what we need; CGRP_STORAGE is per cgroup
 use aya_ebpf::{
-    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    bindings::{bpf_sock, BPF_SK_STORAGE_GET_F_CREATE},
     btf_maps::SkStorage,
-    helpers::generated::bpf_sk_storage_get,
+    helpers::generated::{bpf_sk_cgroup_id, bpf_sk_storage_get},
     macros::{btf_map, map},
     maps::{Array, CgroupStorage, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use recap_common::{
     counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat, OnCpu,
-    TaskSlotChunk, WindowTag, TIDS_PER_ENTRY,
+    TaskSlotChunk, WindowTag, TIDS_PER_ENTRY, WINDOW_TARGET_ONLY,
 };
 
 /// Window slot of every thread id, 64 tids per entry (sized from `pid_max`).
@@ -196,12 +196,40 @@ pub fn add(slot: u32, counter: Counter, value: u64) {
     }
 }
 
-/// The window of the cgroup attachment this program runs for, 0 before it is armed.
+/// The window of the cgroup attachment this program runs for: 0 before the attachment is
+/// tagged, and 0 for a socket of a cgroup below the target when the window counts the target
+/// cgroup alone (`socket_cgroup` gives the socket's cgroup id; asked only then).
 #[inline(always)]
-pub fn attachment_slot() -> u32 {
+fn attachment_slot(socket_cgroup: impl FnOnce() -> u64) -> u32 {
     let tag = WINDOW_TAGS.get_ptr_mut();
     if tag.is_null() {
         return 0;
     }
-    unsafe { (*tag).slot }
+    let tag = unsafe { *tag };
+    if tag.flags & WINDOW_TARGET_ONLY != 0 && socket_cgroup() != tag.cgroup_id {
+        return 0;
+    }
+    tag.slot
+}
+
+/// `attachment_slot` for a `cgroup_skb` program: the packet's socket (set by the kernel for
+/// the hook, ingress too).
+#[inline(always)]
+pub fn skb_slot(ctx: &aya_ebpf::programs::SkBuffContext) -> u32 {
+    let sk: *mut bpf_sock = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    attachment_slot(|| {
+        if sk.is_null() {
+            0
+        } else {
+            unsafe { bpf_sk_cgroup_id(sk.cast()) }
+        }
+    })
+}
+
+/// `attachment_slot` for a `sock_ops` program (which may not call `bpf_sk_cgroup_id`: the
+/// socket's cgroup is read from `sk->sk_cgrp_data`).
+#[inline(always)]
+pub fn ops_slot(ctx: &aya_ebpf::programs::SockOpsContext) -> u32 {
+    let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    attachment_slot(|| crate::kernel::sock_cgroup_id(sk))
 }

@@ -303,6 +303,93 @@ fn counts_the_whole_subtree() {
     assert_no_residue();
 }
 
+/// `--target-only`: the target cgroup's own tasks and sockets, and nothing of the cgroups
+/// below it (a child that existed before, a grandchild a process moves into during the window),
+/// in every family.
+#[test]
+fn target_only_counts_the_target_cgroup_alone() {
+    if !require_root() {
+        return;
+    }
+    let target = TestCgroup::new("alone");
+    let child = target.dir.join("child");
+    std::fs::create_dir(&child).unwrap();
+    let in_child = TestCgroup { dir: child.clone() };
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let plan = |getppid, connects, datagrams| WorkloadPlan {
+        connects,
+        refused: 0,
+        kept_open: 0,
+        execs: 1,
+        spin_ms: 50,
+        getppid,
+        datagrams,
+        ..PLAN
+    };
+    // In the target itself: 2,000 getppid, 2 connects, 3 datagrams; below it: other numbers.
+    let mut own = Workload::start(&target, &plan(2_000, 2, 3), &sink, closed_port(), udp_port);
+    let mut below = Workload::start(&in_child, &plan(3_000, 1, 5), &sink, closed_port(), udp_port);
+    let mut moved_down = Workload::start(&target, &plan(4_000, 1, 7), &sink, closed_port(), udp_port);
+    let dir = target.dir.to_str().unwrap().to_owned();
+    let mut run = RecapRun::start(&[
+        "window", "--cgroup", &dir, "--target-only", "-d", "120s", "--probes", "all", "-o", "json",
+    ]);
+    run.wait_armed();
+    let grandchild = child.join("deeper");
+    std::fs::create_dir(&grandchild).unwrap();
+    let in_grandchild = TestCgroup { dir: grandchild.clone() };
+    in_grandchild.adopt(moved_down.child.id());
+    let cpu_before = cgroup_cpu_alone(&target.dir);
+    for w in [&mut own, &mut below, &mut moved_down] {
+        w.go();
+    }
+    for w in [&mut own, &mut below, &mut moved_down] {
+        w.wait_done();
+    }
+    thread::sleep(Duration::from_millis(100));
+    let cpu_used = cgroup_cpu_alone(&target.dir) - cpu_before;
+    let (s, _) = run.interrupt();
+    assert_eq!(s["target"]["target_only"], true);
+    assert_eq!(syscall(&s, "getppid").0, 2_000, "the target's own tasks only");
+    assert_eq!(u(&s, "/tcp/connect_established"), 2, "the target's own sockets only");
+    // A socket belongs to the cgroup it was made in (the kernel's rule, for every socket
+    // family): the moved process made its UDP socket in the target before it moved, so its 7
+    // datagrams count; its TCP connects, made after the move, do not.
+    assert_eq!(u(&s, "/net/tx/packets/udp"), 3 + 7);
+    assert_eq!(u(&s, "/proc/execs"), 1);
+    let on_cpu = u(&s, "/cpu/on_cpu_ns") as f64 / 1e9;
+    assert!(
+        (on_cpu - cpu_used).abs() <= cpu_used * 0.02 + 0.002,
+        "on-CPU {on_cpu} s vs the target's own cpu.stat share {cpu_used} s"
+    );
+    for w in [own, below, moved_down] {
+        w.stop();
+    }
+    drop(in_grandchild);
+    drop(in_child);
+    assert_no_residue();
+}
+
+/// CPU seconds of a cgroup's own tasks: its cpu.stat less its children's.
+fn cgroup_cpu_alone(dir: &std::path::Path) -> f64 {
+    let usage = |d: &std::path::Path| -> f64 {
+        let stat = std::fs::read_to_string(d.join("cpu.stat")).unwrap();
+        stat.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap()
+            / 1e6
+    };
+    let children: f64 = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| usage(&e.path()))
+        .sum();
+    usage(dir) - children
+}
+
 #[test]
 fn completes_on_time_and_pid_target_exit_ends_the_window() {
     if !require_root() {

@@ -99,6 +99,11 @@ pub struct WindowArgs {
     /// An extra OTLP resource attribute, KEY=VALUE (repeatable; also OTEL_RESOURCE_ATTRIBUTES).
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
     pub otlp_resource: Vec<(String, String)>,
+    /// Count the target cgroup's own tasks and sockets alone, not those of the cgroups below
+    /// it (by default a window covers the whole subtree: a pod's containers, a service's
+    /// sub-cgroups).
+    #[arg(long)]
+    pub target_only: bool,
     /// How long the window stays open (500ms, 30s, 5m, 1h).
     #[arg(long, short = 'd', default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Duration,
@@ -211,6 +216,7 @@ impl WindowArgs {
         Ok((
             WindowSpec {
                 target,
+                target_only: self.target_only,
                 duration: self.duration,
                 families,
                 capsules,

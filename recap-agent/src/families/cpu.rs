@@ -65,6 +65,15 @@ const RUNQ: SlotArray = SlotArray {
 
 static METRICS: [&MetricDef; 3] = [&CPU_TIME, &CPU_SWITCHES, &RUNQ_LATENCY];
 
+/// The cgroup's CPU time: with the cgroups below it, or its own tasks' alone.
+fn usage(dir: &Path, subtree: bool) -> Option<u64> {
+    if subtree {
+        cgroup::cpu_usage_ns(dir)
+    } else {
+        cgroup::cpu_usage_ns_alone(dir)
+    }
+}
+
 impl ProbeFamily for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
@@ -97,12 +106,17 @@ impl ProbeFamily for Cpu {
         &[RUNQ]
     }
 
-    fn cgroup_baseline(&self, cgroup_dir: &Path) -> Option<u64> {
-        cgroup::cpu_usage_ns(cgroup_dir)
+    fn cgroup_baseline(&self, cgroup_dir: &Path, subtree: bool) -> Option<u64> {
+        usage(cgroup_dir, subtree)
     }
 
-    fn cgroup_share(&self, cgroup_dir: &Path, baseline: u64) -> Option<(Counter, u64)> {
-        let now = cgroup::cpu_usage_ns(cgroup_dir)?;
+    fn cgroup_share(
+        &self,
+        cgroup_dir: &Path,
+        baseline: u64,
+        subtree: bool,
+    ) -> Option<(Counter, u64)> {
+        let now = usage(cgroup_dir, subtree)?;
         Some((Counter::CpuOnCpuNs, now.saturating_sub(baseline)))
     }
 

@@ -93,13 +93,19 @@ pub trait ProbeFamily: Sync {
         Ok(())
     }
     /// A figure the kernel already keeps per cgroup, read by user space rather than counted by
-    /// a program: its value when the window opens (`None`: the family has none).
-    fn cgroup_baseline(&self, _cgroup_dir: &Path) -> Option<u64> {
+    /// a program: its value when the window opens (`None`: the family has none); `subtree`:
+    /// with the cgroups below the target, or the target's own alone.
+    fn cgroup_baseline(&self, _cgroup_dir: &Path, _subtree: bool) -> Option<u64> {
         None
     }
     /// This window's share of that figure now (`None` if it cannot be read, e.g. the cgroup is
     /// gone: the last share read stands).
-    fn cgroup_share(&self, _cgroup_dir: &Path, _baseline: u64) -> Option<(Counter, u64)> {
+    fn cgroup_share(
+        &self,
+        _cgroup_dir: &Path,
+        _baseline: u64,
+        _subtree: bool,
+    ) -> Option<(Counter, u64)> {
         None
     }
     fn summarise(&self, counts: &RawCounts) -> Arc<dyn FamilyReport>;

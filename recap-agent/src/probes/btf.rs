@@ -10,7 +10,7 @@ use recap_common::offsets;
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// (global name in the eBPF object, struct, member).
-const NEEDED: [(&str, &str, &str); 11] = [
+const NEEDED: [(&str, &str, &str); 13] = [
     (offsets::TASK_PID, "task_struct", "pid"),
     ("RECAP_OFF_TASK_TGID", "task_struct", "tgid"),
     (offsets::CGROUP_KN, "cgroup", "kn"),
@@ -22,6 +22,8 @@ const NEEDED: [(&str, &str, &str); 11] = [
     (offsets::TASK_SIGNAL, "task_struct", "signal"),
     (offsets::SIGNAL_THREADS, "signal_struct", "thread_head"),
     (offsets::TASK_THREAD_NODE, "task_struct", "thread_node"),
+    (offsets::SOCK_CGRP_DATA, "sock", "sk_cgrp_data"),
+    (offsets::SKCD_CGROUP, "sock_cgroup_data", "cgroup"),
 ];
 
 #[derive(Debug, thiserror::Error)]

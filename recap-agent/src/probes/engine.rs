@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, fs::File};
 
 use aya::maps::{HashMap, MapData};
-use recap_common::{maps, programs};
+use recap_common::{maps, programs, WINDOW_TARGET_ONLY};
 
 use super::{
     map_err, missing_map,
@@ -59,6 +59,8 @@ pub struct WindowProbes {
     pub slot: u32,
     pub cgroup_id: u64,
     cgroup_dir: std::path::PathBuf,
+    /// The target cgroup alone, not the cgroups below it.
+    target_only: bool,
     pub families: BTreeMap<Family, FamilyStatus>,
     cgroup_links: Vec<CgroupLink>,
     hooks: Vec<&'static str>,
@@ -129,6 +131,7 @@ impl ProbeEngine {
             slot,
             cgroup_id: target.cgroup_id,
             cgroup_dir: target.cgroup_dir.clone(),
+            target_only: target.target_only,
             families: BTreeMap::new(),
             cgroup_links: Vec::new(),
             hooks: Vec::new(),
@@ -179,10 +182,13 @@ impl ProbeEngine {
             let cgroup = cgroup.as_ref().expect("opened above");
             let mut status = FamilyStatus::Ok;
             for hook in hooks {
-                match self
-                    .programs
-                    .attach_cgroup(hook, cgroup, target.cgroup_id, w.slot)
-                {
+                match self.programs.attach_cgroup(
+                    hook,
+                    cgroup,
+                    target.cgroup_id,
+                    w.slot,
+                    target.target_only,
+                ) {
                     Ok(link) => w.cgroup_links.push(link),
                     Err(reason) => {
                         status = FamilyStatus::Unavailable { reason };
@@ -194,7 +200,7 @@ impl ProbeEngine {
         }
         // Baselines last: what the kernel charges the cgroup from here on is this window's.
         for family in w.running() {
-            if let Some(baseline) = family.cgroup_baseline(&w.cgroup_dir) {
+            if let Some(baseline) = family.cgroup_baseline(&w.cgroup_dir, !w.target_only) {
                 w.cgroup_figures.push(CgroupFigure {
                     family,
                     baseline,
@@ -213,7 +219,11 @@ impl ProbeEngine {
     ) -> Result<(), EngineError> {
         // A thread counts for one window at a time (`TASK_SLOTS` holds one slot per thread):
         // a second window on the same cgroup would silently take the first one's threads.
-        let taken_by = self.window_cgroups()?.get(&target.cgroup_id, 0).ok();
+        let taken_by = self
+            .window_cgroups()?
+            .get(&target.cgroup_id, 0)
+            .ok()
+            .map(|window| window & 0xff);
         let tracking = match (&self.programs.task_families_blocked, taken_by) {
             (Some(reason), _) => Err(reason.clone()),
             (None, Some(slot)) => {
@@ -246,8 +256,9 @@ impl ProbeEngine {
         w.hooks.extend(taken);
         w.tracks_tasks = true;
         let mut cgroups = self.window_cgroups()?;
+        let window = w.slot | if w.target_only { WINDOW_TARGET_ONLY } else { 0 };
         cgroups
-            .insert(target.cgroup_id, w.slot, 0)
+            .insert(target.cgroup_id, window, 0)
             .map_err(map_err("registering the target cgroup"))?;
         self.sync_tasks(w)?;
         for family in families {
@@ -271,7 +282,7 @@ impl ProbeEngine {
         if !w.tracks_tasks {
             return Ok((0, 0));
         }
-        Ok(self.task_slots.sync(&w.cgroup_dir, w.slot))
+        Ok(self.task_slots.sync(&w.cgroup_dir, w.slot, !w.target_only))
     }
 
     /// Forwards what the programs logged since the last call (called once a second).
@@ -301,7 +312,11 @@ impl ProbeEngine {
     pub fn read(&self, w: &WindowProbes) -> Result<RawCounts, EngineError> {
         let mut counts = reader::read(&self.programs.ebpf, w.slot, &w.running())?;
         for figure in &w.cgroup_figures {
-            if let Some(share) = figure.family.cgroup_share(&w.cgroup_dir, figure.baseline) {
+            if let Some(share) =
+                figure
+                    .family
+                    .cgroup_share(&w.cgroup_dir, figure.baseline, !w.target_only)
+            {
                 figure.last.set(Some(share));
             }
             if let Some((counter, value)) = figure.last.get() {

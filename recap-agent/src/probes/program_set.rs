@@ -18,7 +18,9 @@ use aya::{
     },
     Btf, Ebpf, EbpfLoader,
 };
-use recap_common::{maps, programs, Counter, WindowTag, MAX_WINDOWS, TIDS_PER_ENTRY};
+use recap_common::{
+    maps, programs, Counter, WindowTag, MAX_WINDOWS, TIDS_PER_ENTRY, WINDOW_TARGET_ONLY,
+};
 
 use super::{btf, missing_map, EngineError};
 use crate::families::{CgroupHook, Family, TaskHook};
@@ -251,6 +253,7 @@ impl ProgramSet {
         cgroup: &File,
         cgroup_id: u64,
         slot: u32,
+        target_only: bool,
     ) -> Result<CgroupLink, String> {
         let (link, attach_type) = match *hook {
             CgroupHook::SockOps { program } => {
@@ -277,11 +280,16 @@ impl ProgramSet {
                 (link, attach_type)
             }
         };
-        self.tag(cgroup_id, attach_type, slot)?;
+        let tag = WindowTag {
+            slot,
+            flags: if target_only { WINDOW_TARGET_ONLY } else { 0 },
+            cgroup_id,
+        };
+        self.tag(cgroup_id, attach_type, tag)?;
         Ok(link)
     }
 
-    fn tag(&mut self, cgroup_id: u64, attach_type: u32, slot: u32) -> Result<(), String> {
+    fn tag(&mut self, cgroup_id: u64, attach_type: u32, tag: WindowTag) -> Result<(), String> {
         let map = self
             .ebpf
             .map_mut(maps::WINDOW_TAGS)
@@ -291,7 +299,7 @@ impl ProgramSet {
             CgroupStorage::try_from(map).map_err(|e| e.to_string())?;
         tags.insert(
             CgroupStorageKey::new(cgroup_id, attach_type),
-            WindowTag { slot, _pad: 0 },
+            tag,
             0,
         )
         .map_err(|e| format!("tagging the cgroup attachment: {}", error_chain(&e)))

@@ -107,8 +107,13 @@ impl TaskSlots {
 
     /// Brings the window's threads in line with the threads of `dir` and its descendants.
     /// Returns how many threads were added and removed.
-    pub fn sync(&self, dir: &Path, slot: u32) -> (usize, usize) {
-        let Ok(wanted) = cgroup::subtree_threads(dir) else {
+    pub fn sync(&self, dir: &Path, slot: u32, subtree: bool) -> (usize, usize) {
+        let listed = if subtree {
+            cgroup::subtree_threads(dir)
+        } else {
+            cgroup::threads(dir)
+        };
+        let Ok(wanted) = listed else {
             return (0, 0); // cgroup gone: the window ends on its own
         };
         // recap's own threads are never a target: counting them would measure the measurer.
@@ -128,7 +133,7 @@ impl TaskSlots {
         for &tid in marked.difference(&wanted) {
             // Not listed a moment ago; it may be a thread forked since. Drop it only if it is
             // really gone or elsewhere.
-            if !thread_in_subtree(tid, dir) {
+            if !thread_in(tid, dir, subtree) {
                 self.set(tid, 0);
                 removed += 1;
             }
@@ -163,16 +168,21 @@ fn own_threads() -> BTreeSet<u32> {
         .unwrap_or_default()
 }
 
-fn thread_in_subtree(tid: u32, dir: &Path) -> bool {
+fn thread_in(tid: u32, dir: &Path, subtree: bool) -> bool {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/cgroup")) else {
         return false;
     };
     let Some(rel) = cgroup::parse_v2_cgroup_line(&text) else {
         return false;
     };
-    // In `dir` or below it: its v2 path (relative to the mount) starts with `dir`'s.
+    // In `dir` (or below it, for a subtree window): its v2 path, relative to the mount.
     let Ok(root) = cgroup::cgroup2_mount() else {
         return false;
     };
-    root.join(rel.trim_start_matches('/')).starts_with(dir)
+    let own = root.join(rel.trim_start_matches('/'));
+    if subtree {
+        own.starts_with(dir)
+    } else {
+        own == dir
+    }
 }

@@ -193,6 +193,13 @@ pub fn cpu_usage_ns(dir: &Path) -> Option<u64> {
     Some(usec * 1000)
 }
 
+/// CPU time of the cgroup's own tasks, without the cgroups below it (whose `cpu.stat` the
+/// cgroup's own includes).
+pub fn cpu_usage_ns_alone(dir: &Path) -> Option<u64> {
+    let below: u64 = subdirs(dir).iter().filter_map(|d| cpu_usage_ns(d)).sum();
+    Some(cpu_usage_ns(dir)?.saturating_sub(below))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

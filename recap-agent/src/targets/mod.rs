@@ -44,6 +44,9 @@ pub struct Target {
     pub container: Option<ContainerMeta>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<pod::PodMeta>,
+    /// The target cgroup alone, not the cgroups below it (`--target-only`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub target_only: bool,
 }
 
 #[derive(Debug, Error)]
@@ -157,6 +160,7 @@ impl Target {
             child_cgroups,
             container,
             pod: None,
+            target_only: false,
         })
     }
 

@@ -39,6 +39,8 @@ use crate::{
 #[derive(Clone, Debug, PartialEq)]
 pub struct WindowSpec {
     pub target: TargetSpec,
+    /// The target cgroup alone, not the cgroups below it.
+    pub target_only: bool,
     pub duration: Duration,
     pub families: Vec<Family>,
     pub capsules: CapsuleOptions,
@@ -225,11 +227,12 @@ impl Window {
                 log::warn!("looking for orphan capsules: {e:#}");
             }
         }
-        let target = match (&docker, &spec.target) {
+        let mut target = match (&docker, &spec.target) {
             (Some(docker), _) => Target::resolve_with_docker(&spec.target, docker).await?,
             (None, TargetSpec::Pod { .. }) => Target::resolve_pod(&spec.target).await?,
             (None, _) => Target::resolve(&spec.target)?,
         };
+        target.target_only = spec.target_only;
         admit(&target)?;
 
         // Capsules start in the background while this thread loads and attaches the probes.

@@ -9,7 +9,7 @@ use recap_common::{
 
 use crate::{
     maps::{
-        add, attachment_slot, bump, hist_add, window_epoch, DNS_HIST, DNS_PENDING, DNS_QTYPE,
+        add, bump, skb_slot, hist_add, window_epoch, DNS_HIST, DNS_PENDING, DNS_QTYPE,
         DNS_RCODE,
     },
     packet::{ip_header, IPPROTO_UDP},
@@ -24,7 +24,7 @@ const FLAG_QR: u16 = 0x8000;
 
 #[cgroup_skb(egress)]
 pub fn recap_dns_out(ctx: SkBuffContext) -> i32 {
-    let slot = attachment_slot();
+    let slot = skb_slot(&ctx);
     if slot != 0 {
         if let Some((dns, src_port, dst_port)) = udp_payload(&ctx) {
             if dst_port == DNS_PORT {
@@ -37,7 +37,7 @@ pub fn recap_dns_out(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_skb(ingress)]
 pub fn recap_dns_in(ctx: SkBuffContext) -> i32 {
-    let slot = attachment_slot();
+    let slot = skb_slot(&ctx);
     if slot != 0 {
         if let Some((dns, src_port, dst_port)) = udp_payload(&ctx) {
             if src_port == DNS_PORT {

@@ -7,7 +7,7 @@ use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
 use recap_common::Counter;
 
 use crate::{
-    maps::{add, attachment_slot},
+    maps::{add, skb_slot},
     packet::{ip_header, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -59,7 +59,7 @@ pub fn recap_skb_out(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn count(ctx: &SkBuffContext, dir: &Direction) {
-    let slot = attachment_slot();
+    let slot = skb_slot(ctx);
     if slot == 0 {
         return;
     }

@@ -5,7 +5,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use recap_common::Counter;
+use recap_common::{Counter, WINDOW_TARGET_ONLY};
 
 use crate::{
     kernel::{
@@ -70,8 +70,8 @@ const MAX_DEPTH: usize = 8;
 /// `cgroup_attach_task(struct cgroup *dst, const char *path, struct task_struct *task, bool)`.
 /// Fires once per move, with the thread group leader for whole-process moves; user space's
 /// periodic resync picks up the other threads of a multi-threaded process. A window covers its
-/// target cgroup and everything below it: the thread joins the window of the nearest ancestor
-/// (or the cgroup itself) that is a target.
+/// target cgroup and everything below it (unless it counts its target alone): the thread
+/// joins the window of the nearest ancestor (or the cgroup itself) that takes it.
 #[raw_tracepoint(tracepoint = "cgroup_attach_task")]
 pub fn recap_cg_move(ctx: RawTracePointContext) -> i32 {
     let dst: u64 = ctx.arg(0);
@@ -85,13 +85,16 @@ pub fn recap_cg_move(ctx: RawTracePointContext) -> i32 {
     }
     let mut new_slot = 0;
     let mut cgroup = dst;
-    for _ in 0..MAX_DEPTH {
+    for depth in 0..MAX_DEPTH {
         let Some(id) = cgroup_v2_id(cgroup) else {
             break;
         };
-        if let Some(&slot) = unsafe { WINDOW_CGROUPS.get(&id) } {
-            new_slot = slot;
-            break;
+        if let Some(&window) = unsafe { WINDOW_CGROUPS.get(&id) } {
+            // A window on its target alone does not take threads of the cgroups below it.
+            if depth == 0 || window & WINDOW_TARGET_ONLY == 0 {
+                new_slot = window & 0xff;
+                break;
+            }
         }
         cgroup = cgroup_parent(cgroup);
         if cgroup == 0 {

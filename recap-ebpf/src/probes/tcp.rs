@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use recap_common::Counter;
 
-use crate::maps::{add, attachment_slot};
+use crate::maps::{add, ops_slot};
 
 // include/net/tcp_states.h
 const TCP_SYN_SENT: u32 = 2;
@@ -20,7 +20,7 @@ const TCP_CLOSE: u32 = 7;
 
 #[sock_ops]
 pub fn recap_sockops(ctx: SockOpsContext) -> u32 {
-    let slot = attachment_slot();
+    let slot = ops_slot(&ctx);
     if slot == 0 {
         return 1;
     }

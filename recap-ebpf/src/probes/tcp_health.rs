@@ -17,7 +17,7 @@ use aya_ebpf::{
 use recap_common::{Counter, TCP_HIST_BUCKETS};
 
 use crate::{
-    maps::{add, attachment_slot, hist_add, CONN_START, TCP_DUR_HIST, TCP_RTT_HIST},
+    maps::{add, hist_add, ops_slot, skb_slot, CONN_START, TCP_DUR_HIST, TCP_RTT_HIST},
     packet::{ip_header, IPPROTO_TCP},
 };
 
@@ -29,7 +29,7 @@ const CALLBACKS: u32 =
 
 #[sock_ops]
 pub fn recap_tcph_ops(ctx: SockOpsContext) -> u32 {
-    let slot = attachment_slot();
+    let slot = ops_slot(&ctx);
     if slot == 0 {
         return 1;
     }
@@ -78,7 +78,7 @@ pub fn recap_tcph_ops(ctx: SockOpsContext) -> u32 {
 #[cgroup_skb(ingress)]
 pub fn recap_tcph_in(ctx: SkBuffContext) -> i32 {
     if is_rst(&ctx) {
-        let slot = attachment_slot();
+        let slot = skb_slot(&ctx);
         if slot != 0 {
             add(slot, Counter::TcpRstIn, 1);
         }
@@ -89,7 +89,7 @@ pub fn recap_tcph_in(ctx: SkBuffContext) -> i32 {
 #[cgroup_skb(egress)]
 pub fn recap_tcph_out(ctx: SkBuffContext) -> i32 {
     if is_rst(&ctx) {
-        let slot = attachment_slot();
+        let slot = skb_slot(&ctx);
         if slot != 0 {
             add(slot, Counter::TcpRstOut, 1);
         }
