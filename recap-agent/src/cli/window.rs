@@ -110,8 +110,8 @@ pub struct WindowArgs {
     /// Refuse durations above this.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub max_duration: Duration,
-    /// Probe families, comma-separated: tcp, tcp_health, net, syscalls, proc, cpu, or `all`.
-    /// Default: all but syscalls, which costs every process on the host (~90 ns per syscall
+    /// Probe families, comma-separated: tcp, tcp_health, http, dns, net, syscalls, proc, cpu, or
+    /// `all`. Default: all but syscalls, which costs every process on the host (~90 ns per syscall
     /// while the window is open), so it is opt-in.
     #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
     pub probes: Vec<String>,
