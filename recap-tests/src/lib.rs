@@ -535,6 +535,8 @@ impl AppTraffic {
     pub const EXECS: u64 = 3;
     /// Requests in `recap-http client`'s mix (each served and made in the target).
     pub const REQUESTS: u64 = 28;
+    /// Connections the client makes: one keep-alive, four fresh, two left with /hang.
+    pub const CONNECTS: u64 = 7;
 
     pub fn run(cg: &TestCgroup) -> Self {
         let dnsmasq = dnsmasq(Command::new("dnsmasq"), APP_DNS, &[]);

@@ -59,8 +59,11 @@ fn consecutive_windows_stay_exact_and_the_agent_stays_small() {
         ]);
         w.go();
         w.wait_done();
+        // Requests and lookups too: a server, its client and lookups, all in the target.
+        let app = AppTraffic::run(&cg);
         let (code, out, err) = agent.recap(&["window", "wait", &id, "-o", "json"]);
         assert_eq!(code, 0, "{err}");
+        drop(app);
         let s: Value = summary(&out);
         assert_eq!(s["status"], "completed", "window {i}");
         let getppid = s["syscalls"]["by_syscall"]
@@ -71,10 +74,22 @@ fn consecutive_windows_stay_exact_and_the_agent_stays_small() {
             .and_then(|r| r["calls"].as_u64());
         assert_eq!(getppid, Some(plan.getppid as u64), "window {i}");
         assert_eq!(
-            s["tcp"]["connect_established"], plan.connects as u64,
+            s["tcp"]["connect_established"],
+            plan.connects as u64 + AppTraffic::CONNECTS,
             "window {i}"
         );
-        assert_eq!(s["proc"]["execs"], plan.execs as u64, "window {i}");
+        assert_eq!(
+            s["proc"]["execs"],
+            plan.execs as u64 + AppTraffic::EXECS,
+            "window {i}"
+        );
+        assert_eq!(
+            s["http"]["server"]["completed"],
+            AppTraffic::REQUESTS,
+            "window {i}"
+        );
+        assert_eq!(s["http"]["client"]["completed"], AppTraffic::REQUESTS);
+        assert_eq!(s["dns"]["answered"], 5, "window {i}");
         w.stop();
         rss.push(rss_kib(agent.pid()));
         eprintln!("soak: window {i} exact; agent RSS {} KiB", rss[i]);
