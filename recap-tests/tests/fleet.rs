@@ -437,3 +437,40 @@ fn wait_registered_as(cluster: &EtcdCluster, user: &str, node: &str) {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// An agent started while etcd is down serves its local API at once and joins the fleet when
+/// etcd comes up; a mistake in its etcd options stops it at start with the reason.
+#[test]
+fn an_agent_waits_for_etcd_but_not_for_a_mistake() {
+    if !require_root() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start("late", false);
+    for i in 0..3 {
+        cluster.kill_member(i);
+    }
+    let a = fleet_agent(&cluster, "node-late", &[]);
+    // Local windows run meanwhile.
+    let cg = TestCgroup::new("fleet-late");
+    let id = a.start_window(&["--cgroup", cg.dir.to_str().unwrap(), "-d", "1s", "--probes", "tcp"]);
+    let (code, _, err) = a.recap(&["window", "wait", &id]);
+    assert_eq!(code, 0, "{err}");
+    for i in 0..3 {
+        cluster.restart_member(i);
+    }
+    cluster.wait_healthy();
+    wait_registered(&cluster, &["node-late"]);
+    drop(a);
+    // https without a CA: refused at start (a usage error), with what to do.
+    let out = Command::new(recap_bin())
+        .args(["agent", "--node", "x", "--etcd", "https://127.0.0.1:1", "--socket"])
+        .arg(std::env::temp_dir().join(format!("recap-late-{}.sock", std::process::id())))
+        .args(["--state-dir", "/tmp/recap-late-state", "--policy", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--etcd-ca"));
+    let _ = std::fs::remove_dir_all("/tmp/recap-late-state");
+    drop(cg);
+    assert_no_residue();
+}

@@ -176,27 +176,45 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects to etcd and serves fleet requests until the agent shuts down.
+/// Serves fleet requests until the agent shuts down: options are checked now (a mistake stops
+/// the agent), etcd is connected in the background (an etcd that is not up yet is waited for,
+/// the agent's local windows run meanwhile).
 async fn start_fleet(
     fleet: &FleetConfig,
     agent: Arc<windows::Agent>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let coordinator = crate::fleet::etcd::Etcd::connect(&fleet.etcd).await?;
-    let node = Arc::new(crate::fleet::agent_side::FleetNode {
-        node: fleet.node.clone(),
-        coordinator: Arc::new(coordinator),
-        stop: agent.shutdown_token(),
-        parts: tokio_util::task::TaskTracker::new(),
-        scope: fleet.scope.clone(),
-        agent,
-        caller: policy::Caller {
-            uid: fleet.uid,
-            gid: fleet.uid,
-            pid: None,
-        },
-    });
+    crate::fleet::etcd::Etcd::check(&fleet.etcd)?;
     eprintln!("recap: fleet node {} (etcd {})", fleet.node, fleet.etcd.endpoints.join(","));
-    Ok(tokio::spawn(node.clone().run()))
+    let fleet = fleet.clone();
+    let stop = agent.shutdown_token();
+    Ok(tokio::spawn(async move {
+        let mut delay = Duration::from_millis(500);
+        let coordinator = loop {
+            match crate::fleet::etcd::Etcd::connect(&fleet.etcd).await {
+                Ok(c) => break c,
+                Err(e) => log::warn!("fleet: {e:#}; trying again in {delay:?}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        };
+        let node = Arc::new(crate::fleet::agent_side::FleetNode {
+            node: fleet.node.clone(),
+            coordinator: Arc::new(coordinator),
+            stop,
+            parts: tokio_util::task::TaskTracker::new(),
+            scope: fleet.scope.clone(),
+            agent,
+            caller: policy::Caller {
+                uid: fleet.uid,
+                gid: fleet.uid,
+                pid: None,
+            },
+        });
+        node.run().await;
+    }))
 }
 
 async fn prune_now_and_hourly(agent: Arc<windows::Agent>) {

@@ -81,9 +81,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             if node.is_empty() || node.contains('/') || node.len() > 128 {
                 super::usage!("--node: a name of 1 to 128 characters without `/`");
             }
+            let etcd = args.etcd.config()?;
+            // Before anything is loaded: a mistake here is the command line's.
+            if let Err(e) = crate::fleet::etcd::Etcd::check(&etcd) {
+                super::usage!("{e:#}");
+            }
             Some(agent::FleetConfig {
                 node: node.clone(),
-                etcd: args.etcd.config()?,
+                etcd,
                 uid: args.fleet_uid,
                 scope: args.fleet_scope.clone(),
             })

@@ -54,6 +54,22 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 }
 
 impl Etcd {
+    /// Mistakes in the options (no endpoint, https without a CA, unreadable files), found
+    /// without reaching etcd: an agent refuses to start on them, while an etcd that does not
+    /// answer yet is waited for.
+    pub fn check(config: &EtcdConfig) -> anyhow::Result<()> {
+        if config.endpoints.is_empty() {
+            anyhow::bail!("give etcd's endpoints (e.g. --etcd https://10.0.0.1:2379,https://10.0.0.2:2379)");
+        }
+        if config.ca.is_none() && config.endpoints.iter().any(|e| e.starts_with("https://")) {
+            anyhow::bail!("https endpoints need --etcd-ca (the CA that signed etcd's certificates)");
+        }
+        for file in [&config.ca, &config.cert, &config.key].into_iter().flatten() {
+            read(file)?;
+        }
+        Ok(())
+    }
+
     pub async fn connect(config: &EtcdConfig) -> anyhow::Result<Self> {
         if config.endpoints.is_empty() {
             anyhow::bail!("give etcd's endpoints (e.g. --etcd https://10.0.0.1:2379,https://10.0.0.2:2379)");
