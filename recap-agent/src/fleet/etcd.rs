@@ -372,27 +372,22 @@ impl Coordinator for Etcd {
                         continue;
                     }
                 };
-                loop {
-                    match stream.message().await {
-                        Ok(Some(resp)) => {
-                            if resp.compact_revision() > 0 {
-                                next_revision = 0; // compacted past us: read everything again
-                                break;
-                            }
-                            for event in resp.events() {
-                                let Some(kv) = event.kv() else { continue };
-                                next_revision = next_revision.max(kv.mod_revision() + 1);
-                                if event.event_type() != EventType::Put {
-                                    continue;
-                                }
-                                if let Some(r) = me.parse_request(kv.key(), kv.value()) {
-                                    if tx.send(r).await.is_err() {
-                                        return;
-                                    }
-                                }
+                while let Ok(Some(resp)) = stream.message().await {
+                    if resp.compact_revision() > 0 {
+                        next_revision = 0; // compacted past us: read everything again
+                        break;
+                    }
+                    for event in resp.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        next_revision = next_revision.max(kv.mod_revision() + 1);
+                        if event.event_type() != EventType::Put {
+                            continue;
+                        }
+                        if let Some(r) = me.parse_request(kv.key(), kv.value()) {
+                            if tx.send(r).await.is_err() {
+                                return;
                             }
                         }
-                        Ok(None) | Err(_) => break,
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
