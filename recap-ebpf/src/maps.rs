@@ -79,7 +79,10 @@ pub static HTTP_SOCKS: SkStorage<HttpConn> = SkStorage::new();
 pub fn http_state(sk: *mut c_void, create: Option<&mut HttpConn>) -> *mut HttpConn {
     let map: *mut c_void = core::ptr::from_ref(&HTTP_SOCKS).cast_mut().cast();
     let (value, flags) = match create {
-        Some(v) => (core::ptr::from_mut(v).cast(), BPF_SK_STORAGE_GET_F_CREATE as u64),
+        Some(v) => (
+            core::ptr::from_mut(v).cast(),
+            BPF_SK_STORAGE_GET_F_CREATE as u64,
+        ),
         None => (core::ptr::null_mut(), 0),
     };
     unsafe { bpf_sk_storage_get(map, sk, value, flags) }.cast()

@@ -155,7 +155,13 @@ impl CriRuntime {
 
     /// A pod on the host's network, its cgroup `cgroup_parent` (under the v2 root), with one
     /// container per (name, command).
-    pub fn run_pod(&mut self, namespace: &str, name: &str, cgroup_parent: &str, containers: &[(&str, Vec<String>)]) -> String {
+    pub fn run_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        cgroup_parent: &str,
+        containers: &[(&str, Vec<String>)],
+    ) -> String {
         let config = Self::sandbox_config(namespace, name, cgroup_parent);
         let mut client = self.client.clone();
         let log_path = self.dir.join("containerd.log");
@@ -171,7 +177,9 @@ impl CriRuntime {
                     runtime_handler: String::new(),
                 })
                 .await
-                .unwrap_or_else(|e| panic!("RunPodSandbox: {}\ncontainerd:\n{}", e.message(), tail()))
+                .unwrap_or_else(|e| {
+                    panic!("RunPodSandbox: {}\ncontainerd:\n{}", e.message(), tail())
+                })
                 .into_inner()
                 .pod_sandbox_id;
             for (cname, command) in containers {
@@ -193,13 +201,17 @@ impl CriRuntime {
                         sandbox_config: Some(config.clone()),
                     })
                     .await
-                    .unwrap_or_else(|e| panic!("CreateContainer: {}\ncontainerd:\n{}", e.message(), tail()))
+                    .unwrap_or_else(|e| {
+                        panic!("CreateContainer: {}\ncontainerd:\n{}", e.message(), tail())
+                    })
                     .into_inner()
                     .container_id;
                 client
                     .start_container(StartContainerRequest { container_id: id })
                     .await
-                    .unwrap_or_else(|e| panic!("StartContainer: {}\ncontainerd:\n{}", e.message(), tail()));
+                    .unwrap_or_else(|e| {
+                        panic!("StartContainer: {}\ncontainerd:\n{}", e.message(), tail())
+                    });
             }
             pod
         });

@@ -45,17 +45,71 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
 fn make_certs(dir: &Path) {
-    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=recap-test-ca"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=recap-test-ca",
+        ],
+    );
     for (name, ext) in [
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth"),
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth",
+        ),
         ("client", "extendedKeyUsage=clientAuth"),
     ] {
         std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
-        openssl(dir, &["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", "2", "-extfile", &format!("{name}.ext")]);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
     }
 }
 
@@ -107,10 +161,22 @@ impl EtcdCluster {
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&data)
-            .arg(format!("--listen-client-urls={scheme}://127.0.0.1:{}", m.client_port))
-            .arg(format!("--advertise-client-urls={scheme}://127.0.0.1:{}", m.client_port))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", m.peer_port))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", m.peer_port))
+            .arg(format!(
+                "--listen-client-urls={scheme}://127.0.0.1:{}",
+                m.client_port
+            ))
+            .arg(format!(
+                "--advertise-client-urls={scheme}://127.0.0.1:{}",
+                m.client_port
+            ))
+            .arg(format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                m.peer_port
+            ))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                m.peer_port
+            ))
             .arg(format!("--initial-cluster={}", initial.join(",")))
             .arg(format!(
                 "--initial-cluster-state={}",
@@ -146,7 +212,11 @@ impl EtcdCluster {
     pub fn client_args(&self) -> Vec<String> {
         let mut args = vec!["--etcd".to_string(), self.endpoints()];
         if self.tls {
-            for (flag, file) in [("--etcd-ca", "ca.pem"), ("--etcd-cert", "client.pem"), ("--etcd-key", "client.key")] {
+            for (flag, file) in [
+                ("--etcd-ca", "ca.pem"),
+                ("--etcd-cert", "client.pem"),
+                ("--etcd-key", "client.key"),
+            ] {
                 args.push(flag.to_string());
                 args.push(self.dir.join(file).display().to_string());
             }
@@ -168,7 +238,10 @@ impl EtcdCluster {
         if let Some(user) = user {
             cmd.arg(format!("--user={user}"));
         }
-        let out = cmd.args(args).output().expect("etcdctl (Debian etcd-client)");
+        let out = cmd
+            .args(args)
+            .output()
+            .expect("etcdctl (Debian etcd-client)");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned()
@@ -183,7 +256,10 @@ impl EtcdCluster {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "etcd did not become healthy: {out}");
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy: {out}"
+            );
             thread::sleep(Duration::from_millis(200));
         }
     }

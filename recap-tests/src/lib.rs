@@ -573,7 +573,10 @@ impl AppTraffic {
         // dnsmasq is up when it answers a lookup from outside the target.
         let mut up = false;
         for _ in 0..50 {
-            if lookups(&mut Command::new(test_bin("recap-dns"))).get("unanswered").is_none() {
+            if lookups(&mut Command::new(test_bin("recap-dns")))
+                .get("unanswered")
+                .is_none()
+            {
                 up = true;
                 break;
             }

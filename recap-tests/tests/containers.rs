@@ -432,7 +432,17 @@ fn a_selector_opens_one_exact_window_per_matching_container() {
     let agent = recap_tests::agent::AgentProcess::start("selector", None, &[]);
     let socket = agent.socket.to_str().unwrap().to_owned();
     for through_agent in [false, true] {
-        let mut args = vec!["window", "--selector", &app, "-d", "4s", "--probes", "tcp", "-o", "json"];
+        let mut args = vec![
+            "window",
+            "--selector",
+            &app,
+            "-d",
+            "4s",
+            "--probes",
+            "tcp",
+            "-o",
+            "json",
+        ];
         if through_agent {
             args.extend(["--socket", &socket]);
         } else {
@@ -463,7 +473,14 @@ fn a_selector_opens_one_exact_window_per_matching_container() {
         assert_eq!(s["totals"]["tcp"]["accepted"], 8);
     }
     // Nothing matches: a clear message, exit 1, nothing left.
-    let (code, _, err) = recap(&["window", "--local", "--selector", "app=nothing-matches", "-d", "1s"]);
+    let (code, _, err) = recap(&[
+        "window",
+        "--local",
+        "--selector",
+        "app=nothing-matches",
+        "-d",
+        "1s",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("no running container matches"), "{err}");
     drop(agent);

@@ -30,7 +30,11 @@ fn documents(file: &Path) -> Vec<Value> {
         .arg(file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -69,8 +73,15 @@ fn the_daemonset_runs_an_agent_recap_accepts() {
         .iter()
         .map(|m| m["mountPath"].as_str().unwrap())
         .collect();
-    for needed in ["/sys/fs/cgroup", "/sys/kernel/btf", "/run/containerd/containerd.sock"] {
-        assert!(mounts.contains(&needed), "{needed} is not mounted: {mounts:?}");
+    for needed in [
+        "/sys/fs/cgroup",
+        "/sys/kernel/btf",
+        "/run/containerd/containerd.sock",
+    ] {
+        assert!(
+            mounts.contains(&needed),
+            "{needed} is not mounted: {mounts:?}"
+        );
     }
     // Its arguments, with Kubernetes' $(VAR) expanded, are `recap agent`'s.
     let mut argv = vec!["recap".to_string()];

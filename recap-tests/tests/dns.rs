@@ -32,7 +32,13 @@ impl Drop for Dnsmasq {
     }
 }
 
-const MIX: [&str; 5] = ["ok.test/A*5", "ok.test/AAAA*2", "nx.test/A*3", "txt.test/TXT", "ok.test/MX"];
+const MIX: [&str; 5] = [
+    "ok.test/A*5",
+    "ok.test/AAAA*2",
+    "nx.test/A*3",
+    "txt.test/TXT",
+    "ok.test/MX",
+];
 
 /// Runs `recap-dns` in the namespace (in `cg` when given) against dnsmasq and the silent
 /// server; returns its tally.
@@ -53,7 +59,11 @@ fn lookups(ns: &NetNs, cg: Option<&TestCgroup>) -> Value {
             .args(&queries)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got: Value = serde_json::from_slice(&out.stdout).unwrap();
         for (k, v) in got.as_object().unwrap() {
             let n = tally.get(k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap();
@@ -131,11 +141,20 @@ fn queries_answers_and_silence_match_what_the_client_got() {
     assert_eq!(by_name(&dns["queries_by_type"], "TXT"), 1);
     assert_eq!(by_name(&dns["queries_by_type"], "MX"), 1);
     assert_eq!(u(dns, "/answered"), 12);
-    assert_eq!(by_name(&dns["answers_by_rcode"], "NOERROR"), u(&inside, "/NOERROR"));
-    assert_eq!(by_name(&dns["answers_by_rcode"], "NXDOMAIN"), u(&inside, "/NXDOMAIN"));
+    assert_eq!(
+        by_name(&dns["answers_by_rcode"], "NOERROR"),
+        u(&inside, "/NOERROR")
+    );
+    assert_eq!(
+        by_name(&dns["answers_by_rcode"], "NXDOMAIN"),
+        u(&inside, "/NXDOMAIN")
+    );
     assert_eq!(u(dns, "/unanswered"), u(&inside, "/unanswered"));
     assert_eq!(u(dns, "/latency/count"), 12);
-    assert_eq!(u(dns, "/unmatched_answers") + u(dns, "/unparsable_queries"), 0);
+    assert_eq!(
+        u(dns, "/unmatched_answers") + u(dns, "/unparsable_queries"),
+        0
+    );
     assert_no_residue();
 }
 

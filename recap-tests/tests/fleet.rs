@@ -55,7 +55,9 @@ struct FleetRun {
 impl FleetRun {
     fn start(cluster: &EtcdCluster, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(recap_bin());
-        cmd.args(["fleet", "window"]).args(args).args(cluster.client_args());
+        cmd.args(["fleet", "window"])
+            .args(args)
+            .args(cluster.client_args());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -85,7 +87,10 @@ impl FleetRun {
                 }
             }
         }
-        panic!("no `{what}` from recap fleet; it said:\n{}", self.seen.join("\n"));
+        panic!(
+            "no `{what}` from recap fleet; it said:\n{}",
+            self.seen.join("\n")
+        );
     }
 
     fn finish(mut self) -> (i32, Value, String) {
@@ -123,7 +128,11 @@ fn wait_open(agent: &AgentProcess, n: usize) {
         if open >= n {
             return;
         }
-        assert!(Instant::now() < deadline, "{n} windows did not open: {}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "{n} windows did not open: {}",
+            agent.log()
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -167,7 +176,14 @@ fn a_fleet_window_counts_every_matching_container_on_every_node_exactly() {
     let c1 = AppContainer::run_labelled("fleet-c1", &["app=other", "recap.node=node-c"]);
     let mut run = FleetRun::start(
         &cluster,
-        &["--selector", "app=checkout", "-d", "8s", "--probes", "tcp,http"],
+        &[
+            "--selector",
+            "app=checkout",
+            "-d",
+            "8s",
+            "--probes",
+            "tcp,http",
+        ],
         &[],
     );
     run.wait_line("node-a: claimed");
@@ -190,13 +206,19 @@ fn a_fleet_window_counts_every_matching_container_on_every_node_exactly() {
     assert_eq!(s["totals"]["tcp"]["accepted"], 12, "{:#}", s["totals"]);
     assert_eq!(s["totals"]["http"]["server"]["completed"], 12);
     let get200 = &s["totals"]["http"]["server"]["requests"][0];
-    assert_eq!((get200["method"].as_str(), get200["status"].as_u64()), (Some("GET"), Some(200)));
+    assert_eq!(
+        (get200["method"].as_str(), get200["status"].as_u64()),
+        (Some("GET"), Some(200))
+    );
     assert_eq!(get200["duration"]["count"], 12);
     // Every window ended at the request's deadline: none ran longer than asked.
     for n in ["node-a", "node-b"] {
         for t in node(&s, n)["targets"].as_array().unwrap() {
             assert_eq!(t["status"], "completed", "{t:#}");
-            let ran = t.pointer("/summary/duration_s").and_then(Value::as_f64).unwrap();
+            let ran = t
+                .pointer("/summary/duration_s")
+                .and_then(Value::as_f64)
+                .unwrap();
             assert!(ran <= 8.0, "a window ran {ran} s");
         }
     }
@@ -224,7 +246,11 @@ fn an_agent_killed_mid_window_is_lost_the_others_complete_and_a_member_down_chan
     let _b1 = AppContainer::run_labelled("fleet-k-b1", &["app=pay", "recap.node=node-b"]);
     // One member of three down: the cluster keeps its quorum, nothing changes.
     cluster.kill_member(2);
-    let mut run = FleetRun::start(&cluster, &["--selector", "app=pay", "-d", "8s", "--probes", "tcp"], &[]);
+    let mut run = FleetRun::start(
+        &cluster,
+        &["--selector", "app=pay", "-d", "8s", "--probes", "tcp"],
+        &[],
+    );
     run.wait_line("node-b: claimed");
     wait_open(&a, 1);
     wait_open(&b, 1);
@@ -247,12 +273,19 @@ fn an_agent_killed_mid_window_is_lost_the_others_complete_and_a_member_down_chan
         if let Some(v) = etcd_value(&cluster, None, &key) {
             break v;
         }
-        assert!(Instant::now() < deadline, "no result for node-b: {}", b.log());
+        assert!(
+            Instant::now() < deadline,
+            "no result for node-b: {}",
+            b.log()
+        );
         thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(result["status"], "lost", "{result:#}");
     let (_, open, _) = b.recap(&["window", "list", "--status", "open", "-o", "json"]);
-    assert_eq!(serde_json::from_str::<Value>(&open).unwrap(), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_str::<Value>(&open).unwrap(),
+        serde_json::json!([])
+    );
     drop((a, b));
     assert_no_residue();
 }
@@ -269,7 +302,16 @@ fn without_quorum_windows_end_on_time_and_publish_when_etcd_is_back() {
     let started = Instant::now();
     let mut run = FleetRun::start(
         &cluster,
-        &["--selector", "app=cart", "-d", "5s", "--probes", "tcp", "--result-grace", "2s"],
+        &[
+            "--selector",
+            "app=cart",
+            "-d",
+            "5s",
+            "--probes",
+            "tcp",
+            "--result-grace",
+            "2s",
+        ],
         &[],
     );
     run.wait_line("node-a: claimed");
@@ -294,7 +336,10 @@ fn without_quorum_windows_end_on_time_and_publish_when_etcd_is_back() {
     cluster.restart_member(1);
     cluster.restart_member(2);
     cluster.wait_healthy();
-    let key = format!("/recap/parts/{}/result/node-a", s["request_id"].as_str().unwrap());
+    let key = format!(
+        "/recap/parts/{}/result/node-a",
+        s["request_id"].as_str().unwrap()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let result = loop {
         if let Some(v) = etcd_value(&cluster, None, &key) {
@@ -320,13 +365,28 @@ fn a_node_that_never_answers_is_reported_not_waited_for() {
     let (ok, out) = cluster.etcdctl(None, &["lease", "grant", "120"]);
     assert!(ok, "{out}");
     let lease = out.split_whitespace().nth(1).unwrap().to_string();
-    let (ok, out) = cluster.etcdctl(None, &["put", "/recap/nodes/ghost", "{}", &format!("--lease={lease}")]);
+    let (ok, out) = cluster.etcdctl(
+        None,
+        &[
+            "put",
+            "/recap/nodes/ghost",
+            "{}",
+            &format!("--lease={lease}"),
+        ],
+    );
     assert!(ok, "{out}");
     wait_registered(&cluster, &["node-a", "ghost"]);
     let started = Instant::now();
     let run = FleetRun::start(
         &cluster,
-        &["--selector", "app=none", "-d", "2s", "--claim-timeout", "2s"],
+        &[
+            "--selector",
+            "app=none",
+            "-d",
+            "2s",
+            "--claim-timeout",
+            "2s",
+        ],
         &[],
     );
     let (code, s, log) = run.finish();
@@ -348,13 +408,41 @@ fn enable_auth(cluster: &EtcdCluster) {
     ctl(&["user", "add", "root:rootpw"]);
     ctl(&["user", "grant-role", "root", "root"]);
     ctl(&["role", "add", "recap-agent"]);
-    ctl(&["role", "grant-permission", "recap-agent", "--prefix=true", "readwrite", "/recap/"]);
+    ctl(&[
+        "role",
+        "grant-permission",
+        "recap-agent",
+        "--prefix=true",
+        "readwrite",
+        "/recap/",
+    ]);
     ctl(&["user", "add", "agent:agentpw"]);
     ctl(&["user", "grant-role", "agent", "recap-agent"]);
     ctl(&["role", "add", "alice"]);
-    ctl(&["role", "grant-permission", "alice", "--prefix=true", "readwrite", "/recap/requests/alice/"]);
-    ctl(&["role", "grant-permission", "alice", "--prefix=true", "read", "/recap/nodes/"]);
-    ctl(&["role", "grant-permission", "alice", "--prefix=true", "read", "/recap/parts/"]);
+    ctl(&[
+        "role",
+        "grant-permission",
+        "alice",
+        "--prefix=true",
+        "readwrite",
+        "/recap/requests/alice/",
+    ]);
+    ctl(&[
+        "role",
+        "grant-permission",
+        "alice",
+        "--prefix=true",
+        "read",
+        "/recap/nodes/",
+    ]);
+    ctl(&[
+        "role",
+        "grant-permission",
+        "alice",
+        "--prefix=true",
+        "read",
+        "/recap/parts/",
+    ]);
     ctl(&["user", "add", "alice:alicepw"]);
     ctl(&["user", "grant-role", "alice", "alice"]);
     ctl(&["auth", "enable"]);
@@ -374,7 +462,14 @@ fn over_tls_a_user_requests_only_under_its_prefix_and_the_local_policy_still_app
     let mut a = fleet_agent(
         &cluster,
         "node-a",
-        &["--etcd-user", "agent", "--etcd-password-file", pw, "--fleet-uid", "4242"],
+        &[
+            "--etcd-user",
+            "agent",
+            "--etcd-password-file",
+            pw,
+            "--fleet-uid",
+            "4242",
+        ],
     );
     a.stop_with(libc::SIGTERM);
     std::fs::write(
@@ -385,9 +480,16 @@ fn over_tls_a_user_requests_only_under_its_prefix_and_the_local_policy_still_app
     a.restart();
     wait_registered_as(&cluster, "root:rootpw", "node-a");
     let a1 = AppContainer::run_labelled("fleet-s-a1", &["app=api", "recap.node=node-a"]);
-    let alice = [("RECAP_ETCD_USER", "alice"), ("RECAP_ETCD_PASSWORD", "alicepw")];
+    let alice = [
+        ("RECAP_ETCD_USER", "alice"),
+        ("RECAP_ETCD_PASSWORD", "alicepw"),
+    ];
     // Within the policy: exact.
-    let mut run = FleetRun::start(&cluster, &["--selector", "app=api", "-d", "4s", "--probes", "tcp"], &alice);
+    let mut run = FleetRun::start(
+        &cluster,
+        &["--selector", "app=api", "-d", "4s", "--probes", "tcp"],
+        &alice,
+    );
     run.wait_line("node-a: claimed");
     wait_open(&a, 1);
     a1.http_gets(2);
@@ -396,7 +498,11 @@ fn over_tls_a_user_requests_only_under_its_prefix_and_the_local_policy_still_app
     assert_eq!(s["user"], "alice");
     assert_eq!(accepted(node(&s, "node-a"), &a1.name), 2);
     // Over the node's max_duration: refused there, and the refusal names the rule.
-    let run = FleetRun::start(&cluster, &["--selector", "app=api", "-d", "8s", "--probes", "tcp"], &alice);
+    let run = FleetRun::start(
+        &cluster,
+        &["--selector", "app=api", "-d", "8s", "--probes", "tcp"],
+        &alice,
+    );
     let (_, s, _) = run.finish();
     let target = &node(&s, "node-a")["targets"][0];
     assert_eq!(target["status"], "failed", "{s:#}");
@@ -405,9 +511,15 @@ fn over_tls_a_user_requests_only_under_its_prefix_and_the_local_policy_still_app
         "{target:#}"
     );
     // alice cannot write under another user's prefix, nor touch the parts.
-    let (ok, out) = cluster.etcdctl(Some("alice:alicepw"), &["put", "/recap/requests/bob/x", "{}"]);
+    let (ok, out) = cluster.etcdctl(
+        Some("alice:alicepw"),
+        &["put", "/recap/requests/bob/x", "{}"],
+    );
     assert!(!ok && out.contains("permission denied"), "{out}");
-    let (ok, out) = cluster.etcdctl(Some("alice:alicepw"), &["put", "/recap/parts/x/result/node-a", "{}"]);
+    let (ok, out) = cluster.etcdctl(
+        Some("alice:alicepw"),
+        &["put", "/recap/parts/x/result/node-a", "{}"],
+    );
     assert!(!ok && out.contains("permission denied"), "{out}");
     // Without a user, nothing.
     let run = FleetRun::start(&cluster, &["--selector", "app=api", "-d", "2s"], &[]);
@@ -429,7 +541,10 @@ fn over_tls_a_user_requests_only_under_its_prefix_and_the_local_policy_still_app
 fn wait_registered_as(cluster: &EtcdCluster, user: &str, node: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, out) = cluster.etcdctl(Some(user), &["get", "--prefix", "--keys-only", "/recap/nodes/"]);
+        let (_, out) = cluster.etcdctl(
+            Some(user),
+            &["get", "--prefix", "--keys-only", "/recap/nodes/"],
+        );
         if out.lines().any(|l| l == format!("/recap/nodes/{node}")) {
             return;
         }
@@ -452,7 +567,14 @@ fn an_agent_waits_for_etcd_but_not_for_a_mistake() {
     let a = fleet_agent(&cluster, "node-late", &[]);
     // Local windows run meanwhile.
     let cg = TestCgroup::new("fleet-late");
-    let id = a.start_window(&["--cgroup", cg.dir.to_str().unwrap(), "-d", "1s", "--probes", "tcp"]);
+    let id = a.start_window(&[
+        "--cgroup",
+        cg.dir.to_str().unwrap(),
+        "-d",
+        "1s",
+        "--probes",
+        "tcp",
+    ]);
     let (code, _, err) = a.recap(&["window", "wait", &id]);
     assert_eq!(code, 0, "{err}");
     for i in 0..3 {
@@ -463,9 +585,21 @@ fn an_agent_waits_for_etcd_but_not_for_a_mistake() {
     drop(a);
     // https without a CA: refused at start (a usage error), with what to do.
     let out = Command::new(recap_bin())
-        .args(["agent", "--node", "x", "--etcd", "https://127.0.0.1:1", "--socket"])
+        .args([
+            "agent",
+            "--node",
+            "x",
+            "--etcd",
+            "https://127.0.0.1:1",
+            "--socket",
+        ])
         .arg(std::env::temp_dir().join(format!("recap-late-{}.sock", std::process::id())))
-        .args(["--state-dir", "/tmp/recap-late-state", "--policy", "/nonexistent"])
+        .args([
+            "--state-dir",
+            "/tmp/recap-late-state",
+            "--policy",
+            "/nonexistent",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

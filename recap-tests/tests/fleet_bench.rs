@@ -56,12 +56,28 @@ fn fleet_request_to_every_node_counting() {
         let app = format!("app=bench{n}");
         let containers: Vec<AppContainer> = nodes
             .iter()
-            .map(|node| AppContainer::run_labelled(&format!("bench-{node}"), &[&app, &format!("recap.node={node}")]))
+            .map(|node| {
+                AppContainer::run_labelled(
+                    &format!("bench-{node}"),
+                    &[&app, &format!("recap.node={node}")],
+                )
+            })
             .collect();
         let fleet = |d: &str| -> Value {
             let mut cmd = Command::new(recap_bin());
-            cmd.args(["fleet", "window", "--selector", &app, "-d", d, "--probes", "tcp", "-o", "json"])
-                .args(cluster.client_args());
+            cmd.args([
+                "fleet",
+                "window",
+                "--selector",
+                &app,
+                "-d",
+                d,
+                "--probes",
+                "tcp",
+                "-o",
+                "json",
+            ])
+            .args(cluster.client_args());
             let out = cmd.output().unwrap();
             let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             assert_eq!(v["windows"], n, "{}", String::from_utf8_lossy(&out.stderr));
@@ -94,12 +110,22 @@ fn fleet_request_to_every_node_counting() {
             counting.push(last_start - created);
             claimed.push(v["all_claimed_ms"].as_f64().unwrap_or(f64::NAN));
             let t = Instant::now();
-            let id = agents[0].start_window(&["--container", &containers[0].id, "-d", "1h", "--probes", "tcp"]);
+            let id = agents[0].start_window(&[
+                "--container",
+                &containers[0].id,
+                "-d",
+                "1h",
+                "--probes",
+                "tcp",
+            ]);
             single.push(t.elapsed().as_secs_f64() * 1e3);
             agents[0].recap(&["window", "cancel", &id]);
         }
         let (c, cl, s) = (median(counting), median(claimed), median(single));
-        println!("| {n} | {c:.0} ms | {cl:.0} ms | {s:.0} ms | {:+.0} ms |", c - s);
+        println!(
+            "| {n} | {c:.0} ms | {cl:.0} ms | {s:.0} ms | {:+.0} ms |",
+            c - s
+        );
         drop(containers);
         drop(agents);
     }

@@ -154,7 +154,11 @@ fn a_server_in_the_target_counts_every_request_it_served_and_nothing_else() {
     assert_eq!(u(http, "/server/in_flight"), 1, "{http:#}");
     assert_eq!(u(http, "/server/aborted"), 1, "{http:#}");
     assert_eq!(u(http, "/server/started"), got.values().sum::<u64>() + 2);
-    assert_eq!(u(http, "/client/started"), 0, "the client is outside the target");
+    assert_eq!(
+        u(http, "/client/started"),
+        0,
+        "the client is outside the target"
+    );
     assert!(counted(&http["client"]).is_empty());
     for anomaly in ["pipelined", "unmatched_responses"] {
         assert_eq!(u(http, &format!("/{anomaly}")), 0, "{anomaly}");
@@ -163,7 +167,11 @@ fn a_server_in_the_target_counts_every_request_it_served_and_nothing_else() {
     // The 300 ms request: in [2^28, 2^29) ns; every other GET 200 well below.
     let b = buckets(&http["server"], "GET", 200);
     assert!(b.contains(&(1 << 28, 1)), "{b:?}");
-    assert_eq!(b.iter().filter(|(ge, _)| *ge >= 1 << 27).count(), 1, "{b:?}");
+    assert_eq!(
+        b.iter().filter(|(ge, _)| *ge >= 1 << 27).count(),
+        1,
+        "{b:?}"
+    );
     assert_no_residue();
 }
 
@@ -184,7 +192,11 @@ fn a_client_in_the_target_counts_every_request_it_made() {
     assert_eq!(u(http, "/interim_responses"), interim);
     assert_eq!(u(http, "/client/in_flight"), 1, "{http:#}");
     assert_eq!(u(http, "/client/aborted"), 1, "{http:#}");
-    assert_eq!(u(http, "/server/started"), 0, "the server is outside the target");
+    assert_eq!(
+        u(http, "/server/started"),
+        0,
+        "the server is outside the target"
+    );
     assert_eq!(u(http, "/pipelined") + u(http, "/unmatched_responses"), 0);
     // Client side: written → first byte read, so the 300 ms request is there too.
     let b = buckets(&http["client"], "GET", 200);

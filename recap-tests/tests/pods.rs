@@ -27,7 +27,10 @@ fn wait_serving(port: u16) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while http_get(addr, "/").is_none() {
-        assert!(std::time::Instant::now() < deadline, "the pod does not serve on {port}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod does not serve on {port}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -40,20 +43,43 @@ fn a_pod_window_covers_its_containers_and_one_container_narrows_it() {
     let mut cri = CriRuntime::start("pods");
     let (web, side) = (free_port(), free_port());
     let httpd = |port: u16| -> Vec<String> {
-        ["/bin/busybox", "httpd", "-f", "-p", &port.to_string(), "-h", "/www"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            &port.to_string(),
+            "-h",
+            "/www",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let parent = format!("/recap-test-pod-{}", std::process::id());
-    cri.run_pod("shop", "checkout-0", &parent, &[("web", httpd(web)), ("side", httpd(side))]);
+    cri.run_pod(
+        "shop",
+        "checkout-0",
+        &parent,
+        &[("web", httpd(web)), ("side", httpd(side))],
+    );
     wait_serving(web);
     wait_serving(side);
     let socket = cri.socket_path().to_str().unwrap().to_owned();
     for (container, expected) in [(None, (3 + 4) as u64), (Some("side"), 4)] {
         let mut args = vec![
-            "window", "--local", "--pod", "shop/checkout-0", "--cri-endpoint", &socket, "-d", "60s",
-            "--probes", "tcp,http", "-o", "json",
+            "window",
+            "--local",
+            "--pod",
+            "shop/checkout-0",
+            "--cri-endpoint",
+            &socket,
+            "-d",
+            "60s",
+            "--probes",
+            "tcp,http",
+            "-o",
+            "json",
         ];
         if let Some(c) = container {
             args.extend(["--container", c]);
@@ -68,7 +94,10 @@ fn a_pod_window_covers_its_containers_and_one_container_narrows_it() {
         assert_eq!(s["http"]["server"]["completed"], expected);
         assert_eq!(s["target"]["kind"], "pod");
         assert_eq!(s["target"]["pod"]["namespace"], "shop");
-        assert_eq!(s["target"]["pod"]["containers"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            s["target"]["pod"]["containers"].as_array().unwrap().len(),
+            2
+        );
         if container.is_none() {
             let dir = s["target"]["cgroup_dir"].as_str().unwrap();
             assert!(dir.ends_with(&parent), "the pod cgroup: {dir}");
@@ -76,19 +105,47 @@ fn a_pod_window_covers_its_containers_and_one_container_narrows_it() {
     }
     // A pod that is not there: the reason and the pods that are, exit 1, nothing attached.
     let (code, _, err) = recap(&[
-        "window", "--local", "--pod", "shop/nope", "--cri-endpoint", &socket, "-d", "1s",
+        "window",
+        "--local",
+        "--pod",
+        "shop/nope",
+        "--cri-endpoint",
+        &socket,
+        "-d",
+        "1s",
     ]);
     assert_eq!(code, 1);
-    assert!(err.contains("no ready pod `shop/nope`") && err.contains("shop/checkout-0"), "{err}");
+    assert!(
+        err.contains("no ready pod `shop/nope`") && err.contains("shop/checkout-0"),
+        "{err}"
+    );
     let (code, _, err) = recap(&[
-        "window", "--local", "--pod", "shop/checkout-0", "--container", "db", "--cri-endpoint", &socket, "-d", "1s",
+        "window",
+        "--local",
+        "--pod",
+        "shop/checkout-0",
+        "--container",
+        "db",
+        "--cri-endpoint",
+        &socket,
+        "-d",
+        "1s",
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("no running container `db`"), "{err}");
     let (code, _, err) = recap(&["window", "--local", "--pod", "checkout-0", "-d", "1s"]);
     assert_eq!(code, 2);
     assert!(err.contains("NAMESPACE/NAME"), "{err}");
-    let (code, _, err) = recap(&["window", "--local", "--pod", "a/b", "--cri-endpoint", "/nonexistent.sock", "-d", "1s"]);
+    let (code, _, err) = recap(&[
+        "window",
+        "--local",
+        "--pod",
+        "a/b",
+        "--cri-endpoint",
+        "/nonexistent.sock",
+        "-d",
+        "1s",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("CRI plugin"), "{err}");
     cri.remove_pods();

@@ -329,16 +329,34 @@ fn target_only_counts_the_target_cgroup_alone() {
     };
     // In the target itself: 2,000 getppid, 2 connects, 3 datagrams; below it: other numbers.
     let mut own = Workload::start(&target, &plan(2_000, 2, 3), &sink, closed_port(), udp_port);
-    let mut below = Workload::start(&in_child, &plan(3_000, 1, 5), &sink, closed_port(), udp_port);
-    let mut moved_down = Workload::start(&target, &plan(4_000, 1, 7), &sink, closed_port(), udp_port);
+    let mut below = Workload::start(
+        &in_child,
+        &plan(3_000, 1, 5),
+        &sink,
+        closed_port(),
+        udp_port,
+    );
+    let mut moved_down =
+        Workload::start(&target, &plan(4_000, 1, 7), &sink, closed_port(), udp_port);
     let dir = target.dir.to_str().unwrap().to_owned();
     let mut run = RecapRun::start(&[
-        "window", "--cgroup", &dir, "--target-only", "-d", "120s", "--probes", "all", "-o", "json",
+        "window",
+        "--cgroup",
+        &dir,
+        "--target-only",
+        "-d",
+        "120s",
+        "--probes",
+        "all",
+        "-o",
+        "json",
     ]);
     run.wait_armed();
     let grandchild = child.join("deeper");
     std::fs::create_dir(&grandchild).unwrap();
-    let in_grandchild = TestCgroup { dir: grandchild.clone() };
+    let in_grandchild = TestCgroup {
+        dir: grandchild.clone(),
+    };
     in_grandchild.adopt(moved_down.child.id());
     let cpu_before = cgroup_cpu_alone(&target.dir);
     for w in [&mut own, &mut below, &mut moved_down] {
@@ -351,8 +369,16 @@ fn target_only_counts_the_target_cgroup_alone() {
     let cpu_used = cgroup_cpu_alone(&target.dir) - cpu_before;
     let (s, _) = run.interrupt();
     assert_eq!(s["target"]["target_only"], true);
-    assert_eq!(syscall(&s, "getppid").0, 2_000, "the target's own tasks only");
-    assert_eq!(u(&s, "/tcp/connect_established"), 2, "the target's own sockets only");
+    assert_eq!(
+        syscall(&s, "getppid").0,
+        2_000,
+        "the target's own tasks only"
+    );
+    assert_eq!(
+        u(&s, "/tcp/connect_established"),
+        2,
+        "the target's own sockets only"
+    );
     // A socket belongs to the cgroup it was made in (the kernel's rule, for every socket
     // family): the moved process made its UDP socket in the target before it moved, so its 7
     // datagrams count; its TCP connects, made after the move, do not.

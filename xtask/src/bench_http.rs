@@ -37,7 +37,9 @@ impl Nginx {
         let dir = std::env::temp_dir().join(format!("recap-bench-nginx-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, nginx_conf(&dir, port))?;
         // The shell joins the target cgroup, then becomes nginx: master and worker are in it.
@@ -60,7 +62,10 @@ impl Nginx {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        bail!("nginx did not listen; see {}/error.log", nginx.dir.display())
+        bail!(
+            "nginx did not listen; see {}/error.log",
+            nginx.dir.display()
+        )
     }
 }
 
@@ -121,7 +126,10 @@ fn wrk(port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
 
 /// Run count and run time (ns) of our loaded programs whose name starts with `prefix`.
 fn bpf_run_stats(prefix: &str) -> (u64, u64) {
-    let Ok(out) = Command::new("bpftool").args(["prog", "show", "-j"]).output() else {
+    let Ok(out) = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+    else {
         return (0, 0);
     };
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

@@ -63,10 +63,19 @@ const PACKAGES: &[(&str, &str)] = &[
         "protobuf-compiler",
         "the etcd client's build compiles etcd's API (protoc)",
     ),
-    ("libprotobuf-dev", "protoc's well-known types (google/protobuf/*.proto)"),
+    (
+        "libprotobuf-dev",
+        "protoc's well-known types (google/protobuf/*.proto)",
+    ),
     ("etcd-server", "fleet tests run a three-member etcd cluster"),
-    ("etcd-client", "fleet tests set up etcd users and roles (etcdctl)"),
-    ("openssl", "fleet tests make the etcd cluster's TLS certificates"),
+    (
+        "etcd-client",
+        "fleet tests set up etcd users and roles (etcdctl)",
+    ),
+    (
+        "openssl",
+        "fleet tests make the etcd cluster's TLS certificates",
+    ),
     ("nginx-light", "the http benchmark's server"),
     ("wrk", "the http benchmark's load"),
 ];
@@ -95,10 +104,14 @@ fn python_packages() -> anyhow::Result<()> {
             .is_some_and(|v| v.contains(version));
         if !have {
             eprintln!("xtask: installing {package} (PyPI)");
-            status(
-                Command::new("python3")
-                    .args(["-m", "pip", "install", "-q", "--root-user-action=ignore", package]),
-            )?;
+            status(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--root-user-action=ignore",
+                package,
+            ]))?;
         }
     }
     Ok(())

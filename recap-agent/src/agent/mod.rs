@@ -184,7 +184,11 @@ async fn start_fleet(
     agent: Arc<windows::Agent>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     crate::fleet::etcd::Etcd::check(&fleet.etcd)?;
-    eprintln!("recap: fleet node {} (etcd {})", fleet.node, fleet.etcd.endpoints.join(","));
+    eprintln!(
+        "recap: fleet node {} (etcd {})",
+        fleet.node,
+        fleet.etcd.endpoints.join(",")
+    );
     let fleet = fleet.clone();
     let stop = agent.shutdown_token();
     Ok(tokio::spawn(async move {

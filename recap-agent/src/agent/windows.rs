@@ -371,10 +371,7 @@ impl Agent {
 
 /// `recap window`'s arguments and the caller's OTEL_* variables, checked as the CLI checks them.
 /// A request's arguments, checked as `recap window` checks its own.
-pub fn parse_request(
-    args: &[String],
-    env: &HashMap<String, String>,
-) -> Result<WindowSpec, String> {
+pub fn parse_request(args: &[String], env: &HashMap<String, String>) -> Result<WindowSpec, String> {
     if args.len() > MAX_ARGS || args.iter().any(|a| a.len() > MAX_ARG_BYTES) {
         return Err(format!(
             "a request has at most {MAX_ARGS} arguments of at most {MAX_ARG_BYTES} bytes"

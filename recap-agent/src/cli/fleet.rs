@@ -20,7 +20,12 @@ use crate::fleet::{
 #[derive(Debug, Args, Clone)]
 pub struct EtcdArgs {
     /// etcd's client endpoints, comma-separated (http://... or https://...).
-    #[arg(long, value_name = "URL,...", value_delimiter = ',', env = "RECAP_ETCD")]
+    #[arg(
+        long,
+        value_name = "URL,...",
+        value_delimiter = ',',
+        env = "RECAP_ETCD"
+    )]
     pub etcd: Vec<String>,
     /// Where RECap's keys live.
     #[arg(long, value_name = "PREFIX", default_value = "/recap/")]

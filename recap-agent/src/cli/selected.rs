@@ -44,7 +44,8 @@ pub async fn run(
     socket: &Path,
     argv: Vec<String>,
 ) -> anyhow::Result<()> {
-    if args.cgroup.is_some() || args.pid.is_some() || args.container.is_some() || args.pod.is_some() {
+    if args.cgroup.is_some() || args.pid.is_some() || args.container.is_some() || args.pod.is_some()
+    {
         super::usage!("--selector picks the containers itself: give it without --cgroup, --pid, --container or --pod");
     }
     // The options checked once, with a stand-in target.
@@ -60,7 +61,11 @@ pub async fn run(
     eprintln!(
         "recap: --selector {selector}: {} container(s): {}",
         matched.len(),
-        matched.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        matched
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let through_agent = if local || spec.export.prometheus.is_some() {
         None
@@ -111,7 +116,9 @@ async fn through_the_agent(
     let mut started = Vec::new();
     for m in matched {
         let mut c = client.clone();
-        let answer = c.start_window(start_request(&for_container(argv, &m.id))).await;
+        let answer = c
+            .start_window(start_request(&for_container(argv, &m.id)))
+            .await;
         match answer {
             Ok(r) => {
                 let r = r.into_inner();
@@ -120,7 +127,13 @@ async fn through_the_agent(
                 }
                 started.push((m.clone(), Ok(r.window_id)));
             }
-            Err(s) => started.push((m.clone(), Err(format!("{:#}", agent_error("the agent did not open the window", s))))),
+            Err(s) => started.push((
+                m.clone(),
+                Err(format!(
+                    "{:#}",
+                    agent_error("the agent did not open the window", s)
+                )),
+            )),
         }
     }
     let mut signals = StopSignals::install(false)?;
@@ -181,7 +194,11 @@ async fn in_process(
         };
         let id = new_window_id();
         let started = Instant::now();
-        match Window::arm(&s, id.clone(), engine.clone(), Vec::new(), started, &|_| Ok(())).await {
+        match Window::arm(&s, id.clone(), engine.clone(), Vec::new(), started, &|_| {
+            Ok(())
+        })
+        .await
+        {
             Ok(w) => {
                 eprintln!(
                     "recap: window {id} armed on container {} in {} ms",
@@ -220,7 +237,12 @@ async fn in_process(
     Ok(outcomes)
 }
 
-fn print(selector: &Selector, outcomes: &[Outcome], output: Output, top: usize) -> anyhow::Result<()> {
+fn print(
+    selector: &Selector,
+    outcomes: &[Outcome],
+    output: Output,
+    top: usize,
+) -> anyhow::Result<()> {
     let summaries: Vec<Value> = outcomes
         .iter()
         .filter_map(|o| o.result.as_ref().ok())

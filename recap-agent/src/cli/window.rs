@@ -392,7 +392,9 @@ mod tests {
         let err = |a: &[&str]| window_args(a).unwrap().into_spec().unwrap_err().to_string();
         assert!(err(&["--pid", "1", "-d", "0s"]).contains("more than 0"));
         assert!(err(&["--pid", "1", "-d", "2h"]).contains("over the maximum 1h"));
-        assert!(err(&["--pid", "1", "--probes", "tcp,grpc"]).contains("unknown probe family `grpc`"));
+        assert!(
+            err(&["--pid", "1", "--probes", "tcp,grpc"]).contains("unknown probe family `grpc`")
+        );
         assert!(window_args(&["-d", "5s"]).is_err(), "a target is required");
         assert!(
             err(&["--pid", "1", "--cgroup", "/x"]).contains("exactly one"),

@@ -227,7 +227,11 @@ impl FamilyReport for DnsSummary {
             let _ = writeln!(o, "    {}", list(&self.answers_by_rcode));
         }
         row(o, "unanswered at the end", self.unanswered);
-        row(o, "answers to no query of the window", self.unmatched_answers);
+        row(
+            o,
+            "answers to no query of the window",
+            self.unmatched_answers,
+        );
         let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
         let _ = writeln!(
             o,
@@ -261,7 +265,11 @@ impl FamilyReport for DnsSummary {
             vec![],
             Value::Count(self.unanswered),
         ));
-        out.push(log2::sample(&LOOKUP_DURATION, &self.latency, TCP_HIST_BUCKETS));
+        out.push(log2::sample(
+            &LOOKUP_DURATION,
+            &self.latency,
+            TCP_HIST_BUCKETS,
+        ));
         out
     }
 }

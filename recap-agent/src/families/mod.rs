@@ -272,7 +272,16 @@ mod tests {
         let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(
             names,
-            ["tcp", "tcp_health", "http", "dns", "net", "syscalls", "proc", "cpu"]
+            [
+                "tcp",
+                "tcp_health",
+                "http",
+                "dns",
+                "net",
+                "syscalls",
+                "proc",
+                "cpu"
+            ]
         );
         assert!(Family::TCP < Family::CPU);
         assert_eq!("proc".parse::<Family>(), Ok(Family::PROC));

@@ -217,8 +217,10 @@ mod tests {
     #[test]
     fn exec_names_most_frequent_first() {
         let mut c = RawCounts::zeroed();
-        c.named
-            .insert("proc", vec![("true".into(), vec![3]), ("sh".into(), vec![4])]);
+        c.named.insert(
+            "proc",
+            vec![("true".into(), vec![3]), ("sh".into(), vec![4])],
+        );
         let p = summarise(&c);
         assert_eq!(
             p.exec_names[0],

@@ -69,7 +69,8 @@ impl FleetNode {
             let me = self.clone();
             if request.deadline_unix_ms <= now_unix_ms() {
                 // Over before this agent saw it (it was down, or restarted since).
-                self.parts.spawn(async move { me.settle_past(request).await });
+                self.parts
+                    .spawn(async move { me.settle_past(request).await });
                 continue;
             }
             self.parts.spawn(async move { me.take_part(request).await });
@@ -78,7 +79,12 @@ impl FleetNode {
         self.parts.wait().await;
     }
 
-    fn result(&self, status: &str, targets: Vec<TargetResult>, error: Option<String>) -> PartResult {
+    fn result(
+        &self,
+        status: &str,
+        targets: Vec<TargetResult>,
+        error: Option<String>,
+    ) -> PartResult {
         PartResult {
             node: self.node.clone(),
             status: status.into(),
@@ -97,7 +103,11 @@ impl FleetNode {
             targets: Vec::new(),
         };
         let result = match self.coordinator.claim(&request, &claim).await {
-            Ok(true) => self.result("expired", Vec::new(), Some("seen after its deadline".into())),
+            Ok(true) => self.result(
+                "expired",
+                Vec::new(),
+                Some("seen after its deadline".into()),
+            ),
             Ok(false) => self.result(
                 "lost",
                 Vec::new(),
@@ -117,7 +127,10 @@ impl FleetNode {
         let mut selector = request.selector.clone();
         let mut conflict = false;
         for (k, v) in self.scope.iter().flat_map(|s| s.0.iter()) {
-            conflict |= selector.0.insert(k.clone(), v.clone()).is_some_and(|old| &old != v);
+            conflict |= selector
+                .0
+                .insert(k.clone(), v.clone())
+                .is_some_and(|old| &old != v);
         }
         let matched = match crate::docker::connect().await {
             Ok(_) if conflict => Ok(Vec::new()),
@@ -170,7 +183,11 @@ impl FleetNode {
         // The window ends at the request's deadline, however late this node starts it.
         let remaining = request.deadline_unix_ms.saturating_sub(now_unix_ms());
         if remaining == 0 {
-            let expired = self.result("expired", Vec::new(), Some("seen after its deadline".into()));
+            let expired = self.result(
+                "expired",
+                Vec::new(),
+                Some("seen after its deadline".into()),
+            );
             let _ = self.coordinator.publish(&request, &expired).await;
             return;
         }
@@ -233,7 +250,11 @@ impl FleetNode {
     }
 }
 
-fn target_result(container: &str, window_id: Option<String>, record: Option<WindowRecord>) -> TargetResult {
+fn target_result(
+    container: &str,
+    window_id: Option<String>,
+    record: Option<WindowRecord>,
+) -> TargetResult {
     let Some(r) = record else {
         return TargetResult {
             container: container.into(),

@@ -54,7 +54,9 @@ pub struct FleetOutcome {
 impl FleetOutcome {
     /// Every node's part came back (whatever it says).
     pub fn complete(&self) -> bool {
-        self.parts.values().all(|p| matches!(p, NodePart::Done(r) if r.status != "lost"))
+        self.parts
+            .values()
+            .all(|p| matches!(p, NodePart::Done(r) if r.status != "lost"))
     }
 
     fn summaries(&self) -> impl Iterator<Item = &Value> {
@@ -78,9 +80,16 @@ impl FleetOutcome {
             .iter()
             .map(|(node, part)| {
                 let (targets, error) = match part {
-                    NodePart::Done(r) => (serde_json::to_value(&r.targets).unwrap_or_default(), r.error.clone()),
+                    NodePart::Done(r) => (
+                        serde_json::to_value(&r.targets).unwrap_or_default(),
+                        r.error.clone(),
+                    ),
                     NodePart::Claimed(c) | NodePart::NotCollected(c) => (
-                        json!(c.targets.iter().map(|t| json!({"container": t})).collect::<Vec<_>>()),
+                        json!(c
+                            .targets
+                            .iter()
+                            .map(|t| json!({"container": t}))
+                            .collect::<Vec<_>>()),
                         None,
                     ),
                     _ => (json!([]), None),
@@ -123,7 +132,10 @@ impl FleetOutcome {
                         t.container,
                         t.window_id.as_deref().unwrap_or("-"),
                         t.status,
-                        t.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                        t.error
+                            .as_ref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
                     );
                 }
                 if let Some(e) = &r.error {
@@ -146,7 +158,11 @@ fn flatten(path: &str, v: &Value, out: &mut Vec<(String, u64)>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 flatten(&p, v, out);
             }
         }
@@ -154,13 +170,20 @@ fn flatten(path: &str, v: &Value, out: &mut Vec<(String, u64)>) {
             for entry in a {
                 let name: Vec<String> = ["name", "method", "status"]
                     .iter()
-                    .filter_map(|k| entry.get(*k).map(|v| v.to_string().trim_matches('"').to_string()))
+                    .filter_map(|k| {
+                        entry
+                            .get(*k)
+                            .map(|v| v.to_string().trim_matches('"').to_string())
+                    })
                     .collect();
                 if name.is_empty() {
                     continue; // histogram buckets: see the JSON
                 }
                 let p = format!("{path}[{}]", name.join(" "));
-                match entry.get("count").or_else(|| entry.pointer("/duration/count")) {
+                match entry
+                    .get("count")
+                    .or_else(|| entry.pointer("/duration/count"))
+                {
                     Some(Value::Number(n)) => out.push((p, n.as_u64().unwrap_or(0))),
                     _ => flatten(&p, entry, out),
                 }
@@ -209,8 +232,10 @@ pub async fn run_fleet_window(
         nodes.len(),
         nodes.join(", ")
     );
-    let mut parts: BTreeMap<String, NodePart> =
-        nodes.iter().map(|n| (n.clone(), NodePart::Waiting)).collect();
+    let mut parts: BTreeMap<String, NodePart> = nodes
+        .iter()
+        .map(|n| (n.clone(), NodePart::Waiting))
+        .collect();
     let claim_by = submitted + spec.claim_timeout;
     let results_by = submitted + spec.duration + spec.result_grace;
     let mut all_claimed_after = None;

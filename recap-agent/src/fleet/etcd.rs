@@ -59,12 +59,19 @@ impl Etcd {
     /// answer yet is waited for.
     pub fn check(config: &EtcdConfig) -> anyhow::Result<()> {
         if config.endpoints.is_empty() {
-            anyhow::bail!("give etcd's endpoints (e.g. --etcd https://10.0.0.1:2379,https://10.0.0.2:2379)");
+            anyhow::bail!(
+                "give etcd's endpoints (e.g. --etcd https://10.0.0.1:2379,https://10.0.0.2:2379)"
+            );
         }
         if config.ca.is_none() && config.endpoints.iter().any(|e| e.starts_with("https://")) {
-            anyhow::bail!("https endpoints need --etcd-ca (the CA that signed etcd's certificates)");
+            anyhow::bail!(
+                "https endpoints need --etcd-ca (the CA that signed etcd's certificates)"
+            );
         }
-        for file in [&config.ca, &config.cert, &config.key].into_iter().flatten() {
+        for file in [&config.ca, &config.cert, &config.key]
+            .into_iter()
+            .flatten()
+        {
             read(file)?;
         }
         Ok(())
@@ -72,7 +79,9 @@ impl Etcd {
 
     pub async fn connect(config: &EtcdConfig) -> anyhow::Result<Self> {
         if config.endpoints.is_empty() {
-            anyhow::bail!("give etcd's endpoints (e.g. --etcd https://10.0.0.1:2379,https://10.0.0.2:2379)");
+            anyhow::bail!(
+                "give etcd's endpoints (e.g. --etcd https://10.0.0.1:2379,https://10.0.0.2:2379)"
+            );
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
@@ -88,7 +97,9 @@ impl Etcd {
             }
             options = options.with_tls(tls);
         } else if config.endpoints.iter().any(|e| e.starts_with("https://")) {
-            anyhow::bail!("https endpoints need --etcd-ca (the CA that signed etcd's certificates)");
+            anyhow::bail!(
+                "https endpoints need --etcd-ca (the CA that signed etcd's certificates)"
+            );
         }
         // Only members that answer now: a dead member in the client's list gets requests that
         // fail or time out (the fleet tests kill members on purpose).
@@ -227,7 +238,11 @@ impl Coordinator for Etcd {
         let lease = client.lease_grant(ttl, None).await?.id();
         let value = serde_json::json!({"node": node, "since_unix_ms": now_unix_ms()}).to_string();
         client
-            .put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))
+            .put(
+                key.clone(),
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
             .await
             .context("registering the node")?;
         // Keep-alives every third of the TTL; when etcd was away long enough for the lease to
@@ -253,7 +268,11 @@ impl Coordinator for Etcd {
                         let again = async {
                             let id = client.lease_grant(ttl, None).await?.id();
                             client
-                                .put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(id)))
+                                .put(
+                                    key.clone(),
+                                    value.clone(),
+                                    Some(PutOptions::new().with_lease(id)),
+                                )
                                 .await?;
                             anyhow::Ok(id)
                         }
@@ -345,13 +364,14 @@ impl Coordinator for Etcd {
                 // The requests there now (on the first pass and after a lost watch), then the
                 // watch from the revision after them: nothing put in between is missed.
                 if next_revision == 0 {
-                    let got = retrying("reading the fleet requests", || {
-                        let (mut c, p) = (client.clone(), prefix.clone());
-                        async move {
-                            anyhow::Ok(c.get(p, Some(GetOptions::new().with_prefix())).await?)
-                        }
-                    })
-                    .await;
+                    let got =
+                        retrying("reading the fleet requests", || {
+                            let (mut c, p) = (client.clone(), prefix.clone());
+                            async move {
+                                anyhow::Ok(c.get(p, Some(GetOptions::new().with_prefix())).await?)
+                            }
+                        })
+                        .await;
                     next_revision = got.header().map_or(0, |h| h.revision()) + 1;
                     for kv in got.kvs() {
                         if let Some(r) = me.parse_request(kv.key(), kv.value()) {
@@ -410,7 +430,10 @@ impl Coordinator for Etcd {
                 }
                 // Ours from an attempt whose answer was lost, or an earlier life's.
                 let got = c.get(key, None).await?;
-                Ok(got.kvs().first().is_some_and(|kv| kv.value() == value.as_bytes()))
+                Ok(got
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.value() == value.as_bytes()))
             }
         })
         .await
@@ -455,7 +478,8 @@ impl Coordinator for Etcd {
         let me = self.clone_handle();
         // Parts and registrations, one watch each, from the revision read above.
         for (prefix, is_nodes) in [(parts, false), (nodes, true)] {
-            let (tx, mut client, me, id) = (tx.clone(), client.clone(), me.clone_handle(), id.clone());
+            let (tx, mut client, me, id) =
+                (tx.clone(), client.clone(), me.clone_handle(), id.clone());
             tokio::spawn(async move {
                 let mut next = revision;
                 loop {
@@ -470,7 +494,9 @@ impl Coordinator for Etcd {
                             next = next.max(kv.mod_revision() + 1);
                             let progress = if is_nodes {
                                 (event.event_type() == EventType::Delete)
-                                    .then(|| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_string))
+                                    .then(|| {
+                                        kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_string)
+                                    })
                                     .flatten()
                                     .map(Progress::NodeGone)
                             } else if event.event_type() == EventType::Put {

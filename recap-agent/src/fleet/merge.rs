@@ -9,7 +9,9 @@
 use serde_json::{Map, Value};
 
 /// Fields that name a list entry rather than count it.
-const IDENTITY: [&str; 7] = ["name", "method", "status", "ge_ns", "lt_ns", "nr", "capsule"];
+const IDENTITY: [&str; 7] = [
+    "name", "method", "status", "ge_ns", "lt_ns", "nr", "capsule",
+];
 
 /// The totals of `summaries`' family sections (`families` names them).
 pub fn totals<'a>(

@@ -21,11 +21,16 @@ impl FromStr for Selector {
                 format!("`{part}` is not KEY=VALUE (e.g. --selector app=checkout,tier=web)")
             })?;
             if part.chars().any(|c| c.is_control()) {
-                return Err(format!("`{}`: no control characters in a label", part.escape_debug()));
+                return Err(format!(
+                    "`{}`: no control characters in a label",
+                    part.escape_debug()
+                ));
             }
             let (k, v) = (k.trim(), v.trim());
             if k.is_empty() || k.len() > 253 || v.len() > 253 {
-                return Err(format!("`{part}`: a label key must be 1 to 253 characters, a value at most 253"));
+                return Err(format!(
+                    "`{part}`: a label key must be 1 to 253 characters, a value at most 253"
+                ));
             }
             if v.contains('=') {
                 return Err(format!("`{part}`: no `=` in a value"));
@@ -65,7 +70,10 @@ pub async fn matching_containers(
 ) -> Result<Vec<Matched>, TargetError> {
     let filters: Vec<String> = selector.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let options = ListContainersOptionsBuilder::new()
-        .filters(&std::collections::HashMap::from([("label".to_string(), filters)]))
+        .filters(&std::collections::HashMap::from([(
+            "label".to_string(),
+            filters,
+        )]))
         .build();
     let list = docker
         .list_containers(Some(options))
@@ -102,7 +110,10 @@ mod tests {
         let s: Selector = "app=checkout, tier=web".parse().unwrap();
         assert_eq!(s.to_string(), "app=checkout,tier=web");
         let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         assert!(s.matches(&labels(&[("app", "checkout"), ("tier", "web"), ("x", "y")])));
         assert!(!s.matches(&labels(&[("app", "checkout")])));

@@ -13,8 +13,8 @@ use aya::{
     maps::MapData,
     programs::{
         cgroup_skb::CgroupSkbLink, raw_trace_point::RawTracePointLink, sock_ops::SockOpsLink,
-        tp_btf::BtfTracePointLink, BtfTracePoint, CgroupAttachMode, CgroupSkb,
-        CgroupSkbAttachType, ProgramError, RawTracePoint, SockOps,
+        tp_btf::BtfTracePointLink, BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
+        ProgramError, RawTracePoint, SockOps,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -297,12 +297,8 @@ impl ProgramSet {
         #[allow(deprecated)]
         let mut tags: CgroupStorage<&mut MapData, WindowTag> =
             CgroupStorage::try_from(map).map_err(|e| e.to_string())?;
-        tags.insert(
-            CgroupStorageKey::new(cgroup_id, attach_type),
-            tag,
-            0,
-        )
-        .map_err(|e| format!("tagging the cgroup attachment: {}", error_chain(&e)))
+        tags.insert(CgroupStorageKey::new(cgroup_id, attach_type), tag, 0)
+            .map_err(|e| format!("tagging the cgroup attachment: {}", error_chain(&e)))
     }
 
     fn program<'a, P>(&'a mut self, name: &str) -> Result<&'a mut P, String>

@@ -16,9 +16,15 @@ use thiserror::Error;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetSpec {
-    Cgroup { path: PathBuf },
-    Pid { pid: u32 },
-    Container { name_or_id: String },
+    Cgroup {
+        path: PathBuf,
+    },
+    Pid {
+        pid: u32,
+    },
+    Container {
+        name_or_id: String,
+    },
     /// A Kubernetes pod (and optionally one of its containers), through the runtime's CRI API.
     Pod {
         namespace: String,
@@ -211,7 +217,10 @@ impl Target {
                 ..
             } => match container {
                 Some(c) => format!("pod {namespace}/{name} container {c}"),
-                None => format!("pod {namespace}/{name} (cgroup {})", self.cgroup_dir.display()),
+                None => format!(
+                    "pod {namespace}/{name} (cgroup {})",
+                    self.cgroup_dir.display()
+                ),
             },
         }
     }

@@ -90,13 +90,21 @@ pub async fn resolve(
     }) else {
         let mut known: Vec<String> = ready
             .iter()
-            .filter_map(|p| p.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)))
+            .filter_map(|p| {
+                p.metadata
+                    .as_ref()
+                    .map(|m| format!("{}/{}", m.namespace, m.name))
+            })
             .collect();
         known.sort();
         known.truncate(8);
         return Err(TargetError::NoSuchPod {
             wanted: format!("{namespace}/{name}"),
-            known: if known.is_empty() { "none".into() } else { known.join(", ") },
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
         });
     };
     let meta = pod.metadata.clone().unwrap_or_default();
@@ -108,13 +116,27 @@ pub async fn resolve(
             }),
         })
         .await
-        .map_err(|e| cri_error(endpoint, "listing the pod's containers", e.message().to_string()))?
+        .map_err(|e| {
+            cri_error(
+                endpoint,
+                "listing the pod's containers",
+                e.message().to_string(),
+            )
+        })?
         .into_inner()
         .containers;
     let running: Vec<(String, String)> = containers
         .iter()
         .filter(|c| c.state == CONTAINER_RUNNING)
-        .map(|c| (c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(), c.id.clone()))
+        .map(|c| {
+            (
+                c.metadata
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                c.id.clone(),
+            )
+        })
         .collect();
     let root = cgroup::cgroup2_mount()?;
     let (dir, pid) = match container {
@@ -123,7 +145,11 @@ pub async fn resolve(
                 return Err(TargetError::NoSuchPodContainer {
                     pod: format!("{namespace}/{name}"),
                     wanted: wanted.to_string(),
-                    known: running.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+                    known: running
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             };
             let status = cri
@@ -132,10 +158,21 @@ pub async fn resolve(
                     verbose: true,
                 })
                 .await
-                .map_err(|e| cri_error(endpoint, "reading the container's status", e.message().to_string()))?
+                .map_err(|e| {
+                    cri_error(
+                        endpoint,
+                        "reading the container's status",
+                        e.message().to_string(),
+                    )
+                })?
                 .into_inner();
-            let pid = info_pid(&status.info)
-                .ok_or_else(|| cri_error(endpoint, "finding the container's process", "no pid in its status"))?;
+            let pid = info_pid(&status.info).ok_or_else(|| {
+                cri_error(
+                    endpoint,
+                    "finding the container's process",
+                    "no pid in its status",
+                )
+            })?;
             (cgroup::cgroup_of_pid(&root, pid)?, pid)
         }
         None => {
@@ -147,17 +184,32 @@ pub async fn resolve(
                     verbose: true,
                 })
                 .await
-                .map_err(|e| cri_error(endpoint, "reading the pod's status", e.message().to_string()))?
+                .map_err(|e| {
+                    cri_error(
+                        endpoint,
+                        "reading the pod's status",
+                        e.message().to_string(),
+                    )
+                })?
                 .into_inner();
-            let pid = info_pid(&status.info)
-                .ok_or_else(|| cri_error(endpoint, "finding the pod's process", "no pid in its status"))?;
+            let pid = info_pid(&status.info).ok_or_else(|| {
+                cri_error(
+                    endpoint,
+                    "finding the pod's process",
+                    "no pid in its status",
+                )
+            })?;
             // A pod made without a cgroup parent shares its containers' parent with every such
             // pod: that is no pod cgroup.
             let parent = status
                 .info
                 .get("info")
                 .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
-                .and_then(|i| i.pointer("/config/linux/cgroup_parent")?.as_str().map(str::to_string))
+                .and_then(|i| {
+                    i.pointer("/config/linux/cgroup_parent")?
+                        .as_str()
+                        .map(str::to_string)
+                })
                 .unwrap_or_default();
             if parent.trim_matches('/').is_empty() {
                 return Err(TargetError::PodWithoutCgroup {

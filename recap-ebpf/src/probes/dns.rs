@@ -9,8 +9,7 @@ use recap_common::{
 
 use crate::{
     maps::{
-        add, bump, skb_slot, hist_add, window_epoch, DNS_HIST, DNS_PENDING, DNS_QTYPE,
-        DNS_RCODE,
+        add, bump, hist_add, skb_slot, window_epoch, DNS_HIST, DNS_PENDING, DNS_QTYPE, DNS_RCODE,
     },
     packet::{ip_header, IPPROTO_UDP},
 };
@@ -57,7 +56,10 @@ fn on_query(ctx: &SkBuffContext, slot: u32, dns: usize, port: u16) {
     }
     add(slot, Counter::DnsQueries, 1);
     match question_type(ctx, dns) {
-        Some(qtype) => bump(&DNS_QTYPE, slot * DNS_QTYPES.len() as u32 + qtype_index(qtype)),
+        Some(qtype) => bump(
+            &DNS_QTYPE,
+            slot * DNS_QTYPES.len() as u32 + qtype_index(qtype),
+        ),
         None => add(slot, Counter::DnsUnparsable, 1),
     }
     let pending = DnsPending {

@@ -12,9 +12,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_user,
-        generated::bpf_probe_read_user as bpf_probe_read_user_raw, bpf_task_pt_regs,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_task_pt_regs, generated::bpf_probe_read_user as bpf_probe_read_user_raw,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -96,15 +95,16 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     let epoch = window_epoch(slot);
     // Updated in place when the socket has a state already.
     let stored = http_state(sk, None);
-    let mut conn = if !stored.is_null() && unsafe { (*stored).slot == slot && (*stored).epoch == epoch } {
-        unsafe { *stored }
-    } else {
-        HttpConn {
-            epoch,
-            slot,
-            ..Default::default()
-        }
-    };
+    let mut conn =
+        if !stored.is_null() && unsafe { (*stored).slot == slot && (*stored).epoch == epoch } {
+            unsafe { *stored }
+        } else {
+            HttpConn {
+                epoch,
+                slot,
+                ..Default::default()
+            }
+        };
     if conn.role == HTTP_UPGRADED {
         return;
     }
@@ -141,8 +141,16 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     if read != 0 {
         return;
     }
-    let fresh = if (ret as usize) < PREFIX { ret as usize } else { PREFIX };
-    let len = if have + fresh < PREFIX { have + fresh } else { PREFIX };
+    let fresh = if (ret as usize) < PREFIX {
+        ret as usize
+    } else {
+        PREFIX
+    };
+    let len = if have + fresh < PREFIX {
+        have + fresh
+    } else {
+        PREFIX
+    };
     // SAFETY: the first PREFIX bytes of a 2 * PREFIX array.
     let p = unsafe { &*(scratch.as_ptr() as *const [u8; PREFIX]) };
     // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
@@ -182,13 +190,7 @@ fn user<T>(addr: u64) -> Option<T> {
 /// Moves the connection's state on by what its bytes say; true if the state changed and must
 /// be stored.
 #[inline(always)]
-fn on_data(
-    slot: u32,
-    conn: &mut HttpConn,
-    incoming: bool,
-    p: &[u8; PREFIX],
-    len: usize,
-) -> bool {
+fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len: usize) -> bool {
     // A server reads requests and writes responses; a client the reverse.
     let (request_side, response_side) = if incoming {
         (HTTP_ROLE_SERVER, HTTP_ROLE_CLIENT)
@@ -316,7 +318,11 @@ const fn pattern(s: &[u8]) -> (u64, u64) {
         value |= (s[i] as u64) << (8 * i);
         i += 1;
     }
-    let mask = if s.len() == 8 { u64::MAX } else { (1u64 << (8 * s.len())) - 1 };
+    let mask = if s.len() == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * s.len())) - 1
+    };
     (value, mask)
 }
 
@@ -364,7 +370,11 @@ fn method_prefix(p: &[u8; PREFIX], len: usize) -> bool {
         return false;
     }
     let w = word(p);
-    let seen = if len < 8 { (1u64 << (8 * len)) - 1 } else { u64::MAX };
+    let seen = if len < 8 {
+        (1u64 << (8 * len)) - 1
+    } else {
+        u64::MAX
+    };
     let mut i = 0;
     while i < METHODS.len() {
         let ((value, mask), _, n) = METHODS[i];
@@ -383,7 +393,11 @@ fn status_prefix(p: &[u8; PREFIX], len: usize) -> bool {
         return false;
     }
     let (value, mask) = HTTP_1;
-    let seen = if len < 7 { (1u64 << (8 * len)) - 1 } else { mask };
+    let seen = if len < 7 {
+        (1u64 << (8 * len)) - 1
+    } else {
+        mask
+    };
     if word(p) & seen != value & seen {
         return false;
     }

@@ -56,7 +56,9 @@ fn main() {
                 match sock.recv_from(&mut buf) {
                     Ok((n, _)) if n >= 12 && u16::from_be_bytes([buf[0], buf[1]]) == id => {
                         let rcode = (buf[3] & 0x0f) as usize;
-                        break RCODES.get(rcode).map_or(format!("RCODE{rcode}"), |r| r.to_string());
+                        break RCODES
+                            .get(rcode)
+                            .map_or(format!("RCODE{rcode}"), |r| r.to_string());
                     }
                     Ok(_) => continue,
                     Err(_) => break "unanswered".to_string(),

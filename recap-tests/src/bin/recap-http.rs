@@ -285,16 +285,25 @@ fn client(port: u16) {
     tally("GET", ka.request("GET", "/ok", b"", cut_before_target));
     tally("GET", ka.request("GET", "/slow", b"", PLAIN));
     tally("GET", ka.request("GET", "/big", b"", PLAIN));
-    tally("POST", ka.request("POST", "/data", &vec![b'd'; 200_000], PLAIN));
+    tally(
+        "POST",
+        ka.request("POST", "/data", &vec![b'd'; 200_000], PLAIN),
+    );
     tally("DELETE", ka.request("DELETE", "/ok", b"", PLAIN));
     let fresh = Opts {
         close: true,
         ..PLAIN
     };
     for _ in 0..3 {
-        tally("GET", Client::connect(port).request("GET", "/ok", b"", fresh));
+        tally(
+            "GET",
+            Client::connect(port).request("GET", "/ok", b"", fresh),
+        );
     }
-    tally("GET", Client::connect(port).request("GET", "/missing", b"", fresh));
+    tally(
+        "GET",
+        Client::connect(port).request("GET", "/missing", b"", fresh),
+    );
     let counts: Vec<String> = got.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
     println!("{{{}}}", counts.join(", "));
     println!("interim {interim}");
