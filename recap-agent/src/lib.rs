@@ -11,4 +11,5 @@ pub mod fleet;
 pub mod probes;
 pub mod report;
 pub mod targets;
+pub mod unix_grpc;
 pub mod window;

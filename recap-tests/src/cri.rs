@@ -9,15 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     runtime_service_client::RuntimeServiceClient, ContainerConfig, ContainerMetadata,
     CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
     RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::docker::{ensure_engine, APP_IMAGE};
 
@@ -109,13 +107,8 @@ impl CriRuntime {
             .enable_all()
             .build()
             .unwrap();
-        let path = socket.clone();
-        let client = rt.block_on(async move {
-            let channel = Endpoint::from_static("http://cri.test")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move { UnixStream::connect(path).await.map(TokioIo::new) }
-                }))
+        let client = rt.block_on(async {
+            let channel = recap_agent::unix_grpc::unix_channel(&socket, "cri.test")
                 .await
                 .unwrap();
             RuntimeServiceClient::new(channel)

@@ -264,6 +264,50 @@ impl EtcdCluster {
         }
     }
 
+    /// Waits until `recap fleet nodes` (run with `env`, e.g. an etcd user) lists every one of
+    /// `nodes`.
+    pub fn wait_registered(&self, env: &[(&str, &str)], nodes: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(crate::recap_bin())
+                .args(["fleet", "nodes"])
+                .args(self.client_args())
+                .envs(env.iter().copied())
+                .output()
+                .unwrap();
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            if nodes.iter().all(|n| listed.lines().any(|l| l == *n)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nodes not registered: {listed}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A key's JSON value, read with etcdctl (`user` as `name:password` when auth is on).
+    pub fn value(&self, user: Option<&str>, key: &str) -> Option<serde_json::Value> {
+        let (ok, out) = self.etcdctl(user, &["get", key, "--print-value-only"]);
+        assert!(ok, "etcdctl get {key}: {out}");
+        serde_json::from_str(out.trim()).ok()
+    }
+
+    /// Waits up to `within` for `key` to hold a JSON value; `why` says what went wrong if not.
+    pub fn wait_value(
+        &self,
+        key: &str,
+        within: Duration,
+        why: impl Fn() -> String,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = self.value(None, key) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "nothing at {key}: {}", why());
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn kill_member(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
             let _ = child.kill();

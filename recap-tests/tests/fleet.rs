@@ -29,22 +29,6 @@ fn fleet_agent(cluster: &EtcdCluster, node: &str, extra: &[&str]) -> AgentProces
     AgentProcess::start(&format!("fleet-{node}"), None, &refs)
 }
 
-/// Waits until `recap fleet nodes` lists every one of `nodes`.
-fn wait_registered(cluster: &EtcdCluster, nodes: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut args = vec!["fleet".to_string(), "nodes".to_string()];
-        args.extend(cluster.client_args());
-        let out = Command::new(recap_bin()).args(&args).output().unwrap();
-        let listed = String::from_utf8_lossy(&out.stdout).to_string();
-        if nodes.iter().all(|n| listed.lines().any(|l| l == *n)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nodes not registered: {listed}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// `recap fleet window ...` running, its progress lines readable as they come.
 struct FleetRun {
     child: Child,
@@ -167,7 +151,7 @@ fn a_fleet_window_counts_every_matching_container_on_every_node_exactly() {
     let a = fleet_agent(&cluster, "node-a", &[]);
     let b = fleet_agent(&cluster, "node-b", &[]);
     let c = fleet_agent(&cluster, "node-c", &[]);
-    wait_registered(&cluster, &["node-a", "node-b", "node-c"]);
+    cluster.wait_registered(&[], &["node-a", "node-b", "node-c"]);
     let a1 = AppContainer::run_labelled("fleet-a1", &["app=checkout", "recap.node=node-a"]);
     let a2 = AppContainer::run_labelled("fleet-a2", &["app=checkout", "recap.node=node-a"]);
     let b1 = AppContainer::run_labelled("fleet-b1", &["app=checkout", "recap.node=node-b"]);
@@ -226,13 +210,6 @@ fn a_fleet_window_counts_every_matching_container_on_every_node_exactly() {
     assert_no_residue();
 }
 
-/// A key's value, read with etcdctl (`user` as `name:password` when auth is on).
-fn etcd_value(cluster: &EtcdCluster, user: Option<&str>, key: &str) -> Option<Value> {
-    let (ok, out) = cluster.etcdctl(user, &["get", key, "--print-value-only"]);
-    assert!(ok, "etcdctl get {key}: {out}");
-    serde_json::from_str(out.trim()).ok()
-}
-
 #[test]
 fn an_agent_killed_mid_window_is_lost_the_others_complete_and_a_member_down_changes_nothing() {
     if !require_root() {
@@ -241,7 +218,7 @@ fn an_agent_killed_mid_window_is_lost_the_others_complete_and_a_member_down_chan
     let mut cluster = EtcdCluster::start("faults", false);
     let a = fleet_agent(&cluster, "node-a", &[]);
     let mut b = fleet_agent(&cluster, "node-b", &[]);
-    wait_registered(&cluster, &["node-a", "node-b"]);
+    cluster.wait_registered(&[], &["node-a", "node-b"]);
     let a1 = AppContainer::run_labelled("fleet-k-a1", &["app=pay", "recap.node=node-a"]);
     let _b1 = AppContainer::run_labelled("fleet-k-b1", &["app=pay", "recap.node=node-b"]);
     // One member of three down: the cluster keeps its quorum, nothing changes.
@@ -268,18 +245,7 @@ fn an_agent_killed_mid_window_is_lost_the_others_complete_and_a_member_down_chan
     let id = s["request_id"].as_str().unwrap().to_string();
     b.restart();
     let key = format!("/recap/parts/{id}/result/node-b");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let result = loop {
-        if let Some(v) = etcd_value(&cluster, None, &key) {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no result for node-b: {}",
-            b.log()
-        );
-        thread::sleep(Duration::from_millis(200));
-    };
+    let result = cluster.wait_value(&key, Duration::from_secs(20), || b.log());
     assert_eq!(result["status"], "lost", "{result:#}");
     let (_, open, _) = b.recap(&["window", "list", "--status", "open", "-o", "json"]);
     assert_eq!(
@@ -297,7 +263,7 @@ fn without_quorum_windows_end_on_time_and_publish_when_etcd_is_back() {
     }
     let mut cluster = EtcdCluster::start("quorum", false);
     let a = fleet_agent(&cluster, "node-a", &[]);
-    wait_registered(&cluster, &["node-a"]);
+    cluster.wait_registered(&[], &["node-a"]);
     let a1 = AppContainer::run_labelled("fleet-q-a1", &["app=cart", "recap.node=node-a"]);
     let started = Instant::now();
     let mut run = FleetRun::start(
@@ -340,14 +306,7 @@ fn without_quorum_windows_end_on_time_and_publish_when_etcd_is_back() {
         "/recap/parts/{}/result/node-a",
         s["request_id"].as_str().unwrap()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let result = loop {
-        if let Some(v) = etcd_value(&cluster, None, &key) {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "never published: {}", a.log());
-        thread::sleep(Duration::from_millis(300));
-    };
+    let result = cluster.wait_value(&key, Duration::from_secs(30), || a.log());
     assert_eq!(result["status"], "completed");
     assert_eq!(result["targets"][0]["summary"]["tcp"]["accepted"], 2);
     drop(a);
@@ -375,7 +334,7 @@ fn a_node_that_never_answers_is_reported_not_waited_for() {
         ],
     );
     assert!(ok, "{out}");
-    wait_registered(&cluster, &["node-a", "ghost"]);
+    cluster.wait_registered(&[], &["node-a", "ghost"]);
     let started = Instant::now();
     let run = FleetRun::start(
         &cluster,
@@ -478,7 +437,13 @@ fn over_tls_a_user_requests_only_under_its_prefix_and_the_local_policy_still_app
     )
     .unwrap();
     a.restart();
-    wait_registered_as(&cluster, "root:rootpw", "node-a");
+    cluster.wait_registered(
+        &[
+            ("RECAP_ETCD_USER", "root"),
+            ("RECAP_ETCD_PASSWORD", "rootpw"),
+        ],
+        &["node-a"],
+    );
     let a1 = AppContainer::run_labelled("fleet-s-a1", &["app=api", "recap.node=node-a"]);
     let alice = [
         ("RECAP_ETCD_USER", "alice"),
@@ -538,21 +503,6 @@ fn over_tls_a_user_requests_only_under_its_prefix_and_the_local_policy_still_app
     assert_no_residue();
 }
 
-fn wait_registered_as(cluster: &EtcdCluster, user: &str, node: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, out) = cluster.etcdctl(
-            Some(user),
-            &["get", "--prefix", "--keys-only", "/recap/nodes/"],
-        );
-        if out.lines().any(|l| l == format!("/recap/nodes/{node}")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{node} not registered: {out}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// An agent started while etcd is down serves its local API at once and joins the fleet when
 /// etcd comes up; a mistake in its etcd options stops it at start with the reason.
 #[test]
@@ -581,7 +531,7 @@ fn an_agent_waits_for_etcd_but_not_for_a_mistake() {
         cluster.restart_member(i);
     }
     cluster.wait_healthy();
-    wait_registered(&cluster, &["node-late"]);
+    cluster.wait_registered(&[], &["node-late"]);
     drop(a);
     // https without a CA: refused at start (a usage error), with what to do.
     let out = Command::new(recap_bin())

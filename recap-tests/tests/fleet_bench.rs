@@ -2,11 +2,7 @@
 //! every node counting, for 1, 3 and 10 agents, next to arming one window through one agent.
 //! Prints medians; asserts only that every window opened (no timings).
 
-use std::{
-    process::Command,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Instant};
 
 use recap_tests::{agent::AgentProcess, docker::AppContainer, etcd::EtcdCluster, *};
 use serde_json::Value;
@@ -84,17 +80,8 @@ fn fleet_request_to_every_node_counting() {
             v
         };
         // Registered, and every agent's programs loaded once (not what is measured).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut args = vec!["fleet".to_string(), "nodes".to_string()];
-            args.extend(cluster.client_args());
-            let out = Command::new(recap_bin()).args(&args).output().unwrap();
-            if String::from_utf8_lossy(&out.stdout).lines().count() >= n {
-                break;
-            }
-            assert!(Instant::now() < deadline);
-            thread::sleep(Duration::from_millis(100));
-        }
+        let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        cluster.wait_registered(&[], &names);
         fleet("1s");
         let (mut counting, mut claimed, mut single) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..REPS {

@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::api::agent_client::AgentClient;
 
@@ -44,13 +43,7 @@ pub async fn connect(socket: &Path) -> Result<Client, ConnectError> {
             })
         }
     }
-    let path = socket.to_path_buf();
-    // The URI is required by tonic but unused: every connection goes to the socket.
-    let channel = Endpoint::from_static("http://recap.agent")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
+    let channel = crate::unix_grpc::unix_channel(socket, "recap.agent")
         .await
         .map_err(|e| ConnectError::Other {
             path: socket.to_path_buf(),

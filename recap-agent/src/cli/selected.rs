@@ -88,22 +88,7 @@ pub async fn run(
 
 /// `argv` (this command's window options) with the selector replaced by one container.
 fn for_container(argv: &[String], id: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut skip = false;
-    for a in argv {
-        if skip {
-            skip = false;
-            continue;
-        }
-        if a == "--selector" {
-            skip = true;
-            continue;
-        }
-        if a.starts_with("--selector=") {
-            continue;
-        }
-        out.push(a.clone());
-    }
+    let mut out = super::args_without(argv, &["--selector"], &[]);
     out.extend(["--container".to_string(), id.to_string()]);
     out
 }

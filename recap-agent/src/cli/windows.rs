@@ -364,24 +364,9 @@ pub(crate) fn request_args(after: &str) -> Vec<String> {
     strip_cli_only(&argv[start..])
 }
 
+/// The arguments sent to the agent: all but the ones that only tell this CLI how to reach it.
 fn strip_cli_only(args: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut skip_next = false;
-    for a in args {
-        if skip_next {
-            skip_next = false;
-            continue;
-        }
-        if a == "--socket" {
-            skip_next = true;
-            continue;
-        }
-        if a.starts_with("--socket=") || a == "--local" {
-            continue;
-        }
-        out.push(a.clone());
-    }
-    out
+    super::args_without(args, &["--socket"], &["--local"])
 }
 
 #[cfg(test)]

@@ -5,14 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     runtime_service_client::RuntimeServiceClient, ContainerFilter, ContainerStatusRequest,
     ListContainersRequest, ListPodSandboxRequest, PodSandboxStatusRequest,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{cgroup, TargetError};
 
@@ -50,22 +49,54 @@ async fn connect(endpoint: &Path) -> Result<RuntimeServiceClient<Channel>, Targe
     UnixStream::connect(endpoint)
         .await
         .map_err(|e| cri_error(endpoint, "connecting", e))?;
-    let path = endpoint.to_path_buf();
-    // The URI is required by tonic but unused: every connection goes to the socket.
-    let channel = Endpoint::from_static("http://cri.runtime")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
+    let channel = crate::unix_grpc::unix_channel(endpoint, "cri.runtime")
         .await
         .map_err(|e| cri_error(endpoint, "connecting", e))?;
     Ok(RuntimeServiceClient::new(channel))
 }
 
-/// The `pid` of a verbose CRI status's `info` document.
-fn info_pid(info: &std::collections::HashMap<String, String>) -> Option<u32> {
-    let doc: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
-    doc["pid"].as_u64().map(|p| p as u32).filter(|&p| p > 0)
+/// A verbose CRI status's `info` document, parsed once.
+struct StatusInfo(serde_json::Value);
+
+impl StatusInfo {
+    fn of(info: &std::collections::HashMap<String, String>) -> Self {
+        StatusInfo(
+            info.get("info")
+                .and_then(|i| serde_json::from_str(i).ok())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.0["pid"].as_u64().map(|p| p as u32).filter(|&p| p > 0)
+    }
+
+    /// The cgroup parent the pod was made with ("" when none).
+    fn cgroup_parent(&self) -> &str {
+        self.0
+            .pointer("/config/linux/cgroup_parent")
+            .and_then(|p| p.as_str())
+            .unwrap_or_default()
+    }
+}
+
+/// The process a verbose status names (`what`: "the container", "the pod").
+fn status_pid(endpoint: &Path, info: &StatusInfo, what: &str) -> Result<u32, TargetError> {
+    info.pid().ok_or_else(|| {
+        cri_error(
+            endpoint,
+            &format!("finding {what}'s process"),
+            "no pid in its status",
+        )
+    })
+}
+
+/// A CRI call's error as ours, naming what was being done.
+fn call_error<'a>(
+    endpoint: &'a Path,
+    what: &'a str,
+) -> impl FnOnce(tonic::Status) -> TargetError + 'a {
+    move |e| cri_error(endpoint, what, e.message())
 }
 
 /// Resolves `namespace/name` (and a container of it) to a cgroup v2 directory.
@@ -79,7 +110,7 @@ pub async fn resolve(
     let pods = cri
         .list_pod_sandbox(ListPodSandboxRequest { filter: None })
         .await
-        .map_err(|e| cri_error(endpoint, "listing pods", e.message().to_string()))?
+        .map_err(call_error(endpoint, "listing pods"))?
         .into_inner()
         .items;
     let ready: Vec<_> = pods.iter().filter(|p| p.state == SANDBOX_READY).collect();
@@ -116,13 +147,7 @@ pub async fn resolve(
             }),
         })
         .await
-        .map_err(|e| {
-            cri_error(
-                endpoint,
-                "listing the pod's containers",
-                e.message().to_string(),
-            )
-        })?
+        .map_err(call_error(endpoint, "listing the pod's containers"))?
         .into_inner()
         .containers;
     let running: Vec<(String, String)> = containers
@@ -158,21 +183,9 @@ pub async fn resolve(
                     verbose: true,
                 })
                 .await
-                .map_err(|e| {
-                    cri_error(
-                        endpoint,
-                        "reading the container's status",
-                        e.message().to_string(),
-                    )
-                })?
+                .map_err(call_error(endpoint, "reading the container's status"))?
                 .into_inner();
-            let pid = info_pid(&status.info).ok_or_else(|| {
-                cri_error(
-                    endpoint,
-                    "finding the container's process",
-                    "no pid in its status",
-                )
-            })?;
+            let pid = status_pid(endpoint, &StatusInfo::of(&status.info), "the container")?;
             (cgroup::cgroup_of_pid(&root, pid)?, pid)
         }
         None => {
@@ -184,34 +197,13 @@ pub async fn resolve(
                     verbose: true,
                 })
                 .await
-                .map_err(|e| {
-                    cri_error(
-                        endpoint,
-                        "reading the pod's status",
-                        e.message().to_string(),
-                    )
-                })?
+                .map_err(call_error(endpoint, "reading the pod's status"))?
                 .into_inner();
-            let pid = info_pid(&status.info).ok_or_else(|| {
-                cri_error(
-                    endpoint,
-                    "finding the pod's process",
-                    "no pid in its status",
-                )
-            })?;
+            let info = StatusInfo::of(&status.info);
+            let pid = status_pid(endpoint, &info, "the pod")?;
             // A pod made without a cgroup parent shares its containers' parent with every such
             // pod: that is no pod cgroup.
-            let parent = status
-                .info
-                .get("info")
-                .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
-                .and_then(|i| {
-                    i.pointer("/config/linux/cgroup_parent")?
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
-            if parent.trim_matches('/').is_empty() {
+            if info.cgroup_parent().trim_matches('/').is_empty() {
                 return Err(TargetError::PodWithoutCgroup {
                     pod: format!("{namespace}/{name}"),
                 });
