@@ -186,15 +186,16 @@ fn follows_processes_moved_in_and_out() {
 }
 
 /// A multi-threaded process moved into the target counts in every thread from the move (the
-/// kernel hook follows the whole thread group, not only its leader, and no resync is waited for).
+/// kernel hook follows the whole thread group, not only its leader, and no resync is waited
+/// for), however many threads it has.
 #[test]
 fn every_thread_of_a_process_moved_in_counts_from_the_move() {
     if !require_root() {
         return;
     }
     use std::io::{BufRead, BufReader, Write};
-    const THREADS: usize = 8;
-    const CALLS: usize = 2_000;
+    const THREADS: usize = 300;
+    const CALLS: usize = 1_000;
     let target = TestCgroup::new("threads-in");
     let elsewhere = TestCgroup::new("threads-out");
     let mut child = elsewhere

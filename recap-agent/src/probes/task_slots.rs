@@ -1,6 +1,6 @@
 //! User space's side of `TASK_SLOTS`: seeding a window with the threads already in its cgroup,
-//! a periodic resync (threads of a multi-threaded process moved in, which the kernel hook sees
-//! only by their leader), and clearing a window's threads when it closes.
+//! a periodic resync (a safety net: the kernel hooks follow forks, exits and moves, whole
+//! thread groups included), and clearing a window's threads when it closes.
 //!
 //! The array is memory-mapped (`BPF_F_MMAPABLE`): user space reads and writes one byte per
 //! thread in place, as the kernel does, so neither side can overwrite the other's update of a
