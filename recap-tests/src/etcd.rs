@@ -200,6 +200,11 @@ impl EtcdCluster {
     }
 
     /// Every member's client URL, comma-separated.
+    /// Member `i`'s client port.
+    pub fn client_port(&self, i: usize) -> u16 {
+        self.members[i].client_port
+    }
+
     pub fn endpoints(&self) -> String {
         self.members
             .iter()

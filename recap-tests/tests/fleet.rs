@@ -558,3 +558,56 @@ fn an_agent_waits_for_etcd_but_not_for_a_mistake() {
     drop(cg);
     assert_no_residue();
 }
+
+/// Whether process `pid` holds an established TCP connection to 127.0.0.1:`port`.
+fn connected_to(pid: u32, port: u16) -> bool {
+    let out = Command::new("ss")
+        .args(["-Htnp", "state", "established"])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("pid={pid},"))
+}
+
+/// A member down when the agent started is used once it answers again: the agent connects to
+/// it (it had no connection to it before), and fleet windows keep working, exact.
+#[test]
+fn a_member_down_when_the_agent_started_is_taken_in_when_it_is_back() {
+    if !require_root() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start("rejoin", false);
+    cluster.kill_member(0);
+    let a = fleet_agent(&cluster, "node-a", &[]);
+    cluster.wait_registered(&[], &["node-a"]);
+    let port = cluster.client_port(0);
+    assert!(a.log().contains("left out"), "{}", a.log());
+    assert!(!connected_to(a.pid(), port), "connected to a dead member");
+    cluster.restart_member(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(a.log().contains("answers again") && connected_to(a.pid(), port)) {
+        assert!(
+            Instant::now() < deadline,
+            "member 0 never taken in: {}",
+            a.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // One of the members it started with goes down: the quorum left includes the member taken
+    // in, and fleet windows stay exact.
+    cluster.kill_member(1);
+    let a1 = AppContainer::run_labelled("fleet-r-a1", &["app=shop", "recap.node=node-a"]);
+    let mut run = FleetRun::start(
+        &cluster,
+        &["--selector", "app=shop", "-d", "3s", "--probes", "tcp"],
+        &[],
+    );
+    run.wait_line("node-a: claimed");
+    wait_open(&a, 1);
+    a1.http_gets(4);
+    let (code, s, log) = run.finish();
+    assert_eq!(code, 0, "{log}\n{s:#}");
+    assert_eq!(accepted(node(&s, "node-a"), &a1.name), 4);
+    drop(a);
+    assert_no_residue();
+}

@@ -204,9 +204,18 @@ async fn start_fleet(
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         };
+        let coordinator = Arc::new(coordinator);
+        let rejoining = coordinator.clone();
+        let rejoin_stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = rejoin_stop.cancelled() => {}
+                _ = rejoining.rejoin_members() => {}
+            }
+        });
         let node = Arc::new(crate::fleet::agent_side::FleetNode {
             node: fleet.node.clone(),
-            coordinator: Arc::new(coordinator),
+            coordinator,
             stop,
             parts: tokio_util::task::TaskTracker::new(),
             scope: fleet.scope.clone(),

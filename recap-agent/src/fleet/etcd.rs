@@ -44,6 +44,9 @@ pub struct EtcdConfig {
 
 pub struct Etcd {
     client: Client,
+    options: ConnectOptions,
+    /// Members that did not answer at connect time.
+    left_out: Vec<String>,
     prefix: String,
     user: String,
     lease_ttl: Duration,
@@ -102,35 +105,27 @@ impl Etcd {
             );
         }
         // Only members that answer now: a dead member in the client's list gets requests that
-        // fail or time out (the fleet tests kill members on purpose).
-        let probes = config.endpoints.iter().map(|endpoint| {
-            let options = options.clone();
-            async move {
-                let probe = async {
-                    let mut c = Client::connect([endpoint.as_str()], Some(options)).await?;
-                    c.status().await?;
-                    anyhow::Ok(())
-                };
-                match tokio::time::timeout(Duration::from_secs(3), probe).await {
-                    Ok(Ok(())) => Ok(endpoint.clone()),
-                    Ok(Err(e)) => Err(format!("{endpoint}: {e:#}")),
-                    Err(_) => Err(format!("{endpoint}: no answer within 3 s")),
-                }
-            }
-        });
+        // fail or time out (the fleet tests kill members on purpose). The agent adds the others
+        // when they answer (`rejoin_members`).
+        let probes = config
+            .endpoints
+            .iter()
+            .map(|endpoint| probe_member(endpoint, &options));
         let (live, dead): (Vec<_>, Vec<_>) = futures_util::future::join_all(probes)
             .await
             .into_iter()
-            .partition(Result::is_ok);
-        let live: Vec<String> = live.into_iter().filter_map(Result::ok).collect();
-        let dead: Vec<String> = dead.into_iter().filter_map(Result::err).collect();
+            .zip(&config.endpoints)
+            .partition(|(answer, _)| answer.is_ok());
+        let left_out: Vec<String> = dead.iter().map(|(_, e)| e.to_string()).collect();
+        let live: Vec<String> = live.into_iter().map(|(_, e)| e.clone()).collect();
+        let dead: Vec<String> = dead.into_iter().filter_map(|(a, _)| a.err()).collect();
         if live.is_empty() {
             anyhow::bail!("no etcd member answers: {}", dead.join("; "));
         }
         if !dead.is_empty() {
             log::info!("etcd members not answering (left out): {}", dead.join("; "));
         }
-        let client = Client::connect(&live, Some(options))
+        let client = Client::connect(&live, Some(options.clone()))
             .await
             .with_context(|| format!("connecting to etcd at {}", live.join(",")))?;
         let prefix = if config.prefix.ends_with('/') {
@@ -140,6 +135,8 @@ impl Etcd {
         };
         Ok(Etcd {
             client,
+            options,
+            left_out,
             prefix,
             user: config
                 .user
@@ -147,6 +144,31 @@ impl Etcd {
                 .map_or_else(|| "root".to_string(), |(u, _)| u.clone()),
             lease_ttl: config.lease_ttl.max(Duration::from_secs(1)),
         })
+    }
+
+    /// Adds each member left out at connect time to the client once it answers, so that a
+    /// long-lived agent started while a member was down survives a later loss of the others.
+    /// Runs until every member is in (or the agent stops).
+    pub async fn rejoin_members(&self) {
+        let mut waiting = self.left_out.clone();
+        while !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let mut still = Vec::new();
+            for endpoint in waiting {
+                if probe_member(&endpoint, &self.options).await.is_err() {
+                    still.push(endpoint);
+                    continue;
+                }
+                match self.client.add_endpoint(&endpoint).await {
+                    Ok(()) => log::info!("etcd member {endpoint} answers again: in use"),
+                    Err(e) => {
+                        log::warn!("adding etcd member {endpoint}: {e}");
+                        still.push(endpoint);
+                    }
+                }
+            }
+            waiting = still;
+        }
     }
 
     /// The etcd user requests are written as.
@@ -190,6 +212,20 @@ impl Etcd {
 
 /// Retries `op` for up to 15 s: a member going away makes a leader election, during which
 /// etcd answers `Unavailable` for a moment.
+/// Whether one member answers a status request within 3 s (with the cluster's options).
+async fn probe_member(endpoint: &str, options: &ConnectOptions) -> Result<(), String> {
+    let probe = async {
+        let mut c = Client::connect([endpoint], Some(options.clone())).await?;
+        c.status().await?;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), probe).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{endpoint}: {e:#}")),
+        Err(_) => Err(format!("{endpoint}: no answer within 3 s")),
+    }
+}
+
 async fn briefly_retrying<T, F, Fut>(what: &str, mut op: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -526,6 +562,8 @@ impl Etcd {
     fn clone_handle(&self) -> Etcd {
         Etcd {
             client: self.client.clone(),
+            options: self.options.clone(),
+            left_out: self.left_out.clone(),
             prefix: self.prefix.clone(),
             user: self.user.clone(),
             lease_ttl: self.lease_ttl,
