@@ -65,6 +65,9 @@ fn on_cpu_time_under_contention_matches_cpu_stat_every_time() {
         let on_cpu = Duration::from_nanos(s["cpu"]["on_cpu_ns"].as_u64().unwrap());
         let off = (on_cpu.as_secs_f64() - used.as_secs_f64()).abs() / used.as_secs_f64();
         worst = worst.max(off);
+        let switches = s["cpu"]["switches_in"].as_u64().unwrap();
+        let waits = s["cpu"]["runq_latency"]["count"].as_u64().unwrap();
+        eprintln!("SW run {run}: switches in {switches}, waits {waits}, kernel timeslices {slices_run}, diff {}", switches as i64 - slices_run as i64);
         if off > 0.01 {
             failures.push(format!(
                 "run {run}: on-CPU {on_cpu:?} vs cpu.stat {used:?} ({:+.1} %), schedstat {sched_used:?}, switches in {} (kernel: {slices_run} timeslices), warnings {}",
