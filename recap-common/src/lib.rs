@@ -57,7 +57,10 @@ pub enum Counter {
     ProcForks,
     /// Not counted by a program: user space fills it from the cgroup's `cpu.stat`.
     CpuOnCpuNs,
-    CpuSwitchesIn,
+    /// Context switches of target threads, counted as they leave a CPU: blocked (voluntary)
+    /// and preempted (involuntary), as the kernel's `nvcsw`/`nivcsw`.
+    CpuSwitchesVoluntary,
+    CpuSwitchesInvoluntary,
     /// Sum of the run-queue waits in the histogram (its `_sum`).
     CpuRunqWaitNs,
     /// Threads that were seen joining the target (fork or cgroup move) but found no room in
@@ -227,15 +230,6 @@ const _: () = assert!(core::mem::size_of::<WindowTag>() == 16);
 /// (above the slot's byte), where it keeps threads moved into a cgroup below the target out.
 pub const WINDOW_TARGET_ONLY: u32 = 1 << 8;
 
-/// Per-CPU state of the scheduler probe: which target thread is on this CPU (0: none).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct OnCpu {
-    pub tid: u32,
-    pub _pad: u32,
-}
-const _: () = assert!(core::mem::size_of::<OnCpu>() == 8);
-
 /// Key of the exec-name counts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -277,7 +271,6 @@ pub mod maps {
     pub const EXECS: &str = "EXECS";
     pub const WAKE_TS: &str = "WAKE_TS";
     pub const SCHED_HOOKED: &str = "SCHED_HOOKED";
-    pub const ON_CPU: &str = "ON_CPU";
     pub const TCP_RTT_HIST: &str = "TCP_RTT_HIST";
     pub const TCP_DUR_HIST: &str = "TCP_DUR_HIST";
     pub const CONN_START: &str = "CONN_START";
@@ -348,7 +341,6 @@ pub mod programs {
 mod pod {
     unsafe impl aya::Pod for super::WindowTag {}
     unsafe impl aya::Pod for super::ExecKey {}
-    unsafe impl aya::Pod for super::OnCpu {}
     unsafe impl aya::Pod for super::HttpKey {}
     unsafe impl aya::Pod for super::HttpStat {}
     unsafe impl aya::Pod for super::HttpConn {}

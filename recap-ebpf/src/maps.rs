@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::{Array, CgroupStorage, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use recap_common::{
-    counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat, OnCpu,
+    counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat,
     TaskSlotChunk, WindowTag, TIDS_PER_ENTRY, WINDOW_TARGET_ONLY,
 };
 
@@ -105,12 +105,8 @@ pub static DNS_RCODE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "DNS_HIST")]
 pub static DNS_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The target thread on each CPU, since its switch-in.
-#[map(name = "ON_CPU")]
-pub static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
-
 /// 1 while `sched_switch` is attached (set by user space): an exiting thread then keeps its
-/// slot until its last switch-out, which adds its last stint and clears it; otherwise the exit
+/// slot until its last switch-out, which counts it and clears it; otherwise the exit
 /// hook clears it at once.
 #[map(name = "SCHED_HOOKED")]
 pub static SCHED_HOOKED: Array<u32> = Array::with_max_entries(1, 0);

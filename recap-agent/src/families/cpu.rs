@@ -1,5 +1,5 @@
-//! `cpu`: on-CPU time, times scheduled in, and the run-queue latency histogram in the kernel's
-//! log2 buckets (kernel side: `recap-ebpf/src/probes/cpu.rs`). Costs a few ns per context
+//! `cpu`: on-CPU time, context switches (voluntary and involuntary, as the kernel counts them
+//! per task), and the run-queue latency histogram in the kernel's log2 buckets (kernel side: `recap-ebpf/src/probes/cpu.rs`). Costs a few ns per context
 //! switch and wakeup.
 //!
 //! On-CPU time is the kernel's own figure for the cgroup (`cpu.stat` `usage_usec`, the sum of
@@ -21,7 +21,7 @@ use super::{
     row, FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook,
 };
 use crate::{
-    export::catalog::{MetricDef, Sample, Value},
+    export::catalog::{Attr, MetricDef, Sample, Value},
     metric,
     probes::RawCounts,
     targets::cgroup,
@@ -38,14 +38,21 @@ metric!(
     "On-CPU time of the target's threads.",
     []
 );
+/// OpenTelemetry's `process.context_switch.type`: `voluntary` (the thread blocked) or
+/// `involuntary` (it was preempted).
+const SWITCH_TYPE: Attr = Attr {
+    otel: "process.context_switch.type",
+    prom: "context_switch_type",
+};
+
 metric!(
     CPU_SWITCHES,
-    "recap_cpu_switches_in_total",
-    "recap.cpu.switches_in",
+    "recap_cpu_context_switches_total",
+    "recap.cpu.context_switches",
     Counter,
-    "{switch}",
-    "Times a thread of the target was scheduled onto a CPU.",
-    []
+    "{context_switch}",
+    "Context switches of the target's threads (as /proc's voluntary_ctxt_switches and nonvoluntary_ctxt_switches count them).",
+    [SWITCH_TYPE]
 );
 metric!(
     RUNQ_LATENCY,
@@ -140,14 +147,18 @@ impl ProbeFamily for Cpu {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CpuSummary {
     pub on_cpu_ns: u64,
-    pub switches_in: u64,
+    /// Times a target thread left a CPU because it blocked.
+    pub voluntary_switches: u64,
+    /// Times a target thread was preempted.
+    pub involuntary_switches: u64,
     pub runq_latency: Histogram,
 }
 
 pub fn summarise(c: &RawCounts) -> CpuSummary {
     CpuSummary {
         on_cpu_ns: c.get(Counter::CpuOnCpuNs),
-        switches_in: c.get(Counter::CpuSwitchesIn),
+        voluntary_switches: c.get(Counter::CpuSwitchesVoluntary),
+        involuntary_switches: c.get(Counter::CpuSwitchesInvoluntary),
         runq_latency: histogram(c.array(RUNQ.map), c.get(Counter::CpuRunqWaitNs)),
     }
 }
@@ -165,7 +176,12 @@ impl FamilyReport for CpuSummary {
             "on-CPU seconds",
             self.on_cpu_ns as f64 / 1e9
         );
-        row(o, "times scheduled in", self.switches_in);
+        row(o, "context switches, voluntary", self.voluntary_switches);
+        row(
+            o,
+            "context switches, involuntary",
+            self.involuntary_switches,
+        );
         let h = &self.runq_latency;
         let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
         let _ = writeln!(
@@ -196,7 +212,16 @@ impl FamilyReport for CpuSummary {
                 vec![],
                 Value::Seconds(self.on_cpu_ns as f64 / 1e9),
             ),
-            Sample::new(&CPU_SWITCHES, vec![], Value::Count(self.switches_in)),
+            Sample::new(
+                &CPU_SWITCHES,
+                vec![(SWITCH_TYPE, "voluntary".into())],
+                Value::Count(self.voluntary_switches),
+            ),
+            Sample::new(
+                &CPU_SWITCHES,
+                vec![(SWITCH_TYPE, "involuntary".into())],
+                Value::Count(self.involuntary_switches),
+            ),
             log2::sample(&RUNQ_LATENCY, &self.runq_latency, RUNQ_BUCKETS),
         ]
     }
