@@ -33,7 +33,9 @@ fn two_windows_share_one_program_set_and_count_apart() {
     let mut wa = Workload::start(&a, &plan(3_000), &sink, closed_port(), udp_port);
     let mut wb = Workload::start(&b, &plan(5_000), &sink, closed_port(), udp_port);
 
-    let mut engine = ProbeEngine::load().expect("loading the program set");
+    // Loaded for two windows, as a one-shot command sizes it: the per-window maps have room for
+    // exactly two, and a third is refused.
+    let mut engine = ProbeEngine::load(2).expect("loading the program set");
     let families = [Family::SYSCALLS, Family::TCP, Family::PROC];
     let target = |cg: &TestCgroup| {
         Target::resolve(&TargetSpec::Cgroup {
@@ -44,6 +46,10 @@ fn two_windows_share_one_program_set_and_count_apart() {
     let win_a = engine.open(&target(&a), &families).unwrap();
     let win_b = engine.open(&target(&b), &families).unwrap();
     assert_ne!(win_a.slot, win_b.slot);
+    assert!(matches!(
+        engine.open(&target(&a), &[Family::TCP]),
+        Err(recap_agent::probes::EngineError::NoFreeSlot(2))
+    ));
     // One global sys_exit program, shared by both windows.
     let sys_exit_progs = residue()
         .iter()

@@ -93,7 +93,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let policy = policy::Policy::load(&config.policy)?;
     let listener = bind_socket(&config.socket, config.socket_group.as_deref())?;
     let mut engine =
-        tokio::task::block_in_place(ProbeEngine::load).context("loading the probes")?;
+        tokio::task::block_in_place(|| ProbeEngine::load(recap_common::MAX_WINDOWS - 1))
+            .context("loading the probes")?;
     engine.keep_idle_hooks(!config.detach_idle_hooks);
     // Loading read the kernel's BTF (megabytes) into buffers that are free now: hand the
     // memory back, or a long-lived agent keeps it as resident for its whole life.

@@ -169,7 +169,7 @@ async fn in_process(
     matched: &[Matched],
 ) -> anyhow::Result<Vec<Outcome>> {
     let mut signals = StopSignals::install(true)?;
-    let engine = SharedEngine::on_demand();
+    let engine = SharedEngine::on_demand(matched.len());
     let mut armed = Vec::new();
     let mut outcomes = Vec::new();
     for m in matched {

@@ -328,7 +328,7 @@ pub async fn run_local(args: WindowArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let engine = SharedEngine::on_demand();
+    let engine = SharedEngine::on_demand(1);
     let mut window = Window::arm(&spec, new_window_id(), engine, observers, started, &|_| {
         Ok(())
     })

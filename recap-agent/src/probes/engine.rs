@@ -87,9 +87,11 @@ pub struct ProbeEngine {
 }
 
 impl ProbeEngine {
-    /// Loads the eBPF object (maps and BTF; programs load on first use).
-    pub fn load() -> Result<Self, EngineError> {
-        let programs = ProgramSet::load()?;
+    /// Loads the eBPF object (maps and BTF; programs load on first use) for up to `windows`
+    /// windows open at once.
+    pub fn load(windows: u32) -> Result<Self, EngineError> {
+        let windows = windows.clamp(1, recap_common::MAX_WINDOWS - 1);
+        let programs = ProgramSet::load(windows)?;
         let map = programs
             .ebpf
             .map(maps::TASK_SLOTS)
@@ -103,7 +105,7 @@ impl ProbeEngine {
         })?;
         Ok(ProbeEngine {
             programs,
-            slots: Slots::new(),
+            slots: Slots::new(windows),
             task_slots,
         })
     }
@@ -126,7 +128,10 @@ impl ProbeEngine {
         target: &Target,
         families: &[Family],
     ) -> Result<WindowProbes, EngineError> {
-        let (slot, stale) = self.slots.take(families).ok_or(EngineError::NoFreeSlot)?;
+        let (slot, stale) = self
+            .slots
+            .take(families)
+            .ok_or(EngineError::NoFreeSlot(self.slots.capacity()))?;
         let mut window = WindowProbes {
             slot,
             cgroup_id: target.cgroup_id,

@@ -20,7 +20,6 @@ use aya::maps::MapError;
 pub use counts::RawCounts;
 pub use engine::{ProbeEngine, WindowProbes};
 pub use program_set::EBPF_OBJECT;
-use recap_common::MAX_WINDOWS;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -29,8 +28,8 @@ pub enum EngineError {
     NotPrivileged,
     #[error("loading RECap's eBPF object")]
     Load(#[source] aya::EbpfError),
-    #[error("all {max} window slots are in use; close a window first", max = MAX_WINDOWS - 1)]
-    NoFreeSlot,
+    #[error("all {0} window slots are in use; close a window first")]
+    NoFreeSlot(u32),
     #[error("{op}")]
     Map {
         op: String,

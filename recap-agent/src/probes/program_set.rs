@@ -77,8 +77,9 @@ pub struct ProgramSet {
 }
 
 impl ProgramSet {
-    /// Loads the eBPF object (maps and BTF; programs load on first use).
-    pub fn load() -> Result<Self, EngineError> {
+    /// Loads the eBPF object (maps and BTF; programs load on first use), with room in the
+    /// per-window maps for slots 1..=`windows`.
+    pub fn load(windows: u32) -> Result<Self, EngineError> {
         if !privileged() {
             return Err(EngineError::NotPrivileged);
         }
@@ -103,14 +104,18 @@ impl ProgramSet {
         // `btf::kernel_offsets`), and aya's parse costs ~15 ms: the `tp_btf` programs that need
         // it parse it when first used.
         loader.btf(None);
+        // Per-window maps sized for the slots this process will use: the agent's 128, or a
+        // one-shot command's one (per-CPU arrays cost time to create per entry: the syscall
+        // table for 128 windows alone took ~80 ms).
+        let slots = windows.min(MAX_WINDOWS - 1) + 1;
         loader
             .map_max_entries(maps::TASK_SLOTS, pid_max.div_ceil(TIDS_PER_ENTRY))
-            .map_max_entries(maps::COUNTERS, MAX_WINDOWS * Counter::COUNT)
+            .map_max_entries(maps::COUNTERS, slots * Counter::COUNT)
             .map_max_entries(maps::WINDOW_CGROUPS, MAX_WINDOWS)
-            .map_max_entries(maps::WINDOW_EPOCH, MAX_WINDOWS);
+            .map_max_entries(maps::WINDOW_EPOCH, slots);
         for family in Family::ALL {
             for array in family.slot_arrays() {
-                loader.map_max_entries(array.map, MAX_WINDOWS * array.len);
+                loader.map_max_entries(array.map, slots * array.len);
             }
         }
         if let Ok(offsets) = &offsets {

@@ -1,14 +1,14 @@
-//! Window slots: slot 0 means "no window", so slots 1..MAX_WINDOWS are handed out. A slot that
+//! Window slots: slot 0 means "no window", so slots 1..=capacity are handed out (the agent's
+//! capacity is `MAX_WINDOWS - 1`; a one-shot command's, the windows it opens). A slot that
 //! held a window keeps its numbers until it is reused, and then only what the new window will
 //! read is zeroed (the syscall table alone is 1,024 entries): closing and opening stay cheap.
 
 use std::collections::BTreeMap;
 
-use recap_common::MAX_WINDOWS;
-
 use crate::families::Family;
 
 pub struct Slots {
+    capacity: u32,
     free: Vec<u32>,
     /// Per used slot, the families whose maps still hold an earlier window's numbers.
     dirty: BTreeMap<u32, Vec<Family>>,
@@ -23,9 +23,11 @@ pub struct Stale {
 }
 
 impl Slots {
-    pub fn new() -> Self {
+    /// Slots 1..=`capacity`.
+    pub fn new(capacity: u32) -> Self {
         Slots {
-            free: (1..MAX_WINDOWS).rev().collect(),
+            capacity,
+            free: (1..=capacity).rev().collect(),
             dirty: BTreeMap::new(),
         }
     }
@@ -66,18 +68,24 @@ impl Slots {
         self.free.push(slot);
     }
 
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
     pub fn open(&self) -> usize {
-        (MAX_WINDOWS - 1) as usize - self.free.len()
+        self.capacity as usize - self.free.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use recap_common::MAX_WINDOWS;
+
     use super::*;
 
     #[test]
     fn a_reused_slot_zeroes_what_the_new_window_reads() {
-        let mut slots = Slots::new();
+        let mut slots = Slots::new(MAX_WINDOWS - 1);
         let (a, stale) = slots.take(&[Family::TCP]).unwrap();
         assert_eq!(a, 1);
         assert_eq!(

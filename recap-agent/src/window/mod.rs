@@ -62,6 +62,8 @@ pub struct ExportOptions {
 pub struct SharedEngine {
     engine: Arc<Mutex<Option<ProbeEngine>>>,
     unload_when_idle: bool,
+    /// How many windows the engine is loaded for (when loaded on demand).
+    windows: u32,
 }
 
 impl SharedEngine {
@@ -69,13 +71,17 @@ impl SharedEngine {
         SharedEngine {
             engine: Arc::new(Mutex::new(Some(engine))),
             unload_when_idle: false,
+            windows: 0,
         }
     }
 
-    pub fn on_demand() -> Self {
+    /// Loaded by the first window, for up to `windows` open at once; unloaded when the last
+    /// one closes.
+    pub fn on_demand(windows: usize) -> Self {
         SharedEngine {
             engine: Arc::new(Mutex::new(None)),
             unload_when_idle: true,
+            windows: windows.try_into().unwrap_or(u32::MAX),
         }
     }
 
@@ -87,7 +93,7 @@ impl SharedEngine {
     ) -> anyhow::Result<T> {
         let mut guard = self.lock()?;
         if guard.is_none() {
-            *guard = Some(ProbeEngine::load()?);
+            *guard = Some(ProbeEngine::load(self.windows)?);
         }
         f(guard.as_mut().expect("loaded above"))
     }
