@@ -1,6 +1,6 @@
 //! `cpu`: on-CPU time, context switches (voluntary and involuntary, as the kernel counts them
-//! per task), and the run-queue latency histogram in the kernel's log2 buckets (kernel side: `recap-ebpf/src/probes/cpu.rs`). Costs a few ns per context
-//! switch and wakeup.
+//! per task), and the run-queue latency histogram in the kernel's log2 buckets (kernel side:
+//! `recap-ebpf/src/probes/cpu.rs`). Costs a few ns per context switch and wakeup.
 //!
 //! On-CPU time is the kernel's own figure for the cgroup (`cpu.stat` `usage_usec`, the sum of
 //! its tasks' scheduler runtime), taken at the window's start and at each read. Adding up

@@ -42,6 +42,8 @@ pub struct EtcdConfig {
     pub lease_ttl: Duration,
 }
 
+/// A handle on the cluster; clones share the client's connections (spawned watchers take one).
+#[derive(Clone)]
 pub struct Etcd {
     client: Client,
     options: ConnectOptions,
@@ -393,7 +395,7 @@ impl Coordinator for Etcd {
         let prefix = self.key("requests/");
         let mut client = self.client.clone();
         let (tx, rx) = mpsc::channel(64);
-        let me = self.clone_handle();
+        let me = self.clone();
         tokio::spawn(async move {
             let mut next_revision = 0i64;
             loop {
@@ -511,11 +513,10 @@ impl Coordinator for Etcd {
             }
         }
         let id = request.id.clone();
-        let me = self.clone_handle();
+        let me = self.clone();
         // Parts and registrations, one watch each, from the revision read above.
         for (prefix, is_nodes) in [(parts, false), (nodes, true)] {
-            let (tx, mut client, me, id) =
-                (tx.clone(), client.clone(), me.clone_handle(), id.clone());
+            let (tx, mut client, me, id) = (tx.clone(), client.clone(), me.clone(), id.clone());
             tokio::spawn(async move {
                 let mut next = revision;
                 loop {
@@ -555,18 +556,5 @@ impl Coordinator for Etcd {
             });
         }
         Ok(rx)
-    }
-}
-
-impl Etcd {
-    fn clone_handle(&self) -> Etcd {
-        Etcd {
-            client: self.client.clone(),
-            options: self.options.clone(),
-            left_out: self.left_out.clone(),
-            prefix: self.prefix.clone(),
-            user: self.user.clone(),
-            lease_ttl: self.lease_ttl,
-        }
     }
 }

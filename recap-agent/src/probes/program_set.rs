@@ -78,7 +78,7 @@ pub struct ProgramSet {
 
 impl ProgramSet {
     /// Loads the eBPF object (maps and BTF; programs load on first use), with room in the
-    /// per-window maps for slots 1..=`windows`.
+    /// per-window maps for slots 1..=`windows` (`ProbeEngine::load` bounds it).
     pub fn load(windows: u32) -> Result<Self, EngineError> {
         if !privileged() {
             return Err(EngineError::NotPrivileged);
@@ -104,10 +104,10 @@ impl ProgramSet {
         // `btf::kernel_offsets`), and aya's parse costs ~15 ms: the `tp_btf` programs that need
         // it parse it when first used.
         loader.btf(None);
-        // Per-window maps sized for the slots this process will use: the agent's 128, or a
-        // one-shot command's one (per-CPU arrays cost time to create per entry: the syscall
-        // table for 128 windows alone took ~80 ms).
-        let slots = windows.min(MAX_WINDOWS - 1) + 1;
+        // Per-window maps sized for the slots this process will use (slot 0 is "none"): the
+        // agent's 128, or a one-shot command's one (per-CPU arrays cost time to create per
+        // entry: the syscall table for 128 windows alone took ~80 ms).
+        let slots = windows + 1;
         loader
             .map_max_entries(maps::TASK_SLOTS, pid_max.div_ceil(TIDS_PER_ENTRY))
             .map_max_entries(maps::COUNTERS, slots * Counter::COUNT)
