@@ -35,7 +35,7 @@ pub fn now_s() -> i64 {
 }
 
 const COLUMNS: &str =
-    "id, requester_uid, target, args, started_at, ended_at, status, summary, artifacts, error";
+    "id, requester_uid, target, args, started_at, ended_at, status, summary, artifacts, error, origin";
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRecord> {
     let args: String = row.get(3)?;
@@ -51,6 +51,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRecord> {
         summary_json: row.get(7)?,
         artifacts: serde_json::from_str(&artifacts).unwrap_or_default(),
         error: row.get(9)?,
+        origin: row.get(10)?,
     })
 }
 
@@ -78,6 +79,14 @@ impl History {
              CREATE INDEX IF NOT EXISTS windows_started ON windows (started_at);",
         )
         .with_context(|| format!("preparing the window history {}", path.display()))?;
+        // Histories made before windows had an origin get the column.
+        let has_origin = db
+            .prepare("SELECT origin FROM windows LIMIT 0")
+            .is_ok();
+        if !has_origin {
+            db.execute_batch("ALTER TABLE windows ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+                .with_context(|| format!("upgrading the window history {}", path.display()))?;
+        }
         Ok(History { db: Mutex::new(db) })
     }
 
@@ -103,8 +112,8 @@ impl History {
 
     pub fn insert_open(&self, r: &WindowRecord) -> anyhow::Result<()> {
         self.db().execute(
-            "INSERT INTO windows (id, requester_uid, target, args, started_at, status, artifacts)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6)",
+            "INSERT INTO windows (id, requester_uid, target, args, started_at, status, artifacts, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7)",
             params![
                 r.window_id,
                 r.requester_uid,
@@ -112,6 +121,7 @@ impl History {
                 serde_json::to_string(&r.args)?,
                 r.started_unix_s,
                 serde_json::to_string(&r.artifacts)?,
+                r.origin,
             ],
         )?;
         Ok(())

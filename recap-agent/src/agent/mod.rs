@@ -10,6 +10,7 @@
 //!   kernel (BPF stats);
 //! - `client`: the CLI's side of the socket.
 
+mod audit;
 pub mod client;
 pub mod history;
 pub mod policy;
@@ -225,6 +226,7 @@ async fn start_fleet(
                 uid: fleet.uid,
                 gid: fleet.uid,
                 pid: None,
+                origin: None,
             },
         });
         node.run().await;

@@ -101,11 +101,14 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 }
 
 /// The caller, from the socket's peer credentials.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
+    /// On whose behalf, when the socket's peer is not the person asking (a fleet part: the
+    /// etcd user and the request id). Recorded in the audit log and the history.
+    pub origin: Option<String>,
 }
 
 impl Caller {
@@ -391,16 +394,19 @@ max_windows = 2
             uid: 1000,
             gid: 1000,
             pid: None,
+            origin: None,
         };
         let stranger = Caller {
             uid: 1234,
             gid: 1234,
             pid: None,
+            origin: None,
         };
         let root = Caller {
             uid: 0,
             gid: 0,
             pid: None,
+            origin: None,
         };
         let ok = spec(&["--pid", "1", "-d", "1m"]);
         assert_eq!(policy.admit(&sre, &ok, false, 0, 0, 0), Ok(()));

@@ -38,6 +38,7 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         uid: cred.uid(),
         gid: cred.gid(),
         pid: cred.pid(),
+        origin: None,
     })
 }
 

@@ -17,6 +17,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     api::WindowRecord,
+    audit,
     history::{now_s, History},
     policy::{Caller, Policy},
     AgentConfig,
@@ -136,13 +137,11 @@ impl Agent {
         env: HashMap<String, String>,
     ) -> Result<(String, Vec<String>), StartError> {
         let started = Instant::now();
+        let request_line = audit::args_line(&args);
         let audit = |decision: &str| {
-            log::info!(
-                "audit: uid {} gid {} pid {} start {:?}: {decision}",
-                caller.uid,
-                caller.gid,
-                caller.pid.unwrap_or(0),
-                args
+            audit::log(
+                &caller,
+                &format!("start {request_line}: {}", audit::message(decision)),
             )
         };
         let mut spec = match parse_request(&args, &env) {
@@ -212,9 +211,10 @@ impl Agent {
             window_id: window_id.clone(),
             requester_uid: caller.uid,
             target: describe_spec(&spec.target),
-            args: args.clone(),
+            args: audit::redact_args(&args),
             started_unix_s: now_s(),
             status: "open".into(),
+            origin: caller.origin.clone().unwrap_or_default(),
             ..Default::default()
         };
         let observers: Vec<Box<dyn WindowObserver>> = vec![
@@ -341,7 +341,7 @@ impl Agent {
                 w.requester
             )));
         }
-        log::info!("audit: uid {} cancels window {window_id}", caller.uid);
+        audit::log(caller, &format!("cancels window {window_id}"));
         w.cancel.cancel();
         Ok(())
     }

@@ -202,7 +202,7 @@ impl FleetNode {
             ]);
             let outcome = self
                 .agent
-                .start(self.caller, args, Default::default())
+                .start(self.caller.clone(), args, Default::default())
                 .await
                 .map(|(id, _)| id)
                 .map_err(|e| match e {
