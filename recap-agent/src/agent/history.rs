@@ -21,6 +21,8 @@ pub struct History {
 /// What `list` filters on.
 #[derive(Debug, Default)]
 pub struct Filter {
+    /// Only this requester's windows (None: everyone's).
+    pub requester: Option<u32>,
     pub target: String,
     pub status: String,
     pub since_unix_s: i64,
@@ -55,11 +57,71 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRecord> {
     })
 }
 
+/// The state directory 0700 and the history's files 0600, root's: the history holds who looked
+/// at what. Made so if missing, repaired if not (an older agent left them 0755/0644), all
+/// through descriptors opened without following links.
+fn private_state(dir: &Path) -> anyhow::Result<()> {
+    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+    let state = crate::capsule::artifacts::SafeDir::open_trusted(dir, 0o700)
+        .with_context(|| format!("the state directory {}", dir.display()))?;
+    state.make_private(0o700)?;
+    for name in ["history.db", "history.db-wal", "history.db-shm"] {
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(name == "history.db")
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        let file = match file {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("opening {} (a link is never followed)", path.display())
+                })
+            }
+        };
+        // SAFETY: `file` is an open descriptor.
+        let done = unsafe {
+            libc::fchown(file.as_raw_fd(), 0, 0) == 0 && libc::fchmod(file.as_raw_fd(), 0o600) == 0
+        };
+        if !done {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("making {} private", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Secrets that an older agent stored with the windows' arguments are redacted in place.
+fn redact_stored(db: &Connection) -> anyhow::Result<()> {
+    let rows: Vec<(String, String)> = {
+        let mut stmt =
+            db.prepare("SELECT id, args FROM windows WHERE instr(args, '--otlp-header') > 0")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows
+    };
+    for (id, args) in rows {
+        let parsed: Vec<String> = serde_json::from_str(&args).unwrap_or_default();
+        let redacted = serde_json::to_string(&super::audit::redact_args(&parsed))?;
+        if redacted != args {
+            db.execute(
+                "UPDATE windows SET args = ?2 WHERE id = ?1",
+                params![id, redacted],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 impl History {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the state directory {}", dir.display()))?;
         let path = dir.join("history.db");
+        private_state(dir)?;
         let db = Connection::open(&path)
             .with_context(|| format!("opening the window history {}", path.display()))?;
         db.execute_batch(
@@ -87,6 +149,9 @@ impl History {
             db.execute_batch("ALTER TABLE windows ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
                 .with_context(|| format!("upgrading the window history {}", path.display()))?;
         }
+        redact_stored(&db).with_context(|| format!("redacting {}", path.display()))?;
+        // SQLite made the -wal and -shm files with the database's mode; check it held.
+        private_state(dir)?;
         Ok(History { db: Mutex::new(db) })
     }
 
@@ -161,6 +226,7 @@ impl History {
         let sql = format!(
             "SELECT {COLUMNS} FROM windows
              WHERE (?1 = '' OR instr(target, ?1) > 0) AND (?2 = '' OR status = ?2) AND started_at >= ?3
+                 AND (?5 IS NULL OR requester_uid = ?5)
              ORDER BY started_at DESC, rowid DESC LIMIT ?4"
         );
         let limit = if f.limit == 0 {
@@ -170,7 +236,10 @@ impl History {
         };
         let mut stmt = db.prepare(&sql)?;
         let rows = stmt
-            .query_map(params![f.target, f.status, f.since_unix_s, limit], record)?
+            .query_map(
+                params![f.target, f.status, f.since_unix_s, limit, f.requester],
+                record,
+            )?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }

@@ -36,10 +36,10 @@ use tokio::{
     net::UnixListener,
     signal::unix::{signal, SignalKind},
 };
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::{
     export::prometheus::{self, Published},
+    limits::{self, Gate, Limits},
     probes::ProbeEngine,
     window::SharedEngine,
 };
@@ -56,6 +56,8 @@ pub struct AgentConfig {
     /// Where capsules of callers other than root write (`<dir>/<uid>/<window-id>/`).
     pub artifacts: PathBuf,
     pub policy: PathBuf,
+    /// The CRI socket pod windows use (root's requests may name another).
+    pub cri_endpoint: PathBuf,
     pub prometheus: Option<SocketAddr>,
     /// How long an ended window's series stay on `/metrics` (one scrape interval or more).
     pub series_linger: Duration,
@@ -134,14 +136,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let shutdown = agent.shutdown_token();
+    // Every connection is capped, timed and pinged (crate::limits): no local user can hold
+    // the agent's descriptors or its attention, and root always has a way in.
+    let incoming = limits::unix_incoming(listener, Gate::new("the API socket", Limits::API));
+    let (ping_every, ping_answer) = limits::API_KEEPALIVE;
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(ping_every))
+        .http2_keepalive_timeout(Some(ping_answer))
+        .max_concurrent_streams(Some(32))
         .add_service(api::agent_server::AgentServer::new(service::Service::new(
             agent.clone(),
         )))
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned());
     eprintln!(
         "recap: agent listening on {}{}",
         config.socket.display(),

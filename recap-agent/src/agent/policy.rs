@@ -19,7 +19,11 @@
 //! max_windows = 4
 //! otlp = false
 //! artifact_quota = "1GiB"
+//! read_all = false          # see others' windows too (list/show/wait/watch)
 //! ```
+//!
+//! Reading is authorised like opening: a caller sees its own windows; root and rules with
+//! `read_all = true` see every window.
 
 use std::{path::Path, time::Duration};
 
@@ -76,6 +80,9 @@ pub struct Rule {
     /// most the new window's capsules may write (`--capsule-max-size` each).
     #[serde(default = "default_quota", deserialize_with = "size")]
     pub artifact_quota: u64,
+    /// Whether the caller may see every window (list, show, wait, watch), not only its own.
+    #[serde(default)]
+    pub read_all: bool,
 }
 
 fn default_quota() -> u64 {
@@ -214,6 +221,15 @@ impl Policy {
                     self.source, caller.uid
                 ))
             })
+    }
+
+    /// Whether `caller` may see windows other callers opened: root, or a rule with `read_all`.
+    pub fn may_read_all(&self, caller: &Caller) -> bool {
+        match self.rule_for(caller) {
+            Ok(None) => true,
+            Ok(Some(rule)) => rule.read_all,
+            Err(_) => false,
+        }
     }
 
     /// Checks a request before anything is resolved or attached. `open_by_caller` and

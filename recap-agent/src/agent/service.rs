@@ -6,6 +6,8 @@ use std::{pin::Pin, sync::Arc};
 use tokio_stream::Stream;
 use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
+use crate::limits::Rate;
+
 use super::{
     api::{
         agent_server, watch_event, ListWindowsRequest, ListWindowsResponse, LiveView,
@@ -18,11 +20,28 @@ use super::{
 
 pub struct Service {
     agent: Arc<Agent>,
+    /// Requests per caller other than root: a burst of 60, then 20 a second.
+    rate: Rate,
 }
 
 impl Service {
     pub fn new(agent: Arc<Agent>) -> Self {
-        Service { agent }
+        Service {
+            agent,
+            rate: Rate::new(60, 20),
+        }
+    }
+
+    /// The caller, if it is within its request rate.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = caller(request)?;
+        if !self.rate.allow(caller.uid) {
+            return Err(Status::resource_exhausted(format!(
+                "uid {} sends requests too fast (at most 20 a second); slow down",
+                caller.uid
+            )));
+        }
+        Ok(caller)
     }
 }
 
@@ -63,16 +82,21 @@ fn window_id(r: &WindowRef) -> Result<&str, Status> {
 }
 
 impl Service {
-    fn record(&self, id: &str) -> Result<WindowRecord, Status> {
-        self.agent.get(id).ok_or_else(|| {
-            Status::not_found(format!(
-                "no window {id}; `recap window list` shows the windows"
-            ))
-        })
+    /// A window's record, if the caller may see it: its own, or any for root and callers whose
+    /// rule has `read_all`. Another's window is "not found", as if it did not exist.
+    fn record(&self, caller: &Caller, id: &str) -> Result<WindowRecord, Status> {
+        self.agent
+            .get(id)
+            .filter(|r| r.requester_uid == caller.uid || self.agent.may_read_all(caller))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no window {id} of yours; `recap window list` shows the windows you may see"
+                ))
+            })
     }
 
     /// The final record, once the window has ended.
-    async fn ended(&self, id: &str) -> Result<WindowRecord, Status> {
+    async fn ended(&self, caller: &Caller, id: &str) -> Result<WindowRecord, Status> {
         if let Some(mut live) = self.agent.watch(id) {
             while live.borrow_and_update().ended.is_none() {
                 if live.changed().await.is_err() {
@@ -80,7 +104,7 @@ impl Service {
                 }
             }
         }
-        self.record(id)
+        self.record(caller, id)
     }
 }
 
@@ -92,7 +116,7 @@ impl agent_server::Agent for Service {
         &self,
         request: Request<StartWindowRequest>,
     ) -> Result<Response<StartWindowResponse>, Status> {
-        let caller = caller(&request)?;
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let (window_id, armed) = self
             .agent
@@ -106,7 +130,7 @@ impl agent_server::Agent for Service {
         &self,
         request: Request<ListWindowsRequest>,
     ) -> Result<Response<ListWindowsResponse>, Status> {
-        caller(&request)?;
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         if r.target.len() > 4096 || r.status.len() > 64 {
             return Err(Status::invalid_argument("filter too long"));
@@ -115,6 +139,7 @@ impl agent_server::Agent for Service {
             .agent
             .history()
             .list(&Filter {
+                requester: (!self.agent.may_read_all(&caller)).then_some(caller.uid),
                 target: r.target,
                 status: r.status,
                 since_unix_s: r.since_unix_s,
@@ -128,28 +153,30 @@ impl agent_server::Agent for Service {
         &self,
         request: Request<WindowRef>,
     ) -> Result<Response<WindowRecord>, Status> {
-        caller(&request)?;
-        Ok(Response::new(self.record(window_id(request.get_ref())?)?))
+        let caller = self.caller(&request)?;
+        Ok(Response::new(
+            self.record(&caller, window_id(request.get_ref())?)?,
+        ))
     }
 
     async fn cancel_window(
         &self,
         request: Request<WindowRef>,
     ) -> Result<Response<WindowRecord>, Status> {
-        let caller = caller(&request)?;
+        let caller = self.caller(&request)?;
         let id = window_id(request.get_ref())?.to_string();
         self.agent.cancel(&caller, &id).map_err(status)?;
-        Ok(Response::new(self.ended(&id).await?))
+        Ok(Response::new(self.ended(&caller, &id).await?))
     }
 
     async fn wait_window(
         &self,
         request: Request<WindowRef>,
     ) -> Result<Response<WindowRecord>, Status> {
-        caller(&request)?;
+        let caller = self.caller(&request)?;
         let id = window_id(request.get_ref())?.to_string();
-        self.record(&id)?;
-        Ok(Response::new(self.ended(&id).await?))
+        self.record(&caller, &id)?;
+        Ok(Response::new(self.ended(&caller, &id).await?))
     }
 
     type WatchWindowStream = WatchStream;
@@ -158,9 +185,9 @@ impl agent_server::Agent for Service {
         &self,
         request: Request<WindowRef>,
     ) -> Result<Response<Self::WatchWindowStream>, Status> {
-        caller(&request)?;
+        let caller = self.caller(&request)?;
         let id = window_id(request.get_ref())?.to_string();
-        let record = self.record(&id)?;
+        let record = self.record(&caller, &id)?;
         let Some(mut live) = self.agent.watch(&id) else {
             // Already ended: the final record is all there is to see.
             let ended = WatchEvent {

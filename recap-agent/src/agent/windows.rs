@@ -117,6 +117,11 @@ impl Agent {
         self.shutdown.clone()
     }
 
+    /// Whether `caller` may see others' windows (the policy's `read_all`, or root).
+    pub fn may_read_all(&self, caller: &Caller) -> bool {
+        self.policy.may_read_all(caller)
+    }
+
     pub fn history(&self) -> &History {
         &self.history
     }
@@ -127,6 +132,28 @@ impl Agent {
 
     pub fn open_count(&self) -> usize {
         self.open_windows().len()
+    }
+
+    /// The runtime sockets a request makes the agent connect to: the agent's own for callers
+    /// other than root (a request naming another is refused), whatever root names.
+    fn runtime_endpoints(&self, caller: &Caller, spec: &mut WindowSpec) -> Result<(), String> {
+        if let TargetSpec::Pod { cri_endpoint, .. } = &mut spec.target {
+            let default = std::path::Path::new(crate::targets::pod::DEFAULT_CRI_ENDPOINT);
+            if caller.is_root() {
+                if cri_endpoint == default {
+                    *cri_endpoint = self.config.cri_endpoint.clone();
+                }
+            } else if cri_endpoint == default || *cri_endpoint == self.config.cri_endpoint {
+                *cri_endpoint = self.config.cri_endpoint.clone();
+            } else {
+                return Err(format!(
+                    "--cri-endpoint {}: only root may point the agent at another runtime socket than its own ({})",
+                    cri_endpoint.display(),
+                    self.config.cri_endpoint.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks, arms and starts a window; answers once it counts.
@@ -152,6 +179,11 @@ impl Agent {
                 return Err(StartError::Invalid(e));
             }
         };
+        if let Err(refusal) = self.runtime_endpoints(&caller, &mut spec) {
+            audit(&format!("refused: {refusal}"));
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(StartError::Refused(refusal));
+        }
         let artifacts_given = args.iter().any(|a| a.starts_with("--artifacts"));
         if !caller.is_root() {
             spec.capsules.artifacts = self.config.artifacts.join(caller.uid.to_string());
@@ -390,18 +422,13 @@ pub fn parse_request(args: &[String], env: &HashMap<String, String>) -> Result<W
         .map_err(|e| format!("{e:#}"))
 }
 
-/// `<artifacts>/<uid>/`, the caller's own (0700); `<artifacts>` itself only lets callers
-/// through to theirs (0711).
+/// `<artifacts>/<uid>/`, where the caller's windows' directories are made: root's, 0711, like
+/// `<artifacts>` itself. The caller can reach its windows' directories (handed to it when their
+/// capsules end) but cannot rename anything in the directories the agent writes into: the
+/// engine bind-mounts a window's directory by path.
 fn caller_artifact_dir(base: &std::path::Path, caller: &Caller) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let dir = base.join(caller.uid.to_string());
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o711))?;
-    std::os::unix::fs::chown(&dir, Some(caller.uid), Some(caller.gid))?;
+    crate::capsule::artifacts::SafeDir::open_trusted(base, 0o711)?
+        .reclaim_child(&caller.uid.to_string(), 0o711)?;
     Ok(())
 }
 

@@ -1,30 +1,315 @@
 //! Where capsules write: `<artifacts>/<window-id>/`, made private. A pcap or an strace log holds
-//! bearer tokens and passwords, so the window's directory is 0700 and each file 0600, owned by
-//! the user who asked for the window (the `sudo` caller when recap runs through sudo).
+//! bearer tokens and passwords, so the window's directory is 0700 and each file 0600, handed to
+//! the user who asked for the window (the `sudo` caller, or the agent's caller) once the capsules
+//! are done.
+//!
+//! The process doing this is root, and the person asking is not: every step goes through
+//! directory descriptors opened without following links (`O_NOFOLLOW`, one component at a time),
+//! and ownership and modes are changed on the opened descriptor (`fchown`/`fchmod`), never by
+//! path. Every directory on the way to the window's must be one that nobody else can rename
+//! things in (owned by root or by us, not writable by others unless sticky), because the engine
+//! bind-mounts the window's directory by path: what the path names when it does so must be what
+//! we made. The caller gets its window's directory and files after the capsules end, never
+//! during, and never a directory the agent writes into.
 
 use std::{
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
-    path::{Path, PathBuf},
+    ffi::CString,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Component, Path, PathBuf},
 };
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
-/// Creates `<base>/<window_id>` (0700). A relative base is taken from the current directory,
-/// so the engine's bind mount gets the absolute path it needs.
-pub fn window_dir(base: &Path, window_id: &str) -> anyhow::Result<PathBuf> {
-    let base = std::path::absolute(base)
-        .with_context(|| format!("resolving the artifact directory {}", base.display()))?;
-    let dir = base.join(window_id);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("creating the artifact directory {}", dir.display()))?;
-    // An existing directory keeps its mode under `create`; the window's own is always fresh,
-    // but be explicit.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private", dir.display()))?;
-    Ok(dir)
+/// A directory held open, reached without following a link.
+#[derive(Debug)]
+pub struct SafeDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn cstr(name: &[u8]) -> std::io::Result<CString> {
+    CString::new(name).map_err(|_| std::io::Error::other("a path with a NUL byte"))
+}
+
+fn cvt(r: libc::c_int) -> std::io::Result<libc::c_int> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value; fstat fills it in.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is an open descriptor and `st` a valid out-pointer.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// Whom a directory must belong to, to be trusted: root, or the user this process runs as.
+fn trusted_owner(uid: u32) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    uid == 0 || uid == unsafe { libc::geteuid() }
+}
+
+impl SafeDir {
+    /// Opens `name` below `parent` as a directory, refusing a link.
+    fn open_at(parent: &OwnedFd, name: &[u8]) -> std::io::Result<OwnedFd> {
+        let c = cstr(name)?;
+        // SAFETY: a valid directory descriptor and NUL-terminated name.
+        let fd = cvt(unsafe {
+            libc::openat(
+                parent.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        })?;
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn mkdir_at(parent: &OwnedFd, name: &[u8], mode: u32) -> std::io::Result<()> {
+        let c = cstr(name)?;
+        // SAFETY: a valid directory descriptor and NUL-terminated name.
+        cvt(unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) })?;
+        Ok(())
+    }
+
+    /// Opens (creating what is missing, with `mode`) the directory `path`, one component at a
+    /// time without following links, and checks that nobody but root (or us) can change what
+    /// any component names. A relative path is taken from the current directory.
+    pub fn open_trusted(path: &Path, mode: u32) -> anyhow::Result<SafeDir> {
+        let path = std::path::absolute(path)
+            .with_context(|| format!("resolving the artifact directory {}", path.display()))?;
+        let root = std::fs::File::open("/").context("opening /")?;
+        let mut dir = SafeDir {
+            fd: OwnedFd::from(root),
+            path: PathBuf::from("/"),
+        };
+        for component in path.components() {
+            match component {
+                Component::RootDir => {}
+                Component::Normal(name) => dir = dir.child(name.as_bytes(), mode)?,
+                _ => bail!(
+                    "the artifact directory {} has `.` or `..` in it; give a plain path",
+                    path.display()
+                ),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The existing or new directory `name` in this one, trusted as `open_trusted` says.
+    fn child(&self, name: &[u8], mode: u32) -> anyhow::Result<SafeDir> {
+        let path = self.path.join(std::ffi::OsStr::from_bytes(name));
+        let fd = match Self::open_at(&self.fd, name) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                match Self::mkdir_at(&self.fd, name, mode) {
+                    Ok(()) => {}
+                    // Made by someone else meanwhile: it is checked like any existing one.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("creating {}", path.display()))
+                    }
+                }
+                Self::open_at(&self.fd, name)
+                    .with_context(|| format!("opening {}", path.display()))?
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                bail!(
+                    "{} is a symbolic link or not a directory: artifacts are only written through real directories (give the real path)",
+                    path.display()
+                )
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        let st = fstat(&fd).with_context(|| format!("checking {}", path.display()))?;
+        let writable_by_others = st.st_mode & 0o022 != 0 && st.st_mode & libc::S_ISVTX == 0;
+        if !trusted_owner(st.st_uid) || writable_by_others {
+            bail!(
+                "{} belongs to uid {} with mode {:o}: someone other than root could swap what the artifact directory names; remove it or choose another directory",
+                path.display(),
+                st.st_uid,
+                st.st_mode & 0o7777
+            );
+        }
+        Ok(SafeDir { fd, path })
+    }
+
+    /// The directory `name` in this one, made root's with `mode` whatever it was (an agent's
+    /// per-caller directory that an older version handed to the caller is taken back).
+    pub fn reclaim_child(&self, name: &str, mode: u32) -> anyhow::Result<SafeDir> {
+        let path = self.path.join(name);
+        let fd = match Self::open_at(&self.fd, name.as_bytes()) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                match Self::mkdir_at(&self.fd, name.as_bytes(), mode) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("creating {}", path.display()))
+                    }
+                }
+                Self::open_at(&self.fd, name.as_bytes())
+            }
+            other => other,
+        }
+        .with_context(|| {
+            format!(
+                "opening {} (a symbolic link is never followed)",
+                path.display()
+            )
+        })?;
+        let st = fstat(&fd)?;
+        if st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != mode {
+            log::warn!(
+                "{}: was uid {} gid {} mode {:o}; made root's with mode {mode:o}",
+                path.display(),
+                st.st_uid,
+                st.st_gid,
+                st.st_mode & 0o7777
+            );
+            // SAFETY: `fd` is an open descriptor.
+            cvt(unsafe { libc::fchown(fd.as_raw_fd(), 0, 0) })
+                .with_context(|| format!("taking back {}", path.display()))?;
+        }
+        // SAFETY: `fd` is an open descriptor.
+        cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        Ok(SafeDir { fd, path })
+    }
+
+    /// Makes a new directory `name` (0700) in this one: it must not exist yet.
+    pub fn create_private(&self, name: &str) -> anyhow::Result<SafeDir> {
+        let path = self.path.join(name);
+        Self::mkdir_at(&self.fd, name.as_bytes(), 0o700)
+            .with_context(|| format!("creating the artifact directory {}", path.display()))?;
+        let fd = Self::open_at(&self.fd, name.as_bytes())
+            .with_context(|| format!("opening {}", path.display()))?;
+        // mkdirat applies the umask; the mode must be exactly 0700.
+        // SAFETY: `fd` is an open descriptor.
+        cvt(unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) })?;
+        Ok(SafeDir { fd, path })
+    }
+
+    /// Sets this directory's mode.
+    pub fn make_private(&self, mode: u32) -> anyhow::Result<()> {
+        // SAFETY: `fd` is an open descriptor.
+        cvt(unsafe { libc::fchmod(self.fd.as_raw_fd(), mode as libc::mode_t) })
+            .with_context(|| format!("setting the mode of {}", self.path.display()))?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the regular file `name` in this directory for reading, refusing a link, anything
+    /// but a regular file, and a file with other names (a hard link to something else).
+    fn open_file(&self, name: &str) -> std::io::Result<Option<(std::fs::File, libc::stat)>> {
+        let c = cstr(name.as_bytes())?;
+        // SAFETY: a valid directory descriptor and NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOENT) => Ok(None),
+                Some(libc::ELOOP) => Err(std::io::Error::other(format!(
+                    "{} is a symbolic link: not followed, left as it is",
+                    self.path.join(name).display()
+                ))),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st = fstat(&fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 1 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a plain file of its own (type {:o}, {} links): left as it is",
+                self.path.join(name).display(),
+                st.st_mode & libc::S_IFMT,
+                st.st_nlink
+            )));
+        }
+        Ok(Some((std::fs::File::from(fd), st)))
+    }
+
+    /// Makes a finished artifact 0600 and hands it to `owner`, if the window ran on someone's
+    /// behalf. Returns its size, or None if the tool wrote nothing.
+    pub fn seal(&self, name: &str, owner: Option<(u32, u32)>) -> std::io::Result<Option<u64>> {
+        let Some((file, st)) = self.open_file(name)? else {
+            return Ok(None);
+        };
+        // SAFETY: `file` is an open descriptor.
+        cvt(unsafe { libc::fchmod(file.as_raw_fd(), 0o600) })?;
+        if let Some((uid, gid)) = owner {
+            // SAFETY: `file` is an open descriptor.
+            cvt(unsafe { libc::fchown(file.as_raw_fd(), uid, gid) })?;
+        }
+        Ok(Some(st.st_size as u64))
+    }
+
+    /// The contents of the artifact `name` (read through the directory, never a link).
+    pub fn read(&self, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let Some((mut file, _)) = self.open_file(name)? else {
+            return Ok(None);
+        };
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        Ok(Some(data))
+    }
+
+    /// Gives the directory itself to `owner` (done once nothing more is written into it).
+    pub fn hand_to(&self, owner: (u32, u32)) -> std::io::Result<()> {
+        // SAFETY: `fd` is an open descriptor.
+        cvt(unsafe { libc::fchown(self.fd.as_raw_fd(), owner.0, owner.1) })?;
+        Ok(())
+    }
+
+    /// Makes the FIFO `name` (0600) in this directory, replacing an old one, and opens it
+    /// read-write (so the open never blocks).
+    pub fn fifo(&self, name: &str) -> std::io::Result<std::fs::File> {
+        let c = cstr(name.as_bytes())?;
+        // SAFETY: a valid directory descriptor and NUL-terminated name.
+        unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) };
+        // SAFETY: likewise.
+        cvt(unsafe { libc::mkfifoat(self.fd.as_raw_fd(), c.as_ptr(), 0o600) })?;
+        // SAFETY: likewise.
+        let fd = cvt(unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        })?;
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Removes the entry `name` (not a directory) from this directory.
+    pub fn remove(&self, name: &str) {
+        if let Ok(c) = cstr(name.as_bytes()) {
+            // SAFETY: a valid directory descriptor and NUL-terminated name.
+            unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) };
+        }
+    }
+}
+
+/// Creates `<base>/<window_id>` (0700) through trusted directories.
+pub fn window_dir(base: &Path, window_id: &str) -> anyhow::Result<SafeDir> {
+    SafeDir::open_trusted(base, 0o700)?.create_private(window_id)
 }
 
 /// The user who asked for a `recap window` run: `SUDO_UID`/`SUDO_GID` when it runs through
@@ -35,33 +320,88 @@ pub fn sudo_requester() -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
-/// Makes a finished artifact 0600 and hands it and its window directory to `owner`, if the
-/// window ran on someone's behalf (otherwise they stay root's).
-pub fn seal(artifact: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    if !artifact.exists() {
-        return Ok(());
-    }
-    std::fs::set_permissions(artifact, std::fs::Permissions::from_mode(0o600))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(artifact, Some(uid), Some(gid))?;
-        if let Some(dir) = artifact.parent() {
-            std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn scratch(name: &str) -> PathBuf {
+        let base = std::env::temp_dir().join(format!("recap-artifacts-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        base
+    }
 
     #[test]
     fn window_directories_are_private_and_absolute() {
-        let base = std::env::temp_dir().join(format!("recap-artifacts-{}", std::process::id()));
+        let base = scratch("private");
         let dir = window_dir(&base, "abc").unwrap();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert!(dir.is_absolute());
+        assert!(dir.path().is_absolute());
+        assert!(window_dir(&base, "abc").is_err(), "a window's directory is always new");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn links_on_the_way_are_refused() {
+        let base = scratch("links");
+        std::fs::create_dir_all(&base).unwrap();
+        std::os::unix::fs::symlink("/etc", base.join("etc")).unwrap();
+        let e = window_dir(&base.join("etc"), "abc").unwrap_err();
+        assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
+        assert!(!Path::new("/etc/abc").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn directories_others_can_write_in_are_refused() {
+        let base = scratch("writable");
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = window_dir(&base, "abc").unwrap_err();
+        assert!(format!("{e:#}").contains("could swap"), "{e:#}");
+        // Sticky, like /tmp: others cannot rename what is ours there.
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        window_dir(&base, "abc").unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn sealing_never_follows_a_planted_link_or_hard_link() {
+        let base = scratch("seal");
+        let dir = window_dir(&base, "w").unwrap();
+        let victim = base.join("victim");
+        std::fs::write(&victim, "root's").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("tcpdump.pcap")).unwrap();
+        std::fs::hard_link(&victim, dir.path().join("strace.log")).unwrap();
+        let e = dir.seal("tcpdump.pcap", Some((4242, 4242))).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let e = dir.seal("strace.log", Some((4242, 4242))).unwrap_err();
+        assert!(e.to_string().contains("2 links"), "{e}");
+        let meta = std::fs::metadata(&victim).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644), "untouched");
+        assert!(dir.read("tcpdump.pcap").is_err());
+
+        std::fs::write(dir.path().join("real.pcap"), [0u8; 24]).unwrap();
+        assert_eq!(dir.seal("real.pcap", Some((4242, 4243))).unwrap(), Some(24));
+        let meta = std::fs::metadata(dir.path().join("real.pcap")).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (4242, 4243, 0o600));
+        assert_eq!(dir.seal("missing", None).unwrap(), None);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_callers_directory_is_taken_back() {
+        let base = scratch("reclaim");
+        let trusted = SafeDir::open_trusted(&base, 0o711).unwrap();
+        std::fs::create_dir(base.join("4242")).unwrap();
+        std::os::unix::fs::chown(base.join("4242"), Some(4242), Some(4242)).unwrap();
+        let mine = trusted.reclaim_child("4242", 0o711).unwrap();
+        let meta = std::fs::metadata(mine.path()).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o711));
+        std::os::unix::fs::symlink("/etc", base.join("4343")).unwrap();
+        assert!(trusted.reclaim_child("4343", 0o711).is_err());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

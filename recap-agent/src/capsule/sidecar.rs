@@ -2,11 +2,7 @@
 //! output (the tool is attached), stopped and removed. `Drop` cannot await, so `stop` is an
 //! explicit async call; the reaper covers the case where it never runs.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use bollard::{
@@ -20,7 +16,7 @@ use bollard::{
 use futures_util::StreamExt;
 
 use super::{
-    image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET,
+    artifacts::SafeDir, image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET,
     LABEL_WINDOW,
 };
 use crate::targets::{cgroup, container::ContainerMeta};
@@ -32,7 +28,7 @@ pub struct CapsuleContext<'a> {
     /// The target's cgroup: its processes are what strace attaches to.
     pub cgroup_dir: &'a Path,
     /// `<artifacts>/<window-id>`, mounted at /out.
-    pub artifact_dir: &'a Path,
+    pub artifact_dir: &'a Arc<SafeDir>,
     pub max_bytes: u64,
     /// Who the artifacts are handed to when the capsule is done (uid, gid).
     pub owner: Option<(u32, u32)>,
@@ -65,7 +61,7 @@ pub struct Capsule {
     pub spec: CapsuleSpec,
     pub id: String,
     pub name: String,
-    artifact: PathBuf,
+    artifact_dir: Arc<SafeDir>,
     max_bytes: u64,
     owner: Option<(u32, u32)>,
 }
@@ -91,7 +87,7 @@ impl Capsule {
             spec: spec.clone(),
             id: created.id,
             name,
-            artifact: ctx.artifact_dir.join(spec.tool.artifact()),
+            artifact_dir: ctx.artifact_dir.clone(),
             max_bytes: ctx.max_bytes,
             owner: ctx.owner,
         };
@@ -160,8 +156,9 @@ impl Capsule {
             Tool::Tcpdump => parse_dropped(&self.log_tail(docker).await),
             Tool::Strace => None,
         };
+        let artifact = self.spec.tool.artifact();
         let truncated = match self.spec.tool {
-            Tool::Tcpdump => pcap_truncation(&self.artifact),
+            Tool::Tcpdump => pcap_truncation(&self.artifact_dir, artifact),
             Tool::Strace => None,
         };
         let outcome = match exit_code {
@@ -184,17 +181,25 @@ impl Capsule {
             },
         };
         self.remove(docker).await;
-        // Captures hold tokens and passwords: readable by the owner only.
-        if let Err(e) = super::artifacts::seal(&self.artifact, self.owner) {
-            log::warn!("restricting {}: {e}", self.artifact.display());
-        }
+        // Captures hold tokens and passwords: readable by the owner only. Sealed through the
+        // directory's descriptor: a link planted in place of the file is reported, not followed.
+        let (artifact_bytes, outcome) = match self.artifact_dir.seal(artifact, self.owner) {
+            Ok(bytes) => (bytes.unwrap_or(0), outcome),
+            Err(e) => {
+                log::warn!("sealing capsule {}'s artifact: {e}", self.name);
+                (
+                    0,
+                    CapsuleOutcome::Failed {
+                        reason: format!("its artifact was not sealed: {e}"),
+                    },
+                )
+            }
+        };
         CapsuleReport {
             capsule: self.spec.to_string(),
             container_name: self.name.clone(),
-            artifact_bytes: std::fs::metadata(&self.artifact)
-                .map(|m| m.len())
-                .unwrap_or(0),
-            artifact: self.artifact.display().to_string(),
+            artifact_bytes,
+            artifact: self.artifact_dir.path().join(artifact).display().to_string(),
             outcome,
         }
     }
@@ -223,8 +228,12 @@ impl Capsule {
 }
 
 /// Why a pcap file is not whole, if it is not: it must end exactly at the end of a record.
-fn pcap_truncation(path: &Path) -> Option<String> {
-    let data = std::fs::read(path).ok()?;
+fn pcap_truncation(dir: &SafeDir, name: &str) -> Option<String> {
+    let data = dir.read(name).ok()??;
+    pcap_data_truncation(&data)
+}
+
+fn pcap_data_truncation(data: &[u8]) -> Option<String> {
     if data.len() < 24 {
         return Some(format!(
             "the capture file has {} bytes, not even its 24-byte header (disk full?)",
@@ -349,7 +358,7 @@ fn create_body(
         // A mount, not a `binds` string: a path holding `:` cannot be misread.
         mounts: Some(vec![Mount {
             target: Some("/out".into()),
-            source: Some(ctx.artifact_dir.display().to_string()),
+            source: Some(ctx.artifact_dir.path().display().to_string()),
             typ: Some(MountType::BIND),
             read_only: Some(false),
             ..Default::default()
@@ -404,24 +413,17 @@ mod tests {
 
     #[test]
     fn a_pcap_that_ends_mid_packet_is_found() {
-        let dir = std::env::temp_dir().join(format!("recap-pcap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.pcap");
         let mut whole = vec![0xd4, 0xc3, 0xb2, 0xa1];
         whole.extend([0u8; 20]);
         let mut record = vec![0u8; 16];
         record[8..12].copy_from_slice(&10u32.to_le_bytes());
         record.extend([7u8; 10]);
         whole.extend(&record);
-        std::fs::write(&path, &whole).unwrap();
-        assert_eq!(pcap_truncation(&path), None);
-        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
-        assert!(pcap_truncation(&path).unwrap().contains("inside a packet"));
-        std::fs::write(&path, &whole[..30]).unwrap();
-        assert!(pcap_truncation(&path).unwrap().contains("packet header"));
-        std::fs::write(&path, &whole[..10]).unwrap();
-        assert!(pcap_truncation(&path).is_some());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(pcap_data_truncation(&whole), None);
+        let cut = &whole[..whole.len() - 3];
+        assert!(pcap_data_truncation(cut).unwrap().contains("inside a packet"));
+        assert!(pcap_data_truncation(&whole[..30]).unwrap().contains("packet header"));
+        assert!(pcap_data_truncation(&whole[..10]).is_some());
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct AgentArgs {
     /// Who may open what (TOML); without the file, only root may open windows.
     #[arg(long, value_name = "FILE", default_value = "/etc/recap/policy.toml")]
     pub policy: PathBuf,
+    /// The container runtime's CRI socket for pod windows. Only root's requests may name
+    /// another (`--cri-endpoint` in a request): the agent connects wherever it is told.
+    #[arg(long, value_name = "PATH", default_value = crate::targets::pod::DEFAULT_CRI_ENDPOINT)]
+    pub cri_endpoint: PathBuf,
     /// Serve every open window's series and the agent's own at ADDR/metrics (`9464` and
     /// `:9464` mean 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR", value_parser = prometheus::parse_addr)]
@@ -104,6 +108,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         artifacts: args.artifacts,
         policy: args.policy,
+        cri_endpoint: args.cri_endpoint,
         prometheus: args.prometheus,
         series_linger: args.series_linger,
         retention_age: args.keep_for,

@@ -27,7 +27,10 @@ use prometheus_client::{
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use super::catalog::{self, Kind, MetricDef, Sample, Value, WINDOW};
-use crate::report::WindowSummary;
+use crate::{
+    limits::{self, Gate, Guarded, Limits, Peer},
+    report::WindowSummary,
+};
 
 /// `9464` or `:9464` mean loopback; a full address binds where it says.
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -222,6 +225,39 @@ async fn metrics(
     )
 }
 
+/// Serves `app` on `listener` under `Limits::METRICS`: connections capped per address and in
+/// all, a request head must arrive within 5 s, a connection that goes quiet is closed.
+async fn serve(listener: TcpListener, app: Router) {
+    let gate = Gate::new("the Prometheus endpoint", Limits::METRICS);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut last_report = None;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                limits::after_accept_error("the Prometheus endpoint", &e, &mut last_report).await;
+                continue;
+            }
+        };
+        let Some(permit) = gate.admit(Peer::Ip(peer.ip())) else {
+            continue;
+        };
+        let io = hyper_util::rt::TokioIo::new(Guarded::new(stream, permit));
+        let service = service.clone();
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .max_buf_size(64 * 1024)
+                .serve_connection(io, service)
+                .await;
+            if let Err(e) = served {
+                log::debug!("/metrics connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
 /// Serves `/metrics` until dropped.
 pub struct Endpoint {
     pub addr: SocketAddr,
@@ -251,11 +287,7 @@ impl Endpoint {
                 published: published.clone(),
                 extra: extra.into_iter().map(Extra).collect(),
             });
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                log::warn!("the Prometheus endpoint stopped: {e}");
-            }
-        });
+        let task = tokio::spawn(serve(listener, app));
         Ok(Endpoint {
             addr,
             published,

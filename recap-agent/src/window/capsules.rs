@@ -3,6 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -11,7 +12,8 @@ use futures_util::future::join_all;
 
 use crate::{
     capsule::{
-        artifacts, image,
+        artifacts::{self, SafeDir},
+        image,
         sidecar::{Capsule, CapsuleContext, LIFELINE},
         CapsuleOutcome, CapsuleReport, CapsuleSpec,
     },
@@ -34,38 +36,29 @@ pub struct RunningCapsules {
     pub failed: Vec<CapsuleReport>,
     /// The owner's end of the capsules' lifeline (see `sidecar::LIFELINE`), held until they stop.
     lifeline: Option<Lifeline>,
+    /// `<artifacts>/<window-id>`, held open: everything in it is done through this descriptor.
+    artifact_dir: Arc<SafeDir>,
+    owner: Option<(u32, u32)>,
 }
 
 /// The owner's end of the lifeline FIFO; removed from the artifact directory when dropped.
 struct Lifeline {
-    path: PathBuf,
+    dir: Arc<SafeDir>,
     _fd: std::fs::File,
 }
 
 impl Lifeline {
-    fn create(artifact_dir: &Path) -> std::io::Result<Self> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = artifact_dir.join(LIFELINE);
-        let _ = std::fs::remove_file(&path);
-        let c_path =
-            std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    fn create(dir: Arc<SafeDir>) -> std::io::Result<Self> {
         // Read-write: opening a FIFO so never blocks, and this descriptor is the writer whose
         // closing (the owner's exit, however it happens) gives the capsules their end of file.
-        let fd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        Ok(Lifeline { path, _fd: fd })
+        let fd = dir.fifo(LIFELINE)?;
+        Ok(Lifeline { dir, _fd: fd })
     }
 }
 
 impl Drop for Lifeline {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        self.dir.remove(LIFELINE);
     }
 }
 
@@ -77,7 +70,7 @@ pub async fn prepare(
     docker: &Docker,
     options: &CapsuleOptions,
     window_id: &str,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<SafeDir> {
     let dir = artifacts::window_dir(&options.artifacts, window_id)?;
     if image::ensure(docker).await? {
         log::warn!(
@@ -93,9 +86,10 @@ pub async fn start_all(
     options: CapsuleOptions,
     window_id: String,
     target: Target,
-    artifact_dir: PathBuf,
+    artifact_dir: SafeDir,
     window_duration: Duration,
 ) -> RunningCapsules {
+    let artifact_dir = Arc::new(artifact_dir);
     let CapsuleOptions {
         specs,
         max_bytes,
@@ -115,20 +109,22 @@ pub async fn start_all(
         owner,
         deadline: window_duration + GRACE,
     };
-    let lifeline = match Lifeline::create(&artifact_dir) {
+    let lifeline = match Lifeline::create(artifact_dir.clone()) {
         Ok(lifeline) => Some(lifeline),
         Err(e) => {
             let reason = format!(
                 "creating the capsules' lifeline in {}: {e}",
-                artifact_dir.display()
+                artifact_dir.path().display()
             );
             return RunningCapsules {
                 running: Vec::new(),
                 failed: specs
                     .iter()
-                    .map(|spec| failed_report(spec, &window_id, &artifact_dir, reason.clone()))
+                    .map(|spec| failed_report(spec, &window_id, artifact_dir.path(), reason.clone()))
                     .collect(),
                 lifeline: None,
+                artifact_dir,
+                owner,
             };
         }
     };
@@ -137,6 +133,8 @@ pub async fn start_all(
         running: Vec::new(),
         failed: Vec::new(),
         lifeline,
+        artifact_dir: artifact_dir.clone(),
+        owner,
     };
     for (spec, result) in specs.iter().zip(started) {
         match result {
@@ -144,7 +142,7 @@ pub async fn start_all(
             Err(e) => out.failed.push(failed_report(
                 spec,
                 &window_id,
-                &artifact_dir,
+                artifact_dir.path(),
                 format!("{e:#}"),
             )),
         }
@@ -156,6 +154,17 @@ pub async fn stop_all(docker: &Docker, capsules: RunningCapsules) -> Vec<Capsule
     let mut reports = join_all(capsules.running.into_iter().map(|c| c.stop(docker))).await;
     reports.extend(capsules.failed);
     drop(capsules.lifeline);
+    // Nothing more is written there: the caller may have the directory now (to read and remove
+    // its captures), through the descriptor the capsules' files were sealed through.
+    if let Some(owner) = capsules.owner {
+        if let Err(e) = capsules.artifact_dir.hand_to(owner) {
+            log::warn!(
+                "handing {} to uid {}: {e}",
+                capsules.artifact_dir.path().display(),
+                owner.0
+            );
+        }
+    }
     reports
 }
 
