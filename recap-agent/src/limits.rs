@@ -117,7 +117,9 @@ impl Gate {
             // One line per 10 s at most, however many are refused: a flood must not fill the
             // journal either.
             let now = Instant::now();
-            if c.last_report.is_none_or(|t| now - t >= Duration::from_secs(10)) {
+            if c.last_report
+                .is_none_or(|t| now - t >= Duration::from_secs(10))
+            {
                 log::warn!(
                     "{}: refused connections from {peer:?} ({mine} open; limits {} per peer, {} in all, {} refused so far)",
                     self.name,

@@ -55,6 +55,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("tshark", "tests read the capsule's pcap"),
     (
+        "python3",
+        "the agent's flood tests run a Debian Python (/usr/bin/python3) as another user",
+    ),
+    (
         "prometheus",
         "tests scrape recap with a real Prometheus and check the exposition with promtool",
     ),

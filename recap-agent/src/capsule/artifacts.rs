@@ -326,7 +326,8 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn scratch(name: &str) -> PathBuf {
-        let base = std::env::temp_dir().join(format!("recap-artifacts-{name}-{}", std::process::id()));
+        let base =
+            std::env::temp_dir().join(format!("recap-artifacts-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         base
     }
@@ -338,7 +339,10 @@ mod tests {
         let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         assert!(dir.path().is_absolute());
-        assert!(window_dir(&base, "abc").is_err(), "a window's directory is always new");
+        assert!(
+            window_dir(&base, "abc").is_err(),
+            "a window's directory is always new"
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 
@@ -386,7 +390,10 @@ mod tests {
         std::fs::write(dir.path().join("real.pcap"), [0u8; 24]).unwrap();
         assert_eq!(dir.seal("real.pcap", Some((4242, 4243))).unwrap(), Some(24));
         let meta = std::fs::metadata(dir.path().join("real.pcap")).unwrap();
-        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (4242, 4243, 0o600));
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (4242, 4243, 0o600)
+        );
         assert_eq!(dir.seal("missing", None).unwrap(), None);
         std::fs::remove_dir_all(&base).unwrap();
     }

@@ -16,8 +16,8 @@ use bollard::{
 use futures_util::StreamExt;
 
 use super::{
-    artifacts::SafeDir, image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET,
-    LABEL_WINDOW,
+    artifacts::SafeDir, image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER,
+    LABEL_TARGET, LABEL_WINDOW,
 };
 use crate::targets::{cgroup, container::ContainerMeta};
 
@@ -199,7 +199,12 @@ impl Capsule {
             capsule: self.spec.to_string(),
             container_name: self.name.clone(),
             artifact_bytes,
-            artifact: self.artifact_dir.path().join(artifact).display().to_string(),
+            artifact: self
+                .artifact_dir
+                .path()
+                .join(artifact)
+                .display()
+                .to_string(),
             outcome,
         }
     }
@@ -421,8 +426,12 @@ mod tests {
         whole.extend(&record);
         assert_eq!(pcap_data_truncation(&whole), None);
         let cut = &whole[..whole.len() - 3];
-        assert!(pcap_data_truncation(cut).unwrap().contains("inside a packet"));
-        assert!(pcap_data_truncation(&whole[..30]).unwrap().contains("packet header"));
+        assert!(pcap_data_truncation(cut)
+            .unwrap()
+            .contains("inside a packet"));
+        assert!(pcap_data_truncation(&whole[..30])
+            .unwrap()
+            .contains("packet header"));
         assert!(pcap_data_truncation(&whole[..10]).is_some());
     }
 

@@ -89,6 +89,9 @@ struct RecordOut {
     status: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     error: String,
+    /// On whose behalf (a fleet part's request and etcd user).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    origin: String,
     artifacts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary: Option<serde_json::Value>,
@@ -109,6 +112,7 @@ impl From<&WindowRecord> for RecordOut {
             ended_at: (r.ended_unix_s > 0).then(|| time(r.ended_unix_s)),
             status: r.status.clone(),
             error: r.error.clone(),
+            origin: r.origin.clone(),
             artifacts: r.artifacts.clone(),
             summary: serde_json::from_str(&r.summary_json).ok(),
         }

@@ -120,7 +120,9 @@ pub async fn start_all(
                 running: Vec::new(),
                 failed: specs
                     .iter()
-                    .map(|spec| failed_report(spec, &window_id, artifact_dir.path(), reason.clone()))
+                    .map(|spec| {
+                        failed_report(spec, &window_id, artifact_dir.path(), reason.clone())
+                    })
                     .collect(),
                 lifeline: None,
                 artifact_dir,
