@@ -105,15 +105,25 @@ fn redact_stored(db: &Connection) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?;
         rows
     };
+    let mut changed = false;
     for (id, args) in rows {
         let parsed: Vec<String> = serde_json::from_str(&args).unwrap_or_default();
         let redacted = serde_json::to_string(&super::audit::redact_args(&parsed))?;
         if redacted != args {
+            if !changed {
+                // The old text must not linger in freed pages or the journal either.
+                db.execute_batch("PRAGMA secure_delete = ON")?;
+                changed = true;
+            }
             db.execute(
                 "UPDATE windows SET args = ?2 WHERE id = ?1",
                 params![id, redacted],
             )?;
         }
+    }
+    if changed {
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        db.execute_batch("VACUUM")?;
     }
     Ok(())
 }
@@ -343,6 +353,40 @@ mod tests {
         assert!(h.get("a").unwrap().is_none(), "a is beyond the newest 1");
         assert!(!artifact_dir.exists(), "its artifacts were pruned with it");
         assert!(h.get("b").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_stored_by_an_older_agent_are_redacted_and_files_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("recap-history-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let h = History::open(&dir).unwrap();
+        let mut r = open_record("old", now_s());
+        r.args = vec![
+            "--otlp-header".into(),
+            "authorization=Bearer t0ken".into(),
+        ];
+        h.insert_open(&r).unwrap();
+        drop(h);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join("history.db"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let h = History::open(&dir).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(5).any(|w| w == b"t0ken"), "the old text is gone");
+        }
+        assert_eq!(
+            h.get("old").unwrap().unwrap().args,
+            ["--otlp-header", "authorization=<redacted>"]
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            assert_eq!(mode(&entry.unwrap().path()), 0o600);
+        }
+        drop(h);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
