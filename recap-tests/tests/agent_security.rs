@@ -185,7 +185,7 @@ fn windows_are_read_by_their_owners_and_secrets_are_never_kept() {
     );
     assert_eq!(
         listed(&agent, Some(SRE)),
-        [sre_window.clone()],
+        std::slice::from_ref(&sre_window),
         "its own only"
     );
     assert!(

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: unit tests (no root needed), then the privileged integration tests,
-//! one at a time, since each asserts that nothing of ours is loaded when it ends.
+//! `cargo xtask test`: `cargo fmt --check` and clippy with warnings denied, unit tests (no root
+//! needed), then the privileged integration tests, one at a time, since each asserts that
+//! nothing of ours is loaded when it ends.
 
 use clap::Args;
 
@@ -17,6 +18,27 @@ pub struct TestArgs {
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
     setup::run()?;
     require_root("the integration tests")?;
+    if args.filter.is_none() {
+        // The gates: formatting and lints of the user-space crates (the eBPF crate builds for
+        // its own target only).
+        status(cargo().args(["fmt", "--all", "--check"]))?;
+        status(cargo().args([
+            "clippy",
+            "--quiet",
+            "-p",
+            "recap-common",
+            "-p",
+            "recap-agent",
+            "-p",
+            "recap-tests",
+            "-p",
+            "xtask",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
     status(cargo().args(["test", "--quiet"]))?;
     // The binary under test, built the way users get it.
     status(cargo().args(["build", "--quiet", "-p", "recap-agent"]))?;

@@ -363,19 +363,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let h = History::open(&dir).unwrap();
         let mut r = open_record("old", now_s());
-        r.args = vec![
-            "--otlp-header".into(),
-            "authorization=Bearer t0ken".into(),
-        ];
+        r.args = vec!["--otlp-header".into(), "authorization=Bearer t0ken".into()];
         h.insert_open(&r).unwrap();
         drop(h);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(dir.join("history.db"), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
+        std::fs::set_permissions(
+            dir.join("history.db"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         let h = History::open(&dir).unwrap();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            assert!(!bytes.windows(5).any(|w| w == b"t0ken"), "the old text is gone");
+            assert!(
+                !bytes.windows(5).any(|w| w == b"t0ken"),
+                "the old text is gone"
+            );
         }
         assert_eq!(
             h.get("old").unwrap().unwrap().args,
