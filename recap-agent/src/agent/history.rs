@@ -60,11 +60,11 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRecord> {
 /// The state directory 0700 and the history's files 0600, root's: the history holds who looked
 /// at what. Made so if missing, repaired if not (an older agent left them 0755/0644), all
 /// through descriptors opened without following links.
-fn private_state(dir: &Path) -> anyhow::Result<()> {
+fn private_state(dir: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
-    let state = crate::capsule::artifacts::SafeDir::open_trusted(dir, 0o700)
+    let state = crate::capsule::artifacts::SafeDir::open_trusted(dir, mode)
         .with_context(|| format!("the state directory {}", dir.display()))?;
-    state.make_private(0o700)?;
+    state.make_private(mode)?;
     for name in ["history.db", "history.db-wal", "history.db-shm"] {
         let path = dir.join(name);
         let file = std::fs::OpenOptions::new()
@@ -129,9 +129,17 @@ fn redact_stored(db: &Connection) -> anyhow::Result<()> {
 }
 
 impl History {
+    /// Opens (or makes) the history in `dir`, 0700.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with_mode(dir, 0o700)
+    }
+
+    /// With the state directory's mode: 0711 when callers must pass through it to their
+    /// artifacts (the default layout, `/var/lib/recap/artifacts`); they still cannot list it,
+    /// and its files are 0600.
+    pub fn open_with_mode(dir: &Path, mode: u32) -> anyhow::Result<Self> {
         let path = dir.join("history.db");
-        private_state(dir)?;
+        private_state(dir, mode)?;
         let db = Connection::open(&path)
             .with_context(|| format!("opening the window history {}", path.display()))?;
         db.execute_batch(
@@ -159,7 +167,7 @@ impl History {
         }
         redact_stored(&db).with_context(|| format!("redacting {}", path.display()))?;
         // SQLite made the -wal and -shm files with the database's mode; check it held.
-        private_state(dir)?;
+        private_state(dir, mode)?;
         Ok(History { db: Mutex::new(db) })
     }
 

@@ -84,7 +84,15 @@ pub struct FleetConfig {
 /// Runs the agent until SIGTERM, SIGINT or SIGHUP: then every open window ends (`interrupted`, summary
 /// stored, exports flushed, capsules removed), the programs are unloaded, and it returns.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let history = history::History::open(&config.state_dir)?;
+    // Callers pass through the state directory to their artifacts when those live below it.
+    let artifacts = std::path::absolute(&config.artifacts).unwrap_or(config.artifacts.clone());
+    let state = std::path::absolute(&config.state_dir).unwrap_or(config.state_dir.clone());
+    let state_mode = if artifacts.starts_with(&state) {
+        0o711
+    } else {
+        0o700
+    };
+    let history = history::History::open_with_mode(&config.state_dir, state_mode)?;
     let lost = history.mark_lost()?;
     if !lost.is_empty() {
         log::warn!(
