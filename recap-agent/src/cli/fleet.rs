@@ -43,6 +43,11 @@ pub struct EtcdArgs {
     pub etcd_cert: Option<PathBuf>,
     #[arg(long, value_name = "FILE", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
+    /// Go on when etcd's auth is off (by default an agent refuses fleet requests and `recap
+    /// fleet window` refuses to run: without auth anyone who reaches etcd can request windows
+    /// on every node and forge results).
+    #[arg(long)]
+    pub etcd_allow_no_auth: bool,
     /// A node's registration lasts this long after its agent stops renewing it.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub etcd_lease_ttl: Duration,
@@ -167,6 +172,12 @@ pub async fn run(command: FleetCommand) -> anyhow::Result<()> {
                 usage!("{e}");
             }
             let etcd = Etcd::connect(&args.etcd.config()?).await?;
+            // Without auth, anyone who reaches etcd could have written the results read back.
+            if !etcd.auth_on().await? && !args.etcd.etcd_allow_no_auth {
+                anyhow::bail!(
+                    "etcd's auth is off: anyone who reaches etcd could request windows on every node and forge the results this would print; turn auth on (users and roles as the README says), or pass --etcd-allow-no-auth to go on anyway"
+                );
+            }
             let spec = FleetWindowSpec {
                 selector: args.selector,
                 duration: args.duration,
@@ -179,7 +190,7 @@ pub async fn run(command: FleetCommand) -> anyhow::Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&outcome.to_json())?),
                 Output::Table => print!("{}", outcome.table()),
             }
-            if !outcome.complete() {
+            if !outcome.succeeded() {
                 std::process::exit(1);
             }
             Ok(())
