@@ -80,9 +80,7 @@ impl History {
         )
         .with_context(|| format!("preparing the window history {}", path.display()))?;
         // Histories made before windows had an origin get the column.
-        let has_origin = db
-            .prepare("SELECT origin FROM windows LIMIT 0")
-            .is_ok();
+        let has_origin = db.prepare("SELECT origin FROM windows LIMIT 0").is_ok();
         if !has_origin {
             db.execute_batch("ALTER TABLE windows ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
                 .with_context(|| format!("upgrading the window history {}", path.display()))?;

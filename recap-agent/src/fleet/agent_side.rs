@@ -388,7 +388,10 @@ impl FleetNode {
         let reservation = match self.limits.reserve(&request.user, matched.len()) {
             Ok(r) => r,
             Err(why) => {
-                audit::log(&caller, &format!("fleet part refused: {}", audit::message(&why)));
+                audit::log(
+                    &caller,
+                    &format!("fleet part refused: {}", audit::message(&why)),
+                );
                 let refused = self.result("refused", Vec::new(), Some(why));
                 let _ = self.coordinator.publish(&request, &refused).await;
                 return;

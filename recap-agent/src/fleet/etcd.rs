@@ -684,7 +684,13 @@ impl Coordinator for Etcd {
         let revision = got.header().map_or(0, |h| h.revision()) + 1;
         let (tx, rx) = mpsc::channel(256);
         for kv in got.kvs() {
-            if let Some(p) = parse_part(&self.prefix, &request.user, &request.id, kv.key(), kv.value()) {
+            if let Some(p) = parse_part(
+                &self.prefix,
+                &request.user,
+                &request.id,
+                kv.key(),
+                kv.value(),
+            ) {
                 let _ = tx.send(p).await;
             }
         }
@@ -761,7 +767,9 @@ mod tests {
         let id = "0123456789ab";
         let good = format!("{P}requests/alice/{id}");
         match parse_request(P, good.as_bytes(), request(id).as_bytes()) {
-            Some(Incoming::Request(r)) => assert_eq!((r.user.as_str(), r.id.as_str()), ("alice", id)),
+            Some(Incoming::Request(r)) => {
+                assert_eq!((r.user.as_str(), r.id.as_str()), ("alice", id))
+            }
             other => panic!("{other:?}"),
         }
         // An id with more after it (`/` included) names nothing: no result can be written for
@@ -779,9 +787,17 @@ mod tests {
             }
         }
         // A well-formed key with a body that does not fit: malformed, answered at the key.
-        for body in ["{", &request("ffffffffffff"), &"x".repeat(MAX_REQUEST_BYTES + 1)] {
+        for body in [
+            "{",
+            &request("ffffffffffff"),
+            &"x".repeat(MAX_REQUEST_BYTES + 1),
+        ] {
             match parse_request(P, good.as_bytes(), body.as_bytes()) {
-                Some(Incoming::Malformed { part: Some((u, i)), error, .. }) => {
+                Some(Incoming::Malformed {
+                    part: Some((u, i)),
+                    error,
+                    ..
+                }) => {
                     assert_eq!((u.as_str(), i.as_str()), ("alice", id));
                     assert!(error.len() < 300, "{error}");
                 }
@@ -808,7 +824,10 @@ mod tests {
             (format!("{P}parts/alice/{id}/result/n1"), result("n1")),
             (format!("{P}parts/{id}/result/n1"), result("n1")),
         ] {
-            assert!(parse_part(P, user, id, k.as_bytes(), v.as_bytes()).is_none(), "{k}");
+            assert!(
+                parse_part(P, user, id, k.as_bytes(), v.as_bytes()).is_none(),
+                "{k}"
+            );
         }
     }
 }

@@ -79,8 +79,11 @@ impl UserLedger {
         let mut l = self.lock();
         // Users who made no request for a minute are forgotten (the map stays as small as
         // the set of active users).
-        l.recent
-            .retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < MINUTE));
+        l.recent.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|t| now.duration_since(*t) < MINUTE)
+        });
         let times = l.recent.entry(user.to_string()).or_default();
         while times
             .front()

@@ -101,9 +101,16 @@ impl FleetRequest {
             ));
         }
         if self.args.iter().any(|a| {
-            ["--container", "--pid", "--cgroup", "--pod", "-d", "--duration"]
-                .iter()
-                .any(|o| a == o || a.starts_with(&format!("{o}=")))
+            [
+                "--container",
+                "--pid",
+                "--cgroup",
+                "--pod",
+                "-d",
+                "--duration",
+            ]
+            .iter()
+            .any(|o| a == o || a.starts_with(&format!("{o}=")))
         }) {
             return Err("a fleet request's options may not name a target or a duration (the node gives both)".into());
         }
@@ -256,7 +263,13 @@ mod tests {
     #[test]
     fn ids_and_names_are_what_keys_can_hold() {
         assert!(is_request_id("0123456789ab"));
-        for id in ["0123456789a", "0123456789abc", "0123456789AB", "01234567/9ab", ""] {
+        for id in [
+            "0123456789a",
+            "0123456789abc",
+            "0123456789AB",
+            "01234567/9ab",
+            "",
+        ] {
             assert!(!is_request_id(id), "{id}");
         }
         assert!(is_key_name("node-a.example"));
