@@ -1202,6 +1202,27 @@ fn hand_written_fleet_requests_get_bounded_answers_and_leave_nothing_forever() {
         assert!(error.len() < 1000, "{} bytes", error.len());
         assert!(!error.contains("s3cret"));
     }
+    // The request that carried the header is gone from etcd (refused and removed).
+    let with_secret = format!("/recap/requests/alice/{}", cases[2].0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.keys(alice, &with_secret).is_empty() {
+        assert!(Instant::now() < deadline, "{with_secret} is still in etcd");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // The CLI does not even take the option.
+    let out = Command::new(recap_bin())
+        .args(["fleet", "window", "--selector", "app=mix", "-d", "2s"])
+        .args(["--otlp-header", &format!("authorization={secret}")])
+        .args(cluster.client_args())
+        .envs(ALICE)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--otlp-header cannot be used in a fleet window") && !err.contains("s3cret"),
+        "{err}"
+    );
     let log = a.log();
     assert!(!log.contains("s3cret"), "a secret in the agent's log");
     let longest = log.lines().map(str::len).max().unwrap_or(0);

@@ -121,6 +121,10 @@ pub struct FleetWindowArgs {
     /// Each capsule stops when its artifact reaches this size.
     #[arg(long, value_name = "SIZE")]
     pub capsule_max_size: Option<String>,
+    /// Not for fleet windows (hidden): its value would be stored in clear in etcd. Taken only
+    /// to say so.
+    #[arg(long, value_name = "KEY=VALUE", hide = true)]
+    pub otlp_header: Vec<String>,
     /// Give up on a node that has not claimed its part this long after the request.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub claim_timeout: Duration,
@@ -151,6 +155,11 @@ pub async fn run(command: FleetCommand) -> anyhow::Result<()> {
                 usage!(
                     "--duration {} is over the maximum 1h",
                     format_duration(args.duration)
+                );
+            }
+            if !args.otlp_header.is_empty() {
+                usage!(
+                    "--otlp-header cannot be used in a fleet window: its value would be stored in clear in etcd, readable by every agent; set OTLP headers on the nodes (OTEL_EXPORTER_OTLP_HEADERS in the agent's environment)"
                 );
             }
             let mut window_args = Vec::new();

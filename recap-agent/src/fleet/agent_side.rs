@@ -131,6 +131,13 @@ impl FleetNode {
             }
             if let Err(why) = self.admissible(&request) {
                 self.refuse(&request, &why).await;
+                if request.carries_secret() {
+                    // Refused, and removed: a secret has no business in etcd (what etcd keeps
+                    // of it until its next compaction is beyond reach here).
+                    if let Err(e) = self.coordinator.withdraw(&request).await {
+                        log::warn!("fleet: removing request {}: {e:#}", request.id);
+                    }
+                }
                 continue;
             }
             let me = self.clone();

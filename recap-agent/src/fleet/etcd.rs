@@ -504,6 +504,12 @@ impl Coordinator for Etcd {
         Ok(self.auth_state().await? == AuthState::On)
     }
 
+    async fn withdraw(&self, request: &FleetRequest) -> anyhow::Result<()> {
+        let mut c = self.client.clone();
+        c.delete(self.request_key(request), None).await?;
+        Ok(())
+    }
+
     async fn nodes(&self) -> anyhow::Result<Vec<String>> {
         let prefix = self.key("nodes/");
         let got = briefly_retrying("listing the registered nodes", || {

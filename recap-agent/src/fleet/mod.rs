@@ -75,6 +75,15 @@ pub fn is_key_name(name: &str) -> bool {
 }
 
 impl FleetRequest {
+    /// Whether the request's options carry a secret (which it must not: see `check`).
+    pub fn carries_secret(&self) -> bool {
+        self.args.iter().any(|a| {
+            SECRET_OPTIONS
+                .iter()
+                .any(|o| a == o || a.starts_with(&format!("{o}=")))
+        })
+    }
+
     /// What a node checks before it takes part, beyond what its parser and policy check: a
     /// mistake or a trick in a hand-written request is refused here, with the reason.
     pub fn check(&self, now_ms: u64) -> Result<(), String> {
@@ -201,6 +210,9 @@ pub trait Coordinator: Send + Sync {
     /// Claims `node`'s part of a request; false if it was claimed before (by an earlier life of
     /// this agent).
     async fn claim(&self, request: &FleetRequest, claim: &Claim) -> anyhow::Result<bool>;
+    /// Removes a request a node refused because it carries a secret (it should never have
+    /// been stored); best effort.
+    async fn withdraw(&self, request: &FleetRequest) -> anyhow::Result<()>;
     /// Publishes a part's result; the first one published stands. Claims and results go an
     /// hour after the request's deadline, whatever the request's body says.
     async fn publish(&self, request: &FleetRequest, result: &PartResult) -> anyhow::Result<()>;
