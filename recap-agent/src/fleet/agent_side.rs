@@ -333,8 +333,7 @@ impl FleetNode {
             let Ok(target) = Target::resolve_with_docker(&spec, &docker).await else {
                 continue;
             };
-            let admitted: Result<(), _> = self.policy.admit_target(caller, &target);
-            match admitted {
+            match self.policy.admit_target(caller, &target) {
                 Ok(()) => allowed.push(m),
                 Err(_) => left_out += 1,
             }

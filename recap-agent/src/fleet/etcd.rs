@@ -501,7 +501,10 @@ impl Coordinator for Etcd {
     }
 
     async fn auth_on(&self) -> anyhow::Result<bool> {
-        Ok(self.auth_state().await? == AuthState::On)
+        // A leader election (a member just went) answers `Unavailable` for a moment.
+        let state =
+            briefly_retrying("asking etcd whether its auth is on", || self.auth_state()).await?;
+        Ok(state == AuthState::On)
     }
 
     async fn withdraw(&self, request: &FleetRequest) -> anyhow::Result<()> {
