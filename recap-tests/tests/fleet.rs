@@ -1087,7 +1087,7 @@ fn with_etcd_auth_off_agents_refuse_fleet_requests_unless_told() {
 /// Issue 19 case 11: what a hand-written request gets. Claims and results are bound to the
 /// node's own lease (`"lease": 0` in the body changes nothing); a claim names only the
 /// containers the node's policy lets the fleet caller watch; a request that cannot be read,
-/// that weighs 1.4 MB, that carries an OTLP header or selects everything is refused with a
+/// that weighs 1.4 MB, that carries an OTLP header, selects everything or ends in 2 h is refused with a
 /// bounded log line and a result that says why, and no secret is stored or logged.
 #[test]
 fn hand_written_fleet_requests_get_bounded_answers_and_leave_nothing_forever() {
@@ -1169,6 +1169,7 @@ fn hand_written_fleet_requests_get_bounded_answers_and_leave_nothing_forever() {
             "--otlp-header cannot be used in a fleet window",
         ),
         (fresh_id(), String::new(), "refused", "selector is empty"),
+        (fresh_id(), String::new(), "refused", "more than 1h away"),
     ];
     for (i, (id, body, _, _)) in cases.iter().enumerate() {
         let body = match i {
@@ -1190,6 +1191,9 @@ fn hand_written_fleet_requests_get_bounded_answers_and_leave_nothing_forever() {
             )
             .to_string(),
             3 => hand_request(id, serde_json::json!({}), &[], 2000).to_string(),
+            4 => {
+                hand_request(id, serde_json::json!({"app": "mix"}), &[], 2 * 3_600_000).to_string()
+            }
             _ => body.clone(),
         };
         put(id, &body);
