@@ -254,6 +254,55 @@ impl EtcdCluster {
         )
     }
 
+    /// `etcdctl ARGS` with `input` on its stdin (a value too big for a command line).
+    pub fn etcdctl_stdin(&self, user: Option<&str>, args: &[&str], input: &[u8]) -> (bool, String) {
+        use std::io::Write;
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints()));
+        if self.tls {
+            let f = |n: &str| self.dir.join(n).display().to_string();
+            cmd.arg(format!("--cacert={}", f("ca.pem")))
+                .arg(format!("--cert={}", f("client.pem")))
+                .arg(format!("--key={}", f("client.key")));
+        }
+        if let Some(user) = user {
+            cmd.arg(format!("--user={user}"));
+        }
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdctl (Debian etcd-client)");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// The lease a key is bound to (0: none), read with etcdctl as `user`.
+    pub fn lease_of(&self, user: Option<&str>, key: &str) -> i64 {
+        let (ok, out) = self.etcdctl(user, &["get", key, "-w", "json"]);
+        assert!(ok, "etcdctl get {key}: {out}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["kvs"][0]["lease"].as_i64().unwrap_or(0)
+    }
+
+    /// The keys under `prefix`, read with etcdctl as `user`.
+    pub fn keys(&self, user: Option<&str>, prefix: &str) -> Vec<String> {
+        let (ok, out) = self.etcdctl(user, &["get", "--prefix", "--keys-only", prefix]);
+        assert!(ok, "etcdctl get --prefix {prefix}: {out}");
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -303,9 +352,20 @@ impl EtcdCluster {
         within: Duration,
         why: impl Fn() -> String,
     ) -> serde_json::Value {
+        self.wait_value_as(None, key, within, why)
+    }
+
+    /// `wait_value`, reading as `user` (`name:password`: with auth on).
+    pub fn wait_value_as(
+        &self,
+        user: Option<&str>,
+        key: &str,
+        within: Duration,
+        why: impl Fn() -> String,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(v) = self.value(None, key) {
+            if let Some(v) = self.value(user, key) {
                 return v;
             }
             assert!(Instant::now() < deadline, "nothing at {key}: {}", why());

@@ -43,6 +43,8 @@ fn fleet_request_to_every_node_counting() {
                     node.clone(),
                     "--fleet-scope".into(),
                     format!("recap.node={node}"),
+                    // The bench's etcd has no auth (loopback, this test only).
+                    "--etcd-allow-no-auth".into(),
                 ];
                 args.extend(cluster.client_args());
                 let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -72,6 +74,7 @@ fn fleet_request_to_every_node_counting() {
                 "tcp",
                 "-o",
                 "json",
+                "--etcd-allow-no-auth",
             ])
             .args(cluster.client_args());
             let out = cmd.output().unwrap();

@@ -10,7 +10,7 @@
 //!   kernel (BPF stats);
 //! - `client`: the CLI's side of the socket.
 
-mod audit;
+pub(crate) mod audit;
 pub mod client;
 pub mod history;
 pub mod policy;
@@ -79,6 +79,10 @@ pub struct FleetConfig {
     pub uid: u32,
     /// Labels every container of this node carries (added to every request's selector).
     pub scope: Option<crate::fleet::Selector>,
+    /// Per etcd user, on this node: windows open at once, requests per minute.
+    pub user_limits: crate::fleet::limits::UserLimits,
+    /// Take fleet requests even when etcd's auth is off.
+    pub allow_no_auth: bool,
 }
 
 /// Runs the agent until SIGTERM, SIGINT or SIGHUP: then every open window ends (`interrupted`, summary
@@ -166,7 +170,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     let pruner = tokio::spawn(prune_now_and_hourly(agent.clone()));
     let fleet = match &config.fleet {
-        Some(fleet) => Some(start_fleet(fleet, agent.clone()).await?),
+        Some(fleet) => Some(start_fleet(fleet, agent.clone(), &config.policy).await?),
         None => None,
     };
     tokio::pin!(server);
@@ -198,8 +202,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 async fn start_fleet(
     fleet: &FleetConfig,
     agent: Arc<windows::Agent>,
+    policy_path: &Path,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     crate::fleet::etcd::Etcd::check(&fleet.etcd)?;
+    // The policy as the agent read it a moment ago: the fleet side uses it to name in a
+    // part's claim only the containers the fleet caller may watch (the agent's own check at
+    // arming stays the one that counts).
+    let policy = policy::Policy::load(policy_path)?;
     eprintln!(
         "recap: fleet node {} (etcd {})",
         fleet.node,
@@ -242,6 +251,10 @@ async fn start_fleet(
                 pid: None,
                 origin: None,
             },
+            policy,
+            limits: crate::fleet::limits::UserLedger::new(fleet.user_limits),
+            allow_no_auth: fleet.allow_no_auth,
+            auth: Default::default(),
         });
         node.run().await;
     }))

@@ -71,6 +71,13 @@ pub struct AgentArgs {
     /// apply; give a uid of its own and a rule for it to restrict them).
     #[arg(long, value_name = "UID", default_value_t = 0)]
     pub fleet_uid: u32,
+    /// Fleet windows one etcd user may hold open on this node at once (every fleet part runs
+    /// as --fleet-uid, whose policy rule applies as well: give it room for several users).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub fleet_user_max_windows: usize,
+    /// Fleet requests of one etcd user this node takes per minute; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub fleet_user_requests_per_minute: usize,
     #[command(flatten)]
     pub etcd: super::fleet::EtcdArgs,
 }
@@ -85,6 +92,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             if node.is_empty() || node.contains('/') || node.len() > 128 {
                 super::usage!("--node: a name of 1 to 128 characters without `/`");
             }
+            if args.fleet_user_max_windows == 0 || args.fleet_user_requests_per_minute == 0 {
+                super::usage!(
+                    "--fleet-user-max-windows and --fleet-user-requests-per-minute must be at least 1"
+                );
+            }
             let etcd = args.etcd.config()?;
             // Before anything is loaded: a mistake here is the command line's.
             if let Err(e) = crate::fleet::etcd::Etcd::check(&etcd) {
@@ -95,6 +107,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 etcd,
                 uid: args.fleet_uid,
                 scope: args.fleet_scope.clone(),
+                user_limits: crate::fleet::limits::UserLimits {
+                    max_windows: args.fleet_user_max_windows,
+                    requests_per_minute: args.fleet_user_requests_per_minute,
+                },
+                allow_no_auth: args.etcd.etcd_allow_no_auth,
             })
         }
         None => None,

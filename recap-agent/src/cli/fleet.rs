@@ -43,6 +43,11 @@ pub struct EtcdArgs {
     pub etcd_cert: Option<PathBuf>,
     #[arg(long, value_name = "FILE", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
+    /// Go on when etcd's auth is off (by default an agent refuses fleet requests and `recap
+    /// fleet window` refuses to run: without auth anyone who reaches etcd can request windows
+    /// on every node and forge results).
+    #[arg(long)]
+    pub etcd_allow_no_auth: bool,
     /// A node's registration lasts this long after its agent stops renewing it.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub etcd_lease_ttl: Duration,
@@ -116,6 +121,10 @@ pub struct FleetWindowArgs {
     /// Each capsule stops when its artifact reaches this size.
     #[arg(long, value_name = "SIZE")]
     pub capsule_max_size: Option<String>,
+    /// Not for fleet windows (hidden): its value would be stored in clear in etcd. Taken only
+    /// to say so.
+    #[arg(long, value_name = "KEY=VALUE", hide = true)]
+    pub otlp_header: Vec<String>,
     /// Give up on a node that has not claimed its part this long after the request.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub claim_timeout: Duration,
@@ -148,6 +157,11 @@ pub async fn run(command: FleetCommand) -> anyhow::Result<()> {
                     format_duration(args.duration)
                 );
             }
+            if !args.otlp_header.is_empty() {
+                usage!(
+                    "--otlp-header cannot be used in a fleet window: its value would be stored in clear in etcd, readable by every agent; set OTLP headers on the nodes (OTEL_EXPORTER_OTLP_HEADERS in the agent's environment)"
+                );
+            }
             let mut window_args = Vec::new();
             if !args.probes.is_empty() {
                 window_args.extend(["--probes".to_string(), args.probes.join(",")]);
@@ -167,6 +181,12 @@ pub async fn run(command: FleetCommand) -> anyhow::Result<()> {
                 usage!("{e}");
             }
             let etcd = Etcd::connect(&args.etcd.config()?).await?;
+            // Without auth, anyone who reaches etcd could have written the results read back.
+            if !etcd.auth_on().await? && !args.etcd.etcd_allow_no_auth {
+                anyhow::bail!(
+                    "etcd's auth is off: anyone who reaches etcd could request windows on every node and forge the results this would print; turn auth on (users and roles as the README says), or pass --etcd-allow-no-auth to go on anyway"
+                );
+            }
             let spec = FleetWindowSpec {
                 selector: args.selector,
                 duration: args.duration,
@@ -179,7 +199,7 @@ pub async fn run(command: FleetCommand) -> anyhow::Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&outcome.to_json())?),
                 Output::Table => print!("{}", outcome.table()),
             }
-            if !outcome.complete() {
+            if !outcome.succeeded() {
                 std::process::exit(1);
             }
             Ok(())

@@ -89,10 +89,10 @@ struct RecordOut {
     status: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     error: String,
-    /// On whose behalf (a fleet part's request and etcd user).
+    artifacts: Vec<String>,
+    /// On whose behalf, when not the caller's own (a fleet part: request id and etcd user).
     #[serde(skip_serializing_if = "String::is_empty")]
     origin: String,
-    artifacts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary: Option<serde_json::Value>,
 }
@@ -112,8 +112,8 @@ impl From<&WindowRecord> for RecordOut {
             ended_at: (r.ended_unix_s > 0).then(|| time(r.ended_unix_s)),
             status: r.status.clone(),
             error: r.error.clone(),
-            origin: r.origin.clone(),
             artifacts: r.artifacts.clone(),
+            origin: r.origin.clone(),
             summary: serde_json::from_str(&r.summary_json).ok(),
         }
     }
@@ -326,6 +326,9 @@ fn print_record(record: &WindowRecord, output: Output, top: usize) -> anyhow::Re
                 time(record.started_unix_s),
                 record.requester_uid
             );
+            if !record.origin.is_empty() {
+                text.push_str(&format!("  on behalf of: {}\n", safe(&record.origin)));
+            }
             if !record.error.is_empty() {
                 text.push_str(&format!("  error: {}\n", safe(&record.error)));
             }

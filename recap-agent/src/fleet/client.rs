@@ -59,6 +59,15 @@ impl FleetOutcome {
             .all(|p| matches!(p, NodePart::Done(r) if r.status != "lost"))
     }
 
+    /// Every node's part came back and ran all it was asked to: every window completed, or
+    /// the node had no matching container. Anything else (`partial`, `refused`, `failed`,
+    /// `lost`, ...) makes `recap fleet window` exit 1.
+    pub fn succeeded(&self) -> bool {
+        self.parts.values().all(
+            |p| matches!(p, NodePart::Done(r) if r.status == "completed" || r.status == "no_targets"),
+        )
+    }
+
     fn summaries(&self) -> impl Iterator<Item = &Value> {
         self.parts
             .values()
@@ -208,6 +217,12 @@ pub async fn run_fleet_window(
     if nodes.is_empty() {
         anyhow::bail!(
             "no agent is registered: start `recap agent --node NAME --etcd ...` on the nodes (`recap fleet nodes` lists them)"
+        );
+    }
+    if !super::is_key_name(user) {
+        anyhow::bail!(
+            "etcd user `{}` cannot make fleet requests: a user name of 1 to 128 characters without `/`, spaces or control characters",
+            user.escape_debug()
         );
     }
     let created = now_unix_ms();

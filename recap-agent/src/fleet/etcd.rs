@@ -6,7 +6,10 @@
 //! - `requests/<user>/<id>`: a request; `<user>` is the etcd user allowed to write there
 //!   (roles grant each user its own `requests/<user>/` only), and it is read from the key, never
 //!   from the request's body;
-//! - `parts/<id>/claim/<node>`, `parts/<id>/result/<node>`: a node's claim and its result.
+//!   (`<id>` is 12 hex digits, nothing else: a key with more after the id is no request);
+//! - `parts/<user>/<id>/claim/<node>`, `parts/<user>/<id>/result/<node>`: a node's claim and
+//!   its result, under the requesting user (so that a request alice writes with bob's id
+//!   never reaches bob's parts), bound to a lease the node grants (whatever the request says).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -17,14 +20,28 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use super::{now_unix_ms, Claim, Coordinator, FleetRequest, PartResult, Progress};
+use super::{
+    is_key_name, is_request_id, now_unix_ms, Claim, Coordinator, FleetRequest, Incoming,
+    PartResult, Progress, MAX_REQUEST_BYTES,
+};
 
 /// How long a request and its parts stay in etcd after the deadline (their lease).
 const KEEP_AFTER_DEADLINE_S: i64 = 3600;
 
-/// Put options binding a part's key to its request's lease (none if the request has none).
-fn bound_to(request: &FleetRequest) -> Option<PutOptions> {
-    (request.lease != 0).then(|| PutOptions::new().with_lease(request.lease))
+/// The TTL of a lease that keeps a request's keys until an hour after its deadline.
+fn ttl_until_after(deadline_unix_ms: u64) -> i64 {
+    deadline_unix_ms
+        .saturating_sub(now_unix_ms())
+        .div_ceil(1000)
+        .min(24 * 3600) as i64
+        + KEEP_AFTER_DEADLINE_S
+}
+
+/// Whether etcd's auth is on, as an anonymous request finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthState {
+    On,
+    Off,
 }
 
 /// How to reach etcd, from `--etcd*` options.
@@ -52,6 +69,8 @@ pub struct Etcd {
     prefix: String,
     user: String,
     lease_ttl: Duration,
+    /// A client without a user (same TLS), to find out whether etcd's auth is on.
+    anonymous: Client,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -127,7 +146,30 @@ impl Etcd {
         if !dead.is_empty() {
             log::info!("etcd members not answering (left out): {}", dead.join("; "));
         }
-        let client = Client::connect(&live, Some(options.clone()))
+        let client = match Client::connect(&live, Some(options.clone())).await {
+            Ok(client) => client,
+            Err(e) if e.to_string().contains("authentication is not enabled") => {
+                anyhow::bail!(
+                    "etcd's auth is off at {}, but --etcd-user was given: turn etcd's auth on (`etcdctl auth enable`, users and roles as the README says); without it anyone can write requests and results",
+                    live.join(",")
+                )
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("connecting to etcd at {}", live.join(","))))
+            }
+        };
+        let mut anonymous_options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5));
+        if let Some(ca) = &config.ca {
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
+            if let (Some(cert), Some(key)) = (&config.cert, &config.key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            anonymous_options = anonymous_options.with_tls(tls);
+        }
+        let anonymous = Client::connect(&live, Some(anonymous_options))
             .await
             .with_context(|| format!("connecting to etcd at {}", live.join(",")))?;
         let prefix = if config.prefix.ends_with('/') {
@@ -145,7 +187,32 @@ impl Etcd {
                 .as_ref()
                 .map_or_else(|| "root".to_string(), |(u, _)| u.clone()),
             lease_ttl: config.lease_ttl.max(Duration::from_secs(1)),
+            anonymous,
         })
+    }
+
+    /// Whether etcd's auth is on: an anonymous read of the nodes answers only when it is off
+    /// (with it on, etcd says `user name is empty`, or denies the certificate's name).
+    pub async fn auth_state(&self) -> anyhow::Result<AuthState> {
+        let mut c = self.anonymous.clone();
+        let probe = c.get(
+            self.key("nodes/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        );
+        match tokio::time::timeout(Duration::from_secs(5), probe).await {
+            Ok(Ok(_)) => Ok(AuthState::Off),
+            Ok(Err(etcd_client::Error::GRpcStatus(status)))
+                if matches!(
+                    status.code(),
+                    tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                ) || status.message().contains("user name")
+                    || status.message().contains("auth") =>
+            {
+                Ok(AuthState::On)
+            }
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("asking etcd whether its auth is on")),
+            Err(_) => anyhow::bail!("asking etcd whether its auth is on: no answer within 5 s"),
+        }
     }
 
     /// Adds each member left out at connect time to the client once it answers, so that a
@@ -186,29 +253,133 @@ impl Etcd {
         self.key(&format!("requests/{}/{}", r.user, r.id))
     }
 
-    /// A request from its key and value; the user comes from the key.
-    fn parse_request(&self, key: &[u8], value: &[u8]) -> Option<FleetRequest> {
-        let key = std::str::from_utf8(key).ok()?;
-        let rest = key.strip_prefix(&self.key("requests/"))?;
-        let (user, id) = rest.split_once('/')?;
-        let mut r: FleetRequest = serde_json::from_slice(value).ok()?;
-        if r.id != id {
-            return None;
-        }
-        r.user = user.to_string();
-        Some(r)
+    /// Where a request's claims and results go: under its user and its id.
+    fn parts_prefix(&self, user: &str, id: &str) -> String {
+        self.key(&format!("parts/{user}/{id}/"))
     }
 
-    fn parse_part(&self, id: &str, key: &[u8], value: &[u8]) -> Option<Progress> {
-        let key = std::str::from_utf8(key).ok()?;
-        let rest = key.strip_prefix(&self.key(&format!("parts/{id}/")))?;
-        if rest.starts_with("claim/") {
-            serde_json::from_slice(value).ok().map(Progress::Claimed)
-        } else if rest.starts_with("result/") {
-            serde_json::from_slice(value).ok().map(Progress::Result)
-        } else {
-            None
+    /// What a key under the requests is for this node: a request, something malformed, or
+    /// nothing (a request over an hour past its deadline, which its own lease should have
+    /// removed: a hand-written one without a lease is deleted here, so that it is not read
+    /// again at every agent's start).
+    async fn incoming(&self, key: &[u8], value: &[u8]) -> Option<Incoming> {
+        let parsed = parse_request(&self.prefix, key, value)?;
+        if let Incoming::Request(r) = &parsed {
+            let forget_after = r
+                .deadline_unix_ms
+                .saturating_add(KEEP_AFTER_DEADLINE_S as u64 * 1000);
+            if forget_after < now_unix_ms() {
+                let mut c = self.client.clone();
+                if let Err(e) = c.delete(key, None).await {
+                    log::debug!("removing the expired request {}: {e}", r.id);
+                }
+                return None;
+            }
         }
+        Some(parsed)
+    }
+
+    /// Puts `value` at `key` unless the key exists, bound to a lease of this node's that ends an
+    /// hour after `deadline_unix_ms`. True if it was put.
+    async fn create_bound(
+        &self,
+        key: &str,
+        value: &str,
+        deadline_unix_ms: u64,
+    ) -> anyhow::Result<bool> {
+        let mut c = self.client.clone();
+        let lease = c
+            .lease_grant(ttl_until_after(deadline_unix_ms), None)
+            .await?
+            .id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let put = c.txn(txn).await?.succeeded();
+        if !put {
+            // Nothing is bound to it: let it go now rather than at its TTL.
+            let _ = c.lease_revoke(lease).await;
+        }
+        Ok(put)
+    }
+}
+
+/// A request from its key and value; the user comes from the key. A key that is not
+/// exactly `requests/<user>/<id>` names no part (`Malformed` without one); a body that
+/// cannot be read names the key's.
+pub(crate) fn parse_request(prefix: &str, key: &[u8], value: &[u8]) -> Option<Incoming> {
+    let key = String::from_utf8_lossy(key).into_owned();
+    let rest = key.strip_prefix(&format!("{prefix}requests/"))?;
+    let malformed = |part: Option<(String, String)>, error: String| {
+        Some(Incoming::Malformed {
+            key: key.clone(),
+            part,
+            error,
+        })
+    };
+    let Some((user, id)) = rest.split_once('/') else {
+        return malformed(None, "not requests/<user>/<id>".into());
+    };
+    if !is_key_name(user) {
+        return malformed(None, "the user part of the key is not a valid name".into());
+    }
+    if !is_request_id(id) {
+        return malformed(
+            None,
+            "the id part of the key is not 12 hex digits (nothing may follow it)".into(),
+        );
+    }
+    let part = Some((user.to_string(), id.to_string()));
+    if value.len() > MAX_REQUEST_BYTES {
+        return malformed(
+            part,
+            format!(
+                "the request is {} bytes, over the {MAX_REQUEST_BYTES} a fleet request may take",
+                value.len()
+            ),
+        );
+    }
+    let mut r: FleetRequest = match serde_json::from_slice(value) {
+        Ok(r) => r,
+        Err(e) => return malformed(part, format!("not a fleet request: {e}")),
+    };
+    if r.id != id {
+        return malformed(part, "the body's id is not the key's".into());
+    }
+    r.user = user.to_string();
+    Some(Incoming::Request(r))
+}
+
+/// A claim or result of the request `user`/`id`: exactly `claim/<node>` or
+/// `result/<node>` below its parts, whose value names that same node; anything else there
+/// is not believed.
+pub(crate) fn parse_part(
+    prefix: &str,
+    user: &str,
+    id: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Option<Progress> {
+    let key = std::str::from_utf8(key).ok()?;
+    let rest = key.strip_prefix(&format!("{prefix}parts/{user}/{id}/"))?;
+    let (kind, node) = rest.split_once('/')?;
+    if !is_key_name(node) {
+        return None;
+    }
+    match kind {
+        "claim" => serde_json::from_slice::<Claim>(value)
+            .ok()
+            .filter(|c| c.node == node)
+            .map(Progress::Claimed),
+        "result" => serde_json::from_slice::<PartResult>(value)
+            .ok()
+            .filter(|r| r.node == node)
+            .map(Progress::Result),
+        _ => None,
     }
 }
 
@@ -329,6 +500,19 @@ impl Coordinator for Etcd {
         Ok(())
     }
 
+    async fn auth_on(&self) -> anyhow::Result<bool> {
+        // A leader election (a member just went) answers `Unavailable` for a moment.
+        let state =
+            briefly_retrying("asking etcd whether its auth is on", || self.auth_state()).await?;
+        Ok(state == AuthState::On)
+    }
+
+    async fn withdraw(&self, request: &FleetRequest) -> anyhow::Result<()> {
+        let mut c = self.client.clone();
+        c.delete(self.request_key(request), None).await?;
+        Ok(())
+    }
+
     async fn nodes(&self) -> anyhow::Result<Vec<String>> {
         let prefix = self.key("nodes/");
         let got = briefly_retrying("listing the registered nodes", || {
@@ -352,11 +536,7 @@ impl Coordinator for Etcd {
 
     async fn submit(&self, mut request: FleetRequest) -> anyhow::Result<FleetRequest> {
         // The request, its claims and its results go an hour after the deadline.
-        let ttl = request
-            .deadline_unix_ms
-            .saturating_sub(now_unix_ms())
-            .div_ceil(1000) as i64
-            + KEEP_AFTER_DEADLINE_S;
+        let ttl = ttl_until_after(request.deadline_unix_ms);
         request.lease = briefly_retrying("granting the request's lease", || {
             let mut c = self.client.clone();
             async move { anyhow::Ok(c.lease_grant(ttl, None).await?.id()) }
@@ -391,7 +571,7 @@ impl Coordinator for Etcd {
         Ok(request)
     }
 
-    async fn requests(&self) -> anyhow::Result<mpsc::Receiver<FleetRequest>> {
+    async fn requests(&self) -> anyhow::Result<mpsc::Receiver<Incoming>> {
         let prefix = self.key("requests/");
         let mut client = self.client.clone();
         let (tx, rx) = mpsc::channel(64);
@@ -412,7 +592,7 @@ impl Coordinator for Etcd {
                         .await;
                     next_revision = got.header().map_or(0, |h| h.revision()) + 1;
                     for kv in got.kvs() {
-                        if let Some(r) = me.parse_request(kv.key(), kv.value()) {
+                        if let Some(r) = me.incoming(kv.key(), kv.value()).await {
                             if tx.send(r).await.is_err() {
                                 return;
                             }
@@ -441,7 +621,7 @@ impl Coordinator for Etcd {
                         if event.event_type() != EventType::Put {
                             continue;
                         }
-                        if let Some(r) = me.parse_request(kv.key(), kv.value()) {
+                        if let Some(r) = me.incoming(kv.key(), kv.value()).await {
                             if tx.send(r).await.is_err() {
                                 return;
                             }
@@ -455,15 +635,19 @@ impl Coordinator for Etcd {
     }
 
     async fn claim(&self, request: &FleetRequest, claim: &Claim) -> anyhow::Result<bool> {
-        let key = self.key(&format!("parts/{}/claim/{}", request.id, claim.node));
+        let key = format!(
+            "{}claim/{}",
+            self.parts_prefix(&request.user, &request.id),
+            claim.node
+        );
         let value = serde_json::to_string(claim)?;
         briefly_retrying("claiming a part", || {
             let (mut c, key, value) = (self.client.clone(), key.clone(), value.clone());
             async move {
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key.clone(), value.clone(), bound_to(request))]);
-                if c.txn(txn).await?.succeeded() {
+                if self
+                    .create_bound(&key, &value, request.deadline_unix_ms)
+                    .await?
+                {
                     return Ok(true);
                 }
                 // Ours from an attempt whose answer was lost, or an earlier life's.
@@ -478,17 +662,18 @@ impl Coordinator for Etcd {
     }
 
     async fn publish(&self, request: &FleetRequest, result: &PartResult) -> anyhow::Result<()> {
-        let key = self.key(&format!("parts/{}/result/{}", request.id, result.node));
+        let key = format!(
+            "{}result/{}",
+            self.parts_prefix(&request.user, &request.id),
+            result.node
+        );
         let value = serde_json::to_string(result)?;
         // Create-only: a part has one result, and the first word stands (a restarted agent's
         // `lost` never replaces what its earlier life published).
         retrying("publishing a part's result", || {
-            let (mut c, k, v) = (self.client.clone(), key.clone(), value.clone());
+            let (k, v) = (key.clone(), value.clone());
             async move {
-                let txn = Txn::new()
-                    .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(k, v, bound_to(request))]);
-                c.txn(txn).await?;
+                self.create_bound(&k, &v, request.deadline_unix_ms).await?;
                 anyhow::Ok(())
             }
         })
@@ -497,7 +682,7 @@ impl Coordinator for Etcd {
     }
 
     async fn follow(&self, request: &FleetRequest) -> anyhow::Result<mpsc::Receiver<Progress>> {
-        let parts = self.key(&format!("parts/{}/", request.id));
+        let parts = self.parts_prefix(&request.user, &request.id);
         let nodes = self.key("nodes/");
         let client = self.client.clone();
         let got = briefly_retrying("reading the request's parts", || {
@@ -508,15 +693,28 @@ impl Coordinator for Etcd {
         let revision = got.header().map_or(0, |h| h.revision()) + 1;
         let (tx, rx) = mpsc::channel(256);
         for kv in got.kvs() {
-            if let Some(p) = self.parse_part(&request.id, kv.key(), kv.value()) {
+            if let Some(p) = parse_part(
+                &self.prefix,
+                &request.user,
+                &request.id,
+                kv.key(),
+                kv.value(),
+            ) {
                 let _ = tx.send(p).await;
             }
         }
         let id = request.id.clone();
+        let user = request.user.clone();
         let me = self.clone();
         // Parts and registrations, one watch each, from the revision read above.
         for (prefix, is_nodes) in [(parts, false), (nodes, true)] {
-            let (tx, mut client, me, id) = (tx.clone(), client.clone(), me.clone(), id.clone());
+            let (tx, mut client, me, id, user) = (
+                tx.clone(),
+                client.clone(),
+                me.clone(),
+                id.clone(),
+                user.clone(),
+            );
             tokio::spawn(async move {
                 let mut next = revision;
                 loop {
@@ -537,7 +735,7 @@ impl Coordinator for Etcd {
                                     .flatten()
                                     .map(Progress::NodeGone)
                             } else if event.event_type() == EventType::Put {
-                                me.parse_part(&id, kv.key(), kv.value())
+                                parse_part(&me.prefix, &user, &id, kv.key(), kv.value())
                             } else {
                                 None
                             };
@@ -556,5 +754,89 @@ impl Coordinator for Etcd {
             });
         }
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "/recap/";
+
+    fn request(id: &str) -> String {
+        serde_json::json!({
+            "id": id, "user": "someone-else", "selector": {"app": "x"}, "args": [],
+            "created_unix_ms": 1, "deadline_unix_ms": 2, "nodes": ["n1"], "lease": 0
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_request_key_is_exactly_user_and_a_12_hex_digit_id() {
+        let id = "0123456789ab";
+        let good = format!("{P}requests/alice/{id}");
+        match parse_request(P, good.as_bytes(), request(id).as_bytes()) {
+            Some(Incoming::Request(r)) => {
+                assert_eq!((r.user.as_str(), r.id.as_str()), ("alice", id))
+            }
+            other => panic!("{other:?}"),
+        }
+        // An id with more after it (`/` included) names nothing: no result can be written for
+        // it, so it cannot reach into another request's parts.
+        for key in [
+            format!("{P}requests/alice/{id}/result/zz"),
+            format!("{P}requests/alice/{id}x"),
+            format!("{P}requests/alice/short"),
+            format!("{P}requests/alice/0123456789AB"),
+            format!("{P}requests/alice"),
+        ] {
+            match parse_request(P, key.as_bytes(), request(id).as_bytes()) {
+                Some(Incoming::Malformed { part: None, .. }) => {}
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        // A well-formed key with a body that does not fit: malformed, answered at the key.
+        for body in [
+            "{",
+            &request("ffffffffffff"),
+            &"x".repeat(MAX_REQUEST_BYTES + 1),
+        ] {
+            match parse_request(P, good.as_bytes(), body.as_bytes()) {
+                Some(Incoming::Malformed {
+                    part: Some((u, i)),
+                    error,
+                    ..
+                }) => {
+                    assert_eq!((u.as_str(), i.as_str()), ("alice", id));
+                    assert!(error.len() < 300, "{error}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_result_and_claim_keys_of_the_same_node_are_believed() {
+        let (user, id) = ("bob", "0123456789ab");
+        let result = |node: &str| {
+            serde_json::json!({"node": node, "status": "completed", "targets": []}).to_string()
+        };
+        let key = |rest: &str| format!("{P}parts/{user}/{id}/{rest}");
+        assert!(matches!(
+            parse_part(P, user, id, key("result/n1").as_bytes(), result("n1").as_bytes()),
+            Some(Progress::Result(r)) if r.node == "n1"
+        ));
+        for (k, v) in [
+            (key("result/zz/result/n1"), result("n1")),
+            (key("result/zz"), result("n1")),
+            (key("other/n1"), result("n1")),
+            (format!("{P}parts/alice/{id}/result/n1"), result("n1")),
+            (format!("{P}parts/{id}/result/n1"), result("n1")),
+        ] {
+            assert!(
+                parse_part(P, user, id, k.as_bytes(), v.as_bytes()).is_none(),
+                "{k}"
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@
 pub mod agent_side;
 pub mod client;
 pub mod etcd;
+pub mod limits;
 pub mod merge;
 pub mod selector;
 
@@ -44,6 +45,94 @@ pub struct FleetRequest {
     pub lease: i64,
 }
 
+/// The most a request may weigh as the coordinator holds it (a request the CLI writes is a few
+/// hundred bytes; one over this is refused unread).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The furthest ahead a deadline may be (the CLI's `--duration` is at most 1h; a minute of
+/// slack for clocks).
+pub const MAX_DEADLINE_AHEAD_MS: u64 = 3_660_000;
+
+/// Window options a fleet request may not carry: their values are secrets (`--otlp-header
+/// authorization=Bearer ...`) that would sit in clear in the coordinator, readable by every
+/// agent. Headers for a fleet's OTLP export belong on the nodes (OTEL_EXPORTER_OTLP_HEADERS).
+const SECRET_OPTIONS: &[&str] = &["--otlp-header"];
+
+/// A request id: 12 lowercase hex digits, as `new_window_id` makes them. Nothing else (no `/`,
+/// no other length) is a request id, so that no request's keys can reach into another's.
+pub fn is_request_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A user or node name as it may appear in a key: 1 to 128 bytes, no `/`, no control
+/// characters, no spaces.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name
+            .chars()
+            .any(|c| c == '/' || c.is_control() || c.is_whitespace())
+}
+
+impl FleetRequest {
+    /// Whether the request's options carry a secret (which it must not: see `check`).
+    pub fn carries_secret(&self) -> bool {
+        self.args.iter().any(|a| {
+            SECRET_OPTIONS
+                .iter()
+                .any(|o| a == o || a.starts_with(&format!("{o}=")))
+        })
+    }
+
+    /// What a node checks before it takes part, beyond what its parser and policy check: a
+    /// mistake or a trick in a hand-written request is refused here, with the reason.
+    pub fn check(&self, now_ms: u64) -> Result<(), String> {
+        if !is_request_id(&self.id) {
+            return Err("the request id is not 12 hex digits".into());
+        }
+        if !is_key_name(&self.user) {
+            return Err("the requesting user is not a valid name".into());
+        }
+        if self.selector.0.is_empty() {
+            return Err("the selector is empty: give at least one KEY=VALUE (a fleet window never watches every container)".into());
+        }
+        // Labels as the CLI's parser takes them (no control characters, bounded).
+        if let Err(e) = self.selector.to_string().parse::<Selector>() {
+            return Err(format!("selector: {e}"));
+        }
+        if let Some(option) = self.args.iter().find_map(|a| {
+            SECRET_OPTIONS
+                .iter()
+                .find(|o| a == *o || a.starts_with(&format!("{o}=")))
+        }) {
+            return Err(format!(
+                "{option} cannot be used in a fleet window: its value would be stored in clear in etcd; set OTLP headers on the nodes (OTEL_EXPORTER_OTLP_HEADERS in the agent's environment)"
+            ));
+        }
+        if self.args.iter().any(|a| {
+            [
+                "--container",
+                "--pid",
+                "--cgroup",
+                "--pod",
+                "-d",
+                "--duration",
+            ]
+            .iter()
+            .any(|o| a == o || a.starts_with(&format!("{o}=")))
+        }) {
+            return Err("a fleet request's options may not name a target or a duration (the node gives both)".into());
+        }
+        if self.deadline_unix_ms > now_ms.saturating_add(MAX_DEADLINE_AHEAD_MS) {
+            return Err("the deadline is more than 1h away".into());
+        }
+        if let Some(n) = self.nodes.iter().find(|n| !is_key_name(n)) {
+            return Err(format!("node name `{}` is not valid", n.escape_debug()));
+        }
+        Ok(())
+    }
+}
+
 /// A node's claim on its part of a request.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claim {
@@ -58,7 +147,9 @@ pub struct Claim {
 pub struct PartResult {
     pub node: String,
     /// `completed` (every window ran), `partial` (some failed), `no_targets`, `failed`,
-    /// `lost` (the agent died with the part open), `expired` (seen after its deadline).
+    /// `lost` (the agent died with the part open), `expired` (seen after its deadline),
+    /// `refused` (the node would not take it: per-user limits, etcd auth off, a request that
+    /// does not pass `FleetRequest::check`), `invalid` (the request could not be read).
     pub status: String,
     pub targets: Vec<TargetResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,21 +179,42 @@ pub enum Progress {
     NodeGone(String),
 }
 
+/// What a node finds under the requests.
+#[derive(Clone, Debug)]
+pub enum Incoming {
+    Request(FleetRequest),
+    /// A request the node cannot read. `part` is the (user, id) its result goes to when its key
+    /// was well-formed (none: nowhere, the node only logs it).
+    Malformed {
+        key: String,
+        part: Option<(String, String)>,
+        error: String,
+    },
+}
+
 /// Carries requests and results between the CLI and the agents.
 #[async_trait::async_trait]
 pub trait Coordinator: Send + Sync {
     /// Keeps this node registered until the returned guard is dropped or the process dies.
     async fn register(&self, node: &str) -> anyhow::Result<()>;
+    /// Whether the coordinator checks who writes what (etcd: its auth is on). Without that,
+    /// anyone who reaches it could request windows and forge results.
+    async fn auth_on(&self) -> anyhow::Result<bool>;
     /// The nodes registered now.
     async fn nodes(&self) -> anyhow::Result<Vec<String>>;
     /// Writes a new request; returns it as written (with its lifetime handle).
     async fn submit(&self, request: FleetRequest) -> anyhow::Result<FleetRequest>;
-    /// Requests not yet past their deadline, then every new one, as they come.
-    async fn requests(&self) -> anyhow::Result<tokio::sync::mpsc::Receiver<FleetRequest>>;
+    /// Requests there now, then every new one, as they come (requests long past their
+    /// deadline are dropped).
+    async fn requests(&self) -> anyhow::Result<tokio::sync::mpsc::Receiver<Incoming>>;
     /// Claims `node`'s part of a request; false if it was claimed before (by an earlier life of
     /// this agent).
     async fn claim(&self, request: &FleetRequest, claim: &Claim) -> anyhow::Result<bool>;
-    /// Publishes a part's result; the first one published stands.
+    /// Removes a request a node refused because it carries a secret (it should never have
+    /// been stored); best effort.
+    async fn withdraw(&self, request: &FleetRequest) -> anyhow::Result<()>;
+    /// Publishes a part's result; the first one published stands. Claims and results go an
+    /// hour after the request's deadline, whatever the request's body says.
     async fn publish(&self, request: &FleetRequest, result: &PartResult) -> anyhow::Result<()>;
     /// The claims and results of a request so far, then every change, as they come.
     async fn follow(
@@ -115,4 +227,66 @@ pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> FleetRequest {
+        FleetRequest {
+            id: "0123456789ab".into(),
+            user: "alice".into(),
+            selector: "app=x".parse().unwrap(),
+            args: vec!["--probes".into(), "tcp".into()],
+            created_unix_ms: 1_000,
+            deadline_unix_ms: 5_000,
+            nodes: vec!["n1".into()],
+            lease: 0,
+        }
+    }
+
+    #[test]
+    fn a_node_refuses_requests_the_cli_would_not_write_with_the_reason() {
+        assert_eq!(request().check(1_000), Ok(()));
+        let refused = |edit: &dyn Fn(&mut FleetRequest)| {
+            let mut r = request();
+            edit(&mut r);
+            r.check(1_000).unwrap_err()
+        };
+        assert!(refused(&|r| r.selector.0.clear()).contains("selector is empty"));
+        assert!(refused(&|r| {
+            r.selector.0.insert("a\n".into(), "b".into());
+        })
+        .contains("control"));
+        let secret = refused(&|r| {
+            r.args
+                .extend(["--otlp-header".into(), "authorization=Bearer s3cret".into()])
+        });
+        assert!(secret.contains("--otlp-header cannot be used in a fleet window"));
+        assert!(!secret.contains("s3cret"));
+        assert!(refused(&|r| r.args.push("--otlp-header=k=v".into())).contains("--otlp-header"));
+        assert!(refused(&|r| r.args.extend(["--pid".into(), "1".into()])).contains("target"));
+        assert!(refused(&|r| r.deadline_unix_ms = 1_000 + 2 * 3_600_000).contains("1h"));
+        assert!(refused(&|r| r.id = "../../x".into()).contains("12 hex"));
+        assert!(refused(&|r| r.nodes.push("a/b".into())).contains("node name"));
+    }
+
+    #[test]
+    fn ids_and_names_are_what_keys_can_hold() {
+        assert!(is_request_id("0123456789ab"));
+        for id in [
+            "0123456789a",
+            "0123456789abc",
+            "0123456789AB",
+            "01234567/9ab",
+            "",
+        ] {
+            assert!(!is_request_id(id), "{id}");
+        }
+        assert!(is_key_name("node-a.example"));
+        for n in ["", "a/b", "a b", "a\nb", &"x".repeat(129)] {
+            assert!(!is_key_name(n), "{n:?}");
+        }
+    }
 }
