@@ -46,6 +46,53 @@ pub fn redact_args(args: &[String]) -> Vec<String> {
     out
 }
 
+/// The secret values a request carries: each `--otlp-header` value and each value of an
+/// `OTEL_*_HEADERS` variable, so that messages about the request (a parse error repeats what it
+/// could not read) can be scrubbed of them before they are logged.
+pub fn secret_values<'a>(
+    args: &'a [String],
+    env: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut push_pair = |pair: &str| {
+        out.push(pair.to_string());
+        if let Some((_, value)) = pair.split_once('=') {
+            out.push(value.to_string());
+        }
+    };
+    let mut value_next = false;
+    for arg in args {
+        if value_next {
+            push_pair(arg);
+        }
+        value_next = SECRET_OPTIONS.contains(&arg.as_str());
+        for option in SECRET_OPTIONS {
+            if let Some(rest) = arg.strip_prefix(option).and_then(|r| r.strip_prefix('=')) {
+                push_pair(rest);
+            }
+        }
+    }
+    for (name, value) in env {
+        if name.starts_with("OTEL_") && name.ends_with("_HEADERS") {
+            push_pair(value);
+            value.split(',').for_each(&mut push_pair);
+        }
+    }
+    out.retain(|v| v.trim().len() >= 3);
+    // Longest first, so a pair is replaced whole before its value.
+    out.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    out
+}
+
+/// `message` with every one of `secrets` replaced.
+pub fn scrub(message: &str, secrets: &[String]) -> String {
+    let mut m = message.to_string();
+    for secret in secrets {
+        m = m.replace(secret.as_str(), REDACTED);
+    }
+    m
+}
+
 fn redact_pair(pair: &str) -> String {
     match pair.split_once('=') {
         Some((key, _)) => format!("{key}={REDACTED}"),
@@ -145,6 +192,22 @@ mod tests {
         );
         assert!(!args_line(&args).contains("abc"));
         assert!(!args_line(&args).contains("s3cret"));
+    }
+
+    #[test]
+    fn parse_errors_are_scrubbed_of_the_secrets_they_repeat() {
+        let args = strings(&["--otlp-header", "Authorization: Bearer t0k3n"]);
+        let env = [(
+            "OTEL_EXPORTER_OTLP_HEADERS".to_string(),
+            "api-key=s3cr3t,x=1".to_string(),
+        )];
+        let secrets = secret_values(&args, env.iter().map(|(k, v)| (k, v)));
+        let m = scrub(
+            "invalid value 'Authorization: Bearer t0k3n' for '--otlp-header'; `api-key=s3cr3t` bad",
+            &secrets,
+        );
+        assert!(!m.contains("t0k3n") && !m.contains("s3cr3t"), "{m}");
+        assert!(m.contains("--otlp-header"), "{m}");
     }
 
     #[test]

@@ -155,7 +155,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(ping_every))
         .http2_keepalive_timeout(Some(ping_answer))
-        .max_concurrent_streams(Some(32))
+        // `--selector` waits on one window per container over one connection, and its cancel
+        // on Ctrl-C must not queue behind them.
+        .max_concurrent_streams(Some(2 * policy::MAX_WINDOWS_TOTAL as u32 + 16))
         .add_service(api::agent_server::AgentServer::new(service::Service::new(
             agent.clone(),
         )))
@@ -272,8 +274,10 @@ async fn prune_now_and_hourly(agent: Arc<windows::Agent>) {
 /// replaced, mode 0660 with the configured group.
 fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+        // The socket's mode and group are set by path: nobody else may be able to plant a link
+        // there.
+        crate::capsule::artifacts::SafeDir::open_trusted(dir, 0o755)
+            .with_context(|| format!("the socket directory {}", dir.display()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {

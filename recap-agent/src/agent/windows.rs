@@ -165,10 +165,15 @@ impl Agent {
     ) -> Result<(String, Vec<String>), StartError> {
         let started = Instant::now();
         let request_line = audit::args_line(&args);
+        // A parse error repeats the value it could not read: never a secret's.
+        let secrets = audit::secret_values(&args, &env);
         let audit = |decision: &str| {
             audit::log(
                 &caller,
-                &format!("start {request_line}: {}", audit::message(decision)),
+                &format!(
+                    "start {request_line}: {}",
+                    audit::message(&audit::scrub(decision, &secrets))
+                ),
             )
         };
         let mut spec = match parse_request(&args, &env) {
@@ -201,7 +206,10 @@ impl Agent {
         let artifacts_used = if caller.is_root() || spec.capsules.specs.is_empty() {
             0
         } else {
-            disk_usage(&self.config.artifacts.join(caller.uid.to_string()))
+            let dir = self.config.artifacts.join(caller.uid.to_string());
+            tokio::task::spawn_blocking(move || disk_usage(&dir))
+                .await
+                .unwrap_or(0)
         };
         let window_id = new_window_id();
         let (live_tx, live_rx) = watch::channel(Live::default());
@@ -368,10 +376,17 @@ impl Agent {
             )));
         };
         if !caller.is_root() && w.requester != caller.uid {
-            return Err(StartError::Refused(format!(
-                "window {window_id} belongs to uid {}; only it or root may cancel it",
-                w.requester
-            )));
+            // Whose it is, only to those who may see others' windows anyway.
+            return Err(if self.policy.may_read_all(caller) {
+                StartError::Refused(format!(
+                    "window {window_id} belongs to uid {}; only it or root may cancel it",
+                    w.requester
+                ))
+            } else {
+                StartError::Invalid(format!(
+                    "window {window_id} is not open; `recap window list` shows the windows"
+                ))
+            });
         }
         audit::log(caller, &format!("cancels window {window_id}"));
         w.cancel.cancel();
@@ -427,24 +442,46 @@ pub fn parse_request(args: &[String], env: &HashMap<String, String>) -> Result<W
 /// capsules end) but cannot rename anything in the directories the agent writes into: the
 /// engine bind-mounts a window's directory by path.
 fn caller_artifact_dir(base: &std::path::Path, caller: &Caller) -> anyhow::Result<()> {
-    crate::capsule::artifacts::SafeDir::open_trusted(base, 0o711)?
-        .reclaim_child(&caller.uid.to_string(), 0o711)?;
+    let base = crate::capsule::artifacts::SafeDir::open_trusted(base, 0o711)?;
+    // Callers pass through it whatever the umask made of it.
+    base.make_private(0o711)?;
+    base.reclaim_child(&caller.uid.to_string(), 0o711)?;
     Ok(())
 }
 
-/// Bytes of the files below `dir` (0 if it does not exist).
+/// Bytes of the caller's captures: the files of each window directory in `dir`
+/// (`<artifacts>/<uid>/<window-id>/<file>`), two levels and no more, nothing followed (the
+/// caller owns its window directories once handed over and may put anything there), at most
+/// `MAX_ENTRIES` entries looked at.
 fn disk_usage(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    const MAX_ENTRIES: usize = 100_000;
+    let Ok(windows) = std::fs::read_dir(dir) else {
         return 0;
     };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => disk_usage(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
+    let mut seen = 0;
+    let mut total = 0;
+    // `dir` is root's and closed to others, so a window directory's entry cannot be swapped;
+    // inside one, entries are only lstat'ed.
+    for window in windows.filter_map(Result::ok) {
+        if !window.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(window.path()) else {
+            continue;
+        };
+        for file in files.filter_map(Result::ok) {
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return total;
+            }
+            if let Ok(meta) = file.metadata() {
+                if meta.is_file() {
+                    total += meta.len();
+                }
+            }
+        }
+    }
+    total
 }
 
 fn describe_spec(target: &TargetSpec) -> String {

@@ -16,12 +16,18 @@ use std::{
     ffi::CString,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::ffi::OsStrExt,
+        unix::ffi::{OsStrExt, OsStringExt},
     },
     path::{Component, Path, PathBuf},
 };
 
 use anyhow::{bail, Context};
+
+/// One step of a walk: a directory, or a trusted link to follow.
+enum Step {
+    Dir(SafeDir),
+    Link(PathBuf),
+}
 
 /// A directory held open, reached without following a link.
 #[derive(Debug)]
@@ -81,30 +87,65 @@ impl SafeDir {
 
     /// Opens (creating what is missing, with `mode`) the directory `path`, one component at a
     /// time without following links, and checks that nobody but root (or us) can change what
-    /// any component names. A relative path is taken from the current directory.
+    /// any component names. A symbolic link on the way is followed only if it is root's (or
+    /// ours) in a trusted directory, so that nobody else can have made or changed it
+    /// (`/var/lib/recap -> /data/recap`). A relative path is taken from the current directory.
     pub fn open_trusted(path: &Path, mode: u32) -> anyhow::Result<SafeDir> {
         let path = std::path::absolute(path)
             .with_context(|| format!("resolving the artifact directory {}", path.display()))?;
-        let root = std::fs::File::open("/").context("opening /")?;
-        let mut dir = SafeDir {
-            fd: OwnedFd::from(root),
-            path: PathBuf::from("/"),
-        };
-        for component in path.components() {
-            match component {
-                Component::RootDir => {}
-                Component::Normal(name) => dir = dir.child(name.as_bytes(), mode)?,
-                _ => bail!(
-                    "the artifact directory {} has `.` or `..` in it; give a plain path",
-                    path.display()
-                ),
+        let mut todo: std::collections::VecDeque<std::ffi::OsString> =
+            std::collections::VecDeque::new();
+        let mut dir = Self::walk_from_root(&path, &mut todo)?;
+        let mut hops = 0;
+        while let Some(name) = todo.pop_front() {
+            match dir.child(name.as_bytes(), mode)? {
+                Step::Dir(next) => dir = next,
+                Step::Link(target) => {
+                    hops += 1;
+                    if hops > 16 {
+                        bail!("{}: too many symbolic links on the way", path.display());
+                    }
+                    let target = dir.path.join(target);
+                    let mut rest = Self::components(&target, &path)?;
+                    rest.extend(todo.drain(..));
+                    todo = rest;
+                    dir = Self::root()?;
+                }
             }
         }
         Ok(dir)
     }
 
-    /// The existing or new directory `name` in this one, trusted as `open_trusted` says.
-    fn child(&self, name: &[u8], mode: u32) -> anyhow::Result<SafeDir> {
+    fn root() -> anyhow::Result<SafeDir> {
+        let root = std::fs::File::open("/").context("opening /")?;
+        Ok(SafeDir {
+            fd: OwnedFd::from(root),
+            path: PathBuf::from("/"),
+        })
+    }
+
+    /// The names in absolute `path` (`..` is refused: it would climb out of what was checked).
+    fn components(
+        path: &Path,
+        asked: &Path,
+    ) -> anyhow::Result<std::collections::VecDeque<std::ffi::OsString>> {
+        let mut names = std::collections::VecDeque::new();
+        for component in path.components() {
+            match component {
+                Component::RootDir | Component::CurDir => {}
+                Component::Normal(name) => names.push_back(name.to_os_string()),
+                _ => bail!(
+                    "the artifact directory {} has `..` in it (or a link to such a path); give a plain path",
+                    asked.display()
+                ),
+            }
+        }
+        Ok(names)
+    }
+
+    /// The existing or new directory `name` in this one, trusted as `open_trusted` says, or
+    /// the target of a trusted link there.
+    fn child(&self, name: &[u8], mode: u32) -> anyhow::Result<Step> {
         let path = self.path.join(std::ffi::OsStr::from_bytes(name));
         let fd = match Self::open_at(&self.fd, name) {
             Ok(fd) => fd,
@@ -121,8 +162,11 @@ impl SafeDir {
                     .with_context(|| format!("opening {}", path.display()))?
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                if let Some(target) = self.trusted_link(name)? {
+                    return Ok(Step::Link(target));
+                }
                 bail!(
-                    "{} is a symbolic link or not a directory: artifacts are only written through real directories (give the real path)",
+                    "{} is a symbolic link someone other than root made, or not a directory: artifacts are only written through trusted directories (give the real path)",
                     path.display()
                 )
             }
@@ -138,7 +182,42 @@ impl SafeDir {
                 st.st_mode & 0o7777
             );
         }
-        Ok(SafeDir { fd, path })
+        Ok(Step::Dir(SafeDir { fd, path }))
+    }
+
+    /// The target of the link `name` here, if it is a link root (or we) made. This directory
+    /// is trusted, so nobody else can have replaced it.
+    fn trusted_link(&self, name: &[u8]) -> anyhow::Result<Option<PathBuf>> {
+        let c = cstr(name)?;
+        // SAFETY: an all-zero `stat` is valid; fstatat fills it in.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory descriptor, NUL-terminated name, valid out-pointer.
+        cvt(unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK || !trusted_owner(st.st_uid) {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        // SAFETY: a valid directory descriptor and name; `buf` has `buf.len()` bytes.
+        let n = unsafe {
+            libc::readlinkat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        buf.truncate(n as usize);
+        Ok(Some(PathBuf::from(std::ffi::OsString::from_vec(buf))))
     }
 
     /// The directory `name` in this one, made root's with `mode` whatever it was (an agent's
@@ -347,10 +426,18 @@ mod tests {
     }
 
     #[test]
-    fn links_on_the_way_are_refused() {
+    fn only_links_root_made_in_trusted_places_are_followed() {
         let base = scratch("links");
-        std::fs::create_dir_all(&base).unwrap();
+        std::fs::create_dir_all(base.join("real")).unwrap();
+        // Root's link in root's directory: followed (`/var/lib/recap -> /data/recap`).
+        std::os::unix::fs::symlink("real", base.join("roots")).unwrap();
+        let dir = window_dir(&base.join("roots"), "abc").unwrap();
+        assert_eq!(dir.path(), base.join("real").join("abc"));
+        // Another user's link: never.
         std::os::unix::fs::symlink("/etc", base.join("etc")).unwrap();
+        // SAFETY: lchown of a path we made, with a NUL-terminated string.
+        let c = CString::new(base.join("etc").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::lchown(c.as_ptr(), 4242, 4242) }, 0);
         let e = window_dir(&base.join("etc"), "abc").unwrap_err();
         assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");
         assert!(!Path::new("/etc/abc").exists());
