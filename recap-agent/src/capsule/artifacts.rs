@@ -93,9 +93,8 @@ impl SafeDir {
     pub fn open_trusted(path: &Path, mode: u32) -> anyhow::Result<SafeDir> {
         let path = std::path::absolute(path)
             .with_context(|| format!("resolving the artifact directory {}", path.display()))?;
-        let mut todo: std::collections::VecDeque<std::ffi::OsString> =
-            std::collections::VecDeque::new();
-        let mut dir = Self::walk_from_root(&path, &mut todo)?;
+        let mut todo = Self::components(&path, &path)?;
+        let mut dir = Self::root()?;
         let mut hops = 0;
         while let Some(name) = todo.pop_front() {
             match dir.child(name.as_bytes(), mode)? {
