@@ -1,7 +1,7 @@
 //! The probe engine directly: several windows at once over one loaded program set.
 
 use recap_agent::{
-    families::{syscalls::per_syscall, Family},
+    families::{syscalls::per_syscall, Family, FamilyStatus},
     probes::{ProbeEngine, RawCounts},
     targets::{Target, TargetSpec},
 };
@@ -83,5 +83,66 @@ fn two_windows_share_one_program_set_and_count_apart() {
     drop(engine);
     wa.stop();
     wb.stop();
+    assert_no_residue();
+}
+
+/// Two windows on one cgroup: its socket programs' tag is the cgroup's (per attach type), so a
+/// second window's would make the first one's programs count into the second's slot, twice.
+/// The second gets `tcp` unavailable with the reason, the first stays exact, and once both are
+/// closed a new window on the cgroup gets `tcp` again.
+#[test]
+fn a_second_window_on_a_cgroup_does_not_take_the_first_ones_sockets() {
+    if !require_root() {
+        return;
+    }
+    let cg = TestCgroup::new("shared-tcp");
+    let sink = TcpSink::start();
+    let (_udp, udp_port) = udp_sink();
+    let plan = WorkloadPlan {
+        connects: 3,
+        refused: 0,
+        kept_open: 0,
+        bytes_per_connect: 10,
+        datagrams: 0,
+        datagram_size: 0,
+        execs: 0,
+        getppid: 0,
+        spin_ms: 0,
+    };
+    let mut work = Workload::start(&cg, &plan, &sink, closed_port(), udp_port);
+    let mut engine = ProbeEngine::load(3).expect("loading the program set");
+    let target = Target::resolve(&TargetSpec::Cgroup {
+        path: cg.dir.clone(),
+    })
+    .unwrap();
+    let first = engine.open(&target, &[Family::TCP]).unwrap();
+    let second = engine.open(&target, &[Family::TCP]).unwrap();
+    assert_eq!(first.families[&Family::TCP], FamilyStatus::Ok);
+    match &second.families[&Family::TCP] {
+        FamilyStatus::Unavailable { reason } => {
+            assert!(
+                reason.contains("already counts this cgroup's sockets"),
+                "{reason}"
+            )
+        }
+        other => panic!("the second window got tcp: {other:?}"),
+    }
+    work.go();
+    work.wait_done();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let second_counts = engine.close(second).unwrap();
+    let first_counts = engine.close(first).unwrap();
+    use recap_common::Counter;
+    assert_eq!(first_counts.get(Counter::TcpConnectEstablished), 3);
+    assert_eq!(second_counts.get(Counter::TcpConnectEstablished), 0);
+    let again = engine.open(&target, &[Family::TCP]).unwrap();
+    assert_eq!(
+        again.families[&Family::TCP],
+        FamilyStatus::Ok,
+        "the ended window's tag does not hold the cgroup"
+    );
+    engine.close(again).unwrap();
+    drop(engine);
+    work.stop();
     assert_no_residue();
 }

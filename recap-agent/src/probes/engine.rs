@@ -231,17 +231,9 @@ impl ProbeEngine {
             .map(|window| window & 0xff);
         let tracking = match (&self.programs.task_families_blocked, taken_by) {
             (Some(reason), _) => Err(reason.clone()),
-            (None, Some(slot)) => {
-                let shared: Vec<&str> = Family::ALL
-                    .iter()
-                    .filter(|f| !f.is_task_based())
-                    .map(|f| f.name())
-                    .collect();
-                Err(format!(
-                    "another open window (slot {slot}) already counts this cgroup's threads, and a thread counts for one window at a time; {} can still be shared",
-                    shared.join(", ")
-                ))
-            }
+            (None, Some(slot)) => Err(format!(
+                "another open window (slot {slot}) already counts this cgroup's threads, and a thread counts for one window at a time"
+            )),
             (None, None) => self.programs.acquire(&TASK_TRACKING),
         };
         let taken = match tracking {
@@ -298,7 +290,10 @@ impl ProbeEngine {
     /// Detaches the window's probes and returns its final counts.
     pub fn close(&mut self, mut w: WindowProbes) -> Result<RawCounts, EngineError> {
         // Detach first so the numbers read below are final.
-        w.cgroup_links.clear();
+        if !w.cgroup_links.is_empty() {
+            w.cgroup_links.clear();
+            self.programs.untag(w.cgroup_id, w.slot);
+        }
         for name in std::mem::take(&mut w.hooks) {
             self.programs.release(name);
         }

@@ -260,6 +260,16 @@ impl ProgramSet {
         slot: u32,
         target_only: bool,
     ) -> Result<CgroupLink, String> {
+        let attach_type = match *hook {
+            CgroupHook::SockOps { .. } => BPF_CGROUP_SOCK_OPS,
+            CgroupHook::Skb { ingress: true, .. } => BPF_CGROUP_INET_INGRESS,
+            CgroupHook::Skb { ingress: false, .. } => BPF_CGROUP_INET_EGRESS,
+        };
+        if let Some(other) = self.held_by_other(cgroup_id, attach_type, slot) {
+            return Err(format!(
+                "another open window (slot {other}) already counts this cgroup's sockets, and a cgroup's socket programs count for one window at a time"
+            ));
+        }
         let (link, attach_type) = match *hook {
             CgroupHook::SockOps { program } => {
                 let prog: &mut SockOps = self.program(program)?;
@@ -292,6 +302,51 @@ impl ProgramSet {
         };
         self.tag(cgroup_id, attach_type, tag)?;
         Ok(link)
+    }
+
+    /// The slot of the window whose programs of `attach_type` are on the cgroup, if another's.
+    /// The tag storage is the cgroup's, per attach type, shared by every attachment of ours
+    /// there: a second window's tag would make the first window's programs count into the
+    /// second's slot (and twice). So a cgroup's socket programs of one attach type count for one
+    /// window at a time, checked before anything is attached.
+    fn held_by_other(&mut self, cgroup_id: u64, attach_type: u32, slot: u32) -> Option<u32> {
+        let map = self.ebpf.map_mut(maps::WINDOW_TAGS)?;
+        #[allow(deprecated)]
+        let tags: CgroupStorage<&mut MapData, WindowTag> = CgroupStorage::try_from(map).ok()?;
+        let held = tags
+            .get(CgroupStorageKey::new(cgroup_id, attach_type), 0)
+            .ok()?;
+        (held.slot != 0 && held.slot != slot).then_some(held.slot)
+    }
+
+    /// Clears the window's tags on the cgroup once its links are gone: the kernel may keep a
+    /// cgroup's storage after the last detach, and a stale tag would refuse the next window.
+    pub fn untag(&mut self, cgroup_id: u64, slot: u32) {
+        for attach_type in [
+            BPF_CGROUP_INET_INGRESS,
+            BPF_CGROUP_INET_EGRESS,
+            BPF_CGROUP_SOCK_OPS,
+        ] {
+            let Some(map) = self.ebpf.map_mut(maps::WINDOW_TAGS) else {
+                return;
+            };
+            #[allow(deprecated)]
+            let Ok(mut tags) = CgroupStorage::<&mut MapData, WindowTag>::try_from(map) else {
+                return;
+            };
+            let key = CgroupStorageKey::new(cgroup_id, attach_type);
+            if tags.get(key, 0).is_ok_and(|t| t.slot == slot) {
+                let _ = tags.insert(
+                    key,
+                    WindowTag {
+                        slot: 0,
+                        flags: 0,
+                        cgroup_id,
+                    },
+                    0,
+                );
+            }
+        }
     }
 
     fn tag(&mut self, cgroup_id: u64, attach_type: u32, tag: WindowTag) -> Result<(), String> {
