@@ -23,10 +23,16 @@ pub mod otlp;
 
 use recap_agent::targets::cgroup::cgroup2_mount;
 
-/// Privileged tests need root; CI runs as root, so there they always run.
+/// Privileged tests need root. Outside CI a test run without it is skipped with a line that
+/// says so; under CI (`CI` set) it fails, so that a privileged test can never pass by not
+/// running.
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but this test does not run as root: it needs root to load eBPF programs and create cgroups"
+        );
         eprintln!("skipping: needs root to load eBPF programs and create cgroups");
         return false;
     }
