@@ -48,7 +48,7 @@ pub static EXECS: PerCpuHashMap<ExecKey, u64> = PerCpuHashMap::with_max_entries(
 #[map(name = "WAKE_TS")]
 pub static WAKE_TS: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
-/// `tcp_health`: RTT samples and connection lifetimes, log2 µs buckets per window slot.
+/// `tcp_health`: RTT samples and connection lifetimes, log2 ns buckets per window slot.
 #[map(name = "TCP_RTT_HIST")]
 pub static TCP_RTT_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "TCP_DUR_HIST")]

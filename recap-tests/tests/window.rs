@@ -117,8 +117,8 @@ fn counts_equal_ground_truth_and_ignore_outside() {
     assert_eq!(s["proc"]["exec_names"][0]["name"], "true");
     assert_eq!(u(&s, "/proc/exec_names/0/count"), p.execs as u64);
 
-    // cgroup v2 cpu.stat is the ground truth for CPU time: the window adds up the very stints
-    // the scheduler charges (tests/cpu.rs checks it 100 times under contention).
+    // cgroup v2 cpu.stat is the ground truth for CPU time, and the window reads it (its delta
+    // over the window; tests/cpu.rs checks it 100 times under contention).
     let on_cpu = Duration::from_nanos(u(&s, "/cpu/on_cpu_ns"));
     let off = (on_cpu.as_secs_f64() - cpu_used.as_secs_f64()).abs();
     assert!(

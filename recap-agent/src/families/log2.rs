@@ -7,7 +7,7 @@ use crate::export::catalog::{MetricDef, Sample, Value};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bucket {
-    /// Waits in `[ge_ns, lt_ns)`; the last bucket has no upper bound.
+    /// Samples in `[ge_ns, lt_ns)`; the last bucket has no upper bound.
     pub ge_ns: u64,
     pub lt_ns: Option<u64>,
     pub count: u64,
@@ -16,7 +16,7 @@ pub struct Bucket {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Histogram {
     pub count: u64,
-    /// Sum of all waits.
+    /// Sum of all samples.
     pub sum_ns: u64,
     /// Upper bound of the bucket holding the quantile (log2 buckets: within 2×).
     pub p50_le_ns: Option<u64>,
@@ -26,20 +26,20 @@ pub struct Histogram {
 }
 
 /// Log2 buckets: bucket b covers [2^b, 2^(b+1)) ns, bucket 0 also holds 0 ns.
-pub fn histogram(runq: &[u64], sum_ns: u64) -> Histogram {
-    let last = runq.len().saturating_sub(1);
+pub fn histogram(buckets: &[u64], sum_ns: u64) -> Histogram {
+    let last = buckets.len().saturating_sub(1);
     let bounds = |b: usize| -> (u64, Option<u64>) {
         let ge = if b == 0 { 0 } else { 1u64 << b };
         (ge, (b < last).then(|| 1u64 << (b + 1)))
     };
-    let count: u64 = runq.iter().sum();
+    let count: u64 = buckets.iter().sum();
     let quantile = |q: f64| -> Option<u64> {
         if count == 0 {
             return None;
         }
         let rank = (q * count as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
-        for (b, &n) in runq.iter().enumerate() {
+        for (b, &n) in buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
                 return Some(bounds(b).1.unwrap_or(u64::MAX));
@@ -52,7 +52,7 @@ pub fn histogram(runq: &[u64], sum_ns: u64) -> Histogram {
         sum_ns,
         p50_le_ns: quantile(0.50),
         p99_le_ns: quantile(0.99),
-        buckets: runq
+        buckets: buckets
             .iter()
             .enumerate()
             .filter(|(_, &n)| n > 0)

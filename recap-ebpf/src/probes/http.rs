@@ -5,7 +5,7 @@
 //! status line. Syscalls that are not socket I/O never reach these programs; socket I/O of
 //! threads outside any window costs one `TASK_SLOTS` lookup.
 //!
-//! Per connection (socket cookie) a small state machine: a request starts on a method token
+//! Per connection (in the socket's local storage) a small state machine: a request starts on a method token
 //! in the request direction and ends at the first final status line in the other; interim
 //! `1xx` responses are skipped; bytes in between (bodies, chunked or not, split heads) are
 //! not looked at. What does not fit is counted as an anomaly, never guessed into the numbers.
