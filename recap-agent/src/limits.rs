@@ -253,11 +253,90 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     }
 }
 
-impl tonic::transport::server::Connected for Guarded<tokio::net::UnixStream> {
-    type ConnectInfo = tonic::transport::server::UdsConnectInfo;
+/// Who is on the other end of an API connection, read once when it was accepted: the
+/// credentials (`SO_PEERCRED`) and supplementary groups (`SO_PEERGROUPS`) the kernel recorded
+/// for the socket at connect, which no later exec or PID reuse changes.
+#[derive(Clone, Debug)]
+pub struct ApiPeer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+    pub groups: Vec<u32>,
+}
+
+impl ApiPeer {
+    fn of(stream: &tokio::net::UnixStream) -> Option<ApiPeer> {
+        use std::os::fd::AsRawFd;
+        let cred = stream.peer_cred().ok()?;
+        let mut groups = vec![0 as libc::gid_t; 256];
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: a valid socket, and `groups` has `len` bytes for the kernel to fill.
+        let r = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        // More than 256 groups (ERANGE) or no answer: only the primary group counts.
+        let n = if r == 0 {
+            len as usize / std::mem::size_of::<libc::gid_t>()
+        } else {
+            0
+        };
+        groups.truncate(n);
+        Some(ApiPeer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+            groups,
+        })
+    }
+}
+
+/// An accepted API connection and its peer.
+pub struct ApiConn {
+    io: Guarded<tokio::net::UnixStream>,
+    peer: Option<ApiPeer>,
+}
+
+impl AsyncRead for ApiConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ApiConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for ApiConn {
+    /// The handlers find the peer in the request's extensions; a connection whose credentials
+    /// could not be read has none, and its requests are refused.
+    type ConnectInfo = Option<ApiPeer>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        self.peer.clone()
     }
 }
 
@@ -282,7 +361,7 @@ pub async fn after_accept_error(name: &str, e: &std::io::Error, last_report: &mu
 pub fn unix_incoming(
     listener: tokio::net::UnixListener,
     gate: Gate,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Guarded<tokio::net::UnixStream>>> {
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ApiConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let mut last_report = None;
@@ -297,15 +376,20 @@ pub fn unix_incoming(
                     }
                 },
             };
-            let peer = stream
-                .peer_cred()
-                .map(|c| Peer::Uid(c.uid()))
+            let api_peer = ApiPeer::of(&stream);
+            let peer = api_peer
+                .as_ref()
+                .map(|p| Peer::Uid(p.uid))
                 .unwrap_or(Peer::Unknown);
             // Refused: closed at once, so a flood holds none of the agent's descriptors.
             let Some(permit) = gate.admit(peer) else {
                 continue;
             };
-            if tx.send(Ok(Guarded::new(stream, permit))).await.is_err() {
+            let conn = ApiConn {
+                io: Guarded::new(stream, permit),
+                peer: api_peer,
+            };
+            if tx.send(Ok(conn)).await.is_err() {
                 return;
             }
         }

@@ -459,3 +459,60 @@ fn only_root_points_the_agent_at_another_runtime_socket() {
     drop(agent);
     assert_no_residue();
 }
+
+/// A rule by group: the caller's supplementary groups are the ones the kernel recorded for its
+/// socket at connect (`SO_PEERGROUPS`), not read from `/proc/<pid>` (whose process may be gone
+/// and the PID another's).
+#[test]
+fn group_rules_use_the_groups_of_the_connection() {
+    if !require_root() {
+        return;
+    }
+    let cg = TestCgroup::new("sec-groups");
+    let policy = format!(
+        "[[rule]]\nname = \"oncall\"\ngids = [4100]\ncgroup_prefixes = [\"{}\"]\n",
+        cg.dir.display()
+    );
+    let agent = AgentProcess::start("sec-groups", Some(&policy), &["--socket-group", "4000"]);
+    let start = |groups: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=4555",
+                "--regid=4000",
+                &format!("--groups={groups}"),
+                "--",
+            ])
+            .arg(recap_bin())
+            .args([
+                "window",
+                "start",
+                "--cgroup",
+                cg.dir.to_str().unwrap(),
+                "-d",
+                "1s",
+            ])
+            .arg("--socket")
+            .arg(&agent.socket)
+            .output()
+            .unwrap()
+    };
+    let with = start("4000,4100");
+    assert!(
+        with.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&with.stderr),
+        agent.log()
+    );
+    let without = start("4000");
+    assert!(!without.status.success());
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("no rule of the policy"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+    let id = String::from_utf8_lossy(&with.stdout).trim().to_string();
+    let (code, _, err) = agent.recap(&["window", "wait", &id]);
+    assert_eq!(code, 0, "{err}");
+    drop(agent);
+    assert_no_residue();
+}

@@ -23,10 +23,25 @@ const SECRET_OPTIONS: &[&str] = &["--otlp-header"];
 pub fn redact_args(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
     let mut value_next = false;
+    let mut endpoint_next = false;
     for arg in args {
         if value_next {
             out.push(redact_pair(arg));
             value_next = false;
+            continue;
+        }
+        if endpoint_next {
+            out.push(redact_userinfo(arg));
+            endpoint_next = false;
+            continue;
+        }
+        if arg == "--otlp-endpoint" {
+            out.push(arg.clone());
+            endpoint_next = true;
+            continue;
+        }
+        if let Some(url) = arg.strip_prefix("--otlp-endpoint=") {
+            out.push(format!("--otlp-endpoint={}", redact_userinfo(url)));
             continue;
         }
         match SECRET_OPTIONS
@@ -91,6 +106,19 @@ pub fn scrub(message: &str, secrets: &[String]) -> String {
         m = m.replace(secret.as_str(), REDACTED);
     }
     m
+}
+
+/// A URL's `user:password@` replaced (`http://<redacted>@host:4317`).
+fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}{REDACTED}{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
 }
 
 fn redact_pair(pair: &str) -> String {
@@ -191,6 +219,18 @@ mod tests {
             ])
         );
         assert!(!args_line(&args).contains("abc"));
+        assert_eq!(
+            redact_args(&strings(&[
+                "--otlp-endpoint",
+                "http://u:pw@collector:4317/v1",
+                "--otlp-endpoint=http://collector:4317"
+            ])),
+            strings(&[
+                "--otlp-endpoint",
+                "http://<redacted>@collector:4317/v1",
+                "--otlp-endpoint=http://collector:4317"
+            ])
+        );
         assert!(!args_line(&args).contains("s3cret"));
     }
 

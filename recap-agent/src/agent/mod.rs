@@ -252,6 +252,7 @@ async fn start_fleet(
                 gid: fleet.uid,
                 pid: None,
                 origin: None,
+                groups: None,
             },
             policy,
             limits: crate::fleet::limits::UserLedger::new(fleet.user_limits),

@@ -116,6 +116,8 @@ pub struct Caller {
     /// On whose behalf, when the socket's peer is not the person asking (a fleet part: the
     /// etcd user and the request id). Recorded in the audit log and the history.
     pub origin: Option<String>,
+    /// Supplementary groups, as the kernel gave them for the socket (None: the primary only).
+    pub groups: Option<Vec<u32>>,
 }
 
 impl Caller {
@@ -123,19 +125,12 @@ impl Caller {
         self.uid == 0
     }
 
-    /// The caller's groups: its primary group and, when its process is still there, the
-    /// supplementary groups of that process.
+    /// The caller's groups: its primary group and the supplementary groups the kernel gave
+    /// for its socket when it connected (`SO_PEERGROUPS`). Never read from `/proc/<pid>`: the
+    /// process may be gone and its PID another's.
     fn groups(&self) -> Vec<u32> {
         let mut groups = vec![self.gid];
-        if let Some(pid) = self.pid {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            if let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:")) {
-                groups.extend(
-                    line.split_whitespace()
-                        .filter_map(|g| g.parse::<u32>().ok()),
-                );
-            }
-        }
+        groups.extend(self.groups.iter().flatten());
         groups
     }
 }
@@ -411,18 +406,21 @@ max_windows = 2
             gid: 1000,
             pid: None,
             origin: None,
+            groups: None,
         };
         let stranger = Caller {
             uid: 1234,
             gid: 1234,
             pid: None,
             origin: None,
+            groups: None,
         };
         let root = Caller {
             uid: 0,
             gid: 0,
             pid: None,
             origin: None,
+            groups: None,
         };
         let ok = spec(&["--pid", "1", "-d", "1m"]);
         assert_eq!(policy.admit(&sre, &ok, false, 0, 0, 0), Ok(()));

@@ -4,9 +4,9 @@
 use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::Stream;
-use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use crate::limits::Rate;
+use crate::limits::{ApiPeer, Rate};
 
 use super::{
     api::{
@@ -46,18 +46,19 @@ impl Service {
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    let cred = request
+    let peer = request
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
+        .get::<Option<ApiPeer>>()
+        .and_then(Option::as_ref)
         .ok_or_else(|| {
             Status::unauthenticated("the caller's credentials are unknown (not a Unix socket peer)")
         })?;
     Ok(Caller {
-        uid: cred.uid(),
-        gid: cred.gid(),
-        pid: cred.pid(),
+        uid: peer.uid,
+        gid: peer.gid,
+        pid: peer.pid,
         origin: None,
+        groups: Some(peer.groups.clone()),
     })
 }
 
