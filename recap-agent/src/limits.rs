@@ -181,6 +181,8 @@ impl Drop for Permit {
 /// `first_bytes` of being accepted, or none for `idle` after that.
 pub struct Guarded<S> {
     pub io: S,
+    /// Who is on the other end (API connections; None on TCP).
+    peer: Option<ApiPeer>,
     _permit: Permit,
     quiet: Pin<Box<Sleep>>,
     idle: Duration,
@@ -191,6 +193,7 @@ impl<S> Guarded<S> {
         let limits = permit.gate.limits;
         Guarded {
             io,
+            peer: None,
             _permit: permit,
             quiet: Box::pin(tokio::time::sleep(limits.first_bytes)),
             idle: limits.idle,
@@ -296,41 +299,7 @@ impl ApiPeer {
     }
 }
 
-/// An accepted API connection and its peer.
-pub struct ApiConn {
-    io: Guarded<tokio::net::UnixStream>,
-    peer: Option<ApiPeer>,
-}
-
-impl AsyncRead for ApiConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ApiConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for ApiConn {
+impl tonic::transport::server::Connected for Guarded<tokio::net::UnixStream> {
     /// The handlers find the peer in the request's extensions; a connection whose credentials
     /// could not be read has none, and its requests are refused.
     type ConnectInfo = Option<ApiPeer>;
@@ -361,7 +330,7 @@ pub async fn after_accept_error(name: &str, e: &std::io::Error, last_report: &mu
 pub fn unix_incoming(
     listener: tokio::net::UnixListener,
     gate: Gate,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ApiConn>> {
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Guarded<tokio::net::UnixStream>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let mut last_report = None;
@@ -385,10 +354,8 @@ pub fn unix_incoming(
             let Some(permit) = gate.admit(peer) else {
                 continue;
             };
-            let conn = ApiConn {
-                io: Guarded::new(stream, permit),
-                peer: api_peer,
-            };
+            let mut conn = Guarded::new(stream, permit);
+            conn.peer = api_peer;
             if tx.send(Ok(conn)).await.is_err() {
                 return;
             }

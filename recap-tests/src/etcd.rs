@@ -229,8 +229,9 @@ impl EtcdCluster {
         args
     }
 
-    /// `etcdctl` against the cluster, as `user` (`name:password`) when given.
-    pub fn etcdctl(&self, user: Option<&str>, args: &[&str]) -> (bool, String) {
+    /// An `etcdctl` command against the cluster (its TLS files if on), as `user`
+    /// (`name:password`) when given.
+    fn etcdctl_command(&self, user: Option<&str>) -> Command {
         let mut cmd = Command::new("etcdctl");
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints()));
@@ -243,7 +244,13 @@ impl EtcdCluster {
         if let Some(user) = user {
             cmd.arg(format!("--user={user}"));
         }
-        let out = cmd
+        cmd
+    }
+
+    /// `etcdctl` against the cluster, as `user` (`name:password`) when given.
+    pub fn etcdctl(&self, user: Option<&str>, args: &[&str]) -> (bool, String) {
+        let out = self
+            .etcdctl_command(user)
             .args(args)
             .output()
             .expect("etcdctl (Debian etcd-client)");
@@ -257,19 +264,8 @@ impl EtcdCluster {
     /// `etcdctl ARGS` with `input` on its stdin (a value too big for a command line).
     pub fn etcdctl_stdin(&self, user: Option<&str>, args: &[&str], input: &[u8]) -> (bool, String) {
         use std::io::Write;
-        let mut cmd = Command::new("etcdctl");
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoints()));
-        if self.tls {
-            let f = |n: &str| self.dir.join(n).display().to_string();
-            cmd.arg(format!("--cacert={}", f("ca.pem")))
-                .arg(format!("--cert={}", f("client.pem")))
-                .arg(format!("--key={}", f("client.key")));
-        }
-        if let Some(user) = user {
-            cmd.arg(format!("--user={user}"));
-        }
-        let mut child = cmd
+        let mut child = self
+            .etcdctl_command(user)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -420,19 +420,17 @@ fn only_root_points_the_agent_at_another_runtime_socket() {
     let bait = agent.dir.join("bait.sock");
     let listener = std::os::unix::net::UnixListener::bind(&bait).unwrap();
     listener.set_nonblocking(true).unwrap();
-    let (code, _, err) = agent.recap_as(
-        Some(SRE),
-        &[
-            "window",
-            "start",
-            "--pod",
-            "shop/checkout-0",
-            "--cri-endpoint",
-            bait.to_str().unwrap(),
-            "-d",
-            "2s",
-        ],
-    );
+    let pod_window = [
+        "window",
+        "start",
+        "--pod",
+        "shop/checkout-0",
+        "--cri-endpoint",
+        bait.to_str().unwrap(),
+        "-d",
+        "2s",
+    ];
+    let (code, _, err) = agent.recap_as(Some(SRE), &pod_window);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("only root may point the agent"), "{err}");
     assert!(
@@ -443,16 +441,7 @@ fn only_root_points_the_agent_at_another_runtime_socket() {
     // runtime).
     listener.set_nonblocking(false).unwrap();
     let accepted = std::thread::spawn(move || listener.accept().map(drop).is_ok());
-    let (code, _, err) = agent.recap(&[
-        "window",
-        "start",
-        "--pod",
-        "shop/checkout-0",
-        "--cri-endpoint",
-        bait.to_str().unwrap(),
-        "-d",
-        "2s",
-    ]);
+    let (code, _, err) = agent.recap(&pod_window);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("container runtime"), "{err}");
     assert!(accepted.join().unwrap(), "root's request used its socket");
