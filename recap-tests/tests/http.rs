@@ -203,3 +203,83 @@ fn a_client_in_the_target_counts_every_request_it_made() {
     assert!(b.contains(&(1 << 28, 1)), "{b:?}");
     assert_no_residue();
 }
+
+/// A process of the target that speaks TLS (Python with its `ssl` module, which maps OpenSSL's
+/// libssl): `http` cannot read its requests, and the window says so, naming the library and
+/// the process, instead of leaving a silent 0. A process without TLS in another window's
+/// target, and the same TLS process outside the target, are not named.
+#[test]
+fn tls_in_the_target_is_named_not_left_as_a_silent_zero() {
+    if !require_root() {
+        return;
+    }
+    let with_tls = TestCgroup::new("http-tls");
+    let without = TestCgroup::new("http-no-tls");
+    let python = |cmd: &mut Command, code: &str| -> Child {
+        cmd.args(["-c", code])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3")
+    };
+    let imports_ssl = "import ssl, sys, time; print('ready', flush=True); time.sleep(30)";
+    let ready = |child: &mut Child| {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+    };
+    let mut tls = python(&mut with_tls.command("/usr/bin/python3"), imports_ssl);
+    let mut outside = python(&mut Command::new("/usr/bin/python3"), imports_ssl);
+    let mut plain = python(
+        &mut without.command("/usr/bin/python3"),
+        "import sys, time; print('ready', flush=True); time.sleep(30)",
+    );
+    for child in [&mut tls, &mut outside, &mut plain] {
+        ready(child);
+    }
+    let warnings = |cg: &TestCgroup| -> Vec<String> {
+        let (code, out, err) = recap(&[
+            "window",
+            "--cgroup",
+            cg.dir.to_str().unwrap(),
+            "-d",
+            "500ms",
+            "--probes",
+            "http",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        summary(&out)["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect()
+    };
+    let said = warnings(&with_tls);
+    let tls_line = said
+        .iter()
+        .find(|w| w.contains("use TLS"))
+        .unwrap_or_else(|| panic!("no TLS warning: {said:?}"));
+    assert!(tls_line.contains("OpenSSL (libssl.so"), "{tls_line}");
+    assert!(
+        tls_line.contains(&format!("PID {}", tls.id())),
+        "{tls_line}"
+    );
+    assert!(
+        !tls_line.contains(&outside.id().to_string()),
+        "a process outside the target is named: {tls_line}"
+    );
+    let said = warnings(&without);
+    assert!(
+        said.iter().all(|w| !w.contains("TLS")),
+        "no TLS in that target: {said:?}"
+    );
+    for mut child in [tls, outside, plain] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_no_residue();
+}

@@ -94,20 +94,38 @@ pub fn cgroup_id(dir: &Path) -> Result<u64, TargetError> {
 
 /// Thread ids directly in the cgroup (`cgroup.threads`).
 pub fn threads(dir: &Path) -> std::io::Result<Vec<u32>> {
-    Ok(fs::read_to_string(dir.join("cgroup.threads"))?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect())
+    ids(dir, "cgroup.threads")
 }
 
 /// The threads of a cgroup and of every cgroup below it. The target cgroup must be readable;
 /// a descendant removed meanwhile is skipped.
 pub fn subtree_threads(dir: &Path) -> std::io::Result<Vec<u32>> {
-    let mut out = threads(dir)?;
+    subtree_ids(dir, "cgroup.threads")
+}
+
+/// Process ids directly in the cgroup (`cgroup.procs`).
+pub fn procs(dir: &Path) -> std::io::Result<Vec<u32>> {
+    ids(dir, "cgroup.procs")
+}
+
+/// The processes of a cgroup and of every cgroup below it (`cgroup.procs`), likewise.
+pub fn subtree_procs(dir: &Path) -> std::io::Result<Vec<u32>> {
+    subtree_ids(dir, "cgroup.procs")
+}
+
+fn ids(dir: &Path, file: &str) -> std::io::Result<Vec<u32>> {
+    Ok(fs::read_to_string(dir.join(file))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+fn subtree_ids(dir: &Path, file: &str) -> std::io::Result<Vec<u32>> {
+    let mut out = ids(dir, file)?;
     let mut pending: Vec<std::path::PathBuf> = subdirs(dir);
     while let Some(child) = pending.pop() {
-        if let Ok(tids) = threads(&child) {
-            out.extend(tids);
+        if let Ok(found) = ids(&child, file) {
+            out.extend(found);
         }
         pending.extend(subdirs(&child));
     }

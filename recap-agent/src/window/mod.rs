@@ -9,6 +9,7 @@
 
 mod capsules;
 pub mod live;
+mod unread;
 
 use std::{
     collections::BTreeMap,
@@ -400,6 +401,14 @@ impl Window {
         let mut summary = self
             .info
             .summary(status, ended, teardown_ms, &counts, capsule_reports);
+        // A silent 0 would read as "no requests": say what http could not read.
+        if self.info.families.get(&Family::HTTP) == Some(&FamilyStatus::Ok) {
+            let target = &self.info.target;
+            let found = tokio::task::block_in_place(|| {
+                unread::tls_in_use(&target.cgroup_dir, !target.target_only)
+            });
+            summary.warnings.extend(unread::tls_warning(&found));
+        }
         if self.info.target.contains_recap() {
             summary.warnings.push(
                 "recap itself runs in the target cgroup: its own threads are left out of syscalls/proc/cpu, but its sockets (exports, Docker API) count in tcp/net; run recap from another cgroup".into(),
