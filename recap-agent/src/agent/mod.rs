@@ -172,7 +172,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     let pruner = tokio::spawn(prune_now_and_hourly(agent.clone()));
     let fleet = match &config.fleet {
-        Some(fleet) => Some(start_fleet(fleet, agent.clone(), &config.policy).await?),
+        Some(fleet) => Some(start_fleet(fleet, agent.clone()).await?),
         None => None,
     };
     tokio::pin!(server);
@@ -204,13 +204,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 async fn start_fleet(
     fleet: &FleetConfig,
     agent: Arc<windows::Agent>,
-    policy_path: &Path,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     crate::fleet::etcd::Etcd::check(&fleet.etcd)?;
-    // The policy as the agent read it a moment ago: the fleet side uses it to name in a
-    // part's claim only the containers the fleet caller may watch (the agent's own check at
-    // arming stays the one that counts).
-    let policy = policy::Policy::load(policy_path)?;
     eprintln!(
         "recap: fleet node {} (etcd {})",
         fleet.node,
@@ -254,7 +249,6 @@ async fn start_fleet(
                 origin: None,
                 groups: None,
             },
-            policy,
             limits: crate::fleet::limits::UserLedger::new(fleet.user_limits),
             allow_no_auth: fleet.allow_no_auth,
             auth: Default::default(),

@@ -117,6 +117,12 @@ impl Agent {
         self.shutdown.clone()
     }
 
+    /// The policy every request is held to (the fleet side names in a part's claim only the
+    /// containers it lets the fleet caller watch).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// Whether `caller` may see others' windows (the policy's `read_all`, or root).
     pub fn may_read_all(&self, caller: &Caller) -> bool {
         self.policy.may_read_all(caller)

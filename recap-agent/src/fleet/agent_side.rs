@@ -22,7 +22,7 @@ use crate::{
     agent::{
         api::WindowRecord,
         audit,
-        policy::{Caller, Policy},
+        policy::Caller,
         windows::{Agent, StartError},
     },
     targets::{Target, TargetSpec},
@@ -43,9 +43,6 @@ pub struct FleetNode {
     /// Whom the policy sees as the caller of fleet parts (`--fleet-uid`); each part's caller
     /// adds on whose behalf (the etcd user and the request id).
     pub caller: Caller,
-    /// The node's policy, read as the agent read it: the targets a part's claim names are the
-    /// ones it lets the fleet caller watch (the agent checks again when it arms).
-    pub policy: Policy,
     /// Per etcd user: windows open, requests per minute (`--fleet-user-*`).
     pub limits: UserLedger,
     /// Take requests while etcd's auth is off (`--etcd-allow-no-auth`).
@@ -333,7 +330,8 @@ impl FleetNode {
             let Ok(target) = Target::resolve_with_docker(&spec, &docker).await else {
                 continue;
             };
-            match self.policy.admit_target(caller, &target) {
+            // The agent's own policy (it checks again when it arms).
+            match self.agent.policy().admit_target(caller, &target) {
                 Ok(()) => allowed.push(m),
                 Err(_) => left_out += 1,
             }
@@ -394,12 +392,7 @@ impl FleetNode {
         let reservation = match self.limits.reserve(&request.user, matched.len()) {
             Ok(r) => r,
             Err(why) => {
-                audit::log(
-                    &caller,
-                    &format!("fleet part refused: {}", audit::message(&why)),
-                );
-                let refused = self.result("refused", Vec::new(), Some(why));
-                let _ = self.coordinator.publish(&request, &refused).await;
+                self.refuse(&request, &why).await;
                 return;
             }
         };
