@@ -13,6 +13,7 @@ use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::api::WindowRecord;
+use crate::capsule::artifacts::SafeDir;
 
 pub struct History {
     db: Mutex<Connection>,
@@ -57,40 +58,30 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRecord> {
     })
 }
 
-/// The state directory 0700 and the history's files 0600, root's: the history holds who looked
-/// at what. Made so if missing, repaired if not (an older agent left them 0755/0644), all
-/// through descriptors opened without following links.
-fn private_state(dir: &Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
-    let state = crate::capsule::artifacts::SafeDir::open_trusted(dir, mode)
+/// The history's files: the database and SQLite's journal beside it.
+const STATE_FILES: [&str; 3] = ["history.db", "history.db-wal", "history.db-shm"];
+
+/// The state directory (`mode`) and the history's files 0600, root's: the history holds who
+/// looked at what. Made so if missing, repaired if not (an older agent left them 0755/0644),
+/// all through descriptors opened without following links (`SafeDir`).
+fn private_state(dir: &Path, mode: u32) -> anyhow::Result<SafeDir> {
+    let state = SafeDir::open_trusted(dir, mode)
         .with_context(|| format!("the state directory {}", dir.display()))?;
     state.make_private(mode)?;
-    for name in ["history.db", "history.db-wal", "history.db-shm"] {
-        let path = dir.join(name);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(name == "history.db")
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path);
-        let file = match file {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("opening {} (a link is never followed)", path.display())
-                })
-            }
-        };
-        // SAFETY: `file` is an open descriptor.
-        let done = unsafe {
-            libc::fchown(file.as_raw_fd(), 0, 0) == 0 && libc::fchmod(file.as_raw_fd(), 0o600) == 0
-        };
-        if !done {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("making {} private", path.display()));
-        }
+    // Made before SQLite opens it, which would make it with its own 0644.
+    state
+        .create_file(STATE_FILES[0], 0o600)
+        .with_context(|| format!("creating {}", dir.join(STATE_FILES[0]).display()))?;
+    seal_state_files(&state)?;
+    Ok(state)
+}
+
+/// Each of the history's files that exists: 0600, root's.
+fn seal_state_files(state: &SafeDir) -> anyhow::Result<()> {
+    for name in STATE_FILES {
+        state
+            .seal(name, Some((0, 0)))
+            .with_context(|| format!("making {} private", state.path().join(name).display()))?;
     }
     Ok(())
 }
@@ -138,8 +129,9 @@ impl History {
     /// artifacts (the default layout, `/var/lib/recap/artifacts`); they still cannot list it,
     /// and its files are 0600.
     pub fn open_with_mode(dir: &Path, mode: u32) -> anyhow::Result<Self> {
-        let path = dir.join("history.db");
-        private_state(dir, mode)?;
+        let state = private_state(dir, mode)?;
+        // The path the walk checked (a trusted link on the way resolved).
+        let path = state.path().join(STATE_FILES[0]);
         let db = Connection::open(&path)
             .with_context(|| format!("opening the window history {}", path.display()))?;
         db.execute_batch(
@@ -167,7 +159,7 @@ impl History {
         }
         redact_stored(&db).with_context(|| format!("redacting {}", path.display()))?;
         // SQLite made the -wal and -shm files with the database's mode; check it held.
-        private_state(dir, mode)?;
+        seal_state_files(&state)?;
         Ok(History { db: Mutex::new(db) })
     }
 

@@ -56,6 +56,18 @@ fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
     Ok(st)
 }
 
+fn chmod(fd: &impl AsRawFd, mode: u32) -> std::io::Result<()> {
+    // SAFETY: `fd` is an open descriptor.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })?;
+    Ok(())
+}
+
+fn chown(fd: &impl AsRawFd, uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: `fd` is an open descriptor.
+    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
+    Ok(())
+}
+
 /// Whom a directory must belong to, to be trusted: root, or the user this process runs as.
 fn trusted_owner(uid: u32) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -83,6 +95,26 @@ impl SafeDir {
         // SAFETY: a valid directory descriptor and NUL-terminated name.
         cvt(unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) })?;
         Ok(())
+    }
+
+    /// Opens the directory `name` here, making it (with `mode`) if it is missing. A link is
+    /// never followed: opening one fails (ELOOP, ENOTDIR), and that error is the caller's.
+    fn open_or_create(&self, name: &[u8], mode: u32) -> anyhow::Result<std::io::Result<OwnedFd>> {
+        match Self::open_at(&self.fd, name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                match Self::mkdir_at(&self.fd, name, mode) {
+                    Ok(()) => {}
+                    // Made by someone else meanwhile: it is checked like any existing one.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => {
+                        let path = self.path.join(std::ffi::OsStr::from_bytes(name));
+                        return Err(e).with_context(|| format!("creating {}", path.display()));
+                    }
+                }
+                Ok(Self::open_at(&self.fd, name))
+            }
+            other => Ok(other),
+        }
     }
 
     /// Opens (creating what is missing, with `mode`) the directory `path`, one component at a
@@ -146,20 +178,8 @@ impl SafeDir {
     /// the target of a trusted link there.
     fn child(&self, name: &[u8], mode: u32) -> anyhow::Result<Step> {
         let path = self.path.join(std::ffi::OsStr::from_bytes(name));
-        let fd = match Self::open_at(&self.fd, name) {
+        let fd = match self.open_or_create(name, mode)? {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                match Self::mkdir_at(&self.fd, name, mode) {
-                    Ok(()) => {}
-                    // Made by someone else meanwhile: it is checked like any existing one.
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("creating {}", path.display()))
-                    }
-                }
-                Self::open_at(&self.fd, name)
-                    .with_context(|| format!("opening {}", path.display()))?
-            }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
                 if let Some(target) = self.trusted_link(name)? {
                     return Ok(Step::Link(target));
@@ -223,25 +243,14 @@ impl SafeDir {
     /// per-caller directory that an older version handed to the caller is taken back).
     pub fn reclaim_child(&self, name: &str, mode: u32) -> anyhow::Result<SafeDir> {
         let path = self.path.join(name);
-        let fd = match Self::open_at(&self.fd, name.as_bytes()) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                match Self::mkdir_at(&self.fd, name.as_bytes(), mode) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("creating {}", path.display()))
-                    }
-                }
-                Self::open_at(&self.fd, name.as_bytes())
-            }
-            other => other,
-        }
-        .with_context(|| {
-            format!(
-                "opening {} (a symbolic link is never followed)",
-                path.display()
-            )
-        })?;
+        let fd = self
+            .open_or_create(name.as_bytes(), mode)?
+            .with_context(|| {
+                format!(
+                    "opening {} (a symbolic link is never followed)",
+                    path.display()
+                )
+            })?;
         let st = fstat(&fd)?;
         if st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != mode {
             log::warn!(
@@ -251,14 +260,11 @@ impl SafeDir {
                 st.st_gid,
                 st.st_mode & 0o7777
             );
-            // SAFETY: `fd` is an open descriptor.
-            cvt(unsafe { libc::fchown(fd.as_raw_fd(), 0, 0) })
-                .with_context(|| format!("taking back {}", path.display()))?;
+            chown(&fd, 0, 0).with_context(|| format!("taking back {}", path.display()))?;
         }
-        // SAFETY: `fd` is an open descriptor.
-        cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })
-            .with_context(|| format!("setting the mode of {}", path.display()))?;
-        Ok(SafeDir { fd, path })
+        let dir = SafeDir { fd, path };
+        dir.make_private(mode)?;
+        Ok(dir)
     }
 
     /// Makes a new directory `name` (0700) in this one: it must not exist yet.
@@ -268,18 +274,16 @@ impl SafeDir {
             .with_context(|| format!("creating the artifact directory {}", path.display()))?;
         let fd = Self::open_at(&self.fd, name.as_bytes())
             .with_context(|| format!("opening {}", path.display()))?;
+        let dir = SafeDir { fd, path };
         // mkdirat applies the umask; the mode must be exactly 0700.
-        // SAFETY: `fd` is an open descriptor.
-        cvt(unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) })?;
-        Ok(SafeDir { fd, path })
+        dir.make_private(0o700)?;
+        Ok(dir)
     }
 
     /// Sets this directory's mode.
     pub fn make_private(&self, mode: u32) -> anyhow::Result<()> {
-        // SAFETY: `fd` is an open descriptor.
-        cvt(unsafe { libc::fchmod(self.fd.as_raw_fd(), mode as libc::mode_t) })
-            .with_context(|| format!("setting the mode of {}", self.path.display()))?;
-        Ok(())
+        chmod(&self.fd, mode)
+            .with_context(|| format!("setting the mode of {}", self.path.display()))
     }
 
     pub fn path(&self) -> &Path {
@@ -323,17 +327,33 @@ impl SafeDir {
         Ok(Some((std::fs::File::from(fd), st)))
     }
 
+    /// Creates the file `name` here with `mode` if it is missing (a link is not followed), so
+    /// that whoever writes it next never makes it with a looser mode of its own.
+    pub fn create_file(&self, name: &str, mode: u32) -> std::io::Result<()> {
+        let c = cstr(name.as_bytes())?;
+        // SAFETY: a valid directory descriptor and NUL-terminated name.
+        let fd = cvt(unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        })?;
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(())
+    }
+
     /// Makes a finished artifact 0600 and hands it to `owner`, if the window ran on someone's
     /// behalf. Returns its size, or None if the tool wrote nothing.
     pub fn seal(&self, name: &str, owner: Option<(u32, u32)>) -> std::io::Result<Option<u64>> {
         let Some((file, st)) = self.open_file(name)? else {
             return Ok(None);
         };
-        // SAFETY: `file` is an open descriptor.
-        cvt(unsafe { libc::fchmod(file.as_raw_fd(), 0o600) })?;
+        chmod(&file, 0o600)?;
         if let Some((uid, gid)) = owner {
-            // SAFETY: `file` is an open descriptor.
-            cvt(unsafe { libc::fchown(file.as_raw_fd(), uid, gid) })?;
+            chown(&file, uid, gid)?;
         }
         Ok(Some(st.st_size as u64))
     }
@@ -351,9 +371,7 @@ impl SafeDir {
 
     /// Gives the directory itself to `owner` (done once nothing more is written into it).
     pub fn hand_to(&self, owner: (u32, u32)) -> std::io::Result<()> {
-        // SAFETY: `fd` is an open descriptor.
-        cvt(unsafe { libc::fchown(self.fd.as_raw_fd(), owner.0, owner.1) })?;
-        Ok(())
+        chown(&self.fd, owner.0, owner.1)
     }
 
     /// Makes the FIFO `name` (0600) in this directory, replacing an old one, and opens it
