@@ -145,13 +145,9 @@ impl Agent {
     fn runtime_endpoints(&self, caller: &Caller, spec: &mut WindowSpec) -> Result<(), String> {
         if let TargetSpec::Pod { cri_endpoint, .. } = &mut spec.target {
             let default = std::path::Path::new(crate::targets::pod::DEFAULT_CRI_ENDPOINT);
-            if caller.is_root() {
-                if cri_endpoint == default {
-                    *cri_endpoint = self.config.cri_endpoint.clone();
-                }
-            } else if cri_endpoint == default || *cri_endpoint == self.config.cri_endpoint {
+            if cri_endpoint == default || *cri_endpoint == self.config.cri_endpoint {
                 *cri_endpoint = self.config.cri_endpoint.clone();
-            } else {
+            } else if !caller.is_root() {
                 return Err(format!(
                     "--cri-endpoint {}: only root may point the agent at another runtime socket than its own ({})",
                     cri_endpoint.display(),
@@ -182,19 +178,17 @@ impl Agent {
                 ),
             )
         };
-        let mut spec = match parse_request(&args, &env) {
-            Ok(spec) => spec,
-            Err(e) => {
-                audit(&format!("invalid: {e}"));
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(StartError::Invalid(e));
-            }
-        };
-        if let Err(refusal) = self.runtime_endpoints(&caller, &mut spec) {
-            audit(&format!("refused: {refusal}"));
+        // A request turned down before it opens anything: audited and counted.
+        let reject = |what: &str, e: StartError| {
+            let (StartError::Invalid(m) | StartError::Refused(m) | StartError::Failed(m)) = &e;
+            audit(&format!("{what}: {m}"));
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(StartError::Refused(refusal));
-        }
+            e
+        };
+        let mut spec =
+            parse_request(&args, &env).map_err(|e| reject("invalid", StartError::Invalid(e)))?;
+        self.runtime_endpoints(&caller, &mut spec)
+            .map_err(|refusal| reject("refused", StartError::Refused(refusal)))?;
         let artifacts_given = args.iter().any(|a| a.starts_with("--artifacts"));
         if !caller.is_root() {
             spec.capsules.artifacts = self.config.artifacts.join(caller.uid.to_string());
@@ -236,9 +230,7 @@ impl Agent {
                 by_caller,
                 open.len(),
             ) {
-                audit(&format!("refused: {refusal}"));
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(StartError::Refused(refusal.0));
+                return Err(reject("refused", StartError::Refused(refusal.0)));
             }
             open.insert(
                 window_id.clone(),
@@ -376,10 +368,13 @@ impl Agent {
     /// Ends a window early. Only its requester or root may.
     pub fn cancel(&self, caller: &Caller, window_id: &str) -> Result<(), StartError> {
         let open = self.open_windows();
-        let Some(w) = open.get(window_id) else {
-            return Err(StartError::Invalid(format!(
+        let not_open = || {
+            StartError::Invalid(format!(
                 "window {window_id} is not open; `recap window list` shows the windows"
-            )));
+            ))
+        };
+        let Some(w) = open.get(window_id) else {
+            return Err(not_open());
         };
         if !caller.is_root() && w.requester != caller.uid {
             // Whose it is, only to those who may see others' windows anyway.
@@ -389,9 +384,7 @@ impl Agent {
                     w.requester
                 ))
             } else {
-                StartError::Invalid(format!(
-                    "window {window_id} is not open; `recap window list` shows the windows"
-                ))
+                not_open()
             });
         }
         audit::log(caller, &format!("cancels window {window_id}"));
