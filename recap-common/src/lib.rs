@@ -91,6 +91,9 @@ pub enum Counter {
     HttpPipelined,
     /// A response whose request was before the window (or not seen).
     HttpUnmatchedResponses,
+    /// Socket writes of target threads that carry a TLS record (application data) outside any
+    /// TLS call `http` reads: TLS code that is not instrumented (yet, or not supported).
+    HttpTlsNotRead,
     /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
     /// queries whose question could not be read, and the sum of the answer latencies.
     DnsQueries,
@@ -130,8 +133,11 @@ pub struct HttpKey {
     pub status: u16,
     pub role: u8,
     pub method: u8,
+    /// 1: read from a TLS library's plaintext (HTTPS); 0: from the socket.
+    pub tls: u8,
+    pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<HttpKey>() == 8);
+const _: () = assert!(core::mem::size_of::<HttpKey>() == 12);
 
 /// Requests with one key: how many, their summed duration and its log2 histogram.
 #[repr(C)]
@@ -162,7 +168,9 @@ pub struct HttpConn {
     /// direction (`carry_in`: 1 incoming) complete it.
     pub carry_len: u8,
     pub carry_in: u8,
-    pub _pad: [u8; 7],
+    /// 1: a TLS connection's plaintext state (kept by connection cookie in `HTTPS_CONNS`).
+    pub tls: u8,
+    pub _pad: [u8; 6],
     pub carry: [u8; HTTP_PREFIX],
 }
 const _: () = assert!(core::mem::size_of::<HttpConn>() == 48);
@@ -171,6 +179,45 @@ const _: () = assert!(core::mem::size_of::<HttpConn>() == 48);
 /// the start of its target, or a status line's code.
 pub const HTTP_PREFIX: usize = 16;
 pub const HTTP_UPGRADED: u8 = 3;
+
+/// A TLS library call of a target thread (`SSL_read`, `SSL_write`, `_ex`), from its entry to
+/// its return: the plaintext buffer, and the connection named by the socket I/O the library
+/// did inside the call (0 if none: served from the library's buffer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsCall {
+    pub ssl: u64,
+    pub buf: u64,
+    /// `_ex` calls: where the library writes the byte count (`size_t *`).
+    pub count_ptr: u64,
+    pub cookie: u64,
+}
+const _: () = assert!(core::mem::size_of::<TlsCall>() == 32);
+
+/// A TLS session of a process (`owner` its tgid, `id` its `SSL *`), or a connection (`owner` 0,
+/// `id` its socket cookie): the keys of `TLS_SESSIONS` and `HTTPS_CONNS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TlsKey {
+    pub owner: u32,
+    pub _pad: u32,
+    pub id: u64,
+}
+const _: () = assert!(core::mem::size_of::<TlsKey>() == 16);
+
+/// The TLS library functions `http` reads plaintext from (`programs::TLS_CALL` at their entry,
+/// `programs::TLS_RETURN` at their return), with the return probe's attach cookie saying
+/// which one returned (`TLS_WRITE`, `TLS_EX` bits).
+pub const TLS_FUNCTIONS: [(&str, u64); 4] = [
+    ("SSL_read", 0),
+    ("SSL_read_ex", TLS_EX),
+    ("SSL_write", TLS_WRITE),
+    ("SSL_write_ex", TLS_WRITE | TLS_EX),
+];
+/// The function writes (sends) plaintext; otherwise it reads.
+pub const TLS_WRITE: u64 = 1;
+/// An `_ex` function: returns 1 and stores the byte count through its fourth argument.
+pub const TLS_EX: u64 = 2;
 
 /// DNS query types counted by name (`DNS_QTYPES[i]`, value `DNS_QTYPE_CODES[i]`); the last
 /// entry counts every other type.
@@ -276,6 +323,10 @@ pub mod maps {
     pub const CONN_START: &str = "CONN_START";
     pub const WINDOW_EPOCH: &str = "WINDOW_EPOCH";
     pub const HTTP_REQS: &str = "HTTP_REQS";
+    pub const TLS_CALLS: &str = "TLS_CALLS";
+    pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
+    pub const TLS_PROCS: &str = "TLS_PROCS";
+    pub const HTTPS_CONNS: &str = "HTTPS_CONNS";
     pub const DNS_PENDING: &str = "DNS_PENDING";
     pub const DNS_QTYPE: &str = "DNS_QTYPE";
     pub const DNS_RCODE: &str = "DNS_RCODE";
@@ -302,11 +353,14 @@ pub mod programs {
     pub const HTTP_SEND: &str = "recap_http_send";
     pub const HTTP_RECV: &str = "recap_http_recv";
     pub const HTTP_CLOSE: &str = "recap_http_end";
+    /// uprobes on a TLS library: one entry program, one return program per function.
+    pub const TLS_CALL: &str = "recap_tls_call";
+    pub const TLS_RETURN: &str = "recap_tls_ret";
     pub const DNS_INGRESS: &str = "recap_dns_in";
     pub const DNS_EGRESS: &str = "recap_dns_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 22] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -324,6 +378,8 @@ pub mod programs {
         HTTP_SEND,
         HTTP_RECV,
         HTTP_CLOSE,
+        TLS_CALL,
+        TLS_RETURN,
         DNS_INGRESS,
         DNS_EGRESS,
         BENCH_NOP,
@@ -344,6 +400,8 @@ mod pod {
     unsafe impl aya::Pod for super::HttpKey {}
     unsafe impl aya::Pod for super::HttpStat {}
     unsafe impl aya::Pod for super::HttpConn {}
+    unsafe impl aya::Pod for super::TlsCall {}
+    unsafe impl aya::Pod for super::TlsKey {}
     unsafe impl aya::Pod for super::DnsKey {}
     unsafe impl aya::Pod for super::DnsPending {}
 }

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use recap_common::{
     counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat,
-    TaskSlotChunk, WindowTag, TIDS_PER_ENTRY, WINDOW_TARGET_ONLY,
+    TaskSlotChunk, TlsCall, TlsKey, WindowTag, TIDS_PER_ENTRY, WINDOW_TARGET_ONLY,
 };
 
 /// Window slot of every thread id, 64 tids per entry (sized from `pid_max`).
@@ -92,6 +92,27 @@ pub fn http_state(sk: *mut c_void, create: Option<&mut HttpConn>) -> *mut HttpCo
 /// BPF_F_NO_PREALLOC (1): few keys are ever used.
 #[map(name = "HTTP_REQS")]
 pub static HTTP_REQS: PerCpuHashMap<HttpKey, HttpStat> = PerCpuHashMap::with_max_entries(4096, 1);
+
+/// `http` over TLS: each target thread's TLS library call in progress, by pid_tgid.
+#[map(name = "TLS_CALLS")]
+pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(4096, 0);
+
+/// `http` over TLS: the connection (socket cookie) each TLS session was last seen doing socket
+/// I/O on, for its calls that make none (reads served from the library's buffer).
+#[map(name = "TLS_SESSIONS")]
+pub static TLS_SESSIONS: LruHashMap<TlsKey, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// `http` over TLS: processes whose TLS code is instrumented (set by user space): their TLS
+/// records at the socket are not "TLS not read".
+#[map(name = "TLS_PROCS")]
+pub static TLS_PROCS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// `http` over TLS: the plaintext HTTP state of each TLS connection (by socket cookie: the
+/// socket's own storage is not reachable from a uprobe; removed when the socket is
+/// destroyed), or of a TLS session never seen doing socket I/O (by process and `SSL *`: a
+/// library driven through memory buffers, as Node.js does).
+#[map(name = "HTTPS_CONNS")]
+pub static HTTPS_CONNS: LruHashMap<TlsKey, HttpConn> = LruHashMap::with_max_entries(8192, 0);
 
 /// `dns`: queries waiting for their answer.
 #[map(name = "DNS_PENDING")]

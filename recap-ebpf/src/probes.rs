@@ -9,3 +9,4 @@ mod syscalls;
 mod tasks;
 mod tcp;
 mod tcp_health;
+mod tls;

@@ -329,7 +329,7 @@ pub fn recap(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Names of our maps as the kernel lists them (it keeps 15 bytes).
-const OUR_MAPS: [&str; 11] = [
+const OUR_MAPS: [&str; 15] = [
     "AYA_LOGS",
     "TASK_SLOTS",
     "WINDOW_CGROUPS",
@@ -341,6 +341,10 @@ const OUR_MAPS: [&str; 11] = [
     "WAKE_TS",
     "SCHED_HOOKED",
     "ON_CPU",
+    "TLS_CALLS",
+    "TLS_SESSIONS",
+    "HTTPS_CONNS",
+    "TLS_PROCS",
 ];
 
 /// What of ours is still in the kernel: program, link and map lines from bpftool.

@@ -3,10 +3,14 @@
 //! be read (kernel side: `recap-ebpf/src/probes/http.rs`, `tp_btf` programs on the socket
 //! layer's send/receive tracepoints). Syscalls that are not socket I/O pay nothing.
 //!
+//! Over TLS, the same parser reads the plaintext of the TLS library's calls (uprobes on
+//! OpenSSL's `SSL_read`/`SSL_write`, `probes/tls.rs`), and the requests are marked `tls`.
+//!
 //! Durations: server, request's first byte read → response's first byte written; client,
-//! request's first byte written → response's first byte read. Not seen: TLS (encrypted before
-//! the socket), HTTP/2 and HTTP/3, io_uring and sendfile I/O (their bytes are not behind a
-//! syscall buffer), requests pipelined on one connection (counted as an anomaly).
+//! request's first byte written → response's first byte read. Not seen: TLS code other than
+//! OpenSSL's API (Go's `crypto/tls`, GnuTLS, rustls: named in the window's warnings),
+//! HTTP/2 and HTTP/3, io_uring and sendfile I/O (their bytes are not behind a syscall
+//! buffer), requests pipelined on one connection (counted as an anomaly).
 
 use std::{collections::BTreeMap, fmt::Write, sync::Arc};
 
@@ -39,6 +43,11 @@ pub const STATUS: Attr = Attr {
     otel: "http.response.status_code",
     prom: "http_response_status_code",
 };
+/// `http` or `https` (OTel: the scheme of the request; TLS or not).
+pub const SCHEME: Attr = Attr {
+    otel: "url.scheme",
+    prom: "url_scheme",
+};
 pub const SIDE: Attr = Attr {
     otel: "recap.http.side",
     prom: "side",
@@ -54,8 +63,8 @@ metric!(
     "http.server.request.duration",
     Histogram,
     "s",
-    "HTTP/1.x requests the target served, by method and status: request's first byte read to response's first byte written (log2 buckets).",
-    [METHOD, STATUS]
+    "HTTP/1.x requests the target served, by method, status and scheme (https: read from the TLS library's plaintext): request's first byte read to response's first byte written (log2 buckets).",
+    [METHOD, STATUS, SCHEME]
 );
 metric!(
     CLIENT_DURATION,
@@ -63,8 +72,8 @@ metric!(
     "http.client.request.duration",
     Histogram,
     "s",
-    "HTTP/1.x requests the target made, by method and status: request's first byte written to response's first byte read (log2 buckets).",
-    [METHOD, STATUS]
+    "HTTP/1.x requests the target made, by method, status and scheme (https: read from the TLS library's plaintext): request's first byte written to response's first byte read (log2 buckets).",
+    [METHOD, STATUS, SCHEME]
 );
 metric!(
     IN_FLIGHT,
@@ -99,7 +108,7 @@ metric!(
     "recap.http.anomalies",
     Counter,
     "{event}",
-    "What the http family saw but did not count as a request: pipelined requests, responses to requests before the window, response starts it could not read.",
+    "What the http family saw but did not count as a request: pipelined requests, responses to requests before the window, response starts it could not read, TLS records written by TLS code it does not read.",
     [ANOMALY]
 );
 
@@ -213,6 +222,8 @@ struct RequestKey {
     server: bool,
     method: &'static str,
     status: u16,
+    /// Read from a TLS library's plaintext.
+    tls: bool,
 }
 
 impl From<HttpKey> for RequestKey {
@@ -221,6 +232,7 @@ impl From<HttpKey> for RequestKey {
             server: k.role == HTTP_ROLE_SERVER,
             method: HTTP_METHODS.get(k.method as usize).copied().unwrap_or(""),
             status: k.status,
+            tls: k.tls != 0,
         }
     }
 }
@@ -228,7 +240,11 @@ impl From<HttpKey> for RequestKey {
 impl std::fmt::Display for RequestKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let side = if self.server { "server" } else { "client" };
-        write!(f, "{side} {} {}", self.method, self.status)
+        write!(f, "{side} {} {}", self.method, self.status)?;
+        if self.tls {
+            f.write_str(" tls")?;
+        }
+        Ok(())
     }
 }
 
@@ -243,10 +259,16 @@ impl RequestKey {
         let method = parts.next()?;
         let method = HTTP_METHODS.iter().copied().find(|m| *m == method)?;
         let status = parts.next()?.parse().ok()?;
+        let tls = match parts.next() {
+            None => false,
+            Some("tls") => true,
+            Some(_) => return None,
+        };
         Some(RequestKey {
             server,
             method,
             status,
+            tls,
         })
     }
 }
@@ -256,6 +278,9 @@ impl RequestKey {
 pub struct RequestGroup {
     pub method: String,
     pub status: u16,
+    /// Over TLS (`https`), read from the TLS library's plaintext.
+    #[serde(default)]
+    pub tls: bool,
     pub duration: Histogram,
 }
 
@@ -292,6 +317,15 @@ impl HttpSide {
             .map(|g| g.duration.count)
             .sum()
     }
+
+    /// Requests over TLS (`tls` true) or in plaintext.
+    pub fn count_tls(&self, tls: bool) -> u64 {
+        self.requests
+            .iter()
+            .filter(|g| g.tls == tls)
+            .map(|g| g.duration.count)
+            .sum()
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -305,6 +339,11 @@ pub struct HttpSummary {
     pub pipelined: u64,
     /// Responses whose request was before the window: not counted.
     pub unmatched_responses: u64,
+    /// TLS records the target wrote from TLS code whose plaintext is not read (a process not
+    /// instrumented yet, or a library not supported; `tls` in the summary says which): a
+    /// sign of requests not counted, not a count of them.
+    #[serde(default)]
+    pub tls_records_not_read: u64,
 }
 
 pub fn summarise(c: &RawCounts) -> HttpSummary {
@@ -317,6 +356,7 @@ pub fn summarise(c: &RawCounts) -> HttpSummary {
         sides.entry(key.server).or_default().push(RequestGroup {
             method: key.method.to_string(),
             status: key.status,
+            tls: key.tls,
             duration: histogram(buckets, values.get(1).copied().unwrap_or(0)),
         });
     }
@@ -326,7 +366,7 @@ pub fn summarise(c: &RawCounts) -> HttpSummary {
             b.duration
                 .count
                 .cmp(&a.duration.count)
-                .then_with(|| (&a.method, a.status).cmp(&(&b.method, b.status)))
+                .then_with(|| (&a.method, a.status, a.tls).cmp(&(&b.method, b.status, b.tls)))
         });
         let completed: u64 = requests.iter().map(|g| g.duration.count).sum();
         let started: u64 = c.get(started);
@@ -357,6 +397,7 @@ pub fn summarise(c: &RawCounts) -> HttpSummary {
         interim_responses: c.get(Counter::HttpInterim),
         pipelined: c.get(Counter::HttpPipelined),
         unmatched_responses: c.get(Counter::HttpUnmatchedResponses),
+        tls_records_not_read: c.get(Counter::HttpTlsNotRead),
     }
 }
 
@@ -379,9 +420,10 @@ impl FamilyReport for HttpSummary {
                 let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
                 let _ = writeln!(
                     o,
-                    "    {} {} ×{}, p50 ≤ {}, p99 ≤ {}",
+                    "    {} {}{} ×{}, p50 ≤ {}, p99 ≤ {}",
                     g.method,
                     g.status,
+                    if g.tls { " (TLS)" } else { "" },
                     g.duration.count,
                     q(g.duration.p50_le_ns),
                     q(g.duration.p99_le_ns)
@@ -391,15 +433,17 @@ impl FamilyReport for HttpSummary {
         row(o, "interim 1xx responses", self.interim_responses);
         let unread = self.pipelined
             + self.unmatched_responses
+            + self.tls_records_not_read
             + self.server.unparsable_responses
             + self.client.unparsable_responses;
         if unread > 0 {
             let _ = writeln!(
                 o,
-                "  not counted: {} pipelined, {} responses to earlier requests, {} unreadable response starts",
+                "  not counted: {} pipelined, {} responses to earlier requests, {} unreadable response starts, {} TLS records written by TLS code not read",
                 self.pipelined,
                 self.unmatched_responses,
-                self.server.unparsable_responses + self.client.unparsable_responses
+                self.server.unparsable_responses + self.client.unparsable_responses,
+                self.tls_records_not_read
             );
         }
     }
@@ -412,7 +456,11 @@ impl FamilyReport for HttpSummary {
         ] {
             for g in &side.requests {
                 let mut s = log2::sample(def, &g.duration, HTTP_BUCKETS);
-                s.attrs = vec![(METHOD, g.method.clone()), (STATUS, g.status.to_string())];
+                s.attrs = vec![
+                    (METHOD, g.method.clone()),
+                    (STATUS, g.status.to_string()),
+                    (SCHEME, if g.tls { "https" } else { "http" }.into()),
+                ];
                 out.push(s);
             }
             out.push(Sample::new(
@@ -438,6 +486,7 @@ impl FamilyReport for HttpSummary {
                 "unparsable_response",
                 self.server.unparsable_responses + self.client.unparsable_responses,
             ),
+            ("tls_record_not_read", self.tls_records_not_read),
         ] {
             out.push(Sample::new(
                 &ANOMALIES,
@@ -461,9 +510,22 @@ mod tests {
             status: 404,
             role: HTTP_ROLE_CLIENT,
             method: 2,
+            tls: 0,
+            _pad: [0; 3],
         });
         assert_eq!(key.to_string(), "client HEAD 404");
         assert_eq!(RequestKey::parse("client HEAD 404"), Some(key));
+        let tls = RequestKey::from(HttpKey {
+            slot: 3,
+            status: 200,
+            role: HTTP_ROLE_SERVER,
+            method: 1,
+            tls: 1,
+            _pad: [0; 3],
+        });
+        assert_eq!(tls.to_string(), "server GET 200 tls");
+        assert_eq!(RequestKey::parse("server GET 200 tls"), Some(tls));
+        assert_eq!(RequestKey::parse("server GET 200 h2"), None);
         assert_eq!(RequestKey::parse("server BREW 418"), None);
     }
 

@@ -16,6 +16,7 @@ use super::{
     reader,
     slots::{Slots, Stale},
     task_slots::TaskSlots,
+    tls::{TlsProbes, TlsSeen, TlsWatch},
     EngineError, RawCounts,
 };
 use crate::{
@@ -67,6 +68,8 @@ pub struct WindowProbes {
     tracks_tasks: bool,
     /// Per-cgroup kernel figures of running families.
     cgroup_figures: Vec<CgroupFigure>,
+    /// `http`: the TLS code of the target's processes, instrumented.
+    tls: Option<TlsWatch>,
 }
 
 impl WindowProbes {
@@ -78,12 +81,18 @@ impl WindowProbes {
             .map(|(f, _)| *f)
             .collect()
     }
+
+    /// The TLS code found in the target's processes so far, and whether `http` reads it.
+    pub fn tls_seen(&self) -> Vec<TlsSeen> {
+        self.tls.as_ref().map(TlsWatch::report).unwrap_or_default()
+    }
 }
 
 pub struct ProbeEngine {
     programs: ProgramSet,
     slots: Slots,
     task_slots: TaskSlots,
+    tls: TlsProbes,
 }
 
 impl ProbeEngine {
@@ -107,6 +116,7 @@ impl ProbeEngine {
             programs,
             slots: Slots::new(windows),
             task_slots,
+            tls: TlsProbes::default(),
         })
     }
 
@@ -142,6 +152,7 @@ impl ProbeEngine {
             hooks: Vec::new(),
             tracks_tasks: false,
             cgroup_figures: Vec::new(),
+            tls: None,
         };
         // From here on, an error returns the window through `close`, which undoes every step.
         match self.arm(&mut window, stale, target, families) {
@@ -271,15 +282,40 @@ impl ProbeEngine {
             };
             w.families.insert(*family, status);
         }
+        if w.families.get(&Family::HTTP) == Some(&FamilyStatus::Ok) {
+            w.tls = Some(TlsWatch::default());
+            self.sync_tls(w);
+        }
         Ok(())
     }
 
-    /// Re-marks the window's threads from its cgroup; called at open and once a second.
-    pub fn sync_tasks(&mut self, w: &WindowProbes) -> Result<(usize, usize), EngineError> {
+    /// Re-marks the window's threads from its cgroup and instruments the TLS code of its new
+    /// processes; called at open and once a second.
+    pub fn sync_tasks(&mut self, w: &mut WindowProbes) -> Result<(usize, usize), EngineError> {
         if !w.tracks_tasks {
             return Ok((0, 0));
         }
-        Ok(self.task_slots.sync(&w.cgroup_dir, w.slot, !w.target_only))
+        let synced = self.task_slots.sync(&w.cgroup_dir, w.slot, !w.target_only);
+        self.sync_tls(w);
+        Ok(synced)
+    }
+
+    fn sync_tls(&mut self, w: &mut WindowProbes) {
+        if let Some(watch) = &mut w.tls {
+            let t = std::time::Instant::now();
+            let added = self.tls.sync(
+                &mut self.programs.ebpf,
+                watch,
+                &w.cgroup_dir,
+                !w.target_only,
+            );
+            if added > 0 {
+                log::debug!(
+                    "TLS uprobes attached for {added} process(es) in {:?}",
+                    t.elapsed()
+                );
+            }
+        }
     }
 
     /// Forwards what the programs logged since the last call (called once a second).
@@ -293,6 +329,9 @@ impl ProbeEngine {
         if !w.cgroup_links.is_empty() {
             w.cgroup_links.clear();
             self.programs.untag(w.cgroup_id, w.slot);
+        }
+        if let Some(watch) = &mut w.tls {
+            self.tls.release_all(&mut self.programs.ebpf, watch);
         }
         for name in std::mem::take(&mut w.hooks) {
             self.programs.release(name);

@@ -6,7 +6,9 @@
 //! - `reader`: reading and zeroing a slot's counters and each family's maps;
 //! - `task_slots`: user space's side of `TASK_SLOTS` (which thread belongs to which window);
 //! - `engine`: `ProbeEngine`, opening and closing windows from the parts above;
-//! - `btf`: kernel struct offsets from the running kernel's BTF.
+//! - `btf`: kernel struct offsets from the running kernel's BTF;
+//! - `tls_code`, `tls`: the TLS code a target's processes run, and `http`'s uprobes on it,
+//!   attached per process.
 
 mod btf;
 mod counts;
@@ -15,12 +17,15 @@ mod program_set;
 mod reader;
 mod slots;
 mod task_slots;
+mod tls;
+mod tls_code;
 
 use aya::maps::MapError;
 pub use counts::RawCounts;
 pub use engine::{ProbeEngine, WindowProbes};
 pub use program_set::EBPF_OBJECT;
 use thiserror::Error;
+pub use tls::TlsSeen;
 
 #[derive(Debug, Error)]
 pub enum EngineError {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     capsule::CapsuleReport,
     families::{Family, FamilyReport, FamilyStatus},
-    probes::RawCounts,
+    probes::{RawCounts, TlsSeen},
     targets::Target,
 };
 
@@ -81,6 +81,9 @@ pub struct WindowMeta {
     pub families: BTreeMap<Family, FamilyStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capsules: Vec<CapsuleReport>,
+    /// `http`: the TLS code the target's processes run, and whether its plaintext was read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsSeen>,
 }
 
 impl WindowSummary {

@@ -32,7 +32,7 @@ use crate::{
         prometheus::Published,
     },
     families::{Family, FamilyStatus},
-    probes::{ProbeEngine, RawCounts, WindowProbes},
+    probes::{ProbeEngine, RawCounts, TlsSeen, WindowProbes},
     report::{rfc3339_utc, WindowMeta, WindowStatus, WindowSummary},
     targets::{Target, TargetSpec},
 };
@@ -181,6 +181,7 @@ impl ArmedWindow {
         teardown_ms: f64,
         counts: &RawCounts,
         capsules: Vec<CapsuleReport>,
+        tls: Vec<TlsSeen>,
     ) -> WindowSummary {
         let meta = WindowMeta {
             window_id: self.window_id.clone(),
@@ -193,6 +194,7 @@ impl ArmedWindow {
             status,
             families: self.families.clone(),
             capsules,
+            tls,
         };
         WindowSummary::build(meta, counts)
     }
@@ -312,8 +314,19 @@ impl Window {
     }
 
     fn snapshot(&self, counts: &RawCounts) -> WindowSummary {
-        self.info
-            .summary(WindowStatus::Open, Instant::now(), 0.0, counts, Vec::new())
+        let tls = self
+            .probes
+            .as_ref()
+            .map(|p| p.tls_seen())
+            .unwrap_or_default();
+        self.info.summary(
+            WindowStatus::Open,
+            Instant::now(),
+            0.0,
+            counts,
+            Vec::new(),
+            tls,
+        )
     }
 
     /// Reads the counts and reports them. `Some(status)` when the window must end now.
@@ -321,7 +334,7 @@ impl Window {
         if !self.info.target.is_alive() {
             return Some(WindowStatus::TargetExited);
         }
-        let probes = self.probes.as_ref()?;
+        let probes = self.probes.as_mut()?;
         let read = tokio::task::block_in_place(|| {
             self.engine.with(|engine| {
                 engine.flush_logs();
@@ -332,7 +345,7 @@ impl Window {
                     }
                     Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
                 }
-                Ok(engine.read(probes)?)
+                Ok(engine.read(&*probes)?)
             })
         });
         match read {
@@ -390,6 +403,11 @@ impl Window {
         skip_flush: impl Future<Output = ()>,
     ) -> anyhow::Result<WindowSummary> {
         let ended = Instant::now();
+        let tls = self
+            .probes
+            .as_ref()
+            .map(|p| p.tls_seen())
+            .unwrap_or_default();
         let closed = match self.probes.take() {
             Some(probes) => tokio::task::block_in_place(|| self.engine.close(probes)),
             None => Ok(self.last_counts.clone()),
@@ -398,17 +416,13 @@ impl Window {
         let capsule_reports = stop_capsules(self.docker.as_ref(), self.capsules.take()).await;
         let teardown_ms = ms(ended.elapsed());
         let counts = closed?;
-        let mut summary = self
-            .info
-            .summary(status, ended, teardown_ms, &counts, capsule_reports);
+        let mut summary =
+            self.info
+                .summary(status, ended, teardown_ms, &counts, capsule_reports, tls);
         // A silent 0 would read as "no requests": say what http could not read.
-        if self.info.families.get(&Family::HTTP) == Some(&FamilyStatus::Ok) {
-            let target = &self.info.target;
-            let found = tokio::task::block_in_place(|| {
-                unread::tls_in_use(&target.cgroup_dir, !target.target_only)
-            });
-            summary.warnings.extend(unread::tls_warning(&found));
-        }
+        summary
+            .warnings
+            .extend(unread::tls_warning(&summary.meta.tls));
         if self.info.target.contains_recap() {
             summary.warnings.push(
                 "recap itself runs in the target cgroup: its own threads are left out of syscalls/proc/cpu, but its sockets (exports, Docker API) count in tcp/net; run recap from another cgroup".into(),

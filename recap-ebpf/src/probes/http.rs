@@ -24,7 +24,7 @@ use recap_common::{
     HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
 };
 
-use crate::maps::{add, http_state, log2_bucket, task_slot, window_epoch, HTTP_REQS};
+use crate::maps::{add, http_state, log2_bucket, task_slot, window_epoch, HTTP_REQS, TLS_PROCS};
 
 const PREFIX: usize = HTTP_PREFIX;
 /// Longest method token plus its space (`CONNECT `, `OPTIONS `): a start no longer than this
@@ -33,6 +33,8 @@ const METHOD_MAX: usize = 8;
 /// `HTTP/1.x DDD`.
 const STATUS_LEN: usize = 12;
 const MSG_PEEK: i32 = 2;
+/// A TLS record's content type (then the version's major byte, 3).
+const TLS_APPLICATION_DATA: u8 = 0x17;
 
 // x86-64 syscall numbers whose second argument leads to the data.
 const SYS_READ: u64 = 0;
@@ -64,11 +66,20 @@ pub fn recap_http_recv(ctx: BtfTracePointContext) -> i32 {
 /// (the state itself goes with the socket).
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn recap_http_end(ctx: BtfTracePointContext) -> i32 {
-    let conn = http_state(ctx.arg(0), None);
-    if conn.is_null() {
-        return 0;
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    if let Some(conn) = super::tls::forget(sk) {
+        aborted(&conn);
     }
-    let conn = unsafe { *conn };
+    let conn = http_state(sk, None);
+    if !conn.is_null() {
+        aborted(unsafe { &*conn });
+    }
+    0
+}
+
+/// Counts the connection's pending request, if any, as aborted.
+#[inline(always)]
+fn aborted(conn: &HttpConn) {
     if conn.pending != 0 && conn.epoch == window_epoch(conn.slot) {
         let counter = if conn.role == HTTP_ROLE_SERVER {
             Counter::HttpServerAborted
@@ -77,13 +88,19 @@ pub fn recap_http_end(ctx: BtfTracePointContext) -> i32 {
         };
         add(conn.slot, counter, 1);
     }
-    0
 }
 
 #[inline(always)]
 fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
-    let slot = task_slot(bpf_get_current_pid_tgid() as u32);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let slot = task_slot(pid_tgid as u32);
     if slot == 0 {
+        return;
+    }
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    // I/O inside a TLS library call carries its records: the call names the connection, and
+    // its plaintext is read when it returns (`tls.rs`).
+    if super::tls::inside_call(pid_tgid, sk) {
         return;
     }
     let ret: i32 = ctx.arg(1);
@@ -91,7 +108,6 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     if ret <= 0 || (incoming && flags & MSG_PEEK != 0) {
         return;
     }
-    let sk: *mut core::ffi::c_void = ctx.arg(0);
     let epoch = window_epoch(slot);
     // Updated in place when the socket has a state already.
     let stored = http_state(sk, None);
@@ -105,8 +121,25 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
                 ..Default::default()
             }
         };
-    if conn.role == HTTP_UPGRADED {
+    let Some(buf) = user_buffer() else {
         return;
+    };
+    if feed(slot, &mut conn, incoming, buf, ret as usize) {
+        if stored.is_null() {
+            http_state(sk, Some(&mut conn));
+        } else {
+            unsafe { *stored = conn };
+        }
+    }
+}
+
+/// Moves a connection's state on by `len` bytes at `buf` in user memory, sent (`incoming`
+/// false) or received: the socket's own bytes, or a TLS call's plaintext. True if the state
+/// changed and must be stored.
+#[inline(always)]
+pub fn feed(slot: u32, conn: &mut HttpConn, incoming: bool, buf: u64, len: usize) -> bool {
+    if conn.role == HTTP_UPGRADED {
+        return false;
     }
     // The rest of a response already read (its body, e.g. a large download) says nothing: its
     // bytes are not read at all.
@@ -116,11 +149,8 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
         HTTP_ROLE_SERVER
     };
     if conn.role == response_side && conn.pending == 0 {
-        return;
+        return false;
     }
-    let Some(buf) = user_buffer() else {
-        return;
-    };
     // Bytes carried over from a start too short to read come first, this I/O's after them:
     // one read from user memory at a variable offset of the scratch buffer.
     let mut scratch = [0u8; 2 * PREFIX];
@@ -139,13 +169,9 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
         )
     };
     if read != 0 {
-        return;
+        return false;
     }
-    let fresh = if (ret as usize) < PREFIX {
-        ret as usize
-    } else {
-        PREFIX
-    };
+    let fresh = if len < PREFIX { len } else { PREFIX };
     let len = if have + fresh < PREFIX {
         have + fresh
     } else {
@@ -153,14 +179,17 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     };
     // SAFETY: the first PREFIX bytes of a 2 * PREFIX array.
     let p = unsafe { &*(scratch.as_ptr() as *const [u8; PREFIX]) };
-    // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
-    if on_data(slot, &mut conn, incoming, p, len) || carried {
-        if stored.is_null() {
-            http_state(sk, Some(&mut conn));
-        } else {
-            unsafe { *stored = conn };
+    // A TLS application-data record written at the socket by a process whose TLS code is not
+    // instrumented: TLS whose plaintext is not read.
+    if conn.tls == 0 && !incoming && len >= 5 && p[0] == TLS_APPLICATION_DATA && p[1] == 3 {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if unsafe { TLS_PROCS.get(&tgid) }.is_none() {
+            add(slot, Counter::HttpTlsNotRead, 1);
         }
+        return carried;
     }
+    // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
+    on_data(slot, conn, incoming, p, len) || carried
 }
 
 /// Where the syscall's data is in user memory, found through the thread's saved registers.
@@ -257,6 +286,8 @@ fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len
             status,
             role: conn.role,
             method: conn.method,
+            tls: conn.tls,
+            _pad: [0; 3],
         },
         took,
     );

@@ -1,0 +1,165 @@
+//! `http` over TLS: uprobes on a TLS library's `SSL_read`/`SSL_write` (and `_ex`), attached by
+//! user space for the target's processes only, hand the call's plaintext to the same HTTP/1.x
+//! parser as the socket path (`http::feed`), per connection.
+//!
+//! No kprobe names the connection of a TLS call here. The socket I/O the library makes inside
+//! the call does: `sock_send_length`/`sock_recv_length` fire in the same thread with the
+//! `struct sock`, and `inside_call` stores the socket's cookie in the call. A call that makes
+//! no socket I/O (a read served from the library's buffer) uses the connection its session
+//! was last seen on; a session never seen doing socket I/O (Node.js drives OpenSSL through
+//! memory buffers and writes the records itself) has a state of its own, by `SSL *`. The
+//! plaintext is read at the call's return, when a read's buffer is filled and the byte count
+//! is known.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::{bpf_get_attach_cookie, bpf_get_socket_cookie},
+    },
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+    EbpfContext,
+};
+use recap_common::{HttpConn, TlsCall, TlsKey, TLS_EX, TLS_WRITE};
+
+use super::http::feed;
+use crate::maps::{task_slot, window_epoch, HTTPS_CONNS, TLS_CALLS, TLS_SESSIONS};
+
+/// Entry of `SSL_read(ssl, buf, num)`, `SSL_read_ex(ssl, buf, num, &readbytes)`,
+/// `SSL_write(ssl, buf, num)` and `SSL_write_ex(ssl, buf, num, &written)`.
+#[uprobe]
+pub fn recap_tls_call(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if task_slot(pid_tgid as u32) == 0 {
+        return 0;
+    }
+    let call = TlsCall {
+        ssl: ctx.arg(0).unwrap_or(0),
+        buf: ctx.arg(1).unwrap_or(0),
+        count_ptr: ctx.arg(3).unwrap_or(0),
+        cookie: 0,
+    };
+    let _ = TLS_CALLS.insert(&pid_tgid, &call, 0);
+    0
+}
+
+/// Return of those: `int SSL_read/SSL_write` return the byte count or ≤ 0; the `_ex` ones 1
+/// and the count in `*readbytes`/`*written`, or 0. The attach cookie says which returned.
+#[uretprobe]
+pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
+    let ret: i32 = ctx.ret();
+    let function = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    on_return(function & TLS_WRITE == 0, |call| {
+        if function & TLS_EX == 0 {
+            return ret as i64;
+        }
+        if ret != 1 {
+            return 0;
+        }
+        unsafe { bpf_probe_read_user(call.count_ptr as *const u64) }
+            .map(|n| n as i64)
+            .unwrap_or(0)
+    });
+    0
+}
+
+/// Called by the socket programs for every socket I/O of a target thread: true if the thread
+/// is inside a TLS call, whose connection is then `sk`.
+#[inline(always)]
+pub fn inside_call(pid_tgid: u64, sk: *mut core::ffi::c_void) -> bool {
+    match TLS_CALLS.get_ptr_mut(&pid_tgid) {
+        Some(call) => {
+            unsafe { (*call).cookie = bpf_get_socket_cookie(sk) };
+            true
+        }
+        None => false,
+    }
+}
+
+/// The TLS state of a socket being destroyed, removed.
+#[inline(always)]
+pub fn forget(sk: *mut core::ffi::c_void) -> Option<HttpConn> {
+    let key = connection(unsafe { bpf_get_socket_cookie(sk) });
+    let conn = unsafe { HTTPS_CONNS.get(&key) }.copied()?;
+    let _ = HTTPS_CONNS.remove(&key);
+    Some(conn)
+}
+
+#[inline(always)]
+fn connection(cookie: u64) -> TlsKey {
+    TlsKey {
+        owner: 0,
+        _pad: 0,
+        id: cookie,
+    }
+}
+
+/// Whose plaintext state a call's bytes move on: its connection's, named by the socket I/O
+/// in this call or an earlier one of the session; else the session's own (a library that
+/// never does socket I/O in its calls). A session first seen without socket I/O and then with
+/// it (a read served from the buffer first) moves its state to the connection.
+#[inline(always)]
+fn state_key(session: &TlsKey, cookie: u64) -> TlsKey {
+    if cookie == 0 {
+        return match unsafe { TLS_SESSIONS.get(session) } {
+            Some(c) => connection(*c),
+            None => *session,
+        };
+    }
+    let known = unsafe { TLS_SESSIONS.get(session) }.copied();
+    if known != Some(cookie) {
+        let _ = TLS_SESSIONS.insert(session, &cookie, 0);
+        let key = connection(cookie);
+        if known.is_none() {
+            if let Some(state) = unsafe { HTTPS_CONNS.get(session) }.copied() {
+                if unsafe { HTTPS_CONNS.get(&key) }.is_none() {
+                    let _ = HTTPS_CONNS.insert(&key, &state, 0);
+                }
+                let _ = HTTPS_CONNS.remove(session);
+            }
+        }
+    }
+    connection(cookie)
+}
+
+#[inline(always)]
+fn on_return(incoming: bool, count: impl FnOnce(&TlsCall) -> i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = (unsafe { TLS_CALLS.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = TLS_CALLS.remove(&pid_tgid);
+    let slot = task_slot(pid_tgid as u32);
+    if slot == 0 {
+        return;
+    }
+    let session = TlsKey {
+        owner: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        id: call.ssl,
+    };
+    let key = state_key(&session, call.cookie);
+    let n = count(&call);
+    if n <= 0 {
+        return;
+    }
+    let epoch = window_epoch(slot);
+    let stored = HTTPS_CONNS.get_ptr_mut(&key);
+    let mut conn = match stored {
+        Some(c) if unsafe { (*c).slot == slot && (*c).epoch == epoch } => unsafe { *c },
+        _ => HttpConn {
+            epoch,
+            slot,
+            tls: 1,
+            ..Default::default()
+        },
+    };
+    if feed(slot, &mut conn, incoming, call.buf, n as usize) {
+        match stored {
+            Some(c) => unsafe { *c = conn },
+            None => {
+                let _ = HTTPS_CONNS.insert(&key, &conn, 0);
+            }
+        }
+    }
+}
