@@ -326,6 +326,7 @@ pub mod maps {
     pub const TLS_CALLS: &str = "TLS_CALLS";
     pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
     pub const TLS_PROCS: &str = "TLS_PROCS";
+    pub const TLS_NEW_PROCS: &str = "TLS_NEW_PROCS";
     pub const HTTPS_CONNS: &str = "HTTPS_CONNS";
     pub const DNS_PENDING: &str = "DNS_PENDING";
     pub const DNS_QTYPE: &str = "DNS_QTYPE";
@@ -356,11 +357,14 @@ pub mod programs {
     /// uprobes on a TLS library: one entry program, one return program per function.
     pub const TLS_CALL: &str = "recap_tls_call";
     pub const TLS_RETURN: &str = "recap_tls_ret";
+    /// A target's new process (exec, fork), told to user space to be instrumented at once.
+    pub const TLS_EXEC: &str = "recap_tls_exec";
+    pub const TLS_FORK: &str = "recap_tls_fork";
     pub const DNS_INGRESS: &str = "recap_dns_in";
     pub const DNS_EGRESS: &str = "recap_dns_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 24] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -380,6 +384,8 @@ pub mod programs {
         HTTP_CLOSE,
         TLS_CALL,
         TLS_RETURN,
+        TLS_EXEC,
+        TLS_FORK,
         DNS_INGRESS,
         DNS_EGRESS,
         BENCH_NOP,

@@ -10,7 +10,7 @@ use aya_ebpf::{
     btf_maps::SkStorage,
     helpers::generated::{bpf_sk_cgroup_id, bpf_sk_storage_get},
     macros::{btf_map, map},
-    maps::{Array, CgroupStorage, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, CgroupStorage, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use recap_common::{
     counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat,
@@ -106,6 +106,11 @@ pub static TLS_SESSIONS: LruHashMap<TlsKey, u64> = LruHashMap::with_max_entries(
 /// records at the socket are not "TLS not read".
 #[map(name = "TLS_PROCS")]
 pub static TLS_PROCS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// `http` over TLS: the target's new processes (pids), for user space to instrument their TLS
+/// code before they use it.
+#[map(name = "TLS_NEW_PROCS")]
+pub static TLS_NEW_PROCS: RingBuf = RingBuf::with_byte_size(16384, 0);
 
 /// `http` over TLS: the plaintext HTTP state of each TLS connection (by socket cookie: the
 /// socket's own storage is not reachable from a uprobe; removed when the socket is

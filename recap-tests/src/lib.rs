@@ -329,7 +329,7 @@ pub fn recap(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Names of our maps as the kernel lists them (it keeps 15 bytes).
-const OUR_MAPS: [&str; 15] = [
+const OUR_MAPS: [&str; 16] = [
     "AYA_LOGS",
     "TASK_SLOTS",
     "WINDOW_CGROUPS",
@@ -345,6 +345,7 @@ const OUR_MAPS: [&str; 15] = [
     "TLS_SESSIONS",
     "HTTPS_CONNS",
     "TLS_PROCS",
+    "TLS_NEW_PROCS",
 ];
 
 /// What of ours is still in the kernel: program, link and map lines from bpftool.

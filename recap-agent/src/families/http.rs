@@ -146,6 +146,19 @@ impl ProbeFamily for Http {
                 hot_path: false,
                 btf_typed: true,
             },
+            // New processes of the target, to instrument their TLS code at once.
+            TaskHook {
+                program: programs::TLS_EXEC,
+                tracepoint: "sched_process_exec",
+                hot_path: false,
+                btf_typed: false,
+            },
+            TaskHook {
+                program: programs::TLS_FORK,
+                tracepoint: "sched_process_fork",
+                hot_path: false,
+                btf_typed: false,
+            },
         ])
     }
 

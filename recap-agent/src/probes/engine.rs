@@ -7,7 +7,9 @@
 
 use std::{collections::BTreeMap, fs::File};
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, MapData, RingBuf};
+
+static NEXT_ENGINE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 use recap_common::{maps, programs, WINDOW_TARGET_ONLY};
 
 use super::{
@@ -16,7 +18,7 @@ use super::{
     reader,
     slots::{Slots, Stale},
     task_slots::TaskSlots,
-    tls::{TlsProbes, TlsSeen, TlsWatch},
+    tls::{TlsProbes, TlsSeen},
     EngineError, RawCounts,
 };
 use crate::{
@@ -68,8 +70,8 @@ pub struct WindowProbes {
     tracks_tasks: bool,
     /// Per-cgroup kernel figures of running families.
     cgroup_figures: Vec<CgroupFigure>,
-    /// `http`: the TLS code of the target's processes, instrumented.
-    tls: Option<TlsWatch>,
+    /// `http` runs: the TLS code of the target's processes is instrumented (`TlsProbes`).
+    watches_tls: bool,
 }
 
 impl WindowProbes {
@@ -81,11 +83,6 @@ impl WindowProbes {
             .map(|(f, _)| *f)
             .collect()
     }
-
-    /// The TLS code found in the target's processes so far, and whether `http` reads it.
-    pub fn tls_seen(&self) -> Vec<TlsSeen> {
-        self.tls.as_ref().map(TlsWatch::report).unwrap_or_default()
-    }
 }
 
 pub struct ProbeEngine {
@@ -93,6 +90,10 @@ pub struct ProbeEngine {
     slots: Slots,
     task_slots: TaskSlots,
     tls: TlsProbes,
+    /// The target's new processes, told by the kernel (`TLS_NEW_PROCS`).
+    new_processes: Option<RingBuf<MapData>>,
+    /// Tells this engine from one loaded before or after it.
+    pub id: u64,
 }
 
 impl ProbeEngine {
@@ -100,7 +101,11 @@ impl ProbeEngine {
     /// windows open at once.
     pub fn load(windows: u32) -> Result<Self, EngineError> {
         let windows = windows.clamp(1, recap_common::MAX_WINDOWS - 1);
-        let programs = ProgramSet::load(windows)?;
+        let mut programs = ProgramSet::load(windows)?;
+        let new_processes = programs
+            .ebpf
+            .take_map(maps::TLS_NEW_PROCS)
+            .and_then(|m| RingBuf::try_from(m).ok());
         let map = programs
             .ebpf
             .map(maps::TASK_SLOTS)
@@ -117,6 +122,8 @@ impl ProbeEngine {
             slots: Slots::new(windows),
             task_slots,
             tls: TlsProbes::default(),
+            new_processes,
+            id: NEXT_ENGINE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -152,7 +159,7 @@ impl ProbeEngine {
             hooks: Vec::new(),
             tracks_tasks: false,
             cgroup_figures: Vec::new(),
-            tls: None,
+            watches_tls: false,
         };
         // From here on, an error returns the window through `close`, which undoes every step.
         match self.arm(&mut window, stale, target, families) {
@@ -283,39 +290,62 @@ impl ProbeEngine {
             w.families.insert(*family, status);
         }
         if w.families.get(&Family::HTTP) == Some(&FamilyStatus::Ok) {
-            w.tls = Some(TlsWatch::default());
-            self.sync_tls(w);
+            w.watches_tls = true;
+            let t = std::time::Instant::now();
+            self.tls.open(
+                &mut self.programs.ebpf,
+                w.slot,
+                &w.cgroup_dir,
+                !w.target_only,
+            );
+            log::debug!("TLS code of the target instrumented in {:?}", t.elapsed());
         }
         Ok(())
     }
 
     /// Re-marks the window's threads from its cgroup and instruments the TLS code of its new
     /// processes; called at open and once a second.
-    pub fn sync_tasks(&mut self, w: &mut WindowProbes) -> Result<(usize, usize), EngineError> {
+    pub fn sync_tasks(&mut self, w: &WindowProbes) -> Result<(usize, usize), EngineError> {
         if !w.tracks_tasks {
             return Ok((0, 0));
         }
         let synced = self.task_slots.sync(&w.cgroup_dir, w.slot, !w.target_only);
-        self.sync_tls(w);
+        if w.watches_tls {
+            self.tls.sync(&mut self.programs.ebpf, w.slot);
+        }
         Ok(synced)
     }
 
-    fn sync_tls(&mut self, w: &mut WindowProbes) {
-        if let Some(watch) = &mut w.tls {
-            let t = std::time::Instant::now();
-            let added = self.tls.sync(
-                &mut self.programs.ebpf,
-                watch,
-                &w.cgroup_dir,
-                !w.target_only,
-            );
-            if added > 0 {
-                log::debug!(
-                    "TLS uprobes attached for {added} process(es) in {:?}",
-                    t.elapsed()
-                );
+    /// The TLS code found in the window's processes so far, and whether `http` reads it.
+    pub fn tls_seen(&self, w: &WindowProbes) -> Vec<TlsSeen> {
+        self.tls.seen(w.slot)
+    }
+
+    /// What to poll for the target's new processes (readable when the kernel told some).
+    pub fn new_processes_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.new_processes.as_ref().map(|r| r.as_fd())
+    }
+
+    /// Instruments the TLS code of the target's new processes the kernel told of; returns
+    /// when to call again (processes looked at again shortly after their exec).
+    pub fn on_new_processes(&mut self) -> Option<std::time::Instant> {
+        let mut pids = Vec::new();
+        if let Some(ring) = &mut self.new_processes {
+            while let Some(item) = ring.next() {
+                if let Ok(bytes) = <[u8; 4]>::try_from(&item[..]) {
+                    pids.push(u32::from_ne_bytes(bytes));
+                }
             }
         }
+        if !pids.is_empty() {
+            log::debug!("new processes in targets: {pids:?}");
+        }
+        let task_slots = &self.task_slots;
+        self.tls
+            .on_new_processes(&mut self.programs.ebpf, &pids, |pid| {
+                u32::from(task_slots.get(pid))
+            })
     }
 
     /// Forwards what the programs logged since the last call (called once a second).
@@ -330,8 +360,8 @@ impl ProbeEngine {
             w.cgroup_links.clear();
             self.programs.untag(w.cgroup_id, w.slot);
         }
-        if let Some(watch) = &mut w.tls {
-            self.tls.release_all(&mut self.programs.ebpf, watch);
+        if w.watches_tls {
+            self.tls.close(&mut self.programs.ebpf, w.slot);
         }
         for name in std::mem::take(&mut w.hooks) {
             self.programs.release(name);

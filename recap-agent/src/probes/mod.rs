@@ -25,7 +25,7 @@ pub use counts::RawCounts;
 pub use engine::{ProbeEngine, WindowProbes};
 pub use program_set::EBPF_OBJECT;
 use thiserror::Error;
-pub use tls::TlsSeen;
+pub use tls::{NotRead, TlsSeen};
 
 #[derive(Debug, Error)]
 pub enum EngineError {

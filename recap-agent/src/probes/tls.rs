@@ -8,7 +8,8 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     num::NonZeroU32,
     os::unix::fs::MetadataExt,
-    path::Path,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::{
@@ -22,31 +23,43 @@ use aya::{
 use recap_common::{maps, programs, TLS_FUNCTIONS};
 use serde::{Deserialize, Serialize};
 
-use super::tls_code::{self, TlsCode};
+use super::tls_code::{self, LinkedCache, TlsCode};
 use crate::targets::cgroup;
 
 /// Processes of a window looked at, at most.
 const MAX_PROCESSES: usize = 1024;
+/// Programs a window remembers the TLS code of, at most.
+const MAX_PROGRAMS: usize = 1024;
 
 /// TLS code found in a window's processes, as the summary reports it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TlsSeen {
     /// `OpenSSL (libssl.so.3)`, `OpenSSL in node`, `Go crypto/tls in server`.
     pub code: String,
-    /// The processes that run it.
-    pub pids: Vec<u32>,
-    /// Its plaintext is read (uprobes attached for those processes).
-    pub read: bool,
-    /// Why not, when it is not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    /// The processes whose calls into it are read (uprobes attached for them).
+    pub read: Vec<u32>,
+    /// The processes that run it but whose calls are not read, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_read: Vec<NotRead>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotRead {
+    pub pid: u32,
+    pub reason: String,
 }
 
 /// One window's view: the processes it looked at and what they run.
-#[derive(Default)]
-pub struct TlsWatch {
+struct Watch {
+    cgroup_dir: PathBuf,
+    subtree: bool,
     checked: HashMap<u32, Checked>,
-    seen: BTreeMap<String, (BTreeSet<u32>, Option<String>)>,
+    /// The TLS code each program (by its executable's inode) was found running in this
+    /// window: a new process of a program seen before is probed at its exec, before the
+    /// dynamic loader has mapped its libraries.
+    programs: HashMap<u64, Vec<TlsCode>>,
+    /// By code, each process that runs it and why it is not read (None: it is).
+    seen: BTreeMap<String, BTreeMap<u32, Option<String>>>,
 }
 
 /// A process as it was when looked at: a changed start time (the pid was reused) or
@@ -61,115 +74,245 @@ struct Checked {
     identity: Identity,
     /// This window holds a reference on the process's attachments.
     holds: bool,
+    /// Times looked at: a process with no TLS code yet is looked at again for its first
+    /// seconds (Python loads `ssl` when it imports it).
+    looks: u8,
 }
 
-impl TlsWatch {
-    pub fn report(&self) -> Vec<TlsSeen> {
-        self.seen
-            .iter()
-            .map(|(code, (pids, reason))| TlsSeen {
-                code: code.clone(),
-                pids: pids.iter().copied().collect(),
-                read: reason.is_none(),
-                reason: reason.clone(),
-            })
-            .collect()
-    }
+/// Ticks a process without TLS code is looked at again.
+const LOOKS: u8 = 5;
+
+/// A process that exec'd with no TLS code mapped yet, to be looked at again soon: the dynamic
+/// loader maps a program's libraries after the exec, before `main`.
+struct Recheck {
+    due: Instant,
+    slot: u32,
+    pid: u32,
+    tries: u8,
 }
 
-/// The attachments of every instrumented process, and what was learned of each file.
+/// After an exec: 2, 10, 50, 250 ms.
+const RECHECK_DELAYS_MS: [u64; 4] = [2, 10, 50, 250];
+
+/// The attachments of every instrumented process, each window's view, and what was learned of
+/// each file.
 #[derive(Default)]
 pub struct TlsProbes {
     procs: HashMap<u32, Instrumented>,
+    windows: HashMap<u32, Watch>,
+    rechecks: Vec<Recheck>,
     /// `TLS_FUNCTIONS` offsets by file (`st_dev`, `st_ino`), or why they are not known.
     offsets: HashMap<(u64, u64), Result<[u64; 4], String>>,
+    linked: LinkedCache,
 }
 
 struct Instrumented {
     identity: Identity,
     windows: usize,
+    /// The files whose functions are probed.
+    files: BTreeSet<(u64, u64)>,
     /// Detached by `detach` (or by their `Drop`).
     links: Vec<UProbeLink>,
 }
 
 impl TlsProbes {
+    /// Starts watching a window's processes, and instruments the ones there now.
+    pub fn open(&mut self, ebpf: &mut Ebpf, slot: u32, cgroup_dir: &Path, subtree: bool) {
+        self.windows.insert(
+            slot,
+            Watch {
+                cgroup_dir: cgroup_dir.to_path_buf(),
+                subtree,
+                checked: HashMap::new(),
+                programs: HashMap::new(),
+                seen: BTreeMap::new(),
+            },
+        );
+        self.sync(ebpf, slot);
+    }
+
     /// Looks at the window's processes that are new to it (or changed), instruments the TLS
-    /// code they run, and lets go of the ones that left. Returns how many processes were
-    /// newly instrumented.
-    pub fn sync(
-        &mut self,
-        ebpf: &mut Ebpf,
-        watch: &mut TlsWatch,
-        cgroup_dir: &Path,
-        subtree: bool,
-    ) -> usize {
-        let pids = if subtree {
-            cgroup::subtree_procs(cgroup_dir)
+    /// code they run, and lets go of the ones that left; once a second. Returns how many
+    /// processes it looked at.
+    pub fn sync(&mut self, ebpf: &mut Ebpf, slot: u32) -> usize {
+        let Some(watch) = self.windows.get(&slot) else {
+            return 0;
+        };
+        let pids = if watch.subtree {
+            cgroup::subtree_procs(&watch.cgroup_dir)
         } else {
-            cgroup::procs(cgroup_dir)
+            cgroup::procs(&watch.cgroup_dir)
         }
         .unwrap_or_default();
         let present: BTreeSet<u32> = pids.iter().copied().take(MAX_PROCESSES).collect();
-        let gone: Vec<u32> = watch
+        let gone: Vec<(u32, Identity)> = watch
             .checked
-            .keys()
-            .filter(|pid| !present.contains(pid))
-            .copied()
+            .iter()
+            .filter(|(pid, c)| !present.contains(pid) && c.holds)
+            .map(|(pid, c)| (*pid, c.identity))
             .collect();
-        for pid in gone {
-            if watch.checked.remove(&pid).is_some_and(|c| c.holds) {
-                self.release(ebpf, pid);
-            }
+        for (pid, identity) in gone {
+            self.release(ebpf, pid, identity);
         }
-        let mut added = 0;
+        let watch = self.windows.get_mut(&slot).expect("looked up above");
+        watch.checked.retain(|pid, _| present.contains(pid));
+        let mut looked = 0;
         for pid in present {
-            let Some(identity) = identity(pid) else {
-                continue;
-            };
-            match watch.checked.get(&pid) {
-                Some(c) if c.identity == identity => continue,
-                Some(c) if c.holds => self.release(ebpf, pid),
-                _ => {}
+            let again = self.windows[&slot]
+                .checked
+                .get(&pid)
+                .is_none_or(|c| Some(c.identity) != identity(pid) || (!c.holds && c.looks < LOOKS));
+            if again {
+                self.look_at(ebpf, slot, pid);
+                looked += 1;
             }
-            let code = tls_code::of_process(pid);
-            let readable: Vec<&TlsCode> = code.iter().filter(|c| c.unread.is_none()).collect();
-            let mut refused = None;
-            let holds = !readable.is_empty()
-                && match self.acquire(ebpf, pid, identity, &readable) {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        refused = Some(reason);
-                        false
-                    }
-                };
-            added += usize::from(holds);
-            for c in &code {
-                let reason = c
-                    .unread
-                    .map(str::to_string)
-                    .or_else(|| refused.clone())
-                    .or_else(|| self.unreadable(c));
-                let entry = watch
-                    .seen
-                    .entry(c.what.clone())
-                    .or_insert_with(|| (BTreeSet::new(), None));
-                entry.0.insert(pid);
-                if reason.is_some() {
-                    entry.1 = reason;
-                }
-            }
-            watch.checked.insert(pid, Checked { identity, holds });
         }
-        added
+        looked
     }
 
-    /// Lets go of everything the window holds.
-    pub fn release_all(&mut self, ebpf: &mut Ebpf, watch: &mut TlsWatch) {
-        for (pid, checked) in watch.checked.drain() {
-            if checked.holds {
-                self.release(ebpf, pid);
+    /// The target's new processes (exec, fork) told by the kernel: instrumented now, before
+    /// they get far; an exec'd one with no TLS code mapped yet is looked at again shortly.
+    /// Returns when the next look is due.
+    pub fn on_new_processes(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pids: &[u32],
+        slot_of: impl Fn(u32) -> u32,
+    ) -> Option<Instant> {
+        for &pid in pids {
+            let slot = slot_of(pid);
+            if self.windows.contains_key(&slot) && !self.look_at(ebpf, slot, pid) {
+                self.rechecks.push(Recheck {
+                    due: Instant::now() + Duration::from_millis(RECHECK_DELAYS_MS[0]),
+                    slot,
+                    pid,
+                    tries: 1,
+                });
             }
         }
+        let now = Instant::now();
+        let (due, later): (Vec<Recheck>, Vec<Recheck>) = std::mem::take(&mut self.rechecks)
+            .into_iter()
+            .partition(|r| r.due <= now);
+        self.rechecks = later;
+        for r in due {
+            if !self.windows.contains_key(&r.slot) || self.look_at(ebpf, r.slot, r.pid) {
+                continue;
+            }
+            if let Some(ms) = RECHECK_DELAYS_MS.get(r.tries as usize) {
+                self.rechecks.push(Recheck {
+                    due: now + Duration::from_millis(*ms),
+                    tries: r.tries + 1,
+                    ..r
+                });
+            }
+        }
+        self.rechecks.iter().map(|r| r.due).min()
+    }
+
+    /// Stops watching a window, letting go of everything it holds.
+    pub fn close(&mut self, ebpf: &mut Ebpf, slot: u32) {
+        self.rechecks.retain(|r| r.slot != slot);
+        if let Some(watch) = self.windows.remove(&slot) {
+            for (pid, checked) in watch.checked {
+                if checked.holds {
+                    self.release(ebpf, pid, checked.identity);
+                }
+            }
+        }
+    }
+
+    /// What the window found so far.
+    pub fn seen(&self, slot: u32) -> Vec<TlsSeen> {
+        let Some(watch) = self.windows.get(&slot) else {
+            return Vec::new();
+        };
+        watch
+            .seen
+            .iter()
+            .map(|(code, pids)| TlsSeen {
+                code: code.clone(),
+                read: pids
+                    .iter()
+                    .filter(|(_, r)| r.is_none())
+                    .map(|(p, _)| *p)
+                    .collect(),
+                not_read: pids
+                    .iter()
+                    .filter_map(|(p, r)| {
+                        r.as_ref().map(|r| NotRead {
+                            pid: *p,
+                            reason: r.clone(),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Looks at one process of a window and instruments its TLS code; true if it has code
+    /// `http` reads.
+    fn look_at(&mut self, ebpf: &mut Ebpf, slot: u32, pid: u32) -> bool {
+        let Some(identity) = identity(pid) else {
+            return false;
+        };
+        let Some(mut watch) = self.windows.remove(&slot) else {
+            return false;
+        };
+        let before = watch.checked.remove(&pid);
+        let (held, looks) = match before {
+            Some(c) if c.identity == identity => (c.holds, c.looks),
+            Some(c) => {
+                if c.holds {
+                    self.release(ebpf, pid, c.identity);
+                }
+                (false, 0)
+            }
+            None => (false, 0),
+        };
+        let mut code = tls_code::of_process(pid, &mut self.linked);
+        for known in watch.programs.get(&identity.exe).into_iter().flatten() {
+            if code.iter().all(|c| c.file != known.file) {
+                code.extend(known.in_process(pid));
+            }
+        }
+        let readable: Vec<&TlsCode> = code.iter().filter(|c| c.unread.is_none()).collect();
+        if !readable.is_empty() {
+            if watch.programs.len() >= MAX_PROGRAMS {
+                watch.programs.clear();
+            }
+            let program = readable.iter().map(|c| (*c).clone()).collect();
+            watch.programs.insert(identity.exe, program);
+        }
+        let mut refused = None;
+        let mut holds = held;
+        if !readable.is_empty() {
+            match self.ensure(ebpf, pid, identity, &readable, !held) {
+                Ok(()) => holds = true,
+                Err(reason) => refused = Some(reason),
+            }
+        }
+        for c in &code {
+            let reason = c
+                .unread
+                .map(str::to_string)
+                .or_else(|| refused.clone())
+                .or_else(|| self.unreadable(c));
+            let pids = watch.seen.entry(c.what.clone()).or_default();
+            if pids.len() < MAX_PROCESSES {
+                pids.insert(pid, reason);
+            }
+        }
+        watch.checked.insert(
+            pid,
+            Checked {
+                identity,
+                holds,
+                looks: looks.saturating_add(1),
+            },
+        );
+        self.windows.insert(slot, watch);
+        !readable.is_empty()
     }
 
     /// Why a file whose functions were looked for cannot be read (they were not found).
@@ -180,67 +323,80 @@ impl TlsProbes {
         }
     }
 
-    fn acquire(
+    /// Probes `code` for process `pid` (the files not probed for it yet); `new_ref`: a window
+    /// takes a reference on the process's probes.
+    fn ensure(
         &mut self,
         ebpf: &mut Ebpf,
         pid: u32,
         identity: Identity,
         code: &[&TlsCode],
+        new_ref: bool,
     ) -> Result<(), String> {
-        if let Some(p) = self.procs.get_mut(&pid) {
-            if p.identity == identity {
-                p.windows += 1;
-                return Ok(());
-            }
+        if self.procs.get(&pid).is_some_and(|p| p.identity != identity) {
             // Another process under a reused pid, or another program after exec.
             if let Some(p) = self.procs.remove(&pid) {
                 detach(p.links);
             }
         }
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or("pid 0")?);
-        let mut links = Vec::new();
-        let mut attached_any = false;
+        let entry = self.procs.entry(pid).or_insert_with(|| Instrumented {
+            identity,
+            windows: 0,
+            files: BTreeSet::new(),
+            links: Vec::new(),
+        });
         let mut last_error = None;
         for c in code {
+            if entry.files.contains(&c.file) {
+                continue;
+            }
             let offsets = self
                 .offsets
                 .entry(c.file)
                 .or_insert_with(|| tls_code::function_offsets(&c.path))
                 .clone();
-            let Ok(offsets) = offsets else {
-                continue;
+            let offsets = match offsets {
+                Ok(o) => o,
+                Err(e) => {
+                    last_error = Some(format!("{}: {e}", c.what));
+                    continue;
+                }
             };
             match attach_file(ebpf, &c.path, &offsets, scope) {
                 Ok(mut l) => {
-                    links.append(&mut l);
-                    attached_any = true;
+                    entry.links.append(&mut l);
+                    entry.files.insert(c.file);
                 }
                 Err(e) => last_error = Some(format!("{}: {e}", c.what)),
             }
         }
-        if !attached_any {
+        if entry.links.is_empty() {
+            self.procs.remove(&pid);
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err("the process exited before it could be instrumented".into());
+            }
             return Err(last_error.unwrap_or_else(|| "no TLS functions found".into()));
         }
+        if new_ref {
+            entry.windows += 1;
+        }
         mark(ebpf, pid, true);
-        self.procs.insert(
-            pid,
-            Instrumented {
-                identity,
-                windows: 1,
-                links,
-            },
-        );
         Ok(())
     }
 
-    fn release(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        if let Some(p) = self.procs.get_mut(&pid) {
-            p.windows -= 1;
-            if p.windows == 0 {
-                if let Some(p) = self.procs.remove(&pid) {
-                    detach(p.links);
-                    mark(ebpf, pid, false);
-                }
+    fn release(&mut self, ebpf: &mut Ebpf, pid: u32, identity: Identity) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if p.identity != identity {
+            return;
+        }
+        p.windows = p.windows.saturating_sub(1);
+        if p.windows == 0 {
+            if let Some(p) = self.procs.remove(&pid) {
+                detach(p.links);
+                mark(ebpf, pid, false);
             }
         }
     }
@@ -311,17 +467,35 @@ fn mark(ebpf: &mut Ebpf, pid: u32, on: bool) {
     }
 }
 
-/// Detaches uprobes side by side: each detach waits for the kernel to be done with the probe
-/// (~100 ms here), and those waits overlap.
+/// Detaches uprobes off the caller's path: each detach waits for the kernel to be done with
+/// the probe (~85 ms here, one after the other), and a window's close should not wait
+/// for them. A program that runs twice for a while (a process instrumented again before its
+/// old probes are gone) counts once: the second return finds its call already taken.
 fn detach(links: Vec<UProbeLink>) {
-    let t = std::time::Instant::now();
-    let n = links.len();
-    std::thread::scope(|s| {
-        for link in links {
-            s.spawn(move || drop(link));
+    static DETACHER: std::sync::OnceLock<
+        std::sync::Mutex<std::sync::mpsc::Sender<Vec<UProbeLink>>>,
+    > = std::sync::OnceLock::new();
+    let sender = DETACHER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+        let spawned = std::thread::Builder::new()
+            .name("recap-uprobe-detach".into())
+            .spawn(move || {
+                for links in rx {
+                    let t = std::time::Instant::now();
+                    let n = links.len();
+                    drop(links);
+                    log::debug!("{n} TLS uprobes detached in {:?}", t.elapsed());
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("no thread for detaching uprobes ({e}): detaching inline");
         }
+        std::sync::Mutex::new(tx)
     });
-    log::debug!("{n} TLS uprobes detached in {:?}", t.elapsed());
+    // If the thread is gone, the links come back in the error and are dropped here.
+    if let Ok(tx) = sender.lock() {
+        let _ = tx.send(links);
+    }
 }
 
 /// A process's start time (`/proc/PID/stat` field 22) and executable's inode.

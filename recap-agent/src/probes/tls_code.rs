@@ -4,7 +4,7 @@
 //! And where, in a file that has them, the `SSL_read`/`SSL_write` functions start.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fs::File,
     io::{BufRead, BufReader, Read},
     os::unix::fs::MetadataExt,
@@ -36,10 +36,31 @@ pub struct TlsCode {
     pub file: (u64, u64),
     /// Why `http` does not read it (None: it can, if its functions are found).
     pub unread: Option<&'static str>,
+    /// The library's path as the process sees it (None: the process's executable).
+    pub mapped: Option<String>,
 }
 
+impl TlsCode {
+    /// The same code, reached through another process `pid` that runs the same program: the
+    /// file it will map (None if it is not the same file there).
+    pub fn in_process(&self, pid: u32) -> Option<TlsCode> {
+        let path = match &self.mapped {
+            Some(p) => PathBuf::from(format!("/proc/{pid}/root{p}")),
+            None => PathBuf::from(format!("/proc/{pid}/exe")),
+        };
+        let meta = std::fs::metadata(&path).ok()?;
+        ((meta.dev(), meta.ino()) == self.file).then(|| TlsCode {
+            path,
+            ..self.clone()
+        })
+    }
+}
+
+/// What TLS code executables have linked in, by file (`st_dev`, `st_ino`): each read once.
+pub type LinkedCache = HashMap<(u64, u64), Linked>;
+
 /// The TLS code of process `pid`; empty if it is gone or has none.
-pub fn of_process(pid: u32) -> Vec<TlsCode> {
+pub fn of_process(pid: u32, linked: &mut LinkedCache) -> Vec<TlsCode> {
     let mut out = Vec::new();
     if let Ok(file) = File::open(format!("/proc/{pid}/maps")) {
         for (path, inode) in mapped_files(BufReader::new(file.take(MAX_MAPS_BYTES))) {
@@ -68,6 +89,7 @@ pub fn of_process(pid: u32) -> Vec<TlsCode> {
                 path: through_root,
                 file: (meta.dev(), meta.ino()),
                 unread,
+                mapped: Some(path),
             });
         }
     }
@@ -82,8 +104,13 @@ pub fn of_process(pid: u32) -> Vec<TlsCode> {
             path: exe.clone(),
             file: (meta.dev(), meta.ino()),
             unread,
+            mapped: None,
         };
-        match linked_tls(&exe) {
+        let file = (meta.dev(), meta.ino());
+        if linked.len() > 4096 {
+            linked.clear();
+        }
+        match *linked.entry(file).or_insert_with(|| linked_tls(&exe)) {
             Linked::OpenSsl => out.push(code(format!("OpenSSL in {name}"), None)),
             Linked::Go => out.push(code(
                 format!("Go crypto/tls in {name}"),
@@ -113,7 +140,8 @@ fn mapped_files(maps: impl BufRead) -> Vec<(String, u64)> {
     out
 }
 
-enum Linked {
+#[derive(Clone, Copy)]
+pub enum Linked {
     OpenSsl,
     Go,
     None,
@@ -122,11 +150,10 @@ enum Linked {
 /// TLS code linked into an executable: OpenSSL with its functions exported (Node.js), or
 /// Go's `crypto/tls`.
 fn linked_tls(path: &std::path::Path) -> Linked {
-    let Ok(file) = File::open(path) else {
+    let Ok(map) = Mapped::open(path) else {
         return Linked::None;
     };
-    let cache = object::ReadCache::new(file);
-    let Ok(obj) = object::File::parse(&cache) else {
+    let Ok(obj) = object::File::parse(map.bytes()) else {
         return Linked::None;
     };
     let exported = |name: &str| {
@@ -149,11 +176,23 @@ fn linked_tls(path: &std::path::Path) -> Linked {
 /// Where each of `TLS_FUNCTIONS` starts in the file (file offsets, as uprobes take them), in
 /// that order; an error names what is missing.
 pub fn function_offsets(path: &std::path::Path) -> Result<[u64; 4], String> {
-    let file = File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let cache = object::ReadCache::new(file);
-    let obj = object::File::parse(&cache).map_err(|e| format!("reading the ELF file: {e}"))?;
+    let map = Mapped::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let obj = object::File::parse(map.bytes()).map_err(|e| format!("reading the ELF file: {e}"))?;
     let mut found: BTreeMap<&str, u64> = BTreeMap::new();
-    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+    // The exported functions first; the full symbol table (large in a binary such as node)
+    // only if they are not all there.
+    let exported: Vec<_> = obj.dynamic_symbols().collect();
+    let all_exported = TLS_FUNCTIONS.iter().all(|(f, _)| {
+        exported
+            .iter()
+            .any(|s| s.is_definition() && s.name().is_ok_and(|n| n.split('@').next() == Some(f)))
+    });
+    let symbols: Box<dyn Iterator<Item = object::Symbol<'_, '_>>> = if all_exported {
+        Box::new(exported.into_iter())
+    } else {
+        Box::new(exported.into_iter().chain(obj.symbols()))
+    };
+    for sym in symbols {
         let Ok(name) = sym.name() else { continue };
         // Versioned names (`SSL_read@@OPENSSL_3.0.0`) are the same function.
         let name = name.split('@').next().unwrap_or(name);
@@ -181,6 +220,50 @@ pub fn function_offsets(path: &std::path::Path) -> Result<[u64; 4], String> {
             .ok_or_else(|| format!("{name} not found in its symbols (stripped?)"))?;
     }
     Ok(out)
+}
+
+/// A file mapped read-only into memory (private: a later change to the file does not show).
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len == 0 {
+            return Err(std::io::Error::other("empty file"));
+        }
+        // SAFETY: a fresh private read-only mapping of an open file; checked for failure.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes at `ptr` for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `open`.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }
 
 #[cfg(test)]

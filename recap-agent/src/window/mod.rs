@@ -69,11 +69,17 @@ pub struct SharedEngine {
 
 impl SharedEngine {
     pub fn loaded(engine: ProbeEngine) -> Self {
-        SharedEngine {
+        let shared = SharedEngine {
             engine: Arc::new(Mutex::new(Some(engine))),
             unload_when_idle: false,
             windows: 0,
+        };
+        if let Ok(guard) = shared.lock() {
+            if let Some(engine) = guard.as_ref() {
+                watch_new_processes(&shared.engine, engine);
+            }
         }
+        shared
     }
 
     /// Loaded by the first window, for up to `windows` open at once; unloaded when the last
@@ -94,7 +100,9 @@ impl SharedEngine {
     ) -> anyhow::Result<T> {
         let mut guard = self.lock()?;
         if guard.is_none() {
-            *guard = Some(ProbeEngine::load(self.windows)?);
+            let engine = ProbeEngine::load(self.windows)?;
+            watch_new_processes(&self.engine, &engine);
+            *guard = Some(engine);
         }
         f(guard.as_mut().expect("loaded above"))
     }
@@ -123,6 +131,52 @@ impl SharedEngine {
             guard.take(); // unloads every program and map
         }
         counts
+    }
+}
+
+/// A thread that instruments the TLS code of the targets' new processes as the kernel tells
+/// of them (`ProbeEngine::on_new_processes`), so that a short-lived process is covered too.
+/// It ends when the engine it was started for is unloaded.
+fn watch_new_processes(shared: &Arc<Mutex<Option<ProbeEngine>>>, engine: &ProbeEngine) {
+    let Some(fd) = engine
+        .new_processes_fd()
+        .and_then(|fd| fd.try_clone_to_owned().ok())
+    else {
+        return;
+    };
+    let id = engine.id;
+    let shared = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("recap-new-procs".into())
+        .spawn(move || {
+            use std::os::fd::AsRawFd;
+            let mut next: Option<Instant> = None;
+            loop {
+                let wait = next
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_secs(1));
+                let mut poll = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = wait.as_millis().clamp(1, 1000) as i32;
+                // SAFETY: one valid pollfd, for the duration of the call.
+                unsafe { libc::poll(&mut poll, 1, ms) };
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let Ok(mut guard) = shared.lock() else {
+                    return;
+                };
+                match guard.as_mut() {
+                    Some(engine) if engine.id == id => next = engine.on_new_processes(),
+                    _ => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no thread for the targets' new processes ({e}): their TLS code is instrumented at the next tick");
     }
 }
 
@@ -205,6 +259,8 @@ pub struct Window {
     pub info: ArmedWindow,
     engine: SharedEngine,
     probes: Option<WindowProbes>,
+    /// `http`: the TLS code found in the target's processes, as of the last tick.
+    tls_seen: Vec<TlsSeen>,
     docker: Option<Docker>,
     capsules: Option<RunningCapsules>,
     otlp: Option<Exporter>,
@@ -303,6 +359,7 @@ impl Window {
             next_otlp: armed_at,
             observers,
             last_counts: RawCounts::zeroed(),
+            tls_seen: Vec::new(),
         };
         if let Some(otlp) = &window.otlp {
             // In the background, like the periodic exports: a collector that is slow or down
@@ -314,11 +371,7 @@ impl Window {
     }
 
     fn snapshot(&self, counts: &RawCounts) -> WindowSummary {
-        let tls = self
-            .probes
-            .as_ref()
-            .map(|p| p.tls_seen())
-            .unwrap_or_default();
+        let tls = self.tls_seen.clone();
         self.info.summary(
             WindowStatus::Open,
             Instant::now(),
@@ -334,7 +387,8 @@ impl Window {
         if !self.info.target.is_alive() {
             return Some(WindowStatus::TargetExited);
         }
-        let probes = self.probes.as_mut()?;
+        let probes = self.probes.as_ref()?;
+        let tls_seen = &mut self.tls_seen;
         let read = tokio::task::block_in_place(|| {
             self.engine.with(|engine| {
                 engine.flush_logs();
@@ -345,7 +399,8 @@ impl Window {
                     }
                     Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
                 }
-                Ok(engine.read(&*probes)?)
+                *tls_seen = engine.tls_seen(probes);
+                Ok(engine.read(probes)?)
             })
         });
         match read {
@@ -403,13 +458,14 @@ impl Window {
         skip_flush: impl Future<Output = ()>,
     ) -> anyhow::Result<WindowSummary> {
         let ended = Instant::now();
-        let tls = self
-            .probes
-            .as_ref()
-            .map(|p| p.tls_seen())
-            .unwrap_or_default();
+        let mut tls = std::mem::take(&mut self.tls_seen);
         let closed = match self.probes.take() {
-            Some(probes) => tokio::task::block_in_place(|| self.engine.close(probes)),
+            Some(probes) => tokio::task::block_in_place(|| {
+                if let Ok(seen) = self.engine.with(|e| Ok(e.tls_seen(&probes))) {
+                    tls = seen;
+                }
+                self.engine.close(probes)
+            }),
             None => Ok(self.last_counts.clone()),
         };
         // Reports of the capsules that ran, and of those that failed to start.

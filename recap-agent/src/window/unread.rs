@@ -2,22 +2,37 @@
 //! in the target's processes whose plaintext `http` does not read (GnuTLS, NSS, Go's
 //! `crypto/tls`, an OpenSSL without its symbols), with the processes that run it.
 
+use std::collections::BTreeSet;
+
 use crate::probes::TlsSeen;
 
-/// The warning for TLS code found but not read, if any.
+/// The warning for TLS code found but not read, if any: processes none of whose TLS code is
+/// read (a process that also maps a library it may not use, as curl maps GnuTLS through
+/// librtmp, is not warned about when its OpenSSL is read; the summary's `tls` lists both).
 pub fn tls_warning(seen: &[TlsSeen]) -> Option<String> {
+    let read: BTreeSet<u32> = seen.iter().flat_map(|s| s.read.iter().copied()).collect();
     let list: Vec<String> = seen
         .iter()
-        .filter(|s| !s.read)
-        .map(|s| {
-            let shown: Vec<String> = s.pids.iter().take(8).map(u32::to_string).collect();
-            let more = if s.pids.len() > 8 {
-                format!(" and {} more", s.pids.len() - 8)
+        .filter_map(|s| {
+            let unread: Vec<_> = s
+                .not_read
+                .iter()
+                .filter(|n| !read.contains(&n.pid))
+                .collect();
+            if unread.is_empty() {
+                return None;
+            }
+            let shown: Vec<String> = unread
+                .iter()
+                .take(8)
+                .map(|n| format!("{} ({})", n.pid, n.reason))
+                .collect();
+            let more = if unread.len() > 8 {
+                format!(" and {} more", unread.len() - 8)
             } else {
                 String::new()
             };
-            let why = s.reason.as_deref().unwrap_or("not read");
-            format!("{} in PID {}{more} ({why})", s.code, shown.join(", "))
+            Some(format!("{} in PID {}{more}", s.code, shown.join(", ")))
         })
         .collect();
     if list.is_empty() {
@@ -32,30 +47,52 @@ pub fn tls_warning(seen: &[TlsSeen]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probes::NotRead;
 
     #[test]
-    fn only_tls_that_is_not_read_is_warned_about() {
-        let read = TlsSeen {
+    fn only_processes_with_no_tls_read_are_warned_about() {
+        let openssl = TlsSeen {
             code: "OpenSSL (libssl.so.3)".into(),
-            pids: vec![12, 13],
-            read: true,
-            reason: None,
+            read: vec![12, 13],
+            not_read: vec![NotRead {
+                pid: 15,
+                reason: "the process exited before it could be instrumented".into(),
+            }],
         };
-        assert!(tls_warning(std::slice::from_ref(&read)).is_none());
+        // 13 also maps GnuTLS: its OpenSSL is read, so no warning for it.
+        let gnutls = TlsSeen {
+            code: "GnuTLS (libgnutls.so.30)".into(),
+            read: vec![],
+            not_read: vec![NotRead {
+                pid: 13,
+                reason: "not read by http yet".into(),
+            }],
+        };
         let go = TlsSeen {
             code: "Go crypto/tls in server".into(),
-            pids: vec![14],
-            read: false,
-            reason: Some("Go's crypto/tls is not read by http yet".into()),
+            read: vec![],
+            not_read: vec![NotRead {
+                pid: 14,
+                reason: "Go's crypto/tls is not read by http yet".into(),
+            }],
         };
-        let w = tls_warning(&[read, go]).unwrap();
+        let w = tls_warning(&[openssl.clone(), gnutls.clone(), go]).unwrap();
         assert!(
             w.contains(
                 "Go crypto/tls in server in PID 14 (Go's crypto/tls is not read by http yet)"
             ),
             "{w}"
         );
-        assert!(!w.contains("libssl"), "{w}");
+        assert!(
+            w.contains("OpenSSL (libssl.so.3) in PID 15 (the process exited"),
+            "{w}"
+        );
+        assert!(!w.contains("GnuTLS"), "{w}");
+        let all_read = TlsSeen {
+            not_read: vec![],
+            ..openssl
+        };
+        assert!(tls_warning(&[all_read, gnutls]).is_none());
         assert!(tls_warning(&[]).is_none());
     }
 }

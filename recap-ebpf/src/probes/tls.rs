@@ -16,14 +16,17 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{bpf_get_attach_cookie, bpf_get_socket_cookie},
     },
-    macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext},
+    macros::{raw_tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
     EbpfContext,
 };
 use recap_common::{HttpConn, TlsCall, TlsKey, TLS_EX, TLS_WRITE};
 
 use super::http::feed;
-use crate::maps::{task_slot, window_epoch, HTTPS_CONNS, TLS_CALLS, TLS_SESSIONS};
+use crate::{
+    kernel::{task_tgid, task_tid},
+    maps::{task_slot, window_epoch, HTTPS_CONNS, TLS_CALLS, TLS_NEW_PROCS, TLS_SESSIONS},
+};
 
 /// Entry of `SSL_read(ssl, buf, num)`, `SSL_read_ex(ssl, buf, num, &readbytes)`,
 /// `SSL_write(ssl, buf, num)` and `SSL_write_ex(ssl, buf, num, &written)`.
@@ -60,6 +63,33 @@ pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
             .map(|n| n as i64)
             .unwrap_or(0)
     });
+    0
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`: a
+/// target's process runs a new program, whose TLS code user space instruments at once.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn recap_tls_exec(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let old_tid = ctx.arg::<u64>(1) as u32;
+    if task_slot(pid_tgid as u32) != 0 || task_slot(old_tid) != 0 {
+        let _ = TLS_NEW_PROCS.output::<u32>(&((pid_tgid >> 32) as u32), 0);
+    }
+    0
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, in the parent:
+/// a target's new process (not a thread) maps its parent's TLS code and needs probes of its own.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn recap_tls_fork(ctx: RawTracePointContext) -> i32 {
+    if task_slot(bpf_get_current_pid_tgid() as u32) == 0 {
+        return 0;
+    }
+    let child: u64 = ctx.arg(1);
+    let pid = task_tid(child);
+    if pid != 0 && pid == task_tgid(child) {
+        let _ = TLS_NEW_PROCS.output::<u32>(&pid, 0);
+    }
     0
 }
 
