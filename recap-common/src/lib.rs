@@ -94,6 +94,9 @@ pub enum Counter {
     /// Socket writes of target threads that carry a TLS record (application data) outside any
     /// TLS call `http` reads: TLS code that is not instrumented (yet, or not supported).
     HttpTlsNotRead,
+    /// Connections that started with the HTTP/2 preface (`PRI * HTTP/2.0`), as client or
+    /// server, in plaintext or TLS: HTTP/2 is not read yet, so their requests are not counted.
+    HttpH2Connections,
     /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
     /// queries whose question could not be read, and the sum of the answer latencies.
     DnsQueries,

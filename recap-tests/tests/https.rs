@@ -87,6 +87,11 @@ struct Nginx {
 
 impl Nginx {
     fn start(cert: &Cert, cg: Option<&TestCgroup>, name: &str) -> Self {
+        Nginx::start_with(cert, cg, name, "ssl")
+    }
+
+    /// `listen` parameters: `ssl`, or `ssl http2`.
+    fn start_with(cert: &Cert, cg: Option<&TestCgroup>, name: &str, listen: &str) -> Self {
         let dir = cert.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
@@ -95,7 +100,7 @@ impl Nginx {
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
-               server {{\n    listen 127.0.0.1:{port} ssl;\n\
+               server {{\n    listen 127.0.0.1:{port} {listen};\n\
                  ssl_certificate {};\n    ssl_certificate_key {};\n\
                  location = /ok {{ return 200 \"ok\\n\"; }}\n\
                  location = /fail {{ return 503; }}\n\
@@ -535,5 +540,33 @@ fn short_lived_https_clients_are_counted_or_said_to_be_missed() {
     }
     assert_eq!(http["server"]["started"], 0, "{http:#}");
     drop((py, server));
+    assert_no_residue();
+}
+
+/// HTTP/2 over TLS (ALPN h2) to nginx in the target: not read yet, and said so: the
+/// connection is counted as HTTP/2, no request is made up, and the warnings say it.
+#[test]
+fn http2_is_said_not_counted() {
+    if !require_root() {
+        return;
+    }
+    let cert = Cert::new();
+    let cg = TestCgroup::new("https-h2");
+    let server = Nginx::start_with(&cert, Some(&cg), "h2", "ssl http2");
+    let run = open_window(&cg);
+    let out = Command::new("curl")
+        .args(["-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}"])
+        .arg(format!("https://127.0.0.1:{}/ok", server.port))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2", "{out:?}");
+    let (s, err) = run.interrupt();
+    let http = &s["http"];
+    assert_eq!(http["http2_connections_not_read"], 1, "{http:#}\n{err}");
+    assert_eq!(http["server"]["started"], 0, "{http:#}");
+    assert_eq!(http["server"]["unparsable_responses"], 0, "{http:#}");
+    let warned = s["warnings"].to_string();
+    assert!(warned.contains("HTTP/2"), "{warned}");
+    drop(server);
     assert_no_residue();
 }

@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// agent (arming warm vs in-process, 1 to 128 open windows, its footprint), or HTTP
     /// (wrk against nginx in the target, request families on and off), or fleet windows
     /// (request → every node counting, 1 to 10 agents on etcd).
-    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http", "fleet"])]
+    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http", "https", "fleet"])]
     only: Option<String>,
     /// Seconds of wrk load per repetition of the HTTP benchmark.
     #[arg(long, default_value_t = 5)]
@@ -69,7 +69,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::bench_agent::run(&bin, args.reps)?;
     }
     if args.only.is_none() || args.only.as_deref() == Some("http") {
-        crate::bench_http::run(&bin, args.reps.min(6), args.http_seconds)?;
+        crate::bench_http::run(
+            &bin,
+            crate::bench_http::Scheme::Http,
+            args.reps.min(6),
+            args.http_seconds,
+        )?;
+    }
+    if args.only.is_none() || args.only.as_deref() == Some("https") {
+        crate::bench_http::run(
+            &bin,
+            crate::bench_http::Scheme::Https,
+            args.reps.min(6),
+            args.http_seconds,
+        )?;
     }
     if args.only.is_none() || args.only.as_deref() == Some("fleet") {
         crate::test::fleet_bench(&bin)?;

@@ -14,16 +14,41 @@ use anyhow::{bail, Context};
 
 use crate::{bench::DEFAULT_FAMILIES, cgroup::ScratchCgroup};
 
-/// One nginx worker: it gets one CPU, wrk the other.
-fn nginx_conf(dir: &Path, port: u16) -> String {
+/// One nginx worker: it gets one CPU, wrk the other. With `tls`, HTTPS (a self-signed
+/// certificate made in `dir`).
+fn nginx_conf(dir: &Path, port: u16, tls: bool) -> String {
     let d = dir.display();
+    let (ssl, certs) = if tls {
+        (
+            " ssl",
+            format!("    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;\n"),
+        )
+    } else {
+        ("", String::new())
+    };
     format!(
         "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
-           server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 10000000;\n\
+           server {{\n    listen 127.0.0.1:{port}{ssl};\n{certs}    keepalive_requests 10000000;\n\
              location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
     )
+}
+
+/// Plaintext HTTP or HTTPS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
 }
 
 struct Nginx {
@@ -33,15 +58,30 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(cgroup: &Path) -> anyhow::Result<Self> {
+    fn start(cgroup: &Path, scheme: Scheme) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("recap-bench-nginx-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        let tls = scheme == Scheme::Https;
+        if tls {
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(dir.join("key.pem"))
+                .arg("-out")
+                .arg(dir.join("cert.pem"))
+                .stderr(Stdio::null())
+                .status()
+                .context("running openssl (cargo xtask setup installs it)")?;
+            anyhow::ensure!(made.success(), "openssl could not make a certificate");
+        }
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(&dir, port))?;
+        std::fs::write(&conf, nginx_conf(&dir, port, tls))?;
         // The shell joins the target cgroup, then becomes nginx: master and worker are in it.
         let child = Command::new("sh")
             .arg("-c")
@@ -85,10 +125,10 @@ struct WrkRun {
     latency_p99_us: f64,
 }
 
-fn wrk(port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
+fn wrk(scheme: Scheme, port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
     let out = Command::new("wrk")
         .args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency"])
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(format!("{}://127.0.0.1:{port}/", scheme.name()))
         .output()
         .context("running wrk (cargo xtask setup installs it)")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -124,8 +164,8 @@ fn wrk(port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
     parsed.with_context(|| format!("reading wrk's output:\n{text}"))
 }
 
-/// Run count and run time (ns) of our loaded programs whose name starts with `prefix`.
-fn bpf_run_stats(prefix: &str) -> (u64, u64) {
+/// Run count and run time (ns) of our loaded programs whose name `which` picks.
+fn bpf_run_stats(which: impl Fn(&str) -> bool) -> (u64, u64) {
     let Ok(out) = Command::new("bpftool")
         .args(["prog", "show", "-j"])
         .output()
@@ -137,7 +177,7 @@ fn bpf_run_stats(prefix: &str) -> (u64, u64) {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .filter(|p| p["name"].as_str().is_some_and(&which))
         .fold((0, 0), |(cnt, ns), p| {
             (
                 cnt + p["run_cnt"].as_u64().unwrap_or(0),
@@ -176,20 +216,47 @@ struct Sample {
     counted: u64,
 }
 
-pub fn run(bin: &Path, reps: usize, seconds: u64) -> anyhow::Result<()> {
+/// Programs of the `http` family (the socket ones, and the TLS uprobes).
+fn http_program(name: &str) -> bool {
+    name.starts_with("recap_http_") || name.starts_with("recap_tls_")
+}
+
+pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Result<()> {
     let recap = bin.join("recap");
     let cgroup = ScratchCgroup::create("recap-bench-http")?;
-    let nginx = Nginx::start(&cgroup.dir)?;
-    let configs: [(&str, Option<&str>); 3] = [
-        ("no window", None),
-        ("window: http", Some("http")),
-        ("window: default families", Some(DEFAULT_FAMILIES)),
+    let nginx = Nginx::start(&cgroup.dir, scheme)?;
+    // Over TLS also an identical nginx outside the target, loaded while a window is open on
+    // the target: the uprobes are per process, so it must pay nothing.
+    let other_cgroup = ScratchCgroup::create("recap-bench-outside")?;
+    let other = match scheme {
+        Scheme::Https => Some(Nginx::start(&other_cgroup.dir, scheme)?),
+        Scheme::Http => None,
+    };
+    let mut configs: Vec<(&str, Option<&str>, u16)> = vec![
+        ("no window", None, nginx.port),
+        ("window: http", Some("http"), nginx.port),
+        (
+            "window: default families",
+            Some(DEFAULT_FAMILIES),
+            nginx.port,
+        ),
     ];
+    if let Some(other) = &other {
+        configs.push(("nginx outside the target, no window", None, other.port));
+        configs.push((
+            "nginx outside the target, window: http on the target",
+            Some("http"),
+            other.port,
+        ));
+    }
     let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
-    wrk(nginx.port, 1)?; // warm-up
+    for (_, _, port) in &configs {
+        wrk(scheme, *port, 1)?; // warm-up
+    }
     for rep in 0..reps {
-        eprint!("\rxtask: http, repetition {}/{reps}", rep + 1);
-        for (i, (_, families)) in configs.iter().enumerate() {
+        eprint!("\rxtask: {}, repetition {}/{reps}", scheme.name(), rep + 1);
+        for (i, (_, families, port)) in configs.iter().enumerate() {
+            let port = *port;
             let window = match families {
                 Some(f) => {
                     let mut hook = crate::bench::Hook::window(&recap, &cgroup.dir, f)?;
@@ -200,14 +267,14 @@ pub fn run(bin: &Path, reps: usize, seconds: u64) -> anyhow::Result<()> {
             };
             // Throughput with the kernel's run-time stats off (they cost two clock reads per
             // program run), then a shorter run with them on for the eBPF time per request.
-            let wrk = wrk(nginx.port, seconds)?;
+            let wrk = wrk(scheme, port, seconds)?;
             let (http_ns, all_ns, timed_requests) = if window.is_some() {
                 let stats = BpfStats::enable()?;
-                let (_, http_before) = bpf_run_stats("recap_http_");
-                let (_, all_before) = bpf_run_stats("recap_");
-                let timed = self::wrk(nginx.port, 2)?;
-                let (_, http_after) = bpf_run_stats("recap_http_");
-                let (_, all_after) = bpf_run_stats("recap_");
+                let (_, http_before) = bpf_run_stats(http_program);
+                let (_, all_before) = bpf_run_stats(|n| n.starts_with("recap_"));
+                let timed = self::wrk(scheme, port, 2)?;
+                let (_, http_after) = bpf_run_stats(http_program);
+                let (_, all_after) = bpf_run_stats(|n| n.starts_with("recap_"));
                 drop(stats);
                 let per_request = |ns: u64| ns as f64 / timed.requests.max(1) as f64;
                 (
@@ -240,15 +307,28 @@ pub fn run(bin: &Path, reps: usize, seconds: u64) -> anyhow::Result<()> {
     }
     eprintln!();
     drop(nginx);
+    let title = match scheme {
+        Scheme::Http => "HTTP",
+        Scheme::Https => "HTTPS (TLS 1.3, OpenSSL 3 in nginx: http reads it through uprobes)",
+    };
     println!(
-        "## HTTP: wrk -t1 -c16 (keep-alive) against nginx (1 worker) in the target, {seconds} s × {reps} interleaved reps (medians)\n"
+        "## {title}: wrk -t1 -c16 (keep-alive) against nginx (1 worker) in the target, {seconds} s × {reps} interleaved reps (medians)\n"
     );
     println!("| what is open | req/s | ratio | latency avg | ratio | latency p99 | eBPF ns per request (http programs, stats on) | (all our programs) | requests counted / wrk's |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let med = |v: &mut Vec<f64>| crate::bench::median(v);
     let base_rps = med(&mut samples[0].iter().map(|s| s.wrk.rps).collect());
     let base_lat = med(&mut samples[0].iter().map(|s| s.wrk.latency_avg_us).collect());
-    for ((name, families), s) in configs.iter().zip(&samples) {
+    for (i, ((name, families, _), s)) in configs.iter().zip(&samples).enumerate() {
+        // Rows of the outside nginx compare with its own no-window row.
+        let (base_rps, base_lat) = if i >= 3 {
+            (
+                med(&mut samples[3].iter().map(|s| s.wrk.rps).collect()),
+                med(&mut samples[3].iter().map(|s| s.wrk.latency_avg_us).collect()),
+            )
+        } else {
+            (base_rps, base_lat)
+        };
         let rps = med(&mut s.iter().map(|s| s.wrk.rps).collect());
         let lat = med(&mut s.iter().map(|s| s.wrk.latency_avg_us).collect());
         let p99 = med(&mut s.iter().map(|s| s.wrk.latency_p99_us).collect());
@@ -269,6 +349,10 @@ pub fn run(bin: &Path, reps: usize, seconds: u64) -> anyhow::Result<()> {
             lat / base_lat
         );
     }
-    println!("\n(Goal: ≤ 2 % req/s lost, ≤ 250 ns of eBPF time per request; Grafana Beyla publishes ~500 ns. A window counts responses written; wrk counts responses read before it stops, so the window may be ahead by up to its 16 connections.)");
+    let goal = match scheme {
+        Scheme::Http => "≤ 2 % req/s lost, ≤ 250 ns of eBPF time per request; Grafana Beyla publishes ~500 ns",
+        Scheme::Https => "≤ 3 % req/s lost; the eBPF time excludes the uprobes' traps, which the req/s ratio includes",
+    };
+    println!("\n(Goal: {goal}. A window counts responses written; wrk counts responses read before it stops, so the window may be ahead by up to its 16 connections.)");
     Ok(())
 }

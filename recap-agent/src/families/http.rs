@@ -108,7 +108,7 @@ metric!(
     "recap.http.anomalies",
     Counter,
     "{event}",
-    "What the http family saw but did not count as a request: pipelined requests, responses to requests before the window, response starts it could not read, TLS records written by TLS code it does not read.",
+    "What the http family saw but did not count as a request: pipelined requests, responses to requests before the window, response starts it could not read, TLS records written by TLS code it does not read, HTTP/2 connections (not read yet).",
     [ANOMALY]
 );
 
@@ -357,6 +357,10 @@ pub struct HttpSummary {
     /// sign of requests not counted, not a count of them.
     #[serde(default)]
     pub tls_records_not_read: u64,
+    /// Connections that started as HTTP/2 (its preface seen, in plaintext or over TLS): their
+    /// requests are not read yet, so not counted.
+    #[serde(default)]
+    pub http2_connections_not_read: u64,
 }
 
 pub fn summarise(c: &RawCounts) -> HttpSummary {
@@ -411,6 +415,7 @@ pub fn summarise(c: &RawCounts) -> HttpSummary {
         pipelined: c.get(Counter::HttpPipelined),
         unmatched_responses: c.get(Counter::HttpUnmatchedResponses),
         tls_records_not_read: c.get(Counter::HttpTlsNotRead),
+        http2_connections_not_read: c.get(Counter::HttpH2Connections),
     }
 }
 
@@ -447,16 +452,18 @@ impl FamilyReport for HttpSummary {
         let unread = self.pipelined
             + self.unmatched_responses
             + self.tls_records_not_read
+            + self.http2_connections_not_read
             + self.server.unparsable_responses
             + self.client.unparsable_responses;
         if unread > 0 {
             let _ = writeln!(
                 o,
-                "  not counted: {} pipelined, {} responses to earlier requests, {} unreadable response starts, {} TLS records written by TLS code not read",
+                "  not counted: {} pipelined, {} responses to earlier requests, {} unreadable response starts, {} TLS records written by TLS code not read, {} HTTP/2 connections",
                 self.pipelined,
                 self.unmatched_responses,
                 self.server.unparsable_responses + self.client.unparsable_responses,
-                self.tls_records_not_read
+                self.tls_records_not_read,
+                self.http2_connections_not_read
             );
         }
     }
@@ -500,6 +507,7 @@ impl FamilyReport for HttpSummary {
                 self.server.unparsable_responses + self.client.unparsable_responses,
             ),
             ("tls_record_not_read", self.tls_records_not_read),
+            ("http2_connection_not_read", self.http2_connections_not_read),
         ] {
             out.push(Sample::new(
                 &ANOMALIES,

@@ -479,6 +479,9 @@ impl Window {
         summary
             .warnings
             .extend(unread::tls_warning(&summary.meta.tls));
+        summary.warnings.extend(unread::http2_warning(
+            counts.get(recap_common::Counter::HttpH2Connections),
+        ));
         if self.info.target.contains_recap() {
             summary.warnings.push(
                 "recap itself runs in the target cgroup: its own threads are left out of syscalls/proc/cpu, but its sockets (exports, Docker API) count in tcp/net; run recap from another cgroup".into(),

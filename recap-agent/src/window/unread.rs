@@ -1,6 +1,7 @@
 //! What a window's request families cannot read, said instead of left as a silent 0: TLS code
 //! in the target's processes whose plaintext `http` does not read (GnuTLS, NSS, Go's
-//! `crypto/tls`, an OpenSSL without its symbols), with the processes that run it.
+//! `crypto/tls`, an OpenSSL without its symbols), with the processes that run it, and HTTP/2
+//! connections.
 
 use std::collections::BTreeSet;
 
@@ -42,6 +43,15 @@ pub fn tls_warning(seen: &[TlsSeen]) -> Option<String> {
         "http: the target's processes use TLS that http does not read: {}; their requests over TLS are not counted",
         list.join("; ")
     ))
+}
+
+/// The warning for HTTP/2 connections seen (their preface), whose requests are not counted.
+pub fn http2_warning(connections: u64) -> Option<String> {
+    (connections > 0).then(|| {
+        format!(
+            "http: {connections} connection(s) of the target speak HTTP/2 (gRPC, h2 over TLS or h2c), whose requests http does not read yet: they are not counted"
+        )
+    })
 }
 
 #[cfg(test)]

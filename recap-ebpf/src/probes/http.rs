@@ -226,6 +226,12 @@ fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len
     } else {
         (HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER)
     };
+    // HTTP/2's connection preface: not read yet (its requests are HPACK-coded frames); said.
+    if conn.role == 0 && len >= 8 && word(p) == H2_PREFACE.0 {
+        add(slot, Counter::HttpH2Connections, 1);
+        conn.role = HTTP_UPGRADED;
+        return true;
+    }
     let may_start_request = conn.role == 0 || (conn.role == request_side && conn.pending == 0);
     if may_start_request && len <= METHOD_MAX && method_prefix(p, len) {
         carry(conn, incoming, p, len);
@@ -392,6 +398,7 @@ fn method(p: &[u8; PREFIX], len: usize) -> u8 {
 }
 
 const HTTP_1: (u64, u64) = pattern(b"HTTP/1.");
+const H2_PREFACE: (u64, u64) = pattern(b"PRI * HT");
 
 /// A non-empty start that a request line could go on from: a method token, or the token and
 /// its space, cut before the request target (`GE`, `GET `: a client's writes, split).
