@@ -330,6 +330,7 @@ pub mod maps {
     pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
     pub const TLS_PROCS: &str = "TLS_PROCS";
     pub const TLS_NEW_PROCS: &str = "TLS_NEW_PROCS";
+    pub const TLS_WINDOWS: &str = "TLS_WINDOWS";
     pub const HTTPS_CONNS: &str = "HTTPS_CONNS";
     pub const DNS_PENDING: &str = "DNS_PENDING";
     pub const DNS_QTYPE: &str = "DNS_QTYPE";

@@ -107,6 +107,16 @@ pub static TLS_SESSIONS: LruHashMap<TlsKey, u64> = LruHashMap::with_max_entries(
 #[map(name = "TLS_PROCS")]
 pub static TLS_PROCS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
+/// `http` over TLS: 1 for a window slot that has TLS code instrumented (set by user space): only
+/// then do its threads' socket calls look for a TLS call in progress.
+#[map(name = "TLS_WINDOWS")]
+pub static TLS_WINDOWS: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn tls_window(slot: u32) -> bool {
+    TLS_WINDOWS.get(slot).is_some_and(|&v| v != 0)
+}
+
 /// `http` over TLS: the target's new processes (pids), for user space to instrument their TLS
 /// code before they use it.
 #[map(name = "TLS_NEW_PROCS")]

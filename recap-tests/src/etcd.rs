@@ -2,7 +2,6 @@
 //! or without TLS (certificates made here with openssl), members killed and restarted at will.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -20,14 +19,6 @@ struct Member {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -124,8 +115,8 @@ impl EtcdCluster {
         let members = (1..=3)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
+                client_port: crate::free_tcp_port(),
+                peer_port: crate::free_tcp_port(),
                 child: None,
             })
             .collect();

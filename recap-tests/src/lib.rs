@@ -122,6 +122,15 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A loopback TCP port no one listens on now (the kernel's pick).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A loopback TCP server outside every target: accepts, drains, closes. Counts bytes received.
 pub struct TcpSink {
     pub port: u16,
@@ -329,7 +338,7 @@ pub fn recap(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Names of our maps as the kernel lists them (it keeps 15 bytes).
-const OUR_MAPS: [&str; 16] = [
+const OUR_MAPS: [&str; 17] = [
     "AYA_LOGS",
     "TASK_SLOTS",
     "WINDOW_CGROUPS",
@@ -346,6 +355,7 @@ const OUR_MAPS: [&str; 16] = [
     "HTTPS_CONNS",
     "TLS_PROCS",
     "TLS_NEW_PROCS",
+    "TLS_WINDOWS",
 ];
 
 /// What of ours is still in the kernel: program, link and map lines from bpftool.

@@ -60,14 +60,6 @@ impl Drop for Cert {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_listening(port: u16, what: &str) {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -94,7 +86,7 @@ impl Nginx {
     fn start_with(cert: &Cert, cg: Option<&TestCgroup>, name: &str, listen: &str) -> Self {
         let dir = cert.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
+        let port = free_tcp_port();
         let d = dir.display();
         let conf = format!(
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
@@ -344,7 +336,7 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
     let cg = TestCgroup::new("https-served");
     let inside = Nginx::start(&cert, Some(&cg), "inside");
     let outside = Nginx::start(&cert, None, "outside");
-    let node_port = free_port();
+    let node_port = free_tcp_port();
     let mut node_server = cg
         .command("node")
         .arg(script("server.js"))

@@ -6,14 +6,6 @@ use std::net::SocketAddr;
 
 use recap_tests::{cri::CriRuntime, *};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn gets(port: u16, n: usize) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     for _ in 0..n {
@@ -41,7 +33,7 @@ fn a_pod_window_covers_its_containers_and_one_container_narrows_it() {
         return;
     }
     let mut cri = CriRuntime::start("pods");
-    let (web, side) = (free_port(), free_port());
+    let (web, side) = (free_tcp_port(), free_tcp_port());
     let httpd = |port: u16| -> Vec<String> {
         [
             "/bin/busybox",

@@ -112,7 +112,8 @@ impl ProgramSet {
             .map_max_entries(maps::TASK_SLOTS, pid_max.div_ceil(TIDS_PER_ENTRY))
             .map_max_entries(maps::COUNTERS, slots * Counter::COUNT)
             .map_max_entries(maps::WINDOW_CGROUPS, MAX_WINDOWS)
-            .map_max_entries(maps::WINDOW_EPOCH, slots);
+            .map_max_entries(maps::WINDOW_EPOCH, slots)
+            .map_max_entries(maps::TLS_WINDOWS, slots);
         for family in Family::ALL {
             for array in family.slot_arrays() {
                 loader.map_max_entries(array.map, slots * array.len);

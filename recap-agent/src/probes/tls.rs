@@ -213,6 +213,7 @@ impl TlsProbes {
     /// Stops watching a window, letting go of everything it holds.
     pub fn close(&mut self, ebpf: &mut Ebpf, slot: u32) {
         self.rechecks.retain(|r| r.slot != slot);
+        mark_window(ebpf, slot, false);
         if let Some(watch) = self.windows.remove(&slot) {
             for (pid, checked) in watch.checked {
                 if checked.holds {
@@ -288,7 +289,10 @@ impl TlsProbes {
         let mut holds = held;
         if !readable.is_empty() {
             match self.ensure(ebpf, pid, identity, &readable, !held) {
-                Ok(()) => holds = true,
+                Ok(()) => {
+                    holds = true;
+                    mark_window(ebpf, slot, true);
+                }
                 Err(reason) => refused = Some(reason),
             }
         }
@@ -464,6 +468,18 @@ fn mark(ebpf: &mut Ebpf, pid: u32, on: bool) {
     };
     if let Err(e) = done {
         log::debug!("TLS_PROCS for {pid}: {e}");
+    }
+}
+
+/// Tells the socket programs whether a window has TLS code instrumented (`TLS_WINDOWS`).
+fn mark_window(ebpf: &mut Ebpf, slot: u32, on: bool) {
+    let Some(map) = ebpf.map_mut(maps::TLS_WINDOWS) else {
+        return;
+    };
+    if let Ok(mut windows) = aya::maps::Array::<&mut MapData, u32>::try_from(map) {
+        if let Err(e) = windows.set(slot, u32::from(on), 0) {
+            log::debug!("TLS_WINDOWS[{slot}]: {e}");
+        }
     }
 }
 

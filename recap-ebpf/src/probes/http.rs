@@ -24,7 +24,9 @@ use recap_common::{
     HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
 };
 
-use crate::maps::{add, http_state, log2_bucket, task_slot, window_epoch, HTTP_REQS, TLS_PROCS};
+use crate::maps::{
+    add, http_state, log2_bucket, task_slot, tls_window, window_epoch, HTTP_REQS, TLS_PROCS,
+};
 
 const PREFIX: usize = HTTP_PREFIX;
 /// Longest method token plus its space (`CONNECT `, `OPTIONS `): a start no longer than this
@@ -100,7 +102,7 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     let sk: *mut core::ffi::c_void = ctx.arg(0);
     // I/O inside a TLS library call carries its records: the call names the connection, and
     // its plaintext is read when it returns (`tls.rs`).
-    if super::tls::inside_call(pid_tgid, sk) {
+    if tls_window(slot) && super::tls::inside_call(pid_tgid, sk) {
         return;
     }
     let ret: i32 = ctx.arg(1);
