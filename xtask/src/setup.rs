@@ -80,7 +80,15 @@ const PACKAGES: &[(&str, &str)] = &[
         "openssl",
         "fleet tests make the etcd cluster's TLS certificates",
     ),
-    ("nginx-light", "the http benchmark's server"),
+    (
+        "nginx-light",
+        "the http benchmark's server; the https tests' TLS server",
+    ),
+    ("curl", "the https tests' client (OpenSSL through libcurl)"),
+    (
+        "nodejs",
+        "the https tests' Node.js server and client (its own OpenSSL)",
+    ),
     ("wrk", "the http benchmark's load"),
 ];
 
