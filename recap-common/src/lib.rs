@@ -217,6 +217,8 @@ pub const TLS_FUNCTIONS: [(&str, u64); 4] = [
     ("SSL_write", TLS_WRITE),
     ("SSL_write_ex", TLS_WRITE | TLS_EX),
 ];
+/// `SSL_free(ssl)`: the session's state goes with it (`programs::TLS_FREE` at its entry).
+pub const TLS_FREE_FUNCTION: &str = "SSL_free";
 /// The function writes (sends) plaintext; otherwise it reads.
 pub const TLS_WRITE: u64 = 1;
 /// An `_ex` function: returns 1 and stores the byte count through its fourth argument.
@@ -361,6 +363,7 @@ pub mod programs {
     /// uprobes on a TLS library: one entry program, one return program per function.
     pub const TLS_CALL: &str = "recap_tls_call";
     pub const TLS_RETURN: &str = "recap_tls_ret";
+    pub const TLS_FREE: &str = "recap_tls_free";
     /// A target's new process (exec, fork), told to user space to be instrumented at once.
     pub const TLS_EXEC: &str = "recap_tls_exec";
     pub const TLS_FORK: &str = "recap_tls_fork";
@@ -368,7 +371,7 @@ pub mod programs {
     pub const DNS_EGRESS: &str = "recap_dns_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -388,6 +391,7 @@ pub mod programs {
         HTTP_CLOSE,
         TLS_CALL,
         TLS_RETURN,
+        TLS_FREE,
         TLS_EXEC,
         TLS_FORK,
         DNS_INGRESS,

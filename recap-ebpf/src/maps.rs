@@ -93,9 +93,11 @@ pub fn http_state(sk: *mut c_void, create: Option<&mut HttpConn>) -> *mut HttpCo
 #[map(name = "HTTP_REQS")]
 pub static HTTP_REQS: PerCpuHashMap<HttpKey, HttpStat> = PerCpuHashMap::with_max_entries(4096, 1);
 
-/// `http` over TLS: each target thread's TLS library call in progress, by pid_tgid.
+/// `http` over TLS: each target thread's TLS library call in progress, by pid_tgid; removed at
+/// the call's return or the thread's exit (an LRU: a call whose return probe was detached
+/// mid-call cannot fill it).
 #[map(name = "TLS_CALLS")]
-pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(4096, 0);
+pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(4096, 0);
 
 /// `http` over TLS: the connection (socket cookie) each TLS session was last seen doing socket
 /// I/O on, for its calls that make none (reads served from the library's buffer).

@@ -68,21 +68,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.only.is_none() || args.only.as_deref() == Some("agent") {
         crate::bench_agent::run(&bin, args.reps)?;
     }
-    if args.only.is_none() || args.only.as_deref() == Some("http") {
-        crate::bench_http::run(
-            &bin,
-            crate::bench_http::Scheme::Http,
-            args.reps.min(6),
-            args.http_seconds,
-        )?;
-    }
-    if args.only.is_none() || args.only.as_deref() == Some("https") {
-        crate::bench_http::run(
-            &bin,
-            crate::bench_http::Scheme::Https,
-            args.reps.min(6),
-            args.http_seconds,
-        )?;
+    for scheme in [
+        crate::bench_http::Scheme::Http,
+        crate::bench_http::Scheme::Https,
+    ] {
+        if args.only.is_none() || args.only.as_deref() == Some(scheme.name()) {
+            crate::bench_http::run(&bin, scheme, args.reps.min(6), args.http_seconds)?;
+        }
     }
     if args.only.is_none() || args.only.as_deref() == Some("fleet") {
         crate::test::fleet_bench(&bin)?;

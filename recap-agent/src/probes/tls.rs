@@ -23,7 +23,7 @@ use aya::{
 use recap_common::{maps, programs, TLS_FUNCTIONS};
 use serde::{Deserialize, Serialize};
 
-use super::tls_code::{self, LinkedCache, TlsCode};
+use super::tls_code::{self, LinkedCache, Offsets, TlsCode};
 use crate::targets::cgroup;
 
 /// Processes of a window looked at, at most.
@@ -57,7 +57,7 @@ struct Watch {
     /// The TLS code each program (by its executable's inode) was found running in this
     /// window: a new process of a program seen before is probed at its exec, before the
     /// dynamic loader has mapped its libraries.
-    programs: HashMap<u64, Vec<TlsCode>>,
+    programs: HashMap<(u64, u64), Vec<TlsCode>>,
     /// By code, each process that runs it and why it is not read (None: it is).
     seen: BTreeMap<String, BTreeMap<u32, Option<String>>>,
 }
@@ -67,7 +67,8 @@ struct Watch {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Identity {
     start: u64,
-    exe: u64,
+    /// The executable's `(st_dev, st_ino)`.
+    exe: (u64, u64),
 }
 
 struct Checked {
@@ -102,7 +103,7 @@ pub struct TlsProbes {
     windows: HashMap<u32, Watch>,
     rechecks: Vec<Recheck>,
     /// `TLS_FUNCTIONS` offsets by file (`st_dev`, `st_ino`), or why they are not known.
-    offsets: HashMap<(u64, u64), Result<[u64; 4], String>>,
+    offsets: HashMap<(u64, u64), Result<Offsets, String>>,
     linked: LinkedCache,
 }
 
@@ -142,8 +143,11 @@ impl TlsProbes {
             cgroup::subtree_procs(&watch.cgroup_dir)
         } else {
             cgroup::procs(&watch.cgroup_dir)
-        }
-        .unwrap_or_default();
+        };
+        // Unreadable for a moment (or gone): nothing is let go on that account.
+        let Ok(pids) = pids else {
+            return 0;
+        };
         let present: BTreeSet<u32> = pids.iter().copied().take(MAX_PROCESSES).collect();
         let gone: Vec<(u32, Identity)> = watch
             .checked
@@ -274,7 +278,7 @@ impl TlsProbes {
         let mut code = tls_code::of_process(pid, &mut self.linked);
         for known in watch.programs.get(&identity.exe).into_iter().flatten() {
             if code.iter().all(|c| c.file != known.file) {
-                code.extend(known.in_process(pid));
+                code.push(known.in_process(pid));
             }
         }
         let readable: Vec<&TlsCode> = code.iter().filter(|c| c.unread.is_none()).collect();
@@ -341,6 +345,7 @@ impl TlsProbes {
             // Another process under a reused pid, or another program after exec.
             if let Some(p) = self.procs.remove(&pid) {
                 detach(p.links);
+                mark(ebpf, pid, false);
             }
         }
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or("pid 0")?);
@@ -355,10 +360,13 @@ impl TlsProbes {
             if entry.files.contains(&c.file) {
                 continue;
             }
+            if self.offsets.len() > MAX_PROGRAMS {
+                self.offsets.clear();
+            }
             let offsets = self
                 .offsets
                 .entry(c.file)
-                .or_insert_with(|| tls_code::function_offsets(&c.path))
+                .or_insert_with(|| tls_code::function_offsets(c))
                 .clone();
             let offsets = match offsets {
                 Ok(o) => o,
@@ -367,7 +375,7 @@ impl TlsProbes {
                     continue;
                 }
             };
-            match attach_file(ebpf, &c.path, &offsets, scope) {
+            match attach_file(ebpf, c, &offsets, scope) {
                 Ok(mut l) => {
                     entry.links.append(&mut l);
                     entry.files.insert(c.file);
@@ -406,19 +414,31 @@ impl TlsProbes {
     }
 }
 
-/// The entry and return probes of every function in `offsets`, for one process; all or none.
+/// The entry and return probes of every function in `offsets`, and the entry of `SSL_free`,
+/// for one process; all or none. Attached through the file as opened and checked
+/// (`/proc/self/fd/N`), so the kernel probes that file and no other the path may lead to now.
 fn attach_file(
     ebpf: &mut Ebpf,
-    path: &Path,
-    offsets: &[u64; 4],
+    code: &TlsCode,
+    offsets: &Offsets,
     scope: UProbeScope,
 ) -> Result<Vec<UProbeLink>, String> {
+    use std::os::fd::AsRawFd;
+    let file = code.open().map_err(|e| format!("opening it: {e}"))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let mut points = Vec::new();
+    for (&(_, function), offset) in TLS_FUNCTIONS.iter().zip(offsets.calls) {
+        if let Some(offset) = offset {
+            points.push((programs::TLS_CALL, None, offset));
+            points.push((programs::TLS_RETURN, Some(function), offset));
+        }
+    }
+    if let Some(offset) = offsets.free {
+        points.push((programs::TLS_FREE, None, offset));
+    }
     let mut links = Vec::new();
-    for (&(_, function), &offset) in TLS_FUNCTIONS.iter().zip(offsets) {
-        for (program, cookie) in [
-            (programs::TLS_CALL, None),
-            (programs::TLS_RETURN, Some(function)),
-        ] {
+    for (program, cookie, offset) in points {
+        {
             let prog: &mut UProbe = ebpf
                 .program_mut(program)
                 .ok_or_else(|| format!("program {program} missing from the eBPF object"))?
@@ -437,7 +457,7 @@ fn attach_file(
                         location: UProbeAttachLocation::AbsoluteOffset(offset),
                         cookie,
                     },
-                    path,
+                    &path,
                     scope,
                 )
                 .map_err(|e| {
@@ -520,7 +540,8 @@ fn identity(pid: u32) -> Option<Identity> {
     // Fields after the command (which may hold spaces and parentheses): state is field 3.
     let rest = &stat[stat.rfind(')')? + 2..];
     let start = rest.split(' ').nth(19)?.parse().ok()?;
-    let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?.ino();
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    let exe = (meta.dev(), meta.ino());
     Some(Identity { start, exe })
 }
 
@@ -532,7 +553,7 @@ mod tests {
     fn a_process_is_identified_by_its_start_and_its_program() {
         let me = identity(std::process::id()).unwrap();
         assert_eq!(identity(std::process::id()), Some(me));
-        assert!(me.start > 0 && me.exe > 0);
+        assert!(me.start > 0 && me.exe.1 > 0);
         assert_eq!(identity(0), None);
     }
 }

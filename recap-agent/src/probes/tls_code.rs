@@ -2,17 +2,25 @@
 //! (`libssl.so.*`, also BoringSSL builds of it), OpenSSL linked into the executable with its
 //! symbols exported (Node.js), Go's `crypto/tls`, and the libraries `http` cannot read yet.
 //! And where, in a file that has them, the `SSL_read`/`SSL_write` functions start.
+//!
+//! The files belong to the target: they are reached through the kernel's own links to what
+//! the process maps (`/proc/PID/map_files/…`, `/proc/PID/exe`); a library a new process has
+//! not mapped yet, by its path in the process's root, which the target could redirect with a
+//! symlink: so every file is first opened as a bare reference (`O_PATH`), checked to be the
+//! regular file the kernel named (device and inode) and of a bounded size, then read through
+//! that reference with `pread` (a file the target truncates meanwhile gives a parse error,
+//! not a signal), and probed through it.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
     io::{BufRead, BufReader, Read},
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::PathBuf,
 };
 
 use object::{Object, ObjectSection, ObjectSymbol};
-use recap_common::TLS_FUNCTIONS;
+use recap_common::{TLS_FREE_FUNCTION, TLS_FUNCTIONS};
 
 /// Libraries found by file name (up to the `.so`) that `http` does not read, and what they are.
 const UNREAD_LIBRARIES: &[(&str, &str)] = &[
@@ -24,13 +32,19 @@ const UNREAD_LIBRARIES: &[(&str, &str)] = &[
 
 /// Bytes of a process's maps read, at most.
 const MAX_MAPS_BYTES: u64 = 4 << 20;
+/// Largest file whose symbols are read (Node.js's executable is ~100 MB).
+const MAX_ELF_BYTES: u64 = 512 << 20;
+/// Symbols looked at in one file, at most.
+const MAX_SYMBOLS: usize = 2_000_000;
 
 /// One piece of TLS code a process has mapped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsCode {
     /// What it is, as the summary says it: `OpenSSL (libssl.so.3)`, `OpenSSL in node`.
     pub what: String,
-    /// The file, as the agent opens it (through the process's root or its `exe` link).
+    /// The kernel's link to the file (`/proc/PID/map_files/…`, `/proc/PID/exe`), or, for a
+    /// library a new process has not mapped yet, its path through the process's root (then
+    /// only the file with `file`'s device and inode is taken).
     pub path: PathBuf,
     /// `(st_dev, st_ino)` of that file: one symbol lookup per file, whatever the process.
     pub file: (u64, u64),
@@ -41,19 +55,49 @@ pub struct TlsCode {
 }
 
 impl TlsCode {
-    /// The same code, reached through another process `pid` that runs the same program: the
-    /// file it will map (None if it is not the same file there).
-    pub fn in_process(&self, pid: u32) -> Option<TlsCode> {
+    /// The same code, reached through another process `pid` that runs the same program (a
+    /// new process whose loader has not mapped the library yet).
+    pub fn in_process(&self, pid: u32) -> TlsCode {
         let path = match &self.mapped {
             Some(p) => PathBuf::from(format!("/proc/{pid}/root{p}")),
             None => PathBuf::from(format!("/proc/{pid}/exe")),
         };
-        let meta = std::fs::metadata(&path).ok()?;
-        ((meta.dev(), meta.ino()) == self.file).then(|| TlsCode {
+        TlsCode {
             path,
             ..self.clone()
-        })
+        }
     }
+
+    /// The file, opened and checked to be the one found (see the module's comment).
+    pub fn open(&self) -> std::io::Result<File> {
+        open_checked(&self.path, Some(self.file))
+    }
+}
+
+/// Opens a target's file: first as a bare reference (`O_PATH`: opening a device or a FIFO a
+/// symlink points at has no effect and never blocks), checked to be a regular file of a
+/// bounded size, and the file `expected` names if given; only then for reading.
+fn open_checked(path: &std::path::Path, expected: Option<(u64, u64)>) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let reference = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = reference.metadata()?;
+    let refuse = |why: &str| Err(std::io::Error::other(format!("{}: {why}", path.display())));
+    if !meta.is_file() {
+        return refuse("not a regular file");
+    }
+    if meta.len() > MAX_ELF_BYTES {
+        return refuse("larger than the 512 MiB whose symbols are read");
+    }
+    if expected.is_some_and(|e| e != (meta.dev(), meta.ino())) {
+        return refuse("not the file the process maps");
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", reference.as_raw_fd()))
 }
 
 /// What TLS code executables have linked in, by file (`st_dev`, `st_ino`): each read once.
@@ -63,8 +107,8 @@ pub type LinkedCache = HashMap<(u64, u64), Linked>;
 pub fn of_process(pid: u32, linked: &mut LinkedCache) -> Vec<TlsCode> {
     let mut out = Vec::new();
     if let Ok(file) = File::open(format!("/proc/{pid}/maps")) {
-        for (path, inode) in mapped_files(BufReader::new(file.take(MAX_MAPS_BYTES))) {
-            let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+        for m in mapped_files(BufReader::new(file.take(MAX_MAPS_BYTES))) {
+            let name = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
             let (what, unread) = if name.starts_with("libssl.so") {
                 (format!("OpenSSL ({name})"), None)
             } else if let Some((_, lib)) = UNREAD_LIBRARIES
@@ -75,21 +119,20 @@ pub fn of_process(pid: u32, linked: &mut LinkedCache) -> Vec<TlsCode> {
             } else {
                 continue;
             };
-            // The path is the process's view (its mount namespace): reach it through its root,
-            // and only if it is still the file that is mapped.
-            let through_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
-            let Ok(meta) = std::fs::metadata(&through_root) else {
+            // The kernel's link to the mapped file itself: no path of the target's to follow.
+            let link = PathBuf::from(format!("/proc/{pid}/map_files/{}", m.range));
+            let Ok(meta) = std::fs::metadata(&link) else {
                 continue;
             };
-            if meta.ino() != inode {
+            if !meta.is_file() || meta.ino() != m.inode {
                 continue;
             }
             out.push(TlsCode {
                 what,
-                path: through_root,
+                path: link,
                 file: (meta.dev(), meta.ino()),
                 unread,
-                mapped: Some(path),
+                mapped: Some(m.path),
             });
         }
     }
@@ -99,18 +142,18 @@ pub fn of_process(pid: u32, linked: &mut LinkedCache) -> Vec<TlsCode> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let file = (meta.dev(), meta.ino());
         let code = |what: String, unread| TlsCode {
             what,
             path: exe.clone(),
-            file: (meta.dev(), meta.ino()),
+            file,
             unread,
             mapped: None,
         };
-        let file = (meta.dev(), meta.ino());
         if linked.len() > 4096 {
             linked.clear();
         }
-        match *linked.entry(file).or_insert_with(|| linked_tls(&exe)) {
+        match *linked.entry(file).or_insert_with(|| linked_tls(&exe, file)) {
             Linked::OpenSsl => out.push(code(format!("OpenSSL in {name}"), None)),
             Linked::Go => out.push(code(
                 format!("Go crypto/tls in {name}"),
@@ -122,19 +165,38 @@ pub fn of_process(pid: u32, linked: &mut LinkedCache) -> Vec<TlsCode> {
     out
 }
 
-/// The files a maps listing maps, each once, with the inode the kernel shows.
-fn mapped_files(maps: impl BufRead) -> Vec<(String, u64)> {
-    let mut out: Vec<(String, u64)> = Vec::new();
+/// A file mapped by a process, as its maps listing shows it.
+#[derive(Debug, PartialEq, Eq)]
+struct Mapping {
+    /// `start-end`, the name of its link in `/proc/PID/map_files`.
+    range: String,
+    inode: u64,
+    path: String,
+}
+
+/// The files a maps listing maps, each once (its first mapping), with the inode the kernel
+/// shows. A path may hold spaces; a file deleted since it was mapped is left out.
+fn mapped_files(maps: impl BufRead) -> Vec<Mapping> {
+    let mut out: Vec<Mapping> = Vec::new();
     for line in maps.lines().map_while(Result::ok) {
-        let mut fields = line.split_whitespace();
-        let (Some(inode), Some(path)) = (fields.nth(4), fields.next()) else {
+        // range perms offset dev inode path: the path is the rest of the line.
+        let mut fields = line.splitn(6, ' ');
+        let (Some(range), Some(inode)) = (fields.next(), fields.nth(3)) else {
             continue;
         };
-        let (Ok(inode), true) = (inode.parse::<u64>(), path.starts_with('/')) else {
+        let path = fields.next().unwrap_or("").trim_start();
+        let Ok(inode) = inode.parse::<u64>() else {
             continue;
         };
-        if inode != 0 && !out.iter().any(|(p, _)| p == path) {
-            out.push((path.to_string(), inode));
+        if inode == 0 || !path.starts_with('/') || path.ends_with(" (deleted)") {
+            continue;
+        }
+        if !out.iter().any(|m| m.path == path) {
+            out.push(Mapping {
+                range: range.to_string(),
+                inode,
+                path: path.to_string(),
+            });
         }
     }
     out
@@ -149,15 +211,17 @@ pub enum Linked {
 
 /// TLS code linked into an executable: OpenSSL with its functions exported (Node.js), or
 /// Go's `crypto/tls`.
-fn linked_tls(path: &std::path::Path) -> Linked {
-    let Ok(map) = Mapped::open(path) else {
+fn linked_tls(path: &std::path::Path, file: (u64, u64)) -> Linked {
+    let Ok(f) = open_checked(path, Some(file)) else {
         return Linked::None;
     };
-    let Ok(obj) = object::File::parse(map.bytes()) else {
+    let cache = object::ReadCache::new(f);
+    let Ok(obj) = object::File::parse(&cache) else {
         return Linked::None;
     };
     let exported = |name: &str| {
         obj.dynamic_symbols()
+            .take(MAX_SYMBOLS)
             .any(|s| s.is_definition() && s.name() == Ok(name))
     };
     if exported("SSL_read") && exported("SSL_write") {
@@ -166,6 +230,7 @@ fn linked_tls(path: &std::path::Path) -> Linked {
     if obj.section_by_name(".go.buildinfo").is_some()
         && obj
             .symbols()
+            .take(MAX_SYMBOLS)
             .any(|s| s.name() == Ok("crypto/tls.(*Conn).Read"))
     {
         return Linked::Go;
@@ -173,97 +238,66 @@ fn linked_tls(path: &std::path::Path) -> Linked {
     Linked::None
 }
 
-/// Where each of `TLS_FUNCTIONS` starts in the file (file offsets, as uprobes take them), in
-/// that order; an error names what is missing.
-pub fn function_offsets(path: &std::path::Path) -> Result<[u64; 4], String> {
-    let map = Mapped::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let obj = object::File::parse(map.bytes()).map_err(|e| format!("reading the ELF file: {e}"))?;
-    let mut found: BTreeMap<&str, u64> = BTreeMap::new();
-    // The exported functions first; the full symbol table (large in a binary such as node)
-    // only if they are not all there.
-    let exported: Vec<_> = obj.dynamic_symbols().collect();
-    let all_exported = TLS_FUNCTIONS.iter().all(|(f, _)| {
-        exported
-            .iter()
-            .any(|s| s.is_definition() && s.name().is_ok_and(|n| n.split('@').next() == Some(f)))
-    });
-    let symbols: Box<dyn Iterator<Item = object::Symbol<'_, '_>>> = if all_exported {
-        Box::new(exported.into_iter())
-    } else {
-        Box::new(exported.into_iter().chain(obj.symbols()))
-    };
-    for sym in symbols {
-        let Ok(name) = sym.name() else { continue };
+/// Where the functions `http` probes start in a file (file offsets, as uprobes take them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    /// `TLS_FUNCTIONS`, in that order; the `_ex` ones are absent before OpenSSL 1.1.1.
+    pub calls: [Option<u64>; 4],
+    /// `SSL_free`.
+    pub free: Option<u64>,
+}
+
+/// The `Offsets` of the code's file; an error if `SSL_read` or `SSL_write` is missing.
+pub fn function_offsets(code: &TlsCode) -> Result<Offsets, String> {
+    let file = code.open().map_err(|e| format!("opening it: {e}"))?;
+    let cache = object::ReadCache::new(file);
+    let obj = object::File::parse(&cache).map_err(|e| format!("reading the ELF file: {e}"))?;
+    let wanted =
+        |name: &str| name == TLS_FREE_FUNCTION || TLS_FUNCTIONS.iter().any(|(f, _)| *f == name);
+    let mut found: BTreeMap<String, u64> = BTreeMap::new();
+    let look = |found: &mut BTreeMap<String, u64>, sym: object::Symbol<'_, '_, _>| {
+        let Ok(name) = sym.name() else { return };
         // Versioned names (`SSL_read@@OPENSSL_3.0.0`) are the same function.
         let name = name.split('@').next().unwrap_or(name);
-        let Some((wanted, _)) = TLS_FUNCTIONS.iter().find(|(f, _)| *f == name) else {
-            continue;
-        };
-        if found.contains_key(wanted) || !sym.is_definition() {
-            continue;
+        if !wanted(name) || found.contains_key(name) || !sym.is_definition() {
+            return;
         }
         let Some(section) = sym
             .section_index()
             .and_then(|i| obj.section_by_index(i).ok())
         else {
-            continue;
+            return;
         };
-        let Some((file_start, _)) = section.file_range() else {
-            continue;
+        let (Some((file_start, _)), Some(within)) = (
+            section.file_range(),
+            sym.address().checked_sub(section.address()),
+        ) else {
+            return;
         };
-        found.insert(wanted, sym.address() - section.address() + file_start);
-    }
-    let mut out = [0u64; 4];
-    for (i, (name, _)) in TLS_FUNCTIONS.iter().enumerate() {
-        out[i] = *found
-            .get(name)
-            .ok_or_else(|| format!("{name} not found in its symbols (stripped?)"))?;
-    }
-    Ok(out)
-}
-
-/// A file mapped read-only into memory (private: a later change to the file does not show).
-struct Mapped {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Mapped {
-    fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        use std::os::fd::AsRawFd;
-        let file = File::open(path)?;
-        let len = file.metadata()?.len() as usize;
-        if len == 0 {
-            return Err(std::io::Error::other("empty file"));
+        if let Some(offset) = file_start.checked_add(within) {
+            found.insert(name.to_string(), offset);
         }
-        // SAFETY: a fresh private read-only mapping of an open file; checked for failure.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
+    };
+    // The exported functions first; the full symbol table (large in a binary such as node)
+    // only if they are not all there.
+    for sym in obj.dynamic_symbols().take(MAX_SYMBOLS) {
+        look(&mut found, sym);
+    }
+    if found.len() < TLS_FUNCTIONS.len() + 1 {
+        for sym in obj.symbols().take(MAX_SYMBOLS) {
+            look(&mut found, sym);
         }
-        Ok(Mapped { ptr, len })
     }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `len` readable bytes at `ptr` for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    let calls = TLS_FUNCTIONS.map(|(name, _)| found.get(name).copied());
+    for (i, name) in [(0, "SSL_read"), (2, "SSL_write")] {
+        if calls[i].is_none() {
+            return Err(format!("{name} not found in its symbols (stripped?)"));
+        }
     }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping made in `open`.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
+    Ok(Offsets {
+        calls,
+        free: found.get(TLS_FREE_FUNCTION).copied(),
+    })
 }
 
 #[cfg(test)]
@@ -271,19 +305,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mapped_files_are_listed_once_with_their_inode() {
+    fn mapped_files_are_listed_once_with_their_inode_and_range() {
         let maps = "\
-55d0c0a00000-55d0c0a2d000 r--p 00000000 fe:00 1234 /usr/sbin/nginx
+55d0c0a00000-55d0c0a2d000 r--p 00000000 fe:00 1234                       /usr/sbin/nginx
 7f1e2c000000-7f1e2c05c000 r--p 00000000 fe:00 2345 /usr/lib/x86_64-linux-gnu/libssl.so.3
 7f1e2c05c000-7f1e2c0b8000 r-xp 0005c000 fe:00 2345 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f1e2d000000-7f1e2d001000 r--p 00000000 fe:00 3456 /opt/my app/libssl.so.3
+7f1e2d100000-7f1e2d101000 r--p 00000000 fe:00 4567 /tmp/libssl.so.3 (deleted)
 7f1e2e000000-7f1e2e001000 rw-p 00000000 00:00 0
-7ffd1e000000-7ffd1e021000 rw-p 00000000 00:00 0 [stack]
+7ffd1e000000-7ffd1e021000 rw-p 00000000 00:00 0                          [stack]
 ";
+        let m = mapped_files(maps.as_bytes());
+        let got: Vec<(&str, u64, &str)> = m
+            .iter()
+            .map(|m| (m.range.as_str(), m.inode, m.path.as_str()))
+            .collect();
         assert_eq!(
-            mapped_files(maps.as_bytes()),
+            got,
             [
-                ("/usr/sbin/nginx".to_string(), 1234),
-                ("/usr/lib/x86_64-linux-gnu/libssl.so.3".to_string(), 2345)
+                ("55d0c0a00000-55d0c0a2d000", 1234, "/usr/sbin/nginx"),
+                (
+                    "7f1e2c000000-7f1e2c05c000",
+                    2345,
+                    "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+                ),
+                ("7f1e2d000000-7f1e2d001000", 3456, "/opt/my app/libssl.so.3"),
             ]
         );
     }
@@ -291,11 +337,39 @@ mod tests {
     #[test]
     fn this_machines_libssl_has_the_functions() {
         // The test machines have Debian's OpenSSL 3 (curl, which setup installs, uses it).
-        let lib = std::path::Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
-        let offsets = function_offsets(lib).unwrap();
-        assert!(offsets.iter().all(|&o| o > 0));
-        let mut distinct = offsets.to_vec();
+        let path = PathBuf::from("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        let meta = std::fs::metadata(&path).unwrap();
+        let code = TlsCode {
+            what: "OpenSSL".into(),
+            path,
+            file: (meta.dev(), meta.ino()),
+            unread: None,
+            mapped: None,
+        };
+        let offsets = function_offsets(&code).unwrap();
+        let calls: Vec<u64> = offsets.calls.iter().map(|o| o.unwrap()).collect();
+        let mut distinct = calls.clone();
+        distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), 4, "{offsets:?}");
+        assert!(offsets.free.is_some_and(|f| !calls.contains(&f)));
+        // Another file under the same path is refused.
+        let other = TlsCode {
+            file: (meta.dev(), meta.ino() + 1),
+            ..code
+        };
+        assert!(function_offsets(&other)
+            .unwrap_err()
+            .contains("not the file"));
+        // A FIFO is not waited on.
+        let dir = std::env::temp_dir().join(format!("recap-tls-code-{}", std::process::id()));
+        let _ = std::fs::create_dir(&dir);
+        let fifo = dir.join("libssl.so.3");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = open_checked(&fifo, None).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

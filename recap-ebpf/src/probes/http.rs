@@ -81,7 +81,7 @@ pub fn recap_http_end(ctx: BtfTracePointContext) -> i32 {
 
 /// Counts the connection's pending request, if any, as aborted.
 #[inline(always)]
-fn aborted(conn: &HttpConn) {
+pub fn aborted(conn: &HttpConn) {
     if conn.pending != 0 && conn.epoch == window_epoch(conn.slot) {
         let counter = if conn.role == HTTP_ROLE_SERVER {
             Counter::HttpServerAborted

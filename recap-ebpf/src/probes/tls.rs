@@ -93,6 +93,24 @@ pub fn recap_tls_fork(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Entry of `SSL_free(ssl)`: a session followed by its `SSL *` ends (its pending request, if
+/// any, was aborted), and its pointer may serve the next session.
+#[uprobe]
+pub fn recap_tls_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let session = TlsKey {
+        owner: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        id: ctx.arg(0).unwrap_or(0),
+    };
+    let _ = TLS_SESSIONS.remove(&session);
+    if let Some(conn) = unsafe { HTTPS_CONNS.get(&session) }.copied() {
+        let _ = HTTPS_CONNS.remove(&session);
+        super::http::aborted(&conn);
+    }
+    0
+}
+
 /// Called by the socket programs for every socket I/O of a target thread: true if the thread
 /// is inside a TLS call, whose connection is then `sk`.
 #[inline(always)]
