@@ -112,11 +112,12 @@ impl EtcdCluster {
         if tls {
             make_certs(&dir);
         }
+        let ports = crate::free_tcp_ports(6);
         let members = (1..=3)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: crate::free_tcp_port(),
-                peer_port: crate::free_tcp_port(),
+                client_port: ports[2 * i - 2],
+                peer_port: ports[2 * i - 1],
                 child: None,
             })
             .collect();
@@ -291,7 +292,8 @@ impl EtcdCluster {
     }
 
     pub fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Three members electing a leader on a loaded 2-CPU machine: give them a minute.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (ok, out) = self.etcdctl(None, &["endpoint", "health", "--cluster"]);
             if ok {

@@ -124,11 +124,18 @@ impl Drop for TestCgroup {
 
 /// A loopback TCP port no one listens on now (the kernel's pick).
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_tcp_ports(1)[0]
+}
+
+/// `n` distinct such ports: each is held until all are picked, so the kernel cannot hand the
+/// same one out twice.
+pub fn free_tcp_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// A loopback TCP server outside every target: accepts, drains, closes. Counts bytes received.
