@@ -95,8 +95,21 @@ pub enum Counter {
     /// TLS call `http` reads: TLS code that is not instrumented (yet, or not supported).
     HttpTlsNotRead,
     /// Connections that started with the HTTP/2 preface (`PRI * HTTP/2.0`), as client or
-    /// server, in plaintext or TLS: HTTP/2 is not read yet, so their requests are not counted.
+    /// server, in plaintext or TLS: their frames are read (`H2Event`).
     HttpH2Connections,
+    /// HTTP/2 frame bytes the kernel could not hand to user space (its ring buffer was full):
+    /// the connection's header compression state is unknown from there on.
+    Http2Lost,
+    /// HTTP/2 connections whose framing was lost (more frames in one I/O than the program
+    /// walks, or bytes of a frame header not readable): not read from there on.
+    Http2Desync,
+    /// Filled by user space from the frames: streams reset (`RST_STREAM`) or refused by
+    /// `GOAWAY` while their request waited for its response; `GOAWAY` frames.
+    Http2Resets,
+    Http2Goaways,
+    /// HTTP/2 requests counted with a method, status or path `unknown`: the field was coded
+    /// against header-compression state from before the window (or lost).
+    Http2Unknown,
     /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
     /// queries whose question could not be read, and the sum of the answer latencies.
     DnsQueries,
@@ -138,9 +151,15 @@ pub struct HttpKey {
     pub method: u8,
     /// 1: read from a TLS library's plaintext (HTTPS); 0: from the socket.
     pub tls: u8,
-    pub _pad: [u8; 3],
+    /// The protocol version, as `HTTP_VERSIONS` indexes it (0: not known).
+    pub version: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<HttpKey>() == 12);
+
+/// OTel `network.protocol.version` values by `HttpKey::version`.
+pub const HTTP_VERSIONS: [&str; 4] = ["", "1.0", "1.1", "2"];
+pub const HTTP_VERSION_2: u8 = 3;
 
 /// Requests with one key: how many, their summed duration and its log2 histogram.
 #[repr(C)]
@@ -173,15 +192,75 @@ pub struct HttpConn {
     pub carry_in: u8,
     /// 1: a TLS connection's plaintext state (kept by connection cookie in `HTTPS_CONNS`).
     pub tls: u8,
-    pub _pad: [u8; 6],
+    /// `HTTP_H2`: the side the target is (`HTTP_ROLE_*`, from who sent the preface).
+    pub h2_side: u8,
+    pub _pad: [u8; 5],
     pub carry: [u8; HTTP_PREFIX],
+    /// `HTTP_H2`: the framing of each direction (0: sent, 1: received).
+    pub h2: [H2Framing; 2],
 }
-const _: () = assert!(core::mem::size_of::<HttpConn>() == 48);
+const _: () = assert!(core::mem::size_of::<HttpConn>() == 96);
+
+/// Where one direction of an HTTP/2 connection is in its frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct H2Framing {
+    /// Bytes of the current frame's payload still to come.
+    pub left: u32,
+    /// Events sent for this direction (user space sees a gap when one was lost).
+    pub seq: u32,
+    /// 1: the current frame's payload is handed to user space.
+    pub ship: u8,
+    /// Bytes of a frame header cut by the end of an I/O, kept in `hdr`.
+    pub hdr_len: u8,
+    /// 1: framing lost; nothing more is read in this direction.
+    pub lost: u8,
+    pub _pad: [u8; 5],
+    pub hdr: [u8; 8],
+}
+const _: () = assert!(core::mem::size_of::<H2Framing>() == 24);
+
+/// An HTTP/2 frame header is 9 bytes: length (24 bits), type, flags, stream id.
+pub const H2_FRAME_HEADER: usize = 9;
+/// Payload bytes per `H2Event` at most (a longer header block takes several).
+pub const H2_CHUNK: usize = 256;
+/// Frame types whose payload user space needs: the header blocks (HEADERS, PUSH_PROMISE,
+/// CONTINUATION: they move the HPACK state), RST_STREAM and GOAWAY. DATA and the rest are
+/// walked over in the kernel, never copied.
+pub const H2_SHIPPED_TYPES: u16 = (1 << 1) | (1 << 3) | (1 << 5) | (1 << 7) | (1 << 9);
+
+pub const H2_START: u8 = 1;
+pub const H2_CLOSED: u8 = 2;
+
+/// Bytes of one direction of an HTTP/2 connection handed to user space, in order: the shipped
+/// frames' headers and payloads (`start`: `data` begins with a frame header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct H2Event {
+    /// The connection: `owner` 0 and its socket cookie, or a TLS session (`TlsKey`).
+    pub conn: TlsKey,
+    pub ts_ns: u64,
+    pub epoch: u64,
+    pub slot: u32,
+    /// This direction's event count (`H2Framing::seq`) before this one.
+    pub seq: u32,
+    pub len: u16,
+    pub incoming: u8,
+    pub side: u8,
+    /// `H2_START`: `data` begins with a frame header; `H2_CLOSED`: the connection ended
+    /// (no data); 0: more of the frame's payload.
+    pub start: u8,
+    pub tls: u8,
+    pub _pad: [u8; 2],
+    pub data: [u8; H2_FRAME_HEADER + H2_CHUNK],
+}
 
 /// How many bytes of each send/receive the `http` family reads: a request line's method and
 /// the start of its target, or a status line's code.
 pub const HTTP_PREFIX: usize = 16;
 pub const HTTP_UPGRADED: u8 = 3;
+/// Role of a connection that speaks HTTP/2 (its side in `HttpConn::h2_side`).
+pub const HTTP_H2: u8 = 4;
 
 /// A TLS library call of a target thread (`SSL_read`, `SSL_write`, `_ex`), from its entry to
 /// its return: the plaintext buffer, and the connection named by the socket I/O the library
@@ -310,6 +389,8 @@ pub mod offsets {
     pub const PT_REGS_ORIG_AX: u64 = 15 * 8;
     /// Its `si`: a syscall's second argument (the buffer of read/write/send/recv).
     pub const PT_REGS_SI: u64 = 13 * 8;
+    /// Its `dx`: the third (an iovec count for readv/writev).
+    pub const PT_REGS_DX: u64 = 12 * 8;
 }
 
 /// Map names, declared once.
@@ -334,6 +415,7 @@ pub mod maps {
     pub const TLS_NEW_PROCS: &str = "TLS_NEW_PROCS";
     pub const TLS_WINDOWS: &str = "TLS_WINDOWS";
     pub const HTTPS_CONNS: &str = "HTTPS_CONNS";
+    pub const HTTP2_FRAMES: &str = "HTTP2_FRAMES";
     pub const DNS_PENDING: &str = "DNS_PENDING";
     pub const DNS_QTYPE: &str = "DNS_QTYPE";
     pub const DNS_RCODE: &str = "DNS_RCODE";
@@ -416,6 +498,7 @@ mod pod {
     unsafe impl aya::Pod for super::HttpConn {}
     unsafe impl aya::Pod for super::TlsCall {}
     unsafe impl aya::Pod for super::TlsKey {}
+    unsafe impl aya::Pod for super::H2Event {}
     unsafe impl aya::Pod for super::DnsKey {}
     unsafe impl aya::Pod for super::DnsPending {}
 }

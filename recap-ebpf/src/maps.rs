@@ -131,6 +131,16 @@ pub static TLS_NEW_PROCS: RingBuf = RingBuf::with_byte_size(16384, 0);
 #[map(name = "HTTPS_CONNS")]
 pub static HTTPS_CONNS: LruHashMap<TlsKey, HttpConn> = LruHashMap::with_max_entries(8192, 0);
 
+/// `http` over HTTP/2: the header-block, `RST_STREAM` and `GOAWAY` frames of the target's
+/// HTTP/2 connections (`H2Event`s), for user space to decode (HPACK). 1 MiB: ~3,000 events;
+/// a full buffer drops events, which user space sees as a gap in `seq`.
+#[map(name = "HTTP2_FRAMES")]
+pub static HTTP2_FRAMES: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Each thread's HTTP/2 walk in progress, by pid_tgid (`probes/http2.rs` says why not the stack).
+#[map(name = "H2_WALKS")]
+pub static H2_WALKS: HashMap<u64, crate::probes::http2::Walk> = HashMap::with_max_entries(4096, 0);
+
 /// `dns`: queries waiting for their answer.
 #[map(name = "DNS_PENDING")]
 pub static DNS_PENDING: LruHashMap<DnsKey, DnsPending> = LruHashMap::with_max_entries(16384, 0);

@@ -3,6 +3,7 @@ mod baseline;
 mod cpu;
 mod dns;
 mod http;
+pub mod http2;
 mod net;
 mod proc;
 mod syscalls;

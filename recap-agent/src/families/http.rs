@@ -20,6 +20,7 @@ use aya::{
 };
 use recap_common::{
     maps, programs, Counter, HttpKey, HttpStat, HTTP_BUCKETS, HTTP_METHODS, HTTP_ROLE_SERVER,
+    HTTP_VERSIONS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,27 @@ pub const SCHEME: Attr = Attr {
     otel: "url.scheme",
     prom: "url_scheme",
 };
+/// `1.0`, `1.1` or `2`.
+pub const VERSION: Attr = Attr {
+    otel: "network.protocol.version",
+    prom: "network_protocol_version",
+};
+pub const RPC_SYSTEM: Attr = Attr {
+    otel: "rpc.system",
+    prom: "rpc_system",
+};
+pub const RPC_SERVICE: Attr = Attr {
+    otel: "rpc.service",
+    prom: "rpc_service",
+};
+pub const RPC_METHOD: Attr = Attr {
+    otel: "rpc.method",
+    prom: "rpc_method",
+};
+pub const GRPC_STATUS: Attr = Attr {
+    otel: "rpc.grpc.status_code",
+    prom: "rpc_grpc_status_code",
+};
 pub const SIDE: Attr = Attr {
     otel: "recap.http.side",
     prom: "side",
@@ -63,8 +85,8 @@ metric!(
     "http.server.request.duration",
     Histogram,
     "s",
-    "HTTP/1.x requests the target served, by method, status and scheme (https: read from the TLS library's plaintext): request's first byte read to response's first byte written (log2 buckets).",
-    [METHOD, STATUS, SCHEME]
+    "HTTP requests the target served, by method, status, scheme (https: read from the TLS library's plaintext) and protocol version (HTTP/2: per stream): request's start read to response's status written (log2 buckets).",
+    [METHOD, STATUS, SCHEME, VERSION]
 );
 metric!(
     CLIENT_DURATION,
@@ -72,8 +94,26 @@ metric!(
     "http.client.request.duration",
     Histogram,
     "s",
-    "HTTP/1.x requests the target made, by method, status and scheme (https: read from the TLS library's plaintext): request's first byte written to response's first byte read (log2 buckets).",
-    [METHOD, STATUS, SCHEME]
+    "HTTP requests the target made, by method, status, scheme (https: read from the TLS library's plaintext) and protocol version (HTTP/2: per stream): request's start written to response's status read (log2 buckets).",
+    [METHOD, STATUS, SCHEME, VERSION]
+);
+metric!(
+    RPC_SERVER_DURATION,
+    "rpc_server_duration_seconds",
+    "rpc.server.duration",
+    Histogram,
+    "s",
+    "gRPC calls the target served, by service, method and grpc-status: request headers read to trailers written, a streaming call once with its whole duration (log2 buckets).",
+    [RPC_SYSTEM, RPC_SERVICE, RPC_METHOD, GRPC_STATUS]
+);
+metric!(
+    RPC_CLIENT_DURATION,
+    "rpc_client_duration_seconds",
+    "rpc.client.duration",
+    Histogram,
+    "s",
+    "gRPC calls the target made, by service, method and grpc-status: request headers written to trailers read (log2 buckets).",
+    [RPC_SYSTEM, RPC_SERVICE, RPC_METHOD, GRPC_STATUS]
 );
 metric!(
     IN_FLIGHT,
@@ -108,13 +148,15 @@ metric!(
     "recap.http.anomalies",
     Counter,
     "{event}",
-    "What the http family saw but did not count as a request: pipelined requests, responses to requests before the window, response starts it could not read, TLS records written by TLS code it does not read, HTTP/2 connections (not read yet).",
+    "What the http family saw but did not count as a request, or counted with a field unknown: pipelined requests, responses to requests before the window, response starts it could not read, TLS records written by TLS code it does not read; HTTP/2 streams reset, GOAWAY frames, requests with a field unknown (HPACK state from before the window), frames lost, connections whose framing was lost.",
     [ANOMALY]
 );
 
-static METRICS: [&MetricDef; 6] = [
+static METRICS: [&MetricDef; 8] = [
     &SERVER_DURATION,
     &CLIENT_DURATION,
+    &RPC_SERVER_DURATION,
+    &RPC_CLIENT_DURATION,
     &IN_FLIGHT,
     &ABORTED,
     &INTERIM,
@@ -228,16 +270,24 @@ impl ProbeFamily for Http {
     }
 }
 
-/// The side, method and status of a group of requests, as read back from the kernel's key
-/// (`server GET 200`).
+/// The side, method, status, scheme and version of a group of requests, as named counts
+/// carry it (`server GET 200 https 1.1`): read back from the kernel's key (HTTP/1.x) or made
+/// by the HTTP/2 decoder (`http2::tally`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct RequestKey {
-    server: bool,
-    method: &'static str,
-    status: u16,
+pub struct RequestKey {
+    pub server: bool,
+    /// One of `HTTP_METHODS`, or `other`, or `unknown` (HTTP/2: not decodable).
+    pub method: &'static str,
+    /// 0: unknown (HTTP/2: not decodable).
+    pub status: u16,
     /// Read from a TLS library's plaintext.
-    tls: bool,
+    pub tls: bool,
+    /// `HTTP_VERSIONS` index.
+    pub version: u8,
 }
+
+/// Methods an HTTP/2 request may have beyond `HTTP_METHODS`.
+const OTHER_METHODS: [&str; 2] = ["other", crate::http2::streams::UNKNOWN];
 
 impl From<HttpKey> for RequestKey {
     fn from(k: HttpKey) -> Self {
@@ -246,6 +296,7 @@ impl From<HttpKey> for RequestKey {
             method: HTTP_METHODS.get(k.method as usize).copied().unwrap_or(""),
             status: k.status,
             tls: k.tls != 0,
+            version: k.version,
         }
     }
 }
@@ -253,34 +304,101 @@ impl From<HttpKey> for RequestKey {
 impl std::fmt::Display for RequestKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let side = if self.server { "server" } else { "client" };
-        write!(f, "{side} {} {}", self.method, self.status)?;
-        if self.tls {
-            f.write_str(" tls")?;
-        }
-        Ok(())
+        let scheme = if self.tls { "https" } else { "http" };
+        let version = HTTP_VERSIONS
+            .get(self.version as usize)
+            .copied()
+            .unwrap_or("");
+        write!(
+            f,
+            "{side} {} {} {scheme} {version}",
+            self.method, self.status
+        )
     }
 }
 
 impl RequestKey {
     fn parse(s: &str) -> Option<Self> {
         let mut parts = s.split(' ');
-        let server = match parts.next()? {
-            "server" => true,
-            "client" => false,
-            _ => return None,
-        };
+        let server = side(parts.next()?)?;
         let method = parts.next()?;
-        let method = HTTP_METHODS.iter().copied().find(|m| *m == method)?;
+        let method = HTTP_METHODS
+            .iter()
+            .chain(&OTHER_METHODS)
+            .copied()
+            .find(|m| !m.is_empty() && *m == method)?;
         let status = parts.next()?.parse().ok()?;
-        let tls = match parts.next() {
-            None => false,
-            Some("tls") => true,
-            Some(_) => return None,
-        };
-        Some(RequestKey {
+        let tls = scheme(parts.next()?)?;
+        let version = parts.next()?;
+        let version = HTTP_VERSIONS.iter().position(|v| *v == version)? as u8;
+        parts.next().is_none().then_some(RequestKey {
             server,
             method,
             status,
+            tls,
+            version,
+        })
+    }
+}
+
+fn side(s: &str) -> Option<bool> {
+    match s {
+        "server" => Some(true),
+        "client" => Some(false),
+        _ => None,
+    }
+}
+
+fn scheme(s: &str) -> Option<bool> {
+    match s {
+        "https" => Some(true),
+        "http" => Some(false),
+        _ => None,
+    }
+}
+
+/// A group of gRPC calls as named counts carry it (`grpc server 0 https /pkg.Svc/Method`):
+/// `code` is `grpc-status`, `None` when it could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GrpcKey {
+    pub server: bool,
+    pub path: String,
+    pub code: Option<u32>,
+    pub tls: bool,
+}
+
+impl std::fmt::Display for GrpcKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = if self.server { "server" } else { "client" };
+        let scheme = if self.tls { "https" } else { "http" };
+        let code = self
+            .code
+            .map_or(crate::http2::streams::UNKNOWN.to_string(), |c| {
+                c.to_string()
+            });
+        write!(f, "grpc {side} {code} {scheme} {}", self.path)
+    }
+}
+
+impl GrpcKey {
+    fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.splitn(5, ' ');
+        if parts.next()? != "grpc" {
+            return None;
+        }
+        let server = side(parts.next()?)?;
+        let code = parts.next()?;
+        let code = if code == crate::http2::streams::UNKNOWN {
+            None
+        } else {
+            Some(code.parse().ok()?)
+        };
+        let tls = scheme(parts.next()?)?;
+        let path = parts.next()?.to_string();
+        Some(GrpcKey {
+            server,
+            path,
+            code,
             tls,
         })
     }
@@ -294,7 +412,59 @@ pub struct RequestGroup {
     /// Over TLS (`https`), read from the TLS library's plaintext.
     #[serde(default)]
     pub tls: bool,
+    /// `network.protocol.version`: `1.0`, `1.1` or `2`.
+    #[serde(default)]
+    pub version: String,
     pub duration: Histogram,
+}
+
+/// gRPC calls with one path and status.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrpcGroup {
+    /// `package.Service` and `Method` from `:path` (`other`: beyond the window's bound on
+    /// distinct paths; `unknown`: not decodable).
+    pub service: String,
+    pub method: String,
+    /// `grpc-status` (0 OK, 5 NOT_FOUND, 14 UNAVAILABLE, ...); `None`: not readable.
+    pub status_code: Option<u32>,
+    pub tls: bool,
+    pub duration: Histogram,
+}
+
+/// gRPC, served and made.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrpcSummary {
+    pub server: Vec<GrpcGroup>,
+    pub client: Vec<GrpcGroup>,
+    /// Distinct paths told apart per window; calls beyond are under service `other`.
+    pub paths_limit: usize,
+}
+
+impl GrpcSummary {
+    /// Calls by side, `Service/Method` and status.
+    pub fn count(&self, server: bool, path: &str, code: Option<u32>) -> u64 {
+        let side = if server { &self.server } else { &self.client };
+        side.iter()
+            .filter(|g| format!("{}/{}", g.service, g.method) == path && g.status_code == code)
+            .map(|g| g.duration.count)
+            .sum()
+    }
+}
+
+/// What HTTP/2 connections said beyond their requests.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Http2Notes {
+    /// Connections that began in the window (their preface seen) and were read.
+    pub connections: u64,
+    /// Streams reset (`RST_STREAM`) or refused by `GOAWAY` while their request waited.
+    pub streams_reset: u64,
+    pub goaways: u64,
+    /// Requests counted with a method, status or path `unknown` (HPACK state not seen).
+    pub unknown_fields: u64,
+    /// Frames the kernel could not hand over (buffer full), and connection directions whose
+    /// framing was lost: their requests from there on may be missing or `unknown`.
+    pub frames_lost: u64,
+    pub connections_desynced: u64,
 }
 
 /// One side (server or client) of the target's HTTP traffic.
@@ -357,33 +527,62 @@ pub struct HttpSummary {
     /// sign of requests not counted, not a count of them.
     #[serde(default)]
     pub tls_records_not_read: u64,
-    /// Connections that started as HTTP/2 (its preface seen, in plaintext or over TLS): their
-    /// requests are not read yet, so not counted.
     #[serde(default)]
-    pub http2_connections_not_read: u64,
+    pub http2: Http2Notes,
+    #[serde(default)]
+    pub grpc: GrpcSummary,
 }
 
 pub fn summarise(c: &RawCounts) -> HttpSummary {
     let mut sides: BTreeMap<bool, Vec<RequestGroup>> = BTreeMap::new();
+    let mut grpc = GrpcSummary {
+        paths_limit: crate::http2::tally::GRPC_PATHS,
+        ..Default::default()
+    };
     for (name, values) in c.named("http") {
-        let Some(key) = RequestKey::parse(name) else {
-            continue;
-        };
-        let buckets = values.get(2..).unwrap_or_default();
-        sides.entry(key.server).or_default().push(RequestGroup {
-            method: key.method.to_string(),
-            status: key.status,
-            tls: key.tls,
-            duration: histogram(buckets, values.get(1).copied().unwrap_or(0)),
-        });
+        let duration = histogram(
+            values.get(2..).unwrap_or_default(),
+            values.get(1).copied().unwrap_or(0),
+        );
+        if let Some(key) = RequestKey::parse(name) {
+            sides.entry(key.server).or_default().push(RequestGroup {
+                method: key.method.to_string(),
+                status: key.status,
+                tls: key.tls,
+                version: HTTP_VERSIONS
+                    .get(key.version as usize)
+                    .copied()
+                    .unwrap_or("")
+                    .to_string(),
+                duration,
+            });
+        } else if let Some(key) = GrpcKey::parse(name) {
+            let path = key.path.trim_start_matches('/');
+            let (service, method) = path.split_once('/').unwrap_or((path, ""));
+            let side = if key.server {
+                &mut grpc.server
+            } else {
+                &mut grpc.client
+            };
+            side.push(GrpcGroup {
+                service: service.to_string(),
+                method: method.to_string(),
+                status_code: key.code,
+                tls: key.tls,
+                duration,
+            });
+        }
+    }
+    for side in [&mut grpc.server, &mut grpc.client] {
+        side.sort_by_key(|g| std::cmp::Reverse(g.duration.count));
     }
     let mut side = |server: bool, started, aborted, unparsable| {
         let mut requests = sides.remove(&server).unwrap_or_default();
         requests.sort_by(|a, b| {
-            b.duration
-                .count
-                .cmp(&a.duration.count)
-                .then_with(|| (&a.method, a.status, a.tls).cmp(&(&b.method, b.status, b.tls)))
+            b.duration.count.cmp(&a.duration.count).then_with(|| {
+                (&a.method, a.status, a.tls, &a.version)
+                    .cmp(&(&b.method, b.status, b.tls, &b.version))
+            })
         });
         let completed: u64 = requests.iter().map(|g| g.duration.count).sum();
         let started: u64 = c.get(started);
@@ -415,7 +614,15 @@ pub fn summarise(c: &RawCounts) -> HttpSummary {
         pipelined: c.get(Counter::HttpPipelined),
         unmatched_responses: c.get(Counter::HttpUnmatchedResponses),
         tls_records_not_read: c.get(Counter::HttpTlsNotRead),
-        http2_connections_not_read: c.get(Counter::HttpH2Connections),
+        http2: Http2Notes {
+            connections: c.get(Counter::HttpH2Connections),
+            streams_reset: c.get(Counter::Http2Resets),
+            goaways: c.get(Counter::Http2Goaways),
+            unknown_fields: c.get(Counter::Http2Unknown),
+            frames_lost: c.get(Counter::Http2Lost),
+            connections_desynced: c.get(Counter::Http2Desync),
+        },
+        grpc,
     }
 }
 
@@ -438,9 +645,36 @@ impl FamilyReport for HttpSummary {
                 let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
                 let _ = writeln!(
                     o,
-                    "    {} {}{} ×{}, p50 ≤ {}, p99 ≤ {}",
+                    "    {} {} HTTP/{}{} ×{}, p50 ≤ {}, p99 ≤ {}",
                     g.method,
-                    g.status,
+                    status_text(g.status),
+                    g.version,
+                    if g.tls { " (TLS)" } else { "" },
+                    g.duration.count,
+                    q(g.duration.p50_le_ns),
+                    q(g.duration.p99_le_ns)
+                );
+            }
+        }
+        for (label, side) in [("served", &self.grpc.server), ("made", &self.grpc.client)] {
+            if side.is_empty() {
+                continue;
+            }
+            row(
+                o,
+                &format!("gRPC calls {label}"),
+                side.iter().map(|g| g.duration.count).sum(),
+            );
+            for g in side.iter().take(top) {
+                let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
+                let code = g
+                    .status_code
+                    .map_or("unknown".to_string(), |c| c.to_string());
+                let _ = writeln!(
+                    o,
+                    "    {}/{} status {code}{} ×{}, p50 ≤ {}, p99 ≤ {}",
+                    g.service,
+                    g.method,
                     if g.tls { " (TLS)" } else { "" },
                     g.duration.count,
                     q(g.duration.p50_le_ns),
@@ -449,21 +683,32 @@ impl FamilyReport for HttpSummary {
             }
         }
         row(o, "interim 1xx responses", self.interim_responses);
+        let h2 = &self.http2;
+        if h2.connections > 0 {
+            let _ = writeln!(
+                o,
+                "  HTTP/2: {} connections, {} streams reset, {} GOAWAY, {} requests with a field unknown, {} frames lost, {} connections whose framing was lost",
+                h2.connections,
+                h2.streams_reset,
+                h2.goaways,
+                h2.unknown_fields,
+                h2.frames_lost,
+                h2.connections_desynced
+            );
+        }
         let unread = self.pipelined
             + self.unmatched_responses
             + self.tls_records_not_read
-            + self.http2_connections_not_read
             + self.server.unparsable_responses
             + self.client.unparsable_responses;
         if unread > 0 {
             let _ = writeln!(
                 o,
-                "  not counted: {} pipelined, {} responses to earlier requests, {} unreadable response starts, {} TLS records written by TLS code not read, {} HTTP/2 connections",
+                "  not counted: {} pipelined, {} responses to earlier requests, {} unreadable response starts, {} TLS records written by TLS code not read",
                 self.pipelined,
                 self.unmatched_responses,
                 self.server.unparsable_responses + self.client.unparsable_responses,
                 self.tls_records_not_read,
-                self.http2_connections_not_read
             );
         }
     }
@@ -478,8 +723,9 @@ impl FamilyReport for HttpSummary {
                 let mut s = log2::sample(def, &g.duration, HTTP_BUCKETS);
                 s.attrs = vec![
                     (METHOD, g.method.clone()),
-                    (STATUS, g.status.to_string()),
+                    (STATUS, status_text(g.status)),
                     (SCHEME, if g.tls { "https" } else { "http" }.into()),
+                    (VERSION, g.version.clone()),
                 ];
                 out.push(s);
             }
@@ -494,6 +740,25 @@ impl FamilyReport for HttpSummary {
                 Value::Count(side.aborted),
             ));
         }
+        for (def, side) in [
+            (&RPC_SERVER_DURATION, &self.grpc.server),
+            (&RPC_CLIENT_DURATION, &self.grpc.client),
+        ] {
+            for g in side {
+                let mut s = log2::sample(def, &g.duration, HTTP_BUCKETS);
+                s.attrs = vec![
+                    (RPC_SYSTEM, "grpc".into()),
+                    (RPC_SERVICE, g.service.clone()),
+                    (RPC_METHOD, g.method.clone()),
+                    (
+                        GRPC_STATUS,
+                        g.status_code
+                            .map_or("unknown".to_string(), |c| c.to_string()),
+                    ),
+                ];
+                out.push(s);
+            }
+        }
         out.push(Sample::new(
             &INTERIM,
             vec![],
@@ -507,7 +772,11 @@ impl FamilyReport for HttpSummary {
                 self.server.unparsable_responses + self.client.unparsable_responses,
             ),
             ("tls_record_not_read", self.tls_records_not_read),
-            ("http2_connection_not_read", self.http2_connections_not_read),
+            ("http2_stream_reset", self.http2.streams_reset),
+            ("http2_goaway", self.http2.goaways),
+            ("http2_unknown_field", self.http2.unknown_fields),
+            ("http2_frame_lost", self.http2.frames_lost),
+            ("http2_framing_lost", self.http2.connections_desynced),
         ] {
             out.push(Sample::new(
                 &ANOMALIES,
@@ -516,6 +785,15 @@ impl FamilyReport for HttpSummary {
             ));
         }
         out
+    }
+}
+
+/// A status code as shown and exported: `unknown` for 0 (HTTP/2, not decodable).
+fn status_text(status: u16) -> String {
+    if status == 0 {
+        crate::http2::streams::UNKNOWN.to_string()
+    } else {
+        status.to_string()
     }
 }
 
@@ -532,22 +810,30 @@ mod tests {
             role: HTTP_ROLE_CLIENT,
             method: 2,
             tls: 0,
-            _pad: [0; 3],
+            version: 2,
+            _pad: [0; 2],
         });
-        assert_eq!(key.to_string(), "client HEAD 404");
-        assert_eq!(RequestKey::parse("client HEAD 404"), Some(key));
+        assert_eq!(key.to_string(), "client HEAD 404 http 1.1");
+        assert_eq!(RequestKey::parse("client HEAD 404 http 1.1"), Some(key));
         let tls = RequestKey::from(HttpKey {
             slot: 3,
             status: 200,
             role: HTTP_ROLE_SERVER,
             method: 1,
             tls: 1,
-            _pad: [0; 3],
+            version: 2,
+            _pad: [0; 2],
         });
-        assert_eq!(tls.to_string(), "server GET 200 tls");
-        assert_eq!(RequestKey::parse("server GET 200 tls"), Some(tls));
-        assert_eq!(RequestKey::parse("server GET 200 h2"), None);
-        assert_eq!(RequestKey::parse("server BREW 418"), None);
+        assert_eq!(tls.to_string(), "server GET 200 https 1.1");
+        assert_eq!(RequestKey::parse("server GET 200 https 1.1"), Some(tls));
+        assert_eq!(RequestKey::parse("server GET 200 h2 1.1"), None);
+        assert_eq!(RequestKey::parse("server BREW 418 http 2"), None);
+        let h2 = RequestKey::parse("server unknown 0 https 2").unwrap();
+        assert_eq!((h2.method, h2.status, h2.version), ("unknown", 0, 3));
+        let grpc = GrpcKey::parse("grpc client 14 http /pkg.Echo/Say hi").unwrap();
+        assert_eq!(grpc.path, "/pkg.Echo/Say hi");
+        assert_eq!(grpc.code, Some(14));
+        assert_eq!(GrpcKey::parse(&grpc.to_string()), Some(grpc));
     }
 
     #[test]
@@ -559,7 +845,8 @@ mod tests {
         get[0] = 7;
         get[1] = 7_000;
         get[2 + 10] = 7;
-        c.named.insert("http", vec![("server GET 200".into(), get)]);
+        c.named
+            .insert("http", vec![("server GET 200 http 1.1".into(), get)]);
         let s = summarise(&c);
         assert_eq!(s.server.completed, 7);
         assert_eq!(s.server.in_flight, 2);

@@ -13,6 +13,7 @@ static NEXT_ENGINE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 use recap_common::{maps, programs, WINDOW_TARGET_ONLY};
 
 use super::{
+    http2_frames::{Http2Frames, SharedFrames},
     map_err, missing_map,
     program_set::{CgroupLink, ProgramSet},
     reader,
@@ -92,6 +93,8 @@ pub struct ProbeEngine {
     tls: TlsProbes,
     /// The target's new processes, told by the kernel (`TLS_NEW_PROCS`).
     new_processes: Option<RingBuf<MapData>>,
+    /// HTTP/2 frames, decoded as they come (`HTTP2_FRAMES`).
+    http2: Option<SharedFrames>,
     /// Tells this engine from one loaded before or after it.
     pub id: u64,
 }
@@ -106,6 +109,11 @@ impl ProbeEngine {
             .ebpf
             .take_map(maps::TLS_NEW_PROCS)
             .and_then(|m| RingBuf::try_from(m).ok());
+        let http2 = programs
+            .ebpf
+            .take_map(maps::HTTP2_FRAMES)
+            .and_then(|m| RingBuf::try_from(m).ok())
+            .map(Http2Frames::new);
         let map = programs
             .ebpf
             .map(maps::TASK_SLOTS)
@@ -123,6 +131,7 @@ impl ProbeEngine {
             task_slots,
             tls: TlsProbes::default(),
             new_processes,
+            http2,
             id: NEXT_ENGINE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -379,7 +388,16 @@ impl ProbeEngine {
 
     /// The window's counts so far: its maps, and its share of the per-cgroup kernel figures.
     pub fn read(&self, w: &WindowProbes) -> Result<RawCounts, EngineError> {
-        let mut counts = reader::read(&self.programs.ebpf, w.slot, &w.running())?;
+        let running = w.running();
+        let mut counts = reader::read(&self.programs.ebpf, w.slot, &running)?;
+        if running.contains(&Family::HTTP) {
+            if let Some(frames) = &self.http2 {
+                let epoch = reader::epoch(&self.programs.ebpf, w.slot)?;
+                if let Ok(mut frames) = frames.lock() {
+                    frames.merge_into(w.slot, epoch, &mut counts);
+                }
+            }
+        }
         for figure in &w.cgroup_figures {
             if let Some(share) =
                 figure

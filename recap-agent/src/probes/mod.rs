@@ -8,11 +8,13 @@
 //! - `engine`: `ProbeEngine`, opening and closing windows from the parts above;
 //! - `btf`: kernel struct offsets from the running kernel's BTF;
 //! - `tls_code`, `tls`: the TLS code a target's processes run, and `http`'s uprobes on it,
-//!   attached per process.
+//!   attached per process;
+//! - `http2_frames`: the kernel's HTTP/2 frames, drained and decoded as they come.
 
 mod btf;
 mod counts;
 mod engine;
+mod http2_frames;
 mod program_set;
 mod reader;
 mod slots;

@@ -99,6 +99,17 @@ pub fn zero(ebpf: &mut Ebpf, slot: u32, families: &[Family]) -> Result<(), Engin
     next_epoch(ebpf, slot)
 }
 
+/// The slot's generation: the current window's per-connection state carries it.
+pub fn epoch(ebpf: &Ebpf, slot: u32) -> Result<u64, EngineError> {
+    let name = maps::WINDOW_EPOCH;
+    let map = ebpf.map(name).ok_or_else(|| missing_map(name))?;
+    let epochs: Array<&MapData, u64> =
+        Array::try_from(map).map_err(map_err(format!("opening {name}")))?;
+    epochs
+        .get(&slot, 0)
+        .map_err(map_err(format!("reading {name}")))
+}
+
 /// Bumps the slot's generation: per-connection state (HTTP, DNS) left by an earlier window in
 /// this slot is stale from now on.
 fn next_epoch(ebpf: &mut Ebpf, slot: u32) -> Result<(), EngineError> {

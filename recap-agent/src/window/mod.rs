@@ -480,7 +480,8 @@ impl Window {
             .warnings
             .extend(unread::tls_warning(&summary.meta.tls));
         summary.warnings.extend(unread::http2_warning(
-            counts.get(recap_common::Counter::HttpH2Connections),
+            counts.get(recap_common::Counter::Http2Lost),
+            counts.get(recap_common::Counter::Http2Desync),
         ));
         if self.info.target.contains_recap() {
             summary.warnings.push(

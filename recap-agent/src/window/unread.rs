@@ -46,10 +46,12 @@ pub fn tls_warning(seen: &[TlsSeen]) -> Option<String> {
 }
 
 /// The warning for HTTP/2 connections seen (their preface), whose requests are not counted.
-pub fn http2_warning(connections: u64) -> Option<String> {
-    (connections > 0).then(|| {
+/// HTTP/2 frames that did not reach the decoder: requests from there on may be missing, or
+/// counted with fields `unknown`.
+pub fn http2_warning(frames_lost: u64, connections_desynced: u64) -> Option<String> {
+    (frames_lost + connections_desynced > 0).then(|| {
         format!(
-            "http: {connections} connection(s) of the target speak HTTP/2 (gRPC, h2 over TLS or h2c), whose requests http does not read yet: they are not counted"
+            "http: {frames_lost} HTTP/2 frame event(s) were lost (the kernel's buffer was full) and {connections_desynced} connection direction(s) lost their framing: requests on them from there on may be missing or counted with method/status `unknown`"
         )
     })
 }

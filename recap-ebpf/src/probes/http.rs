@@ -10,6 +10,7 @@
 //! `1xx` responses are skipped; bytes in between (bodies, chunked or not, split heads) are
 //! not looked at. What does not fit is counted as an anomaly, never guessed into the numbers.
 
+use aya_ebpf::helpers::generated::bpf_get_socket_cookie;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -19,10 +20,12 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use recap_common::{
-    offsets::{PT_REGS_ORIG_AX, PT_REGS_SI},
-    Counter, HttpConn, HttpKey, HttpStat, HTTP_BUCKETS, HTTP_METHOD_CONNECT, HTTP_PREFIX,
-    HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
+    offsets::{PT_REGS_DX, PT_REGS_ORIG_AX, PT_REGS_SI},
+    Counter, HttpConn, HttpKey, HttpStat, TlsKey, HTTP_BUCKETS, HTTP_H2, HTTP_METHOD_CONNECT,
+    HTTP_PREFIX, HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
 };
+
+use super::http2::{self, Bytes, PREFACE_LEN};
 
 use crate::maps::{
     add, http_state, log2_bucket, task_slot, tls_window, window_epoch, HTTP_REQS, TLS_PROCS,
@@ -69,14 +72,29 @@ pub fn recap_http_recv(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn recap_http_end(ctx: BtfTracePointContext) -> i32 {
     let sk: *mut core::ffi::c_void = ctx.arg(0);
-    if let Some(conn) = super::tls::forget(sk) {
+    if let Some((conn, key)) = super::tls::forget(sk) {
         aborted(&conn);
+        http2::closed(&conn, &key);
     }
     let conn = http_state(sk, None);
     if !conn.is_null() {
-        aborted(unsafe { &*conn });
+        let conn = unsafe { &*conn };
+        aborted(conn);
+        if conn.role == HTTP_H2 {
+            http2::closed(conn, &socket_key(sk));
+        }
     }
     0
+}
+
+/// An HTTP/2 connection read at the socket, as user space knows it: its socket cookie.
+#[inline(always)]
+fn socket_key(sk: *mut core::ffi::c_void) -> TlsKey {
+    TlsKey {
+        owner: 0,
+        _pad: 0,
+        id: unsafe { bpf_get_socket_cookie(sk) },
+    }
 }
 
 /// Counts the connection's pending request, if any, as aborted.
@@ -123,10 +141,9 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
                 ..Default::default()
             }
         };
-    let Some(buf) = user_buffer() else {
-        return;
-    };
-    if feed(slot, &mut conn, incoming, buf, ret as usize) {
+    if feed(slot, &mut conn, incoming, io_bytes(), ret as usize, || {
+        socket_key(sk)
+    }) {
         if stored.is_null() {
             http_state(sk, Some(&mut conn));
         } else {
@@ -135,14 +152,35 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     }
 }
 
-/// Moves a connection's state on by `len` bytes at `buf` in user memory, sent (`incoming`
-/// false) or received: the socket's own bytes, or a TLS call's plaintext. True if the state
-/// changed and must be stored.
+/// Moves a connection's state on by `len` bytes at `bytes` in user memory, sent (`incoming`
+/// false) or received: the socket's own bytes, or a TLS call's plaintext. `id` names the
+/// connection to user space (HTTP/2). True if the state changed and must be stored.
 #[inline(always)]
-pub fn feed(slot: u32, conn: &mut HttpConn, incoming: bool, buf: u64, len: usize) -> bool {
+pub fn feed(
+    slot: u32,
+    conn: &mut HttpConn,
+    incoming: bool,
+    bytes: Bytes,
+    len: usize,
+    id: impl FnOnce() -> TlsKey,
+) -> bool {
+    if conn.role == HTTP_H2 {
+        http2::walk(conn, &id(), incoming, &bytes, len as u64);
+        return true;
+    }
     if conn.role == HTTP_UPGRADED {
         return false;
     }
+    let io_len = len;
+    let buf = match bytes.kind {
+        http2::BUFFER => bytes.at,
+        // The first iovec's base.
+        http2::IOVECS if bytes.count > 0 => match user::<u64>(bytes.at) {
+            Some(b) => b,
+            None => return false,
+        },
+        _ => return false,
+    };
     // The rest of a response already read (its body, e.g. a large download) says nothing: its
     // bytes are not read at all.
     let response_side = if incoming {
@@ -191,25 +229,37 @@ pub fn feed(slot: u32, conn: &mut HttpConn, incoming: bool, buf: u64, len: usize
         return carried;
     }
     // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
-    on_data(slot, conn, incoming, p, len) || carried
+    let changed = on_data(slot, conn, incoming, p, len) || carried;
+    if conn.role == HTTP_H2 {
+        // The preface began this I/O: its frames follow it.
+        http2::walk(conn, &id(), incoming, &bytes, io_len as u64);
+    }
+    changed
 }
 
 /// Where the syscall's data is in user memory, found through the thread's saved registers.
-/// None for I/O that did not come from a read/write/send/recv-like syscall (io_uring,
+/// Unreadable for I/O that did not come from a read/write/send/recv-like syscall (io_uring,
 /// sendfile, splice, recvmmsg): its bytes are not looked at.
 #[inline(always)]
-fn user_buffer() -> Option<u64> {
+fn io_bytes() -> Bytes {
     // A pointer the verifier knows as `struct pt_regs *`: its fields are read with plain
     // (fault-checked) loads, no helper call.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
     let nr = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_ORIG_AX as usize / 8)) };
     let arg = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_SI as usize / 8)) };
     match nr {
-        SYS_READ | SYS_WRITE | SYS_SENDTO | SYS_RECVFROM => Some(arg),
-        // The first iovec's base.
-        SYS_READV | SYS_WRITEV => user::<u64>(arg),
-        SYS_SENDMSG | SYS_RECVMSG => user::<u64>(user::<u64>(arg + MSGHDR_IOV)?),
-        _ => None,
+        SYS_READ | SYS_WRITE | SYS_SENDTO | SYS_RECVFROM => Bytes::buffer(arg),
+        SYS_READV | SYS_WRITEV => Bytes::iovecs(arg, unsafe {
+            core::ptr::read_volatile(regs.add(PT_REGS_DX as usize / 8))
+        }),
+        SYS_SENDMSG | SYS_RECVMSG => match (
+            user::<u64>(arg + MSGHDR_IOV),
+            user::<u64>(arg + MSGHDR_IOV + 8),
+        ) {
+            (Some(iov), Some(count)) => Bytes::iovecs(iov, count),
+            _ => Bytes::unreadable(),
+        },
+        _ => Bytes::unreadable(),
     }
 }
 
@@ -228,10 +278,13 @@ fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len
     } else {
         (HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER)
     };
-    // HTTP/2's connection preface: not read yet (its requests are HPACK-coded frames); said.
+    // HTTP/2's connection preface: from here on, frames (`http2.rs`; the caller walks this
+    // I/O's after the preface). Who sent it is the client.
     if conn.role == 0 && len >= 8 && word(p) == H2_PREFACE.0 {
         add(slot, Counter::HttpH2Connections, 1);
-        conn.role = HTTP_UPGRADED;
+        conn.role = HTTP_H2;
+        conn.h2_side = request_side;
+        conn.h2[incoming as usize].left = PREFACE_LEN;
         return true;
     }
     let may_start_request = conn.role == 0 || (conn.role == request_side && conn.pending == 0);
@@ -295,7 +348,9 @@ fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len
             role: conn.role,
             method: conn.method,
             tls: conn.tls,
-            _pad: [0; 3],
+            // `HTTP/1.0` or `HTTP/1.1` (`HTTP_VERSIONS`).
+            version: if p[7] == b'0' { 1 } else { 2 },
+            _pad: [0; 2],
         },
         took,
     );

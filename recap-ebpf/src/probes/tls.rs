@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use recap_common::{HttpConn, TlsCall, TlsKey, TLS_EX, TLS_WRITE};
 
-use super::http::feed;
+use super::{http::feed, http2};
 use crate::{
     kernel::{task_tgid, task_tid},
     maps::{task_slot, window_epoch, HTTPS_CONNS, TLS_CALLS, TLS_NEW_PROCS, TLS_SESSIONS},
@@ -107,6 +107,7 @@ pub fn recap_tls_free(ctx: ProbeContext) -> u32 {
     if let Some(conn) = unsafe { HTTPS_CONNS.get(&session) }.copied() {
         let _ = HTTPS_CONNS.remove(&session);
         super::http::aborted(&conn);
+        http2::closed(&conn, &session);
     }
     0
 }
@@ -124,13 +125,13 @@ pub fn inside_call(pid_tgid: u64, sk: *mut core::ffi::c_void) -> bool {
     }
 }
 
-/// The TLS state of a socket being destroyed, removed.
+/// The TLS state of a socket being destroyed, removed, with its key.
 #[inline(always)]
-pub fn forget(sk: *mut core::ffi::c_void) -> Option<HttpConn> {
+pub fn forget(sk: *mut core::ffi::c_void) -> Option<(HttpConn, TlsKey)> {
     let key = connection(unsafe { bpf_get_socket_cookie(sk) });
     let conn = unsafe { HTTPS_CONNS.get(&key) }.copied()?;
     let _ = HTTPS_CONNS.remove(&key);
-    Some(conn)
+    Some((conn, key))
 }
 
 #[inline(always)]
@@ -202,7 +203,14 @@ fn on_return(incoming: bool, count: impl FnOnce(&TlsCall) -> i64) {
             ..Default::default()
         },
     };
-    if feed(slot, &mut conn, incoming, call.buf, n as usize) {
+    if feed(
+        slot,
+        &mut conn,
+        incoming,
+        http2::Bytes::buffer(call.buf),
+        n as usize,
+        || key,
+    ) {
         match stored {
             Some(c) => unsafe { *c = conn },
             None => {
