@@ -535,30 +535,46 @@ fn short_lived_https_clients_are_counted_or_said_to_be_missed() {
     assert_no_residue();
 }
 
-/// HTTP/2 over TLS (ALPN h2) to nginx in the target: not read yet, and said so: the
-/// connection is counted as HTTP/2, no request is made up, and the warnings say it.
+/// HTTP/2 over TLS (ALPN h2) to nginx in the target, curl reusing one connection for several
+/// streams: every (method, status) exact, version 2, over TLS; the same traffic to an
+/// identical nginx outside the target counts nothing.
 #[test]
-fn http2_is_said_not_counted() {
+fn http2_over_tls_is_counted_exactly_and_nothing_outside() {
     if !require_root() {
         return;
     }
     let cert = Cert::new();
     let cg = TestCgroup::new("https-h2");
     let server = Nginx::start_with(&cert, Some(&cg), "h2", "ssl http2");
+    let outside = Nginx::start_with(&cert, None, "h2-out", "ssl http2");
     let run = open_window(&cg);
-    let out = Command::new("curl")
-        .args(["-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}"])
-        .arg(format!("https://127.0.0.1:{}/ok", server.port))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "2", "{out:?}");
+    for port in [server.port, outside.port] {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "--http2", "-w", "%{http_version} "]);
+        for path in ["/ok", "/ok", "/missing", "/fail"] {
+            cmd.args(["-o", "/dev/null"])
+                .arg(format!("https://127.0.0.1:{port}{path}"));
+        }
+        let out = cmd.output().expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "2 2 2 2 ", "{out:?}");
+    }
     let (s, err) = run.interrupt();
     let http = &s["http"];
-    assert_eq!(http["http2_connections_not_read"], 1, "{http:#}\n{err}");
-    assert_eq!(http["server"]["started"], 0, "{http:#}");
-    assert_eq!(http["server"]["unparsable_responses"], 0, "{http:#}");
-    let warned = s["warnings"].to_string();
-    assert!(warned.contains("HTTP/2"), "{warned}");
+    assert_eq!(http["http2"]["connections"], 1, "{http:#}\n{err}");
+    assert_eq!(
+        counted_tls(&http["server"]),
+        expect(&[("GET 200", 2), ("GET 404", 1), ("GET 503", 1)]),
+        "{http:#}"
+    );
+    for g in http["server"]["requests"].as_array().unwrap() {
+        assert_eq!(g["version"], "2", "{g}");
+    }
+    assert_eq!(http["server"]["started"], 4, "{http:#}");
+    assert_eq!(http["server"]["in_flight"], 0, "{http:#}");
+    assert_eq!(http["client"]["started"], 0, "outside clients: {http:#}");
+    assert_eq!(http["http2"]["unknown_fields"], 0, "{http:#}");
+    assert_eq!(http["http2"]["frames_lost"], 0, "{http:#}");
     drop(server);
+    drop(outside);
     assert_no_residue();
 }
