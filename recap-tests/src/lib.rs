@@ -20,6 +20,7 @@ pub mod cri;
 pub mod docker;
 pub mod etcd;
 pub mod otlp;
+pub mod scripted;
 
 use recap_agent::targets::cgroup::cgroup2_mount;
 

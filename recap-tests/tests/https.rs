@@ -7,67 +7,21 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, Command, Stdio},
     thread,
     time::Duration,
 };
 
-use recap_tests::*;
+use recap_tests::{
+    scripted::{wait_listening, Cert, Client},
+    *,
+};
 use serde_json::Value;
 
 /// The clients' and Node server's scripts.
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tls").join(name)
-}
-
-/// A self-signed certificate and key in a fresh directory, removed on drop.
-struct Cert {
-    dir: PathBuf,
-}
-
-impl Cert {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("recap-https-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl (cargo xtask setup installs it)");
-        assert!(ok.success());
-        Cert { dir }
-    }
-    fn cert(&self) -> PathBuf {
-        self.dir.join("cert.pem")
-    }
-    fn key(&self) -> PathBuf {
-        self.dir.join("key.pem")
-    }
-}
-
-impl Drop for Cert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn wait_listening(port: u16, what: &str) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-    panic!("{what} did not listen on {port}");
 }
 
 /// nginx terminating TLS (HTTP/1.1, keep-alive), one worker: `/ok` 200, `/fail` 503, else 404.
@@ -142,64 +96,26 @@ impl Drop for Nginx {
     }
 }
 
-/// A client script: says "ready", runs its requests on a line from us, prints the statuses.
-struct Client {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
+fn python_client(cg: Option<&TestCgroup>, port: u16, args: &[&str]) -> Client {
+    let mut cmd = match cg {
+        Some(cg) => cg.command("/usr/bin/python3"),
+        None => Command::new("/usr/bin/python3"),
+    };
+    cmd.arg(script("client.py"))
+        .arg(port.to_string())
+        .args(args);
+    Client::start(cmd)
 }
 
-impl Client {
-    fn start(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        Client { child, stdin, out }
-    }
-
-    fn python(cg: Option<&TestCgroup>, port: u16, args: &[&str]) -> Self {
-        let mut cmd = match cg {
-            Some(cg) => cg.command("/usr/bin/python3"),
-            None => Command::new("/usr/bin/python3"),
-        };
-        cmd.arg(script("client.py"))
-            .arg(port.to_string())
-            .args(args);
-        Client::start(cmd)
-    }
-
-    fn node(cg: Option<&TestCgroup>, port: u16, asks: &[&str]) -> Self {
-        let mut cmd = match cg {
-            Some(cg) => cg.command("node"),
-            None => Command::new("node"),
-        };
-        cmd.arg(script("client.js"))
-            .arg(port.to_string())
-            .args(asks);
-        Client::start(cmd)
-    }
-
-    /// Runs the requests; their statuses.
-    fn go(&mut self) -> String {
-        writeln!(self.stdin).unwrap();
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        line.trim().to_string()
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn node_client(cg: Option<&TestCgroup>, port: u16, asks: &[&str]) -> Client {
+    let mut cmd = match cg {
+        Some(cg) => cg.command("node"),
+        None => Command::new("node"),
+    };
+    cmd.arg(script("client.js"))
+        .arg(port.to_string())
+        .args(asks);
+    Client::start(cmd)
 }
 
 /// curl on one connection for all its URLs (HTTP/1.1 keep-alive); `head`: HEAD requests.
@@ -332,7 +248,7 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
     if !require_root() {
         return;
     }
-    let cert = Cert::new();
+    let cert = Cert::new("https");
     let cg = TestCgroup::new("https-served");
     let inside = Nginx::start(&cert, Some(&cg), "inside");
     let outside = Nginx::start(&cert, None, "outside");
@@ -348,7 +264,7 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
         .expect("node");
     wait_listening(node_port, "the Node server");
     // A connection opened before the window, reused in it: only its requests in the window count.
-    let mut early = Client::python(None, inside.port, &["--early", "GET:/ok", "GET:/fail"]);
+    let mut early = python_client(None, inside.port, &["--early", "GET:/ok", "GET:/fail"]);
     let stats = BpfStats::on();
     let run = open_window(&cg);
 
@@ -356,9 +272,9 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
     let mix = |port: u16| {
         curl(port, &["/ok", "/ok", "/missing", "/fail"], false);
         curl(port, &["/ok"], true);
-        let mut py = Client::python(None, port, &["POST:/ok", "GET:/missing"]);
+        let mut py = python_client(None, port, &["POST:/ok", "GET:/missing"]);
         assert_eq!(py.go(), "200 404");
-        let mut js = Client::node(None, port, &["GET:/ok", "GET:/ok"]);
+        let mut js = node_client(None, port, &["GET:/ok", "GET:/ok"]);
         assert_eq!(js.go(), "200 200");
     };
     // Outside the target first: its nginx must not even run our uprobes.
@@ -441,12 +357,12 @@ fn https_made_by_clients_in_the_target_is_counted_exactly() {
     if !require_root() {
         return;
     }
-    let cert = Cert::new();
+    let cert = Cert::new("https");
     let cg = TestCgroup::new("https-made");
     let server = Nginx::start(&cert, None, "server");
     // Clients of the target, started before the window (instrumented as it arms); the
     // Python one has a connection older than the window, with one request on it before.
-    let mut py = Client::python(
+    let mut py = python_client(
         Some(&cg),
         server.port,
         &[
@@ -457,13 +373,13 @@ fn https_made_by_clients_in_the_target_is_counted_exactly() {
             "POST:/fail",
         ],
     );
-    let mut js = Client::node(
+    let mut js = node_client(
         Some(&cg),
         server.port,
         &["GET:/ok", "HEAD:/ok", "GET:/fail"],
     );
     // And one outside, to the same server.
-    let mut other = Client::python(None, server.port, &["GET:/ok", "GET:/ok"]);
+    let mut other = python_client(None, server.port, &["GET:/ok", "GET:/ok"]);
     let run = open_window(&cg);
     assert_eq!(py.go(), "200 200 404 503");
     assert_eq!(js.go(), "200 200 503");
@@ -486,10 +402,10 @@ fn https_made_by_clients_in_the_target_is_counted_exactly() {
     assert_eq!(http["server"]["started"], 0, "{http:#}");
     assert_eq!(http["tls_records_not_read"], 0, "{http:#}");
     let seen = tls_seen(&s);
-    for pid in [py.child.id(), js.child.id()] {
+    for pid in [py.pid(), js.pid()] {
         assert!(read_in(&seen, pid), "{pid}: {seen:?}");
     }
-    assert!(!named(&seen, other.child.id()), "{seen:?}");
+    assert!(!named(&seen, other.pid()), "{seen:?}");
     drop((py, js, other, server));
     assert_no_residue();
 }
@@ -503,12 +419,12 @@ fn short_lived_https_clients_are_counted_or_said_to_be_missed() {
     if !require_root() {
         return;
     }
-    let cert = Cert::new();
+    let cert = Cert::new("https");
     let cg = TestCgroup::new("https-short");
     let server = Nginx::start(&cert, None, "server");
     // A long-lived process of the target that maps the same libssl: new processes of a
     // program already seen are probed at their exec.
-    let mut py = Client::python(Some(&cg), server.port, &["GET:/ok"]);
+    let mut py = python_client(Some(&cg), server.port, &["GET:/ok"]);
     let run = open_window(&cg);
     assert_eq!(py.go(), "200");
     let runs = 5;
@@ -543,7 +459,7 @@ fn http2_over_tls_is_counted_exactly_and_nothing_outside() {
     if !require_root() {
         return;
     }
-    let cert = Cert::new();
+    let cert = Cert::new("https");
     let cg = TestCgroup::new("https-h2");
     let server = Nginx::start_with(&cert, Some(&cg), "h2", "ssl http2");
     let outside = Nginx::start_with(&cert, None, "h2-out", "ssl http2");

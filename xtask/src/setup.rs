@@ -90,6 +90,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "the https tests' Node.js server and client (its own OpenSSL)",
     ),
     ("wrk", "the http benchmark's load"),
+    (
+        "python3-grpcio",
+        "the grpc tests' server and client (gRPC core, OpenSSL as a shared library)",
+    ),
+    (
+        "nghttp2-client",
+        "the h2c test's client (nghttp) and the HTTP/2 benchmark's load (h2load)",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -42,6 +42,8 @@ struct Stream {
     method: &'static str,
     path: Option<String>,
     grpc: bool,
+    /// The call's `grpc-timeout`, in ns (a client's deadline).
+    deadline_ns: Option<u64>,
     answered: bool,
 }
 
@@ -191,9 +193,22 @@ impl Conn {
                     self.dirs[d].block = Some((stream, kind, flags, block));
                 }
             }
-            RST_STREAM if self.streams.remove(&f.stream).is_some() => {
+            RST_STREAM => {
+                let Some(s) = self.streams.remove(&f.stream) else {
+                    return;
+                };
                 tally.count(Counter::Http2Resets, 1);
-                tally.count(self.aborted_counter(), 1);
+                if !s.answered {
+                    tally.count(self.aborted_counter(), 1);
+                }
+                if s.grpc {
+                    // A call reset before its trailers ends with the status its client reports.
+                    let by_client = (d == 0) != self.server;
+                    let code = reset_status(&s, by_client, f.payload, ts);
+                    let path = s.path.as_deref().unwrap_or(UNKNOWN);
+                    let took = ts.saturating_sub(s.start_ns);
+                    tally.grpc_call(self.server, path, Some(code), self.tls, took);
+                }
             }
             GOAWAY => {
                 tally.count(Counter::Http2Goaways, 1);
@@ -256,6 +271,10 @@ impl Conn {
             .and_then(|f| value(f, b"content-type"))
             .flatten()
             .is_some_and(|t| t.starts_with("application/grpc"));
+        let deadline_ns = fields
+            .and_then(|f| value(f, b"grpc-timeout"))
+            .flatten()
+            .and_then(|t| grpc_timeout_ns(&t));
         if method == UNKNOWN {
             tally.count(Counter::Http2Unknown, 1);
         }
@@ -273,6 +292,7 @@ impl Conn {
                 method,
                 path,
                 grpc,
+                deadline_ns,
                 answered: false,
             },
         );
@@ -356,6 +376,52 @@ impl Conn {
             Counter::HttpClientAborted
         }
     }
+}
+
+/// The gRPC status of a call reset before its trailers, as its client reports it: its own
+/// reset at (or within a tenth before: the header is rounded up) the deadline it sent is
+/// DEADLINE_EXCEEDED, another reset by it CANCELLED; a reset by the server maps its error code
+/// as gRPC's HTTP/2 protocol says (REFUSED_STREAM: UNAVAILABLE, CANCEL: CANCELLED,
+/// ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED, INADEQUATE_SECURITY: PERMISSION_DENIED; INTERNAL).
+fn reset_status(s: &Stream, by_client: bool, payload: &[u8], ts: u64) -> u32 {
+    const CANCELLED: u32 = 1;
+    const DEADLINE_EXCEEDED: u32 = 4;
+    if by_client {
+        let took = ts.saturating_sub(s.start_ns);
+        return match s.deadline_ns {
+            Some(d) if took >= d - d / 10 => DEADLINE_EXCEEDED,
+            _ => CANCELLED,
+        };
+    }
+    let error = payload
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    match error {
+        Some(0x7) => 14,
+        Some(0x8) => CANCELLED,
+        Some(0xb) => 8,
+        Some(0xc) => 7,
+        _ => 13,
+    }
+}
+
+/// `grpc-timeout` (at most 8 digits and a unit: H, M, S, m, u, n) in ns.
+fn grpc_timeout_ns(v: &str) -> Option<u64> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let ns_per = match unit {
+        "H" => 3_600_000_000_000,
+        "M" => 60_000_000_000,
+        "S" => 1_000_000_000,
+        "m" => 1_000_000,
+        "u" => 1_000,
+        "n" => 1,
+        _ => return None,
+    };
+    n.checked_mul(ns_per)
 }
 
 /// A HEADERS or PUSH_PROMISE frame's header-block fragment, without padding and priority.
@@ -521,6 +587,17 @@ mod tests {
         events.extend(w.frame(false, CONTINUATION, END_HEADERS, 5, &[0x8d]));
         // Stream 9: a response with no request seen.
         events.extend(w.frame(false, HEADERS, END_HEADERS, 9, &[0x88]));
+        // Stream 13: a gRPC call with a 1 ms deadline, reset by its client 2 ms later; stream
+        // 15: one reset by the server with REFUSED_STREAM.
+        let mut call = vec![0x83];
+        call.extend(literal(":path", "/echo.Echo/Slow"));
+        call.extend(literal("content-type", "application/grpc"));
+        call.extend(literal("grpc-timeout", "1m"));
+        events.extend(w.frame(true, HEADERS, END_HEADERS, 13, &call));
+        w.ts += 2_000_000;
+        events.extend(w.frame(true, RST_STREAM, 0, 13, &[0, 0, 0, 8]));
+        events.extend(w.frame(true, HEADERS, END_HEADERS, 15, &call));
+        events.extend(w.frame(false, RST_STREAM, 0, 15, &[0, 0, 0, 7]));
         // Stream 11: waiting when the connection ends.
         events.extend(w.frame(true, HEADERS, END_HEADERS, 11, &[0x82, 0x84]));
         let mut conn = Conn::new(&events[0]);
@@ -534,18 +611,22 @@ mod tests {
         let mut counts = RawCounts::zeroed();
         tally.merge_into(&mut counts);
         let s = summarise(&counts);
-        assert_eq!(s.server.started, 4);
+        assert_eq!(s.server.started, 6);
         assert_eq!(s.server.count("POST", 200), 1);
         assert_eq!(s.server.count("unknown", 404), 1, "{:?}", s.server.requests);
         assert_eq!(s.server.completed, 2);
-        assert_eq!(s.server.aborted, 2, "stream 3 reset, stream 11 cut");
+        assert_eq!(
+            s.server.aborted, 4,
+            "streams 3, 13, 15 reset, stream 11 cut"
+        );
         assert_eq!(s.server.in_flight, 0);
         assert_eq!(s.unmatched_responses, 1);
-        assert_eq!(s.http2.streams_reset, 1);
+        assert_eq!(s.http2.streams_reset, 3);
         assert_eq!(s.http2.unknown_fields, 1);
         assert!(s.server.requests.iter().all(|g| g.version == "2" && g.tls));
         assert_eq!(s.grpc.count(true, "echo.Echo/Say", Some(5)), 1);
-        assert_eq!(s.grpc.server[0].duration.count, 1);
+        assert_eq!(s.grpc.count(true, "echo.Echo/Slow", Some(4)), 1, "deadline");
+        assert_eq!(s.grpc.count(true, "echo.Echo/Slow", Some(14)), 1, "refused");
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! gRPC against ground truth: Debian's grpcio (gRPC core; its TLS is OpenSSL as a shared
+//! library) as server and client, over h2c and over TLS. Unary, server-streaming and
+//! client-streaming calls with statuses OK, NOT_FOUND, UNAVAILABLE and DEADLINE_EXCEEDED, on
+//! one connection per client. The window must count every call of the target's side exactly
+//! per method and `grpc-status` (the codes the clients themselves report), streaming calls
+//! once, and nothing of an identical server and client outside the target.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use recap_tests::{
+    scripted::{wait_listening, Cert, Client},
+    *,
+};
+use serde_json::Value;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("grpc")
+        .join(name)
+}
+
+/// What every client round is made of (client.py's CALLS): method:code -> calls.
+const MIX: &[(&str, u64)] = &[
+    ("Stream:0", 2),
+    ("Unary:0", 3),
+    ("Unary:14", 1),
+    ("Unary:4", 1),
+    ("Unary:5", 2),
+    ("Upload:0", 1),
+];
+const CALLS: u64 = 10;
+
+/// grpcio's server (server.py) on a free port, in `cg` if given; TLS with `cert`.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(cg: Option<&TestCgroup>, cert: Option<&Cert>) -> Self {
+        let port = free_tcp_port();
+        let mut cmd = match cg {
+            Some(cg) => cg.command("/usr/bin/python3"),
+            None => Command::new("/usr/bin/python3"),
+        };
+        cmd.arg(script("server.py")).arg(port.to_string());
+        if let Some(c) = cert {
+            cmd.arg(c.cert()).arg(c.key());
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 with grpcio (cargo xtask setup installs python3-grpcio)");
+        wait_listening(port, "the gRPC server");
+        Server { child, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// grpcio's client (client.py): one channel to `port`, started in `cg` if given.
+fn client(cg: Option<&TestCgroup>, port: u16, cert: Option<&Cert>) -> Client {
+    let mut cmd = match cg {
+        Some(cg) => cg.command("/usr/bin/python3"),
+        None => Command::new("/usr/bin/python3"),
+    };
+    cmd.arg(script("client.py")).arg(port.to_string());
+    if let Some(c) = cert {
+        cmd.arg(c.cert());
+    }
+    Client::start(cmd)
+}
+
+/// A client's line ("Unary:5=2 ...") as method:code -> calls.
+fn seen_by_client(line: &str) -> BTreeMap<String, u64> {
+    line.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// One side of the window's `grpc` as method:code -> calls; every call of service
+/// `recap.Test`, and over TLS exactly when `tls`.
+fn counted(side: &Value, tls: bool) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for g in side.as_array().unwrap() {
+        assert_eq!(g["service"], "recap.Test", "{g}");
+        assert_eq!(g["tls"], tls, "{g}");
+        let key = format!("{}:{}", g["method"].as_str().unwrap(), g["status_code"]);
+        *calls.entry(key).or_default() += g["duration"]["count"].as_u64().unwrap();
+    }
+    calls
+}
+
+fn open_window(cg: &TestCgroup) -> RecapRun {
+    let mut run = RecapRun::start(&[
+        "window",
+        "--cgroup",
+        cg.dir.to_str().unwrap(),
+        "-d",
+        "120s",
+        "--probes",
+        "http",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    run
+}
+
+/// A server in the target and one outside; a client outside calling the first, one outside
+/// calling the second, one in the target calling the second. Each makes the known mix once.
+fn grpc_is_counted_exactly(tls: bool) {
+    let cert = tls.then(|| Cert::new("grpc"));
+    let cert = cert.as_ref();
+    let cg = TestCgroup::new(if tls { "grpc-tls" } else { "grpc-h2c" });
+    let inside = Server::start(Some(&cg), cert);
+    let outside = Server::start(None, cert);
+    let run = open_window(&cg);
+    let mix: BTreeMap<String, u64> = MIX.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let to_inside = client(None, inside.port, cert).go();
+    let to_outside = client(None, outside.port, cert).go();
+    let from_inside = client(Some(&cg), outside.port, cert).go();
+    for line in [&to_inside, &to_outside, &from_inside] {
+        assert_eq!(
+            seen_by_client(line),
+            mix,
+            "the clients' own view of the mix"
+        );
+    }
+    let (s, err) = run.interrupt();
+    let http = &s["http"];
+    let grpc = &http["grpc"];
+    assert_eq!(
+        counted(&grpc["server"], tls),
+        seen_by_client(&to_inside),
+        "served in the target: {grpc:#}\n{err}"
+    );
+    assert_eq!(
+        counted(&grpc["client"], tls),
+        seen_by_client(&from_inside),
+        "made in the target: {grpc:#}\n{err}"
+    );
+    // As HTTP/2 requests: every call a POST answered 200 (gRPC's statuses are in trailers),
+    // but the one past its deadline, whose stream may be reset before any response.
+    for side in ["server", "client"] {
+        let requests = http[side]["requests"].as_array().unwrap();
+        assert_eq!(requests.len(), 1, "{side}: {http:#}");
+        assert_eq!(requests[0]["method"], "POST", "{http:#}");
+        assert_eq!(requests[0]["status"], 200, "{http:#}");
+        assert_eq!(requests[0]["version"], "2", "{http:#}");
+        assert_eq!(requests[0]["tls"], tls, "{http:#}");
+        let answered = requests[0]["duration"]["count"].as_u64().unwrap();
+        let aborted = http[side]["aborted"].as_u64().unwrap();
+        assert!(aborted <= 1, "{side}: {http:#}");
+        assert_eq!(answered + aborted, CALLS, "{side}: {http:#}");
+        assert_eq!(http[side]["started"], CALLS, "{side}: {http:#}");
+        assert_eq!(http[side]["in_flight"], 0, "{side}: {http:#}");
+    }
+    assert_eq!(http["http2"]["connections"], 2, "{http:#}");
+    assert_eq!(http["http2"]["unknown_fields"], 0, "{http:#}");
+    assert_eq!(http["http2"]["frames_lost"], 0, "{http:#}");
+    assert_eq!(http["http2"]["connections_desynced"], 0, "{http:#}");
+    drop(inside);
+    drop(outside);
+    assert_no_residue();
+}
+
+#[test]
+fn grpc_over_h2c_is_counted_exactly_per_method_and_status() {
+    if !require_root() {
+        return;
+    }
+    grpc_is_counted_exactly(false);
+}
+
+#[test]
+fn grpc_over_tls_is_counted_exactly_per_method_and_status() {
+    if !require_root() {
+        return;
+    }
+    grpc_is_counted_exactly(true);
+}
