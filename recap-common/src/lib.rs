@@ -110,6 +110,10 @@ pub enum Counter {
     /// HTTP/2 requests counted with a method, status or path `unknown`: the field was coded
     /// against header-compression state from before the window (or lost).
     Http2Unknown,
+    /// HTTP/2 connections older than the window (no preface seen), joined at an I/O that began
+    /// with a well-formed frame: read from there, their side found from the first header block
+    /// whose pseudo-header fields can be read; `Http2Desync` if what follows is not HTTP/2.
+    Http2Joined,
     /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
     /// queries whose question could not be read, and the sum of the answer latencies.
     DnsQueries,

@@ -145,12 +145,12 @@ fn grpc_is_counted_exactly(tls: bool) {
     assert_eq!(
         counted(&grpc["server"], tls),
         seen_by_client(&to_inside),
-        "served in the target: {grpc:#}\n{err}"
+        "served in the target: {http:#}\n{err}"
     );
     assert_eq!(
         counted(&grpc["client"], tls),
         seen_by_client(&from_inside),
-        "made in the target: {grpc:#}\n{err}"
+        "made in the target: {http:#}\n{err}"
     );
     // As HTTP/2 requests: every call a POST answered 200 (gRPC's statuses are in trailers),
     // but the one past its deadline, whose stream may be reset before any response.
@@ -191,4 +191,76 @@ fn grpc_over_tls_is_counted_exactly_per_method_and_status() {
         return;
     }
     grpc_is_counted_exactly(true);
+}
+
+/// A client connected before the window, its HPACK tables filled by a round of calls made
+/// then, makes two more rounds in the window: every call is counted, each field either right
+/// or `unknown` (coded against table entries from before the window), never wrong.
+fn a_connection_from_before_the_window_is_joined(tls: bool) {
+    let cert = tls.then(|| Cert::new("grpc-joined"));
+    let cert = cert.as_ref();
+    let cg = TestCgroup::new(if tls { "grpc-join-tls" } else { "grpc-join" });
+    let server = Server::start(Some(&cg), cert);
+    let mut old = client(None, server.port, cert);
+    let mix: BTreeMap<String, u64> = MIX.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(seen_by_client(&old.go()), mix);
+    // The slow call's handler answers a second after its client gave up: let that answer to
+    // a request from before the window go by before it opens.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let run = open_window(&cg);
+    for _ in 0..2 {
+        assert_eq!(seen_by_client(&old.go()), mix);
+    }
+    let (s, err) = run.interrupt();
+    let http = &s["http"];
+    assert_eq!(http["http2"]["joined"], 1, "{http:#}\n{err}");
+    assert_eq!(http["http2"]["connections"], 0, "{http:#}");
+    assert_eq!(http["server"]["started"], 2 * CALLS, "{http:#}");
+    assert_eq!(http["client"]["started"], 0, "{http:#}");
+    let mut calls = 0;
+    for g in http["grpc"]["server"].as_array().unwrap() {
+        let n = g["duration"]["count"].as_u64().unwrap();
+        calls += n;
+        assert_eq!(g["tls"], tls, "{g}");
+        let (service, method, code) = (&g["service"], &g["method"], &g["status_code"]);
+        if service != "unknown" {
+            assert_eq!(service, "recap.Test", "{g}");
+        }
+        // A known method and status must be one the clients saw, no more often.
+        if method != "unknown" && !code.is_null() {
+            let key = format!("{}:{code}", method.as_str().unwrap());
+            let truth = 2 * mix.get(&key).copied().unwrap_or(0);
+            assert!(n <= truth, "{key}: {n} counted, {truth} made: {http:#}");
+        }
+    }
+    // Every call is an HTTP/2 request answered (or reset past its deadline); a call not
+    // counted as gRPC's had a field that could not be read, and is said to.
+    let answered = http["server"]["requests"][0]["duration"]["count"]
+        .as_u64()
+        .unwrap();
+    let aborted = http["server"]["aborted"].as_u64().unwrap();
+    assert_eq!(answered + aborted, 2 * CALLS, "{http:#}");
+    assert_eq!(http["unmatched_responses"], 0, "{http:#}");
+    let unknown = http["http2"]["unknown_fields"].as_u64().unwrap();
+    assert!(calls <= 2 * CALLS, "{http:#}");
+    assert!(calls + unknown >= 2 * CALLS, "{http:#}");
+    drop(old);
+    drop(server);
+    assert_no_residue();
+}
+
+#[test]
+fn grpc_on_a_connection_from_before_the_window_is_counted_never_wrong() {
+    if !require_root() {
+        return;
+    }
+    a_connection_from_before_the_window_is_joined(false);
+}
+
+#[test]
+fn grpc_over_tls_on_a_connection_from_before_the_window_is_counted_never_wrong() {
+    if !require_root() {
+        return;
+    }
+    a_connection_from_before_the_window_is_joined(true);
 }

@@ -148,7 +148,7 @@ metric!(
     "recap.http.anomalies",
     Counter,
     "{event}",
-    "What the http family saw but did not count as a request, or counted with a field unknown: pipelined requests, responses to requests before the window, response starts it could not read, TLS records written by TLS code it does not read; HTTP/2 streams reset, GOAWAY frames, requests with a field unknown (HPACK state from before the window), frames lost, connections whose framing was lost.",
+    "What the http family saw but did not count as a request, or counted with a field unknown: pipelined requests, responses to requests before the window, response starts it could not read, TLS records written by TLS code it does not read; HTTP/2 streams reset, GOAWAY frames, requests with a field unknown (HPACK state from before the window), connections joined from before the window, frames lost, connections whose framing was lost.",
     [ANOMALY]
 );
 
@@ -456,6 +456,9 @@ impl GrpcSummary {
 pub struct Http2Notes {
     /// Connections that began in the window (their preface seen) and were read.
     pub connections: u64,
+    /// Connections older than the window joined at a frame's start (no preface seen): their
+    /// header-compression state from before is unknown, so some fields may be `unknown`.
+    pub joined: u64,
     /// Streams reset (`RST_STREAM`) or refused by `GOAWAY` while their request waited.
     pub streams_reset: u64,
     pub goaways: u64,
@@ -558,7 +561,8 @@ pub fn summarise(c: &RawCounts) -> HttpSummary {
             });
         } else if let Some(key) = GrpcKey::parse(name) {
             let path = key.path.trim_start_matches('/');
-            let (service, method) = path.split_once('/').unwrap_or((path, ""));
+            // `other` and `unknown` (and a path not of gRPC's form) stand for both.
+            let (service, method) = path.split_once('/').unwrap_or((path, path));
             let side = if key.server {
                 &mut grpc.server
             } else {
@@ -616,6 +620,7 @@ pub fn summarise(c: &RawCounts) -> HttpSummary {
         tls_records_not_read: c.get(Counter::HttpTlsNotRead),
         http2: Http2Notes {
             connections: c.get(Counter::HttpH2Connections),
+            joined: c.get(Counter::Http2Joined),
             streams_reset: c.get(Counter::Http2Resets),
             goaways: c.get(Counter::Http2Goaways),
             unknown_fields: c.get(Counter::Http2Unknown),
@@ -684,11 +689,12 @@ impl FamilyReport for HttpSummary {
         }
         row(o, "interim 1xx responses", self.interim_responses);
         let h2 = &self.http2;
-        if h2.connections > 0 {
+        if h2.connections + h2.joined > 0 {
             let _ = writeln!(
                 o,
-                "  HTTP/2: {} connections, {} streams reset, {} GOAWAY, {} requests with a field unknown, {} frames lost, {} connections whose framing was lost",
+                "  HTTP/2: {} connections, {} joined from before the window, {} streams reset, {} GOAWAY, {} requests with a field unknown, {} frames lost, {} connections whose framing was lost",
                 h2.connections,
+                h2.joined,
                 h2.streams_reset,
                 h2.goaways,
                 h2.unknown_fields,
@@ -775,6 +781,7 @@ impl FamilyReport for HttpSummary {
             ("http2_stream_reset", self.http2.streams_reset),
             ("http2_goaway", self.http2.goaways),
             ("http2_unknown_field", self.http2.unknown_fields),
+            ("http2_connection_joined", self.http2.joined),
             ("http2_frame_lost", self.http2.frames_lost),
             ("http2_framing_lost", self.http2.connections_desynced),
         ] {

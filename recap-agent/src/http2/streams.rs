@@ -41,7 +41,9 @@ struct Stream {
     start_ns: u64,
     method: &'static str,
     path: Option<String>,
-    grpc: bool,
+    /// A gRPC call (`content-type: application/grpc`); `None`: not known (the field was coded
+    /// against state from before the window) until a `grpc-status` says so.
+    grpc: Option<bool>,
     /// The call's `grpc-timeout`, in ns (a client's deadline).
     deadline_ns: Option<u64>,
     answered: bool,
@@ -62,12 +64,13 @@ struct Direction {
 }
 
 impl Direction {
-    fn new(seq: u32) -> Self {
+    /// `from_start`: the connection's preface was seen (its HPACK history is whole).
+    fn new(seq: u32, from_start: bool) -> Self {
         Direction {
             next_seq: seq,
             frame: Vec::new(),
             resync: false,
-            hpack: if seq == 0 {
+            hpack: if seq == 0 && from_start {
                 Decoder::new()
             } else {
                 Decoder::joined()
@@ -81,10 +84,19 @@ impl Direction {
 pub struct Conn {
     pub epoch: u64,
     server: bool,
+    /// False for a connection joined mid-stream (`Counter::Http2Joined`) until a header block
+    /// says which way requests go; until then its frames are checked to be HTTP/2's.
+    side_known: bool,
+    /// A joined connection whose frames turned out not to be HTTP/2: ignored to its end.
+    rejected: bool,
     tls: bool,
     /// 0: sent by the target; 1: received.
     dirs: [Direction; 2],
     streams: BTreeMap<u32, Stream>,
+    /// The first stream whose request the window saw: streams are opened in increasing
+    /// order, so a response on a stream below it answers a request from before the window.
+    first_request: Option<u32>,
+    /// The newest event's time (0 before the first).
     pub last_ns: u64,
 }
 
@@ -98,23 +110,35 @@ struct Frame<'a> {
 
 impl Conn {
     pub fn new(e: &H2Event) -> Self {
+        // A side of 0: joined mid-stream, so both directions' HPACK history is unknown.
+        let side_known = e.side != 0;
         let seq = |incoming: u8| if e.incoming == incoming { e.seq } else { 0 };
+        let dir = |incoming: u8| Direction::new(seq(incoming), side_known);
         Conn {
             epoch: e.epoch,
             server: e.side == HTTP_ROLE_SERVER,
+            side_known,
+            rejected: false,
             tls: e.tls != 0,
-            dirs: [Direction::new(seq(0)), Direction::new(seq(1))],
+            dirs: [dir(0), dir(1)],
             streams: BTreeMap::new(),
-            last_ns: e.ts_ns,
+            first_request: None,
+            last_ns: 0,
         }
     }
 
     /// Moves the connection on by one kernel event; true if the connection ended.
     pub fn on_event(&mut self, e: &H2Event, tally: &mut Tally) -> bool {
+        if self.last_ns == 0 && !self.side_known {
+            tally.count(Counter::Http2Joined, 1);
+        }
         self.last_ns = e.ts_ns;
         if e.start == H2_CLOSED {
             self.end(tally);
             return true;
+        }
+        if self.rejected {
+            return false;
         }
         let d = (e.incoming & 1) as usize;
         let dir = &mut self.dirs[d];
@@ -166,6 +190,10 @@ impl Conn {
     }
 
     fn on_frame(&mut self, d: usize, f: Frame, ts: u64, tally: &mut Tally) {
+        if !self.side_known && !well_formed(&f, self.dirs[d].block.is_some()) {
+            self.reject(tally);
+            return;
+        }
         match f.kind {
             HEADERS | PUSH_PROMISE => {
                 let Some(fragment) = fragment(&f) else {
@@ -201,7 +229,7 @@ impl Conn {
                 if !s.answered {
                     tally.count(self.aborted_counter(), 1);
                 }
-                if s.grpc {
+                if s.grpc == Some(true) {
                     // A call reset before its trailers ends with the status its client reports.
                     let by_client = (d == 0) != self.server;
                     let code = reset_status(&s, by_client, f.payload, ts);
@@ -249,6 +277,24 @@ impl Conn {
         if kind == PUSH_PROMISE {
             return; // its table updates are all it means here
         }
+        if !self.side_known {
+            let Some(f) = &fields else {
+                self.reject(tally);
+                return;
+            };
+            match requests_go(f) {
+                // Requests in this direction: received by a server, sent by a client.
+                Some(true) => self.server = d == 1,
+                Some(false) => self.server = d == 0,
+                None => {
+                    // Its pseudo-fields came from state before the window (or it is trailers):
+                    // which way it went, and so the request it was part of, is not known.
+                    tally.count(Counter::Http2Unknown, 1);
+                    return;
+                }
+            }
+            self.side_known = true;
+        }
         let requests_in = self.server;
         let is_request = (d == 1) == requests_in;
         if is_request {
@@ -267,15 +313,16 @@ impl Conn {
             _ => UNKNOWN,
         };
         let path = fields.and_then(|f| value(f, b":path")).flatten();
-        let grpc = fields
-            .and_then(|f| value(f, b"content-type"))
-            .flatten()
-            .is_some_and(|t| t.starts_with("application/grpc"));
+        let grpc = match fields.map(|f| value(f, b"content-type")) {
+            Some(Some(Some(t))) => Some(t.starts_with("application/grpc")),
+            Some(None) => Some(false),
+            _ => None,
+        };
         let deadline_ns = fields
             .and_then(|f| value(f, b"grpc-timeout"))
             .flatten()
             .and_then(|t| grpc_timeout_ns(&t));
-        if method == UNKNOWN {
+        if method == UNKNOWN || grpc.is_none() {
             tally.count(Counter::Http2Unknown, 1);
         }
         if self.streams.len() >= MAX_STREAMS {
@@ -285,6 +332,7 @@ impl Conn {
             }
         }
         tally.count(self.started_counter(), 1);
+        self.first_request.get_or_insert(stream);
         self.streams.insert(
             stream,
             Stream {
@@ -307,8 +355,13 @@ impl Conn {
         tally: &mut Tally,
     ) {
         let Some(s) = self.streams.get_mut(&stream) else {
-            // Headers of a response whose request was not seen (the first of it only).
-            if fields.is_some_and(|f| value(f, b":status").is_some()) {
+            if self.first_request.is_some_and(|first| stream >= first) {
+                // A stream of the window already ended (reset while this was on its way).
+                return;
+            }
+            // Headers of a response whose request was not seen (the first of it only; trailers
+            // have no `:status`).
+            if fields.is_some_and(|f| matches!(value(f, b":status"), Some(Some(_)))) {
                 tally.count(Counter::HttpUnmatchedResponses, 1);
             }
             return;
@@ -339,13 +392,17 @@ impl Conn {
             }
         }
         let ended = flags & END_STREAM != 0;
-        if s.grpc && (ended || grpc_status.is_some()) {
+        if s.grpc.is_none() && matches!(grpc_status, Some(Some(_))) {
+            s.grpc = Some(true); // `grpc-status` is gRPC's alone
+        }
+        if s.grpc == Some(true) && (ended || grpc_status.is_some()) {
             let code = grpc_status.flatten().and_then(|v| v.parse::<u32>().ok());
             let path = s.path.clone().unwrap_or_else(|| UNKNOWN.to_string());
             tally.grpc_call(self.server, &path, code, self.tls, took);
             self.streams.remove(&stream);
-        } else if !s.grpc && s.answered {
-            // The rest of an HTTP response (its body) says nothing more.
+        } else if (s.grpc == Some(false) && s.answered) || ended {
+            // The rest of an HTTP response (its body) says nothing more; a call not known to
+            // be gRPC's ends with its stream (its request counted as HTTP's only).
             self.streams.remove(&stream);
         }
     }
@@ -355,10 +412,16 @@ impl Conn {
         let waiting = self
             .streams
             .values()
-            .filter(|s| !s.answered || s.grpc)
+            .filter(|s| !s.answered || s.grpc == Some(true))
             .count() as u64;
         tally.count(self.aborted_counter(), waiting);
         self.streams.clear();
+    }
+
+    /// A joined connection that is not HTTP/2 after all: nothing of it is counted.
+    fn reject(&mut self, tally: &mut Tally) {
+        self.rejected = true;
+        tally.count(Counter::Http2Desync, 1);
     }
 
     fn started_counter(&self) -> Counter {
@@ -422,6 +485,29 @@ fn grpc_timeout_ns(v: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(ns_per)
+}
+
+/// A frame of the types the kernel ships keeps RFC 9113's rules for its stream, length and
+/// flags (`in_block`: a header block awaits its CONTINUATION).
+fn well_formed(f: &Frame, in_block: bool) -> bool {
+    match f.kind {
+        HEADERS => f.stream & 1 == 1 && f.flags & !0x2d == 0 && !in_block,
+        CONTINUATION => f.stream != 0 && f.flags & !END_HEADERS == 0 && in_block,
+        RST_STREAM => f.stream != 0 && f.payload.len() == 4 && f.flags == 0,
+        PUSH_PROMISE => f.stream != 0 && f.payload.len() >= 4 && f.flags & !0x0c == 0,
+        GOAWAY => f.stream == 0 && f.payload.len() >= 8 && f.flags == 0,
+        _ => false,
+    }
+}
+
+/// Which way a header block went, from its pseudo-fields: `Some(true)` a request
+/// (`:method`, `:path`, `:scheme`, `:authority`), `Some(false)` a response (`:status`).
+fn requests_go(fields: &[Field]) -> Option<bool> {
+    fields.iter().find_map(|f| match f.name.as_deref()? {
+        b":method" | b":path" | b":scheme" | b":authority" => Some(true),
+        b":status" => Some(false),
+        _ => None,
+    })
 }
 
 /// A HEADERS or PUSH_PROMISE frame's header-block fragment, without padding and priority.
@@ -492,6 +578,14 @@ mod tests {
     struct Wire {
         seq: [u32; 2],
         ts: u64,
+    }
+
+    /// Events of a connection joined mid-stream (the kernel did not know its side).
+    fn joined(mut events: Vec<H2Event>) -> Vec<H2Event> {
+        for e in &mut events {
+            e.side = 0;
+        }
+        events
     }
 
     impl Wire {
@@ -585,7 +679,8 @@ mod tests {
         events.extend(w.frame(true, HEADERS, END_HEADERS, 5, &[0xbe]));
         events.extend(w.frame(false, HEADERS, 0, 5, &[]));
         events.extend(w.frame(false, CONTINUATION, END_HEADERS, 5, &[0x8d]));
-        // Stream 9: a response with no request seen.
+        // Stream 9: a response with no request seen, on a stream after the window's first: a
+        // late frame on a stream the window saw end, not a request from before it.
         events.extend(w.frame(false, HEADERS, END_HEADERS, 9, &[0x88]));
         // Stream 13: a gRPC call with a 1 ms deadline, reset by its client 2 ms later; stream
         // 15: one reset by the server with REFUSED_STREAM.
@@ -620,7 +715,7 @@ mod tests {
             "streams 3, 13, 15 reset, stream 11 cut"
         );
         assert_eq!(s.server.in_flight, 0);
-        assert_eq!(s.unmatched_responses, 1);
+        assert_eq!(s.unmatched_responses, 0);
         assert_eq!(s.http2.streams_reset, 3);
         assert_eq!(s.http2.unknown_fields, 1);
         assert!(s.server.requests.iter().all(|g| g.version == "2" && g.tls));
@@ -658,5 +753,66 @@ mod tests {
         );
         assert_eq!(conn.streams[&1].path.as_deref(), Some("/a"));
         assert_eq!(conn.streams[&5].method, "GET");
+    }
+
+    #[test]
+    fn a_joined_connection_finds_its_side_and_says_unknown_for_older_state() {
+        let mut w = Wire { seq: [0, 0], ts: 0 };
+        let mut tally = Tally::new(1);
+        let mut events = Vec::new();
+        // The target sends a request on stream 7: ":method GET" (static), ":path" from a
+        // dynamic entry made before the window (unknown).
+        events.extend(w.frame(false, HEADERS, END_HEADERS | END_STREAM, 7, &[0x82, 0xbe]));
+        events.extend(w.frame(true, HEADERS, END_HEADERS, 7, &[0x88])); // :status 200
+                                                                        // Stream 9: a gRPC call, all fields literal: known.
+        let mut call = vec![0x83];
+        call.extend(literal(":path", "/echo.Echo/Say"));
+        call.extend(literal("content-type", "application/grpc"));
+        events.extend(w.frame(false, HEADERS, END_HEADERS, 9, &call));
+        events.extend(w.frame(true, HEADERS, END_HEADERS, 9, &[0x88]));
+        events.extend(w.frame(
+            true,
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            9,
+            &literal("grpc-status", "0"),
+        ));
+        // Stream 5's response: its request was before the window.
+        events.extend(w.frame(true, HEADERS, END_HEADERS | END_STREAM, 5, &[0x88]));
+        let events = joined(events);
+        let mut conn = Conn::new(&events[0]);
+        for e in &events {
+            assert!(!conn.on_event(e, &mut tally));
+        }
+        let mut counts = RawCounts::zeroed();
+        tally.merge_into(&mut counts);
+        let s = summarise(&counts);
+        assert_eq!(s.client.started, 2, "a client: it sent the requests");
+        assert_eq!(s.server.started, 0);
+        assert_eq!(s.client.count("GET", 200), 1);
+        assert_eq!(s.client.count("POST", 200), 1);
+        assert_eq!(s.grpc.count(false, "echo.Echo/Say", Some(0)), 1);
+        assert_eq!(s.http2.connections_desynced, 0);
+        assert_eq!(s.http2.joined, 1);
+        assert_eq!(s.unmatched_responses, 1);
+    }
+
+    #[test]
+    fn a_joined_connection_that_is_not_http2_counts_nothing() {
+        let mut w = Wire { seq: [0, 0], ts: 0 };
+        let mut tally = Tally::new(1);
+        // A "HEADERS" frame on an even stream (a client never opens one): not HTTP/2 framing.
+        let mut events = w.frame(true, HEADERS, END_HEADERS, 2, &[0x82, 0x84]);
+        events.extend(w.frame(true, HEADERS, END_HEADERS, 3, &[0x82, 0x84]));
+        let events = joined(events);
+        let mut conn = Conn::new(&events[0]);
+        for e in &events {
+            conn.on_event(e, &mut tally);
+        }
+        let mut counts = RawCounts::zeroed();
+        tally.merge_into(&mut counts);
+        let s = summarise(&counts);
+        assert_eq!(s.server.started + s.client.started, 0);
+        assert_eq!(s.http2.connections_desynced, 1);
     }
 }

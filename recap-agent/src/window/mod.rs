@@ -483,6 +483,10 @@ impl Window {
             counts.get(recap_common::Counter::Http2Lost),
             counts.get(recap_common::Counter::Http2Desync),
         ));
+        summary.warnings.extend(unread::http2_joined_warning(
+            counts.get(recap_common::Counter::Http2Joined),
+            counts.get(recap_common::Counter::Http2Unknown),
+        ));
         if self.info.target.contains_recap() {
             summary.warnings.push(
                 "recap itself runs in the target cgroup: its own threads are left out of syscalls/proc/cpu, but its sockets (exports, Docker API) count in tcp/net; run recap from another cgroup".into(),

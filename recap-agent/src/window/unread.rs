@@ -56,6 +56,16 @@ pub fn http2_warning(frames_lost: u64, connections_desynced: u64) -> Option<Stri
     })
 }
 
+/// HTTP/2 connections older than the window: what their fields coded against earlier
+/// header-compression state hid (requests counted, with `unknown` in place of the field).
+pub fn http2_joined_warning(joined: u64, unknown_fields: u64) -> Option<String> {
+    (joined > 0 && unknown_fields > 0).then(|| {
+        format!(
+            "http: {joined} HTTP/2 connection(s) were opened before the window: {unknown_fields} request(s) on HTTP/2 had a field (method, status, path, content-type) coded against header-compression state from before it, counted as `unknown` (their gRPC calls may be counted as HTTP requests only); a window open before the connections are made reads them whole"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,13 @@ pub fn feed(
     id: impl FnOnce() -> TlsKey,
 ) -> bool {
     if conn.role == HTTP_H2 {
+        if conn.h2_side == 0 && incoming && starts_with_preface(&bytes) {
+            // Joined at a server's first write, made before it read the client's preface: a
+            // connection of the window after all.
+            add(slot, Counter::HttpH2Connections, 1);
+            conn.h2_side = HTTP_ROLE_SERVER;
+            conn.h2[1].left = PREFACE_LEN;
+        }
         http2::walk(conn, &id(), incoming, &bytes, len as u64);
         return true;
     }
@@ -230,11 +237,32 @@ pub fn feed(
     }
     // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
     let changed = on_data(slot, conn, incoming, p, len) || carried;
+    // A connection older than the window that speaks HTTP/2: joined at a frame's start.
+    if conn.role == 0 && have == 0 && http2::joinable(p, len, io_len) {
+        conn.role = HTTP_H2;
+        conn.h2_side = 0; // user space finds it from the header blocks
+        http2::walk(conn, &id(), incoming, &bytes, io_len as u64);
+        return true;
+    }
     if conn.role == HTTP_H2 {
         // The preface began this I/O: its frames follow it.
         http2::walk(conn, &id(), incoming, &bytes, io_len as u64);
     }
     changed
+}
+
+/// True if `bytes` begin with HTTP/2's connection preface.
+#[inline(always)]
+fn starts_with_preface(bytes: &Bytes) -> bool {
+    let at = match bytes.kind {
+        http2::BUFFER => bytes.at,
+        http2::IOVECS if bytes.count > 0 => match user::<u64>(bytes.at) {
+            Some(b) => b,
+            None => return false,
+        },
+        _ => return false,
+    };
+    user::<[u8; 8]>(at).is_some_and(|w| u64::from_le_bytes(w) == H2_PREFACE.0)
 }
 
 /// Where the syscall's data is in user memory, found through the thread's saved registers.

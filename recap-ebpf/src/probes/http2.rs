@@ -32,6 +32,39 @@ const MAX_IOVECS: u64 = 32;
 /// The client's preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`: not frames.
 pub const PREFACE_LEN: u32 = 24;
 
+/// The largest frame a peer may send before SETTINGS say otherwise (RFC 9113 §4.2).
+const DEFAULT_MAX_FRAME: usize = 16_384;
+
+/// True if an I/O of `io_len` bytes, of which `p` holds the first `len`, begins with a whole,
+/// well-formed HTTP/2 control or HEADERS frame (RFC 9113 §6: each type's stream, length and
+/// flags rules): where a connection whose preface came before the window can be joined.
+/// DATA and CONTINUATION are never a start (a large DATA frame's middle may look like one),
+/// nor SETTINGS: a server's first write on a new connection, before it reads the preface.
+#[inline(always)]
+pub fn joinable(p: &[u8; 16], len: usize, io_len: usize) -> bool {
+    if len < H2_FRAME_HEADER {
+        return false;
+    }
+    let length = (p[0] as usize) << 16 | (p[1] as usize) << 8 | p[2] as usize;
+    let (kind, flags) = (p[3], p[4]);
+    if p[5] & 0x80 != 0 || length > DEFAULT_MAX_FRAME || H2_FRAME_HEADER + length > io_len {
+        return false;
+    }
+    let stream = u32::from_be_bytes([p[5], p[6], p[7], p[8]]);
+    match kind {
+        // HEADERS: a client-initiated (odd) stream; END_STREAM, END_HEADERS, PADDED, PRIORITY.
+        1 => stream & 1 == 1 && length > 0 && flags & !0x2d == 0,
+        // PRIORITY, RST_STREAM.
+        2 => stream != 0 && length == 5 && flags == 0,
+        3 => stream != 0 && length == 4 && flags == 0,
+        // PING, GOAWAY, WINDOW_UPDATE.
+        6 => stream == 0 && length == 8 && flags & !1 == 0,
+        7 => stream == 0 && length >= 8 && flags == 0,
+        8 => length == 4 && flags == 0,
+        _ => false,
+    }
+}
+
 /// Where an I/O's bytes are in user memory. A struct with every field always set, not an
 /// enum: LLVM leaves an enum's unused fields undefined, and the verifier refuses a read of an
 /// uninitialised register even on a path that ignores it.
