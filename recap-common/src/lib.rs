@@ -300,6 +300,14 @@ pub const TLS_FUNCTIONS: [(&str, u64); 4] = [
     ("SSL_write", TLS_WRITE),
     ("SSL_write_ex", TLS_WRITE | TLS_EX),
 ];
+/// Go's `crypto/tls` functions `http` reads (register ABI, Go ≥ 1.17): `programs::GO_TLS_CALL`
+/// at their entry, `programs::GO_TLS_RETURN` at each of their `RET` instructions (uretprobes
+/// would break Go's movable stacks), the cookie saying which (`TLS_WRITE`).
+pub const GO_TLS_FUNCTIONS: [(&str, u64); 2] = [
+    ("crypto/tls.(*Conn).Read", 0),
+    ("crypto/tls.(*Conn).Write", TLS_WRITE),
+];
+
 /// `SSL_free(ssl)`: the session's state goes with it (`programs::TLS_FREE` at its entry).
 pub const TLS_FREE_FUNCTION: &str = "SSL_free";
 /// The function writes (sends) plaintext; otherwise it reads.
@@ -414,6 +422,7 @@ pub mod maps {
     pub const WINDOW_EPOCH: &str = "WINDOW_EPOCH";
     pub const HTTP_REQS: &str = "HTTP_REQS";
     pub const TLS_CALLS: &str = "TLS_CALLS";
+    pub const GO_TLS_CALLS: &str = "GO_TLS_CALLS";
     pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
     pub const TLS_PROCS: &str = "TLS_PROCS";
     pub const TLS_NEW_PROCS: &str = "TLS_NEW_PROCS";
@@ -450,6 +459,9 @@ pub mod programs {
     pub const TLS_CALL: &str = "recap_tls_call";
     pub const TLS_RETURN: &str = "recap_tls_ret";
     pub const TLS_FREE: &str = "recap_tls_free";
+    /// uprobes on Go's `crypto/tls`: at the functions' entries, and at each return instruction.
+    pub const GO_TLS_CALL: &str = "recap_gotls_in";
+    pub const GO_TLS_RETURN: &str = "recap_gotls_ret";
     /// A target's new process (exec, fork), told to user space to be instrumented at once.
     pub const TLS_EXEC: &str = "recap_tls_exec";
     pub const TLS_FORK: &str = "recap_tls_fork";
@@ -457,7 +469,7 @@ pub mod programs {
     pub const DNS_EGRESS: &str = "recap_dns_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 27] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -478,6 +490,8 @@ pub mod programs {
         TLS_CALL,
         TLS_RETURN,
         TLS_FREE,
+        GO_TLS_CALL,
+        GO_TLS_RETURN,
         TLS_EXEC,
         TLS_FORK,
         DNS_INGRESS,

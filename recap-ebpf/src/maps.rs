@@ -99,6 +99,11 @@ pub static HTTP_REQS: PerCpuHashMap<HttpKey, HttpStat> = PerCpuHashMap::with_max
 #[map(name = "TLS_CALLS")]
 pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(4096, 0);
 
+/// `http` over Go's `crypto/tls`: each goroutine's call in progress, by (tgid, the goroutine's
+/// `g`: a goroutine may move to another thread before the call returns); an LRU.
+#[map(name = "GO_TLS_CALLS")]
+pub static GO_TLS_CALLS: LruHashMap<TlsKey, TlsCall> = LruHashMap::with_max_entries(8192, 0);
+
 /// `http` over TLS: the connection (socket cookie) each TLS session was last seen doing socket
 /// I/O on, for its calls that make none (reads served from the library's buffer).
 #[map(name = "TLS_SESSIONS")]
@@ -137,9 +142,9 @@ pub static HTTPS_CONNS: LruHashMap<TlsKey, HttpConn> = LruHashMap::with_max_entr
 #[map(name = "HTTP2_FRAMES")]
 pub static HTTP2_FRAMES: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Each thread's HTTP/2 walk in progress, by pid_tgid (`probes/http2.rs` says why not the stack).
+/// The HTTP/2 walk in progress on each CPU (`probes/http2.rs` says why not the stack).
 #[map(name = "H2_WALKS")]
-pub static H2_WALKS: HashMap<u64, crate::probes::http2::Walk> = HashMap::with_max_entries(4096, 0);
+pub static H2_WALKS: PerCpuArray<crate::probes::http2::Walk> = PerCpuArray::with_max_entries(1, 0);
 
 /// `dns`: queries waiting for their answer.
 #[map(name = "DNS_PENDING")]

@@ -494,3 +494,170 @@ fn http2_over_tls_is_counted_exactly_and_nothing_outside() {
     drop(outside);
     assert_no_residue();
 }
+
+/// The Go test programs (tests/go/*.go, standard library only), built once per test binary
+/// with Debian's Go into a directory of their own.
+fn go_program(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("recap-go-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for program in ["server", "client"] {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("go")
+                .join(format!("{program}.go"));
+            let out = Command::new("go")
+                .args(["build", "-o"])
+                .arg(dir.join(program))
+                .arg(&src)
+                .env("GOCACHE", dir.join("cache"))
+                .env("GOPATH", dir.join("gopath"))
+                .env("GOFLAGS", "-mod=mod")
+                .env("GOTOOLCHAIN", "local")
+                .output()
+                .expect("go (cargo xtask setup installs golang-go)");
+            assert!(out.status.success(), "go build {program}: {out:?}");
+        }
+        dir.clone()
+    });
+    dir.join(name)
+}
+
+/// The Go HTTPS server (HTTP/2 by ALPN, or HTTP/1.1 for clients that ask for it).
+struct GoServer {
+    child: Child,
+    port: u16,
+}
+
+impl GoServer {
+    fn start(cert: &Cert, cg: Option<&TestCgroup>) -> Self {
+        let port = free_tcp_port();
+        let program = go_program("server");
+        let mut cmd = match cg {
+            Some(cg) => cg.command(&program),
+            None => Command::new(&program),
+        };
+        let child = cmd
+            .arg(port.to_string())
+            .arg(cert.cert())
+            .arg(cert.key())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(port, "the Go server");
+        GoServer { child, port }
+    }
+}
+
+impl Drop for GoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(go_program("").parent().unwrap().join("cache"));
+    }
+}
+
+fn go_client(cg: Option<&TestCgroup>, port: u16, http1: bool, asks: &[&str]) -> Client {
+    let program = go_program("client");
+    let mut cmd = match cg {
+        Some(cg) => cg.command(&program),
+        None => Command::new(&program),
+    };
+    if http1 {
+        cmd.arg("-http1");
+    }
+    cmd.arg(port.to_string()).args(asks);
+    Client::start(cmd)
+}
+
+/// `"GET 200 2" -> n` (method, status, version) over TLS for one side of the summary.
+fn counted_tls_by_version(side: &Value) -> BTreeMap<String, u64> {
+    side["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            assert_eq!(g["tls"], true, "a request not over TLS: {g}");
+            (
+                format!(
+                    "{} {} {}",
+                    g["method"].as_str().unwrap(),
+                    g["status"],
+                    g["version"].as_str().unwrap()
+                ),
+                g["duration"]["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Go's own TLS (crypto/tls, no OpenSSL): a Go server in the target answering Go clients
+/// over HTTP/2 and HTTP/1.1, and a Go client in the target calling a Go server outside; the
+/// uprobes at the functions' entries and return instructions read every request exactly.
+#[test]
+fn go_crypto_tls_is_counted_exactly_on_both_sides() {
+    if !require_root() {
+        return;
+    }
+    let cert = Cert::new("https-go");
+    let cg = TestCgroup::new("https-go");
+    let server = GoServer::start(&cert, Some(&cg));
+    let outside = GoServer::start(&cert, None);
+    let mut from_inside = go_client(
+        Some(&cg),
+        outside.port,
+        false,
+        &["GET:/ok", "GET:/fail", "DELETE:/missing"],
+    );
+    let run = open_window(&cg);
+    let mut h2 = go_client(
+        None,
+        server.port,
+        false,
+        &[
+            "GET:/ok",
+            "GET:/ok",
+            "GET:/missing",
+            "GET:/fail",
+            "POST:/ok",
+        ],
+    );
+    let mut h1 = go_client(None, server.port, true, &["GET:/ok", "PUT:/fail"]);
+    assert_eq!(h2.go(), "GET 200 GET 200 GET 404 GET 503 POST 200 HTTP/2.0");
+    assert_eq!(h1.go(), "GET 200 PUT 503 HTTP/1.1");
+    assert_eq!(from_inside.go(), "GET 200 GET 503 DELETE 404 HTTP/2.0");
+    let (s, err) = run.interrupt();
+    let http = &s["http"];
+    assert_eq!(
+        counted_tls_by_version(&http["server"]),
+        expect(&[
+            ("GET 200 2", 2),
+            ("GET 404 2", 1),
+            ("GET 503 2", 1),
+            ("POST 200 2", 1),
+            ("GET 200 1.1", 1),
+            ("PUT 503 1.1", 1),
+        ]),
+        "{http:#}\n{err}"
+    );
+    assert_eq!(
+        counted_tls_by_version(&http["client"]),
+        expect(&[("GET 200 2", 1), ("GET 503 2", 1), ("DELETE 404 2", 1)]),
+        "{http:#}\n{err}"
+    );
+    for side in ["server", "client"] {
+        assert_eq!(http[side]["in_flight"], 0, "{http:#}");
+    }
+    assert_eq!(http["http2"]["unknown_fields"], 0, "{http:#}");
+    let seen = tls_seen(&s);
+    for pid in [server.child.id(), from_inside.pid()] {
+        assert!(read_in(&seen, pid), "{pid}: {seen:?}");
+    }
+    assert!(
+        seen.iter()
+            .all(|(code, _, _)| code.starts_with("Go crypto/tls")),
+        "{seen:?}"
+    );
+    drop((h2, h1, from_inside, server, outside));
+    assert_no_residue();
+}

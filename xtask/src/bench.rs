@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// agent (arming warm vs in-process, 1 to 128 open windows, its footprint), or HTTP
     /// (wrk against nginx in the target, request families on and off), or fleet windows
     /// (request → every node counting, 1 to 10 agents on etcd).
-    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http", "https", "fleet"])]
+    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http", "https", "http2", "fleet"])]
     only: Option<String>,
     /// Seconds of wrk load per repetition of the HTTP benchmark.
     #[arg(long, default_value_t = 5)]
@@ -71,6 +71,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for scheme in [
         crate::bench_http::Scheme::Http,
         crate::bench_http::Scheme::Https,
+        crate::bench_http::Scheme::Http2,
     ] {
         if args.only.is_none() || args.only.as_deref() == Some(scheme.name()) {
             crate::bench_http::run(&bin, scheme, args.reps.min(6), args.http_seconds)?;

@@ -1,4 +1,5 @@
-//! `cargo xtask bench --only http`: wrk against nginx (Debian's) in the target, keep-alive, with
+//! `cargo xtask bench --only http` (`https`, `http2`): wrk (h2load for HTTP/2) against nginx
+//! (Debian's) in the target, keep-alive, with
 //! no window, an `http` window and a window of the default families, interleaved; req/s and
 //! latency as ratios to no window, the eBPF time per request from the kernel's run-time stats
 //! of our programs, and the window's request count next to wrk's. Prints; asserts nothing.
@@ -14,13 +15,17 @@ use anyhow::{bail, Context};
 
 use crate::{bench::DEFAULT_FAMILIES, cgroup::ScratchCgroup};
 
-/// One nginx worker: it gets one CPU, wrk the other. With `tls`, HTTPS (a self-signed
-/// certificate made in `dir`).
-fn nginx_conf(dir: &Path, port: u16, tls: bool) -> String {
+/// One nginx worker: it gets one CPU, the load the other. Over TLS a self-signed certificate
+/// made in `dir`; HTTP/2 over TLS (ALPN h2).
+fn nginx_conf(dir: &Path, port: u16, scheme: Scheme) -> String {
     let d = dir.display();
-    let (ssl, certs) = if tls {
+    let (ssl, certs) = if scheme != Scheme::Http {
         (
-            " ssl",
+            if scheme == Scheme::Http2 {
+                " ssl http2"
+            } else {
+                " ssl"
+            },
             format!("    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;\n"),
         )
     } else {
@@ -35,18 +40,28 @@ fn nginx_conf(dir: &Path, port: u16, tls: bool) -> String {
     )
 }
 
-/// Plaintext HTTP or HTTPS.
+/// Plaintext HTTP/1.1, HTTPS (HTTP/1.1 over TLS), HTTP/2 over TLS.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     Http,
     Https,
+    Http2,
 }
 
 impl Scheme {
+    /// As `--only` names it.
     pub fn name(self) -> &'static str {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::Http2 => "http2",
+        }
+    }
+
+    fn url_scheme(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https | Scheme::Http2 => "https",
         }
     }
 }
@@ -65,8 +80,7 @@ impl Nginx {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let tls = scheme == Scheme::Https;
-        if tls {
+        if scheme != Scheme::Http {
             let made = Command::new("openssl")
                 .args([
                     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -81,7 +95,7 @@ impl Nginx {
             anyhow::ensure!(made.success(), "openssl could not make a certificate");
         }
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(&dir, port, tls))?;
+        std::fs::write(&conf, nginx_conf(&dir, port, scheme))?;
         // The shell joins the target cgroup, then becomes nginx: master and worker are in it.
         let child = Command::new("sh")
             .arg("-c")
@@ -125,10 +139,65 @@ struct WrkRun {
     latency_p99_us: f64,
 }
 
+/// The load: wrk, or h2load for HTTP/2 (16 connections, one request in flight on each).
+fn load(scheme: Scheme, port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
+    match scheme {
+        Scheme::Http2 => h2load(port, seconds),
+        _ => wrk(scheme, port, seconds),
+    }
+}
+
+/// h2load reports the mean and the maximum time per request, no percentiles: p99 is NaN.
+fn h2load(port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
+    let out = Command::new("h2load")
+        .args(["-t1", "-c16", "-m1", "-D", &seconds.to_string()])
+        .arg(format!("https://127.0.0.1:{port}/"))
+        .output()
+        .context("running h2load (cargo xtask setup installs nghttp2-client)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |prefix: &str| text.lines().find(|l| l.trim_start().starts_with(prefix));
+    let parsed = (|| {
+        let finished = line("finished in")?;
+        let rps: f64 = finished
+            .split(", ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let done: u64 = line("requests:")?
+            .split(", ")
+            .find(|p| p.ends_with(" done"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let mean = line("time for request:")?
+            .split_whitespace()
+            .nth(5)?
+            .to_string();
+        let (num, unit) = mean.split_at(mean.find(|c: char| c.is_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        let mean_us = match unit {
+            "us" => n,
+            "ms" => n * 1e3,
+            "s" => n * 1e6,
+            _ => return None,
+        };
+        Some(WrkRun {
+            rps,
+            requests: done,
+            latency_avg_us: mean_us,
+            latency_p99_us: f64::NAN,
+        })
+    })();
+    parsed.with_context(|| format!("reading h2load's output:\n{text}"))
+}
+
 fn wrk(scheme: Scheme, port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
     let out = Command::new("wrk")
         .args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency"])
-        .arg(format!("{}://127.0.0.1:{port}/", scheme.name()))
+        .arg(format!("{}://127.0.0.1:{port}/", scheme.url_scheme()))
         .output()
         .context("running wrk (cargo xtask setup installs it)")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -229,7 +298,7 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
     // the target: the uprobes are per process, so it must pay nothing.
     let other_cgroup = ScratchCgroup::create("recap-bench-outside")?;
     let other = match scheme {
-        Scheme::Https => Some(Nginx::start(&other_cgroup.dir, scheme)?),
+        Scheme::Https | Scheme::Http2 => Some(Nginx::start(&other_cgroup.dir, scheme)?),
         Scheme::Http => None,
     };
     let mut configs: Vec<(&str, Option<&str>, u16)> = vec![
@@ -251,7 +320,7 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
     }
     let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
     for (_, _, port) in &configs {
-        wrk(scheme, *port, 1)?; // warm-up
+        load(scheme, *port, 1)?; // warm-up
     }
     for rep in 0..reps {
         eprint!("\rxtask: {}, repetition {}/{reps}", scheme.name(), rep + 1);
@@ -267,12 +336,12 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
             };
             // Throughput with the kernel's run-time stats off (they cost two clock reads per
             // program run), then a shorter run with them on for the eBPF time per request.
-            let wrk = wrk(scheme, port, seconds)?;
+            let wrk = load(scheme, port, seconds)?;
             let (http_ns, all_ns, timed_requests) = if window.is_some() {
                 let stats = BpfStats::enable()?;
                 let (_, http_before) = bpf_run_stats(http_program);
                 let (_, all_before) = bpf_run_stats(|n| n.starts_with("recap_"));
-                let timed = self::wrk(scheme, port, 2)?;
+                let timed = load(scheme, port, 2)?;
                 let (_, http_after) = bpf_run_stats(http_program);
                 let (_, all_after) = bpf_run_stats(|n| n.starts_with("recap_"));
                 drop(stats);
@@ -310,9 +379,16 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
     let title = match scheme {
         Scheme::Http => "HTTP",
         Scheme::Https => "HTTPS (TLS 1.3, OpenSSL 3 in nginx: http reads it through uprobes)",
+        Scheme::Http2 => {
+            "HTTP/2 over TLS (ALPN h2; frames walked in the kernel, HPACK decoded in recap)"
+        }
+    };
+    let tool = match scheme {
+        Scheme::Http2 => "h2load -t1 -c16 -m1",
+        _ => "wrk -t1 -c16",
     };
     println!(
-        "## {title}: wrk -t1 -c16 (keep-alive) against nginx (1 worker) in the target, {seconds} s × {reps} interleaved reps (medians)\n"
+        "## {title}: {tool} (keep-alive) against nginx (1 worker) in the target, {seconds} s × {reps} interleaved reps (medians)\n"
     );
     println!("| what is open | req/s | ratio | latency avg | ratio | latency p99 | eBPF ns per request (http programs, stats on) | (all our programs) | requests counted / wrk's |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -352,6 +428,7 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
     let goal = match scheme {
         Scheme::Http => "≤ 2 % req/s lost, ≤ 250 ns of eBPF time per request; Grafana Beyla publishes ~500 ns",
         Scheme::Https => "≤ 3 % req/s lost; the eBPF time excludes the uprobes' traps, which the req/s ratio includes",
+        Scheme::Http2 => "report (the issue sets none); the eBPF time excludes the uprobes' traps and recap's own HPACK decoding, which the req/s ratio includes; h2load gives no p99 (NaN)",
     };
     println!("\n(Goal: {goal}. A window counts responses written; wrk counts responses read before it stops, so the window may be ahead by up to its 16 connections.)");
     Ok(())

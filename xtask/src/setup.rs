@@ -95,6 +95,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the grpc tests' server and client (gRPC core, OpenSSL as a shared library)",
     ),
     (
+        "golang-go",
+        "the https tests build a Go server and client (crypto/tls, HTTP/2)",
+    ),
+    (
         "nghttp2-client",
         "the h2c test's client (nghttp) and the HTTP/2 benchmark's load (h2load)",
     ),

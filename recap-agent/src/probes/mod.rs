@@ -14,6 +14,7 @@
 mod btf;
 mod counts;
 mod engine;
+mod go_tls;
 mod http2_frames;
 mod program_set;
 mod reader;

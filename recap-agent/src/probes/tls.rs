@@ -20,10 +20,10 @@ use aya::{
     },
     Ebpf,
 };
-use recap_common::{maps, programs, TLS_FUNCTIONS};
+use recap_common::maps;
 use serde::{Deserialize, Serialize};
 
-use super::tls_code::{self, LinkedCache, Offsets, TlsCode};
+use super::tls_code::{self, LinkedCache, Point, TlsCode};
 use crate::targets::cgroup;
 
 /// Processes of a window looked at, at most.
@@ -102,8 +102,8 @@ pub struct TlsProbes {
     procs: HashMap<u32, Instrumented>,
     windows: HashMap<u32, Watch>,
     rechecks: Vec<Recheck>,
-    /// `TLS_FUNCTIONS` offsets by file (`st_dev`, `st_ino`), or why they are not known.
-    offsets: HashMap<(u64, u64), Result<Offsets, String>>,
+    /// The probes of each file (`st_dev`, `st_ino`), or why there are none.
+    offsets: HashMap<(u64, u64), Result<Vec<Point>, String>>,
     linked: LinkedCache,
 }
 
@@ -366,7 +366,7 @@ impl TlsProbes {
             let offsets = self
                 .offsets
                 .entry(c.file)
-                .or_insert_with(|| tls_code::function_offsets(c))
+                .or_insert_with(|| tls_code::attach_points(c))
                 .clone();
             let offsets = match offsets {
                 Ok(o) => o,
@@ -414,30 +414,25 @@ impl TlsProbes {
     }
 }
 
-/// The entry and return probes of every function in `offsets`, and the entry of `SSL_free`,
-/// for one process; all or none. Attached through the file as opened and checked
-/// (`/proc/self/fd/N`), so the kernel probes that file and no other the path may lead to now.
+/// The probes `points` of one file, for one process; all or none. Attached through the file
+/// as opened and checked (`/proc/self/fd/N`), so the kernel probes that file and no other the
+/// path may lead to now.
 fn attach_file(
     ebpf: &mut Ebpf,
     code: &TlsCode,
-    offsets: &Offsets,
+    points: &[Point],
     scope: UProbeScope,
 ) -> Result<Vec<UProbeLink>, String> {
     use std::os::fd::AsRawFd;
     let file = code.open().map_err(|e| format!("opening it: {e}"))?;
     let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let mut points = Vec::new();
-    for (&(_, function), offset) in TLS_FUNCTIONS.iter().zip(offsets.calls) {
-        if let Some(offset) = offset {
-            points.push((programs::TLS_CALL, None, offset));
-            points.push((programs::TLS_RETURN, Some(function), offset));
-        }
-    }
-    if let Some(offset) = offsets.free {
-        points.push((programs::TLS_FREE, None, offset));
-    }
     let mut links = Vec::new();
-    for (program, cookie, offset) in points {
+    for &Point {
+        program,
+        cookie,
+        offset,
+    } in points
+    {
         {
             let prog: &mut UProbe = ebpf
                 .program_mut(program)

@@ -1,7 +1,7 @@
 //! Which TLS code a process runs, from its memory maps and its executable: a shared OpenSSL
 //! (`libssl.so.*`, also BoringSSL builds of it), OpenSSL linked into the executable with its
-//! symbols exported (Node.js), Go's `crypto/tls`, and the libraries `http` cannot read yet.
-//! And where, in a file that has them, the `SSL_read`/`SSL_write` functions start.
+//! symbols exported (Node.js), Go's `crypto/tls` (`go_tls`), and the libraries `http` cannot
+//! read yet. And where, in a file that has them, the probes go (`attach_points`).
 //!
 //! The files belong to the target: they are reached through the kernel's own links to what
 //! the process maps (`/proc/PID/map_files/…`, `/proc/PID/exe`); a library a new process has
@@ -20,7 +20,9 @@ use std::{
 };
 
 use object::{Object, ObjectSection, ObjectSymbol};
-use recap_common::{TLS_FREE_FUNCTION, TLS_FUNCTIONS};
+use recap_common::{programs, TLS_FREE_FUNCTION, TLS_FUNCTIONS};
+
+use super::go_tls;
 
 /// Libraries found by file name (up to the `.so`) that `http` does not read, and what they are.
 const UNREAD_LIBRARIES: &[(&str, &str)] = &[
@@ -50,6 +52,8 @@ pub struct TlsCode {
     pub file: (u64, u64),
     /// Why `http` does not read it (None: it can, if its functions are found).
     pub unread: Option<&'static str>,
+    /// Go's `crypto/tls` (else OpenSSL's API).
+    pub go: bool,
     /// The library's path as the process sees it (None: the process's executable).
     pub mapped: Option<String>,
 }
@@ -132,6 +136,7 @@ pub fn of_process(pid: u32, linked: &mut LinkedCache) -> Vec<TlsCode> {
                 path: link,
                 file: (meta.dev(), meta.ino()),
                 unread,
+                go: false,
                 mapped: Some(m.path),
             });
         }
@@ -143,22 +148,20 @@ pub fn of_process(pid: u32, linked: &mut LinkedCache) -> Vec<TlsCode> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let file = (meta.dev(), meta.ino());
-        let code = |what: String, unread| TlsCode {
+        let code = |what: String, unread, go| TlsCode {
             what,
             path: exe.clone(),
             file,
             unread,
+            go,
             mapped: None,
         };
         if linked.len() > 4096 {
             linked.clear();
         }
         match *linked.entry(file).or_insert_with(|| linked_tls(&exe, file)) {
-            Linked::OpenSsl => out.push(code(format!("OpenSSL in {name}"), None)),
-            Linked::Go => out.push(code(
-                format!("Go crypto/tls in {name}"),
-                Some("Go's crypto/tls is not read by http yet"),
-            )),
+            Linked::OpenSsl => out.push(code(format!("OpenSSL in {name}"), None, false)),
+            Linked::Go(unread) => out.push(code(format!("Go crypto/tls in {name}"), unread, true)),
             Linked::None => {}
         }
     }
@@ -205,7 +208,8 @@ fn mapped_files(maps: impl BufRead) -> Vec<Mapping> {
 #[derive(Clone, Copy)]
 pub enum Linked {
     OpenSsl,
-    Go,
+    /// With why it cannot be read, if it cannot (`go_tls::unsupported`).
+    Go(Option<&'static str>),
     None,
 }
 
@@ -233,9 +237,52 @@ fn linked_tls(path: &std::path::Path, file: (u64, u64)) -> Linked {
             .take(MAX_SYMBOLS)
             .any(|s| s.name() == Ok("crypto/tls.(*Conn).Read"))
     {
-        return Linked::Go;
+        return Linked::Go(go_tls::unsupported(&obj));
     }
     Linked::None
+}
+
+/// One uprobe: its program, its attach cookie, where in the file (as uprobes take it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Point {
+    pub program: &'static str,
+    pub cookie: Option<u64>,
+    pub offset: u64,
+}
+
+/// The probes that read `code`: for OpenSSL, the entry and return of `TLS_FUNCTIONS` and the
+/// entry of `SSL_free`; for Go, `go_tls::points`. An error says why there are none.
+pub fn attach_points(code: &TlsCode) -> Result<Vec<Point>, String> {
+    if code.go {
+        let file = code.open().map_err(|e| format!("opening it: {e}"))?;
+        let cache = object::ReadCache::new(file);
+        let obj = object::File::parse(&cache).map_err(|e| format!("reading the ELF file: {e}"))?;
+        return go_tls::points(&obj);
+    }
+    let offsets = function_offsets(code)?;
+    let mut points = Vec::new();
+    for (&(_, function), offset) in TLS_FUNCTIONS.iter().zip(offsets.calls) {
+        if let Some(offset) = offset {
+            points.push(Point {
+                program: programs::TLS_CALL,
+                cookie: None,
+                offset,
+            });
+            points.push(Point {
+                program: programs::TLS_RETURN,
+                cookie: Some(function),
+                offset,
+            });
+        }
+    }
+    if let Some(offset) = offsets.free {
+        points.push(Point {
+            program: programs::TLS_FREE,
+            cookie: None,
+            offset,
+        });
+    }
+    Ok(points)
 }
 
 /// Where the functions `http` probes start in a file (file offsets, as uprobes take them).
@@ -344,6 +391,7 @@ mod tests {
             path,
             file: (meta.dev(), meta.ino()),
             unread: None,
+            go: false,
             mapped: None,
         };
         let offsets = function_offsets(&code).unwrap();

@@ -95,13 +95,13 @@ mod tests {
             read: vec![],
             not_read: vec![NotRead {
                 pid: 14,
-                reason: "Go's crypto/tls is not read by http yet".into(),
+                reason: "Go before 1.17 (stack-based calls) is not read".into(),
             }],
         };
         let w = tls_warning(&[openssl.clone(), gnutls.clone(), go]).unwrap();
         assert!(
             w.contains(
-                "Go crypto/tls in server in PID 14 (Go's crypto/tls is not read by http yet)"
+                "Go crypto/tls in server in PID 14 (Go before 1.17 (stack-based calls) is not read)"
             ),
             "{w}"
         );

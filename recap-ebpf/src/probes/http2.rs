@@ -13,7 +13,7 @@
 //! counted (`Counter::Http2Lost`) and leaves a gap in `seq` for user space to see.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    bpf_ktime_get_ns,
     generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
 };
 use recap_common::{
@@ -113,9 +113,9 @@ impl Bytes {
 
 /// One I/O's walk, as `step` moves it on: the direction's framing (copied out of the
 /// connection and back), what names the connection in events, and where the walk is. It
-/// lives in a map (`H2_WALKS`, by thread) during the walk, not on the stack: the verifier
+/// lives in a map (`H2_WALKS`, one per CPU) during the walk, not on the stack: the verifier
 /// does not follow values in map memory, so `bpf_loop`'s callback is checked once instead of
-/// once per distinct step.
+/// once per distinct step, and the stack stays free for the callers.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Walk {
@@ -150,29 +150,26 @@ pub fn walk(conn: &mut HttpConn, id: &TlsKey, incoming: bool, bytes: &Bytes, len
         IOVECS => (0, 0, 1, bytes.at, bytes.count),
         _ => (0, len, 0, 0, 0),
     };
-    let mut w = Walk {
-        f: conn.h2[dir],
-        id: *id,
-        epoch: conn.epoch,
-        slot,
-        incoming: incoming as u8,
-        side: conn.h2_side,
-        tls: conn.tls,
-        readable,
-        base,
-        seg_left,
-        iov,
-        iov_count,
-        next_iov: 0,
-        total: len,
-    };
-    let key = bpf_get_current_pid_tgid();
-    if H2_WALKS.insert(&key, &w, 0).is_err() {
-        return;
-    }
-    let Some(stored) = H2_WALKS.get_ptr_mut(&key) else {
+    // Set in place, field by field: a `Walk` built on the stack would take a quarter of it.
+    let Some(stored) = H2_WALKS.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: this CPU's entry, used by one program run at a time (no program nests in it).
+    let w = unsafe { &mut *stored };
+    w.f = conn.h2[dir];
+    w.id = *id;
+    w.epoch = conn.epoch;
+    w.slot = slot;
+    w.incoming = incoming as u8;
+    w.side = conn.h2_side;
+    w.tls = conn.tls;
+    w.readable = readable;
+    w.base = base;
+    w.seg_left = seg_left;
+    w.iov = iov;
+    w.iov_count = iov_count;
+    w.next_iov = 0;
+    w.total = len;
     let mut at: *mut Walk = stored;
     // SAFETY: `step` is a BPF callback with the signature bpf_loop wants; `at` outlives it.
     unsafe {
@@ -183,8 +180,7 @@ pub fn walk(conn: &mut HttpConn, id: &TlsKey, incoming: bool, bytes: &Bytes, len
             0,
         )
     };
-    w = unsafe { *stored };
-    let _ = H2_WALKS.remove(&key);
+    let w = unsafe { &mut *stored };
     if w.total > 0 && w.f.lost == 0 {
         w.f.lost = 1;
         add(slot, Counter::Http2Desync, 1);

@@ -25,7 +25,9 @@ use recap_common::{HttpConn, TlsCall, TlsKey, TLS_EX, TLS_WRITE};
 use super::{http::feed, http2};
 use crate::{
     kernel::{task_tgid, task_tid},
-    maps::{task_slot, window_epoch, HTTPS_CONNS, TLS_CALLS, TLS_NEW_PROCS, TLS_SESSIONS},
+    maps::{
+        task_slot, window_epoch, GO_TLS_CALLS, HTTPS_CONNS, TLS_CALLS, TLS_NEW_PROCS, TLS_SESSIONS,
+    },
 };
 
 /// Entry of `SSL_read(ssl, buf, num)`, `SSL_read_ex(ssl, buf, num, &readbytes)`,
@@ -64,6 +66,56 @@ pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
             .unwrap_or(0)
     });
     0
+}
+
+/// Entry of Go's `crypto/tls.(*Conn).Read(b []byte)` and `Write(b)` (register ABI: the
+/// receiver in RAX, `b`'s data in RBX). The goroutine names the call (R14 holds its `g`): it
+/// may continue on another thread. After a stack growth the prologue runs again and so does
+/// this probe, storing the same values.
+#[uprobe]
+pub fn recap_gotls_in(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if task_slot(pid_tgid as u32) == 0 {
+        return 0;
+    }
+    // SAFETY: a uprobe's context is the task's saved registers.
+    let regs = unsafe { &*ctx.regs };
+    let call = TlsCall {
+        ssl: regs.rax,
+        buf: regs.rbx,
+        count_ptr: 0,
+        cookie: 0,
+    };
+    let _ = GO_TLS_CALLS.insert(&goroutine(pid_tgid, regs.r14), &call, 0);
+    0
+}
+
+/// A `RET` of those functions: `n`, the bytes read or written, is in RAX. The attach cookie
+/// says which function returned. Go's connections do their socket I/O in the runtime's
+/// poller, so a session is followed by its `*tls.Conn`, as a library's without socket I/O.
+#[uprobe]
+pub fn recap_gotls_ret(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: as above.
+    let regs = unsafe { &*ctx.regs };
+    let (n, key) = (regs.rax as i64, goroutine(pid_tgid, regs.r14));
+    // Two words, not the whole call, on a stack `feed` needs most of.
+    let Some((conn, buf)) = (unsafe { GO_TLS_CALLS.get(&key) }).map(|c| (c.ssl, c.buf)) else {
+        return 0;
+    };
+    let _ = GO_TLS_CALLS.remove(&key);
+    let function = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    plaintext(pid_tgid, conn, buf, 0, function & TLS_WRITE == 0, n);
+    0
+}
+
+#[inline(always)]
+fn goroutine(pid_tgid: u64, g: u64) -> TlsKey {
+    TlsKey {
+        owner: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        id: g,
+    }
 }
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`: a
@@ -178,6 +230,14 @@ fn on_return(incoming: bool, count: impl FnOnce(&TlsCall) -> i64) {
         return;
     };
     let _ = TLS_CALLS.remove(&pid_tgid);
+    let n = count(&call);
+    plaintext(pid_tgid, call.ssl, call.buf, call.cookie, incoming, n);
+}
+
+/// `n` bytes (≤ 0: none) of plaintext at `buf`, read or written by a TLS call of session
+/// `ssl` (the library's `SSL *`, Go's `*tls.Conn`) whose socket I/O named `cookie` (0: none).
+#[inline(always)]
+fn plaintext(pid_tgid: u64, ssl: u64, buf: u64, cookie: u64, incoming: bool, n: i64) {
     let slot = task_slot(pid_tgid as u32);
     if slot == 0 {
         return;
@@ -185,10 +245,9 @@ fn on_return(incoming: bool, count: impl FnOnce(&TlsCall) -> i64) {
     let session = TlsKey {
         owner: (pid_tgid >> 32) as u32,
         _pad: 0,
-        id: call.ssl,
+        id: ssl,
     };
-    let key = state_key(&session, call.cookie);
-    let n = count(&call);
+    let key = state_key(&session, cookie);
     if n <= 0 {
         return;
     }
@@ -207,7 +266,7 @@ fn on_return(incoming: bool, count: impl FnOnce(&TlsCall) -> i64) {
         slot,
         &mut conn,
         incoming,
-        http2::Bytes::buffer(call.buf),
+        http2::Bytes::buffer(buf),
         n as usize,
         || key,
     ) {
