@@ -114,6 +114,10 @@ pub enum Counter {
     /// with a well-formed frame: read from there, their side found from the first header block
     /// whose pseudo-header fields can be read; `Http2Desync` if what follows is not HTTP/2.
     Http2Joined,
+    /// Filled by user space: gRPC calls counted under path `other` (beyond the window's bound
+    /// on distinct paths), and that bound.
+    GrpcOtherCalls,
+    GrpcPathsLimit,
     /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
     /// queries whose question could not be read, and the sum of the answer latencies.
     DnsQueries,

@@ -104,7 +104,11 @@ fn counted(side: &Value, tls: bool) -> BTreeMap<String, u64> {
 }
 
 fn open_window(cg: &TestCgroup) -> RecapRun {
-    let mut run = RecapRun::start(&[
+    open_window_with(cg, &[])
+}
+
+fn open_window_with(cg: &TestCgroup, extra: &[&str]) -> RecapRun {
+    let mut args = vec![
         "window",
         "--cgroup",
         cg.dir.to_str().unwrap(),
@@ -114,7 +118,9 @@ fn open_window(cg: &TestCgroup) -> RecapRun {
         "http",
         "-o",
         "json",
-    ]);
+    ];
+    args.extend(extra);
+    let mut run = RecapRun::start(&args);
     run.wait_armed();
     run
 }
@@ -263,4 +269,44 @@ fn grpc_over_tls_on_a_connection_from_before_the_window_is_counted_never_wrong()
         return;
     }
     a_connection_from_before_the_window_is_joined(true);
+}
+
+/// `--grpc-paths 2`: the mix's three methods, in the order first called (Unary, Stream,
+/// Upload): the third is counted as `other`, and the summary says so.
+#[test]
+fn grpc_paths_beyond_the_bound_are_other_and_said() {
+    if !require_root() {
+        return;
+    }
+    let cg = TestCgroup::new("grpc-paths");
+    let server = Server::start(Some(&cg), None);
+    let run = open_window_with(&cg, &["--grpc-paths", "2"]);
+    let line = client(None, server.port, None).go();
+    assert_eq!(
+        seen_by_client(&line),
+        MIX.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    );
+    let (s, err) = run.interrupt();
+    let grpc = &s["http"]["grpc"];
+    assert_eq!(grpc["paths_limit"], 2, "{grpc:#}");
+    assert_eq!(grpc["other_calls"], 1, "{grpc:#}");
+    let by_service = |service: &str| -> u64 {
+        grpc["server"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["service"] == service)
+            .map(|g| g["duration"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(by_service("recap.Test"), CALLS - 1, "{grpc:#}");
+    assert_eq!(by_service("other"), 1, "{grpc:#}");
+    let warned = s["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
+            .unwrap()
+            .contains("more than 2 distinct gRPC paths")
+    });
+    assert!(warned, "{:#}\n{err}", s["warnings"]);
+    drop(server);
+    assert_no_residue();
 }

@@ -121,6 +121,10 @@ pub struct WindowArgs {
     /// How many syscalls and program names the table shows.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// gRPC paths (`/package.Service/Method`) told apart per window (1-1024): calls to paths
+    /// beyond the first N seen are counted as `other` (bounds the exports' label cardinality).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub grpc_paths: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,6 +225,7 @@ impl WindowArgs {
                 families,
                 capsules,
                 export,
+                grpc_paths: self.grpc_paths as usize,
             },
             self.output,
             self.top,

@@ -436,8 +436,11 @@ pub struct GrpcGroup {
 pub struct GrpcSummary {
     pub server: Vec<GrpcGroup>,
     pub client: Vec<GrpcGroup>,
-    /// Distinct paths told apart per window; calls beyond are under service `other`.
+    /// Distinct paths told apart per window (`--grpc-paths`); calls beyond are under
+    /// service `other`.
     pub paths_limit: usize,
+    /// Calls counted under `other`: the bound was reached.
+    pub other_calls: u64,
 }
 
 impl GrpcSummary {
@@ -539,7 +542,11 @@ pub struct HttpSummary {
 pub fn summarise(c: &RawCounts) -> HttpSummary {
     let mut sides: BTreeMap<bool, Vec<RequestGroup>> = BTreeMap::new();
     let mut grpc = GrpcSummary {
-        paths_limit: crate::http2::tally::GRPC_PATHS,
+        paths_limit: match c.get(Counter::GrpcPathsLimit) {
+            0 => crate::http2::tally::GRPC_PATHS,
+            n => n as usize,
+        },
+        other_calls: c.get(Counter::GrpcOtherCalls),
         ..Default::default()
     };
     for (name, values) in c.named("http") {

@@ -4,13 +4,24 @@
 //! Summing is generic over the summary's JSON, so a new family merges without code here:
 //! counts add up; lists of named entries (`[{name, count}]`, `[{method, status, duration}]`,
 //! histogram buckets) add up entry by entry; quantile bounds (`*_le_ns`), which do not add,
-//! are dropped from the totals.
+//! are dropped from the totals; configured bounds (`*_limit`) are the largest of them.
 
 use serde_json::{Map, Value};
 
 /// Fields that name a list entry rather than count it.
-const IDENTITY: [&str; 7] = [
-    "name", "method", "status", "ge_ns", "lt_ns", "nr", "capsule",
+const IDENTITY: [&str; 11] = [
+    "name",
+    "method",
+    "status",
+    "ge_ns",
+    "lt_ns",
+    "nr",
+    "capsule",
+    // http's request groups (`tls`, `version`) and gRPC's call groups.
+    "tls",
+    "version",
+    "service",
+    "status_code",
 ];
 
 /// The totals of `summaries`' family sections (`families` names them).
@@ -70,6 +81,10 @@ fn sum(acc: Value, add: &Value) -> Value {
                 let merged = match a.remove(k) {
                     // Identity fields of a list entry stay as they are.
                     Some(existing) if IDENTITY.contains(&k.as_str()) => existing,
+                    Some(existing) if k.ends_with("_limit") => {
+                        let (x, y) = (existing.as_u64(), v.as_u64());
+                        Value::from(x.max(y).unwrap_or(0))
+                    }
                     Some(existing) => sum(existing, v),
                     None => strip(v.clone()),
                 };
@@ -140,5 +155,29 @@ mod tests {
             json!([{"name": "sh", "count": 3}, {"name": "true", "count": 2}])
         );
         assert!(!t.contains_key("status"));
+    }
+
+    #[test]
+    fn request_groups_of_other_versions_and_grpc_statuses_stay_apart() {
+        let group = |version: &str, n: u64| {
+            json!({"method": "GET", "status": 200, "tls": true, "version": version,
+                   "duration": {"count": n}})
+        };
+        let call = |code: u64, n: u64| {
+            json!({"service": "s.S", "method": "M", "status_code": code, "tls": false,
+                   "duration": {"count": n}})
+        };
+        let a = json!({"http": {"server": {"requests": [group("1.1", 1), group("2", 2)]},
+                                "grpc": {"server": [call(0, 1)], "paths_limit": 64}}});
+        let b = json!({"http": {"server": {"requests": [group("2", 3)]},
+                                "grpc": {"server": [call(0, 2), call(5, 1)], "paths_limit": 128}}});
+        let t = totals([&a, &b], &["http"]);
+        let requests = &t["http"]["server"]["requests"];
+        assert_eq!(requests[0]["duration"]["count"], 1, "{requests}");
+        assert_eq!(requests[1]["duration"]["count"], 5, "{requests}");
+        let calls = &t["http"]["grpc"]["server"];
+        assert_eq!(calls.as_array().unwrap().len(), 2, "{calls}");
+        assert_eq!(calls[0]["duration"]["count"], 3);
+        assert_eq!(t["http"]["grpc"]["paths_limit"], 128);
     }
 }

@@ -11,8 +11,8 @@ use crate::{
     probes::RawCounts,
 };
 
-/// gRPC paths (`/package.Service/Method`) told apart per window; calls to paths beyond these
-/// are counted as `other` (label cardinality stays bounded).
+/// gRPC paths (`/package.Service/Method`) told apart per window by default (`--grpc-paths`);
+/// calls to paths beyond these are counted as `other` (label cardinality stays bounded).
 pub const GRPC_PATHS: usize = 64;
 /// The name the calls beyond `GRPC_PATHS` are counted under.
 pub const GRPC_OTHER: &str = "other";
@@ -52,6 +52,8 @@ pub struct Tally {
     requests: BTreeMap<RequestKey, Stat>,
     grpc: BTreeMap<GrpcKey, Stat>,
     grpc_paths: BTreeSet<String>,
+    /// Distinct paths told apart at most.
+    pub paths_limit: usize,
     counters: BTreeMap<u32, u64>,
 }
 
@@ -59,6 +61,7 @@ impl Tally {
     pub fn new(epoch: u64) -> Self {
         Tally {
             epoch,
+            paths_limit: GRPC_PATHS,
             ..Default::default()
         }
     }
@@ -83,10 +86,11 @@ impl Tally {
     pub fn grpc_call(&mut self, server: bool, path: &str, code: Option<u32>, tls: bool, ns: u64) {
         let path = if self.grpc_paths.contains(path) {
             path.to_string()
-        } else if self.grpc_paths.len() < GRPC_PATHS {
+        } else if self.grpc_paths.len() < self.paths_limit {
             self.grpc_paths.insert(path.to_string());
             path.to_string()
         } else {
+            self.count(Counter::GrpcOtherCalls, 1);
             GRPC_OTHER.to_string()
         };
         let key = GrpcKey {
@@ -104,6 +108,9 @@ impl Tally {
             if let Some(c) = counts.counters.get_mut(counter as usize) {
                 *c += n;
             }
+        }
+        if let Some(c) = counts.counters.get_mut(Counter::GrpcPathsLimit as usize) {
+            *c = self.paths_limit as u64;
         }
         let named = counts.named.entry("http").or_default();
         for (key, stat) in &self.requests {

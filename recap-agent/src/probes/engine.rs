@@ -386,6 +386,18 @@ impl ProbeEngine {
         counts
     }
 
+    /// `http`: how many distinct gRPC paths the window tells apart (`other` beyond).
+    pub fn set_grpc_paths(&self, w: &WindowProbes, n: usize) {
+        let (Some(frames), true) = (&self.http2, w.running().contains(&Family::HTTP)) else {
+            return;
+        };
+        if let (Ok(epoch), Ok(mut frames)) =
+            (reader::epoch(&self.programs.ebpf, w.slot), frames.lock())
+        {
+            frames.set_paths_limit(w.slot, epoch, n);
+        }
+    }
+
     /// The window's counts so far: its maps, and its share of the per-cgroup kernel figures.
     pub fn read(&self, w: &WindowProbes) -> Result<RawCounts, EngineError> {
         let running = w.running();

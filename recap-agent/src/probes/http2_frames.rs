@@ -86,6 +86,19 @@ impl Http2Frames {
         }
     }
 
+    /// The window `epoch` of `slot` tells `n` gRPC paths apart (set as it arms, before its
+    /// first event).
+    pub fn set_paths_limit(&mut self, slot: u32, epoch: u64, n: usize) {
+        let tally = self
+            .tallies
+            .entry(slot)
+            .or_insert_with(|| Tally::new(epoch));
+        if tally.epoch != epoch {
+            *tally = Tally::new(epoch);
+        }
+        tally.paths_limit = n;
+    }
+
     /// Adds the window's HTTP/2 results to its counts (`epoch`: the window's, in its slot).
     pub fn merge_into(&mut self, slot: u32, epoch: u64, counts: &mut RawCounts) {
         self.drain();

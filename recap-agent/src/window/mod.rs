@@ -46,6 +46,8 @@ pub struct WindowSpec {
     pub families: Vec<Family>,
     pub capsules: CapsuleOptions,
     pub export: ExportOptions,
+    /// `http`: distinct gRPC paths per window before `other`.
+    pub grpc_paths: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -316,7 +318,13 @@ impl Window {
             _ => None,
         };
         let armed = tokio::task::block_in_place(|| {
-            engine.with(|e| e.open(&target, &spec.families).context("arming the window"))
+            engine.with(|e| {
+                let probes = e
+                    .open(&target, &spec.families)
+                    .context("arming the window")?;
+                e.set_grpc_paths(&probes, spec.grpc_paths);
+                Ok(probes)
+            })
         });
         let capsules = match capsule_task {
             Some(task) => Some(task.await.context("starting capsules")?),
@@ -482,6 +490,10 @@ impl Window {
         summary.warnings.extend(unread::http2_warning(
             counts.get(recap_common::Counter::Http2Lost),
             counts.get(recap_common::Counter::Http2Desync),
+        ));
+        summary.warnings.extend(unread::grpc_paths_warning(
+            counts.get(recap_common::Counter::GrpcOtherCalls),
+            counts.get(recap_common::Counter::GrpcPathsLimit),
         ));
         summary.warnings.extend(unread::http2_joined_warning(
             counts.get(recap_common::Counter::Http2Joined),

@@ -66,6 +66,15 @@ pub fn http2_joined_warning(joined: u64, unknown_fields: u64) -> Option<String> 
     })
 }
 
+/// gRPC calls to paths beyond the window's bound, counted together as `other`.
+pub fn grpc_paths_warning(other_calls: u64, paths_limit: u64) -> Option<String> {
+    (other_calls > 0).then(|| {
+        format!(
+            "http: more than {paths_limit} distinct gRPC paths: {other_calls} call(s) to the paths seen after those are counted as service `other` (raise --grpc-paths, up to 1024, to tell more apart)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
