@@ -63,6 +63,16 @@ pub enum Counter {
     CpuSwitchesInvoluntary,
     /// Sum of the run-queue waits in the histogram (its `_sum`).
     CpuRunqWaitNs,
+    /// Filled by user space from the target's CPU controller (`cpu.stat`, v2 or the v1 `cpu`
+    /// hierarchy at its path): enforcement periods, those throttled, the time throttled (ns)
+    /// since the window opened; the quota and period (µs; quota 0: none); `CpuThrottleKept` 1
+    /// (v2) or 2 (v1) when the target has a CPU controller of its own.
+    CpuPeriods,
+    CpuThrottledPeriods,
+    CpuThrottledNs,
+    CpuQuotaUs,
+    CpuPeriodUs,
+    CpuThrottleKept,
     /// Threads that were seen joining the target (fork or cgroup move) but found no room in
     /// `TASK_SLOTS`: a non-zero value means task-based counts are incomplete.
     TaskTrackMisses,
@@ -118,6 +128,28 @@ pub enum Counter {
     /// on distinct paths), and that bound.
     GrpcOtherCalls,
     GrpcPathsLimit,
+    /// `mem`: page faults, minor and major, as the kernel counts them per thread (`min_flt`,
+    /// `maj_flt`): the kernel adds an exiting thread's totals, user space the live threads'
+    /// change since the window opened.
+    MemMinorFaults,
+    MemMajorFaults,
+    /// OOM kills of the target's processes (`oom:mark_victim`; victims in `OOM_VICTIMS`).
+    MemOomKills,
+    /// Filled by user space from the target's memory cgroup (bytes): usage when the window
+    /// opened, now, the highest read in between, the limit (0: none), the breakdown now;
+    /// `MemAccounted` 1 when the target has a memory cgroup of its own.
+    MemUsageStart,
+    MemUsage,
+    MemUsagePeak,
+    /// The kernel's own peak for the memory cgroup since it was created (`memory.peak`, v1
+    /// `memory.max_usage_in_bytes`): catches a spike between two reads.
+    MemCgroupPeak,
+    MemLimit,
+    MemAnon,
+    MemFile,
+    MemShmem,
+    MemKernel,
+    MemAccounted,
     /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
     /// queries whose question could not be read, and the sum of the answer latencies.
     DnsQueries,
@@ -377,6 +409,21 @@ const _: () = assert!(core::mem::size_of::<WindowTag>() == 16);
 /// (above the slot's byte), where it keeps threads moved into a cgroup below the target out.
 pub const WINDOW_TARGET_ONLY: u32 = 1 << 8;
 
+/// A process of a window's target chosen by the OOM killer (value of `OOM_VICTIMS`, by the
+/// victim's pid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomVictim {
+    pub epoch: u64,
+    pub slot: u32,
+    pub pid: u32,
+    /// Resident memory when it was chosen (file, anon and shmem pages, as the kernel's OOM
+    /// report counts them), bytes.
+    pub rss_bytes: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<OomVictim>() == 40);
+
 /// Key of the exec-name counts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -401,6 +448,14 @@ pub mod offsets {
     pub const TASK_THREAD_NODE: &str = "RECAP_OFF_TASK_THREAD_NODE";
     pub const SOCK_CGRP_DATA: &str = "RECAP_OFF_SOCK_CGRP_DATA";
     pub const SKCD_CGROUP: &str = "RECAP_OFF_SKCD_CGROUP";
+    pub const TASK_MIN_FLT: &str = "RECAP_OFF_TASK_MIN_FLT";
+    pub const TASK_MAJ_FLT: &str = "RECAP_OFF_TASK_MAJ_FLT";
+    pub const TASK_COMM: &str = "RECAP_OFF_TASK_COMM";
+    pub const TASK_MM: &str = "RECAP_OFF_TASK_MM";
+    pub const MM_RSS_STAT: &str = "RECAP_OFF_MM_RSS_STAT";
+    pub const PERCPU_COUNTER_COUNT: &str = "RECAP_OFF_PCPU_COUNT";
+    /// `sizeof(struct percpu_counter)`: the stride of `mm->rss_stat[]`.
+    pub const PERCPU_COUNTER_SIZE: &str = "RECAP_SIZE_PCPU_COUNTER";
     /// x86-64 `struct pt_regs`: `orig_ax` holds the syscall number (fixed by the ABI).
     pub const PT_REGS_ORIG_AX: u64 = 15 * 8;
     /// Its `si`: a syscall's second argument (the buffer of read/write/send/recv).
@@ -426,6 +481,7 @@ pub mod maps {
     pub const WINDOW_EPOCH: &str = "WINDOW_EPOCH";
     pub const HTTP_REQS: &str = "HTTP_REQS";
     pub const TLS_CALLS: &str = "TLS_CALLS";
+    pub const OOM_VICTIMS: &str = "OOM_VICTIMS";
     pub const GO_TLS_CALLS: &str = "GO_TLS_CALLS";
     pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
     pub const TLS_PROCS: &str = "TLS_PROCS";
@@ -469,11 +525,13 @@ pub mod programs {
     /// A target's new process (exec, fork), told to user space to be instrumented at once.
     pub const TLS_EXEC: &str = "recap_tls_exec";
     pub const TLS_FORK: &str = "recap_tls_fork";
+    /// `oom:mark_victim`: the OOM killer chose a process.
+    pub const MEM_OOM: &str = "recap_oom_kill";
     pub const DNS_INGRESS: &str = "recap_dns_in";
     pub const DNS_EGRESS: &str = "recap_dns_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 28] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -500,6 +558,7 @@ pub mod programs {
         TLS_FORK,
         DNS_INGRESS,
         DNS_EGRESS,
+        MEM_OOM,
         BENCH_NOP,
     ];
     const _: () = {
@@ -515,6 +574,7 @@ pub mod programs {
 mod pod {
     unsafe impl aya::Pod for super::WindowTag {}
     unsafe impl aya::Pod for super::ExecKey {}
+    unsafe impl aya::Pod for super::OomVictim {}
     unsafe impl aya::Pod for super::HttpKey {}
     unsafe impl aya::Pod for super::HttpStat {}
     unsafe impl aya::Pod for super::HttpConn {}

@@ -28,6 +28,21 @@ static RECAP_OFF_SIGNAL_THREADS: u64 = 0;
 static RECAP_OFF_TASK_THREAD_NODE: u64 = 0;
 
 #[unsafe(no_mangle)]
+static RECAP_OFF_TASK_MIN_FLT: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_TASK_MAJ_FLT: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_TASK_COMM: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_TASK_MM: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_MM_RSS_STAT: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_PCPU_COUNT: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_SIZE_PCPU_COUNTER: u64 = 0;
+
+#[unsafe(no_mangle)]
 static RECAP_OFF_SOCK_CGRP_DATA: u64 = 0;
 #[unsafe(no_mangle)]
 static RECAP_OFF_SKCD_CGROUP: u64 = 0;
@@ -79,6 +94,42 @@ pub fn cgroup_parent(cgroup: u64) -> u64 {
     } else {
         parent_css - own_css
     }
+}
+
+/// `task->min_flt` and `task->maj_flt`: the thread's page faults as the kernel counts them.
+#[inline(always)]
+pub fn task_faults(task: u64) -> (u64, u64) {
+    (
+        read::<u64>(task + offset(&RECAP_OFF_TASK_MIN_FLT)).unwrap_or(0),
+        read::<u64>(task + offset(&RECAP_OFF_TASK_MAJ_FLT)).unwrap_or(0),
+    )
+}
+
+/// `task->comm`.
+#[inline(always)]
+pub fn task_comm(task: u64) -> [u8; 16] {
+    read::<[u8; 16]>(task + offset(&RECAP_OFF_TASK_COMM)).unwrap_or([0; 16])
+}
+
+/// A task's resident memory in bytes as the kernel's OOM report counts it: `mm->rss_stat[]`
+/// (percpu counters' global value, what `get_mm_counter` reads) of file, anon and shmem pages
+/// (`MM_FILEPAGES` 0, `MM_ANONPAGES` 1, `MM_SHMEMPAGES` 3). 0 if it has no memory left.
+#[inline(always)]
+pub fn task_rss_bytes(task: u64) -> u64 {
+    let mm: u64 = read(task + offset(&RECAP_OFF_TASK_MM)).unwrap_or(0);
+    if mm == 0 {
+        return 0;
+    }
+    let stat = mm + offset(&RECAP_OFF_MM_RSS_STAT);
+    let stride = offset(&RECAP_SIZE_PCPU_COUNTER);
+    let count = offset(&RECAP_OFF_PCPU_COUNT);
+    let mut pages: i64 = 0;
+    for member in [0u64, 1, 3] {
+        pages += read::<i64>(stat + member * stride + count)
+            .unwrap_or(0)
+            .max(0);
+    }
+    pages as u64 * 4096
 }
 
 /// `&task->signal->thread_head`: the list of a process's threads (linked by `thread_node`).

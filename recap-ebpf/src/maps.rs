@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::{Array, CgroupStorage, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use recap_common::{
-    counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat,
+    counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat, OomVictim,
     TaskSlotChunk, TlsCall, TlsKey, WindowTag, TIDS_PER_ENTRY, WINDOW_TARGET_ONLY,
 };
 
@@ -40,6 +40,10 @@ pub static SYSCALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "RUNQ_HIST")]
 pub static RUNQ_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `mem`: the target's processes the OOM killer chose, by pid (an LRU: a window reads its own).
+#[map(name = "OOM_VICTIMS")]
+pub static OOM_VICTIMS: LruHashMap<u32, OomVictim> = LruHashMap::with_max_entries(1024, 0);
 
 #[map(name = "EXECS")]
 pub static EXECS: PerCpuHashMap<ExecKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);

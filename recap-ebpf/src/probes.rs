@@ -4,6 +4,7 @@ mod cpu;
 mod dns;
 mod http;
 pub mod http2;
+mod mem;
 mod net;
 mod proc;
 mod syscalls;

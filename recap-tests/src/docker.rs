@@ -94,6 +94,11 @@ impl AppContainer {
 
     /// With Docker labels (`KEY=VALUE`).
     pub fn run_labelled(name: &str, labels: &[&str]) -> Self {
+        Self::run_with(name, labels, &[])
+    }
+
+    /// With Docker labels and more `docker run` options (e.g. `--memory 48m`).
+    pub fn run_with(name: &str, labels: &[&str], options: &[&str]) -> Self {
         ensure_engine();
         let name = format!("{name}-{}", std::process::id());
         // A leftover of an earlier run, if any (quietly: usually there is none).
@@ -106,6 +111,7 @@ impl AppContainer {
         for label in labels {
             args.extend(["--label", label]);
         }
+        args.extend(options);
         args.extend([
             APP_IMAGE,
             "/bin/busybox",

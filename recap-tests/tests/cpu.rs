@@ -191,3 +191,75 @@ fn wait_sleeping(pid: u32) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// `cpu.stat` of a container's v1 `cpu` cgroup (this host is hybrid: Docker's limits are
+/// there), found from its init's `/proc/PID/cgroup`: (periods, throttled, throttled ns).
+fn v1_throttling(pid: u32) -> (u64, u64, u64) {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            controllers.split(',').any(|c| c == "cpu").then_some(path)
+        })
+        .expect("a v1 cpu cgroup");
+    let mount = recap_agent::targets::cgroup::v1_mount("cpu").expect("the v1 cpu hierarchy");
+    let stat =
+        std::fs::read_to_string(mount.join(path.trim_start_matches('/')).join("cpu.stat")).unwrap();
+    let v = |k: &str| -> u64 {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')?.parse().ok())
+            .unwrap()
+    };
+    (v("nr_periods"), v("nr_throttled"), v("throttled_time"))
+}
+
+/// A container limited to 0.2 CPUs runs a busy loop for 2 s in the window: the window's
+/// throttled periods and time are exactly what the kernel's `cpu.stat` moved by (read while
+/// the container is idle before and after).
+#[test]
+fn throttling_of_a_container_with_a_cpu_quota_equals_cpu_stat() {
+    if !require_root() {
+        return;
+    }
+    let app =
+        recap_tests::docker::AppContainer::run_with("recap-cpu-quota", &[], &["--cpus", "0.2"]);
+    // Idle first: the container's start used CPU, and its period timer runs on for a while.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = v1_throttling(app.pid());
+    let mut run = RecapRun::start(&[
+        "window",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--probes",
+        "cpu",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    let busy = std::process::Command::new("docker")
+        .args(["exec", &app.id, "/bin/busybox", "timeout", "2"])
+        .args(["/bin/busybox", "sh", "-c", "while :; do :; done"])
+        .status()
+        .unwrap();
+    assert!(!busy.success(), "the loop ends by its timeout");
+    // Idle again: the period timer stops, cpu.stat stands still.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = v1_throttling(app.pid());
+    let (s, err) = run.interrupt();
+    let t = &s["cpu"]["throttling"];
+    assert_eq!(t["accounting"], "cgroup v1", "{t:#}\n{err}");
+    assert_eq!(t["quota_cpus"], "0.20", "{t:#}");
+    assert_eq!(t["periods"], after.0 - before.0, "{t:#}");
+    assert_eq!(t["throttled_periods"], after.1 - before.1, "{t:#}");
+    assert_eq!(t["throttled_ns"], after.2 - before.2, "{t:#}");
+    assert!(
+        after.1 - before.1 >= 10,
+        "2 s at 0.2 CPUs is throttled most periods: {t:#}"
+    );
+    drop(app);
+    assert_no_residue();
+}

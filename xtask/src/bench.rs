@@ -42,7 +42,7 @@ pub struct BenchArgs {
     http_seconds: u64,
 }
 
-pub const DEFAULT_FAMILIES: &str = "tcp,tcp_health,http,dns,net,proc,cpu";
+pub const DEFAULT_FAMILIES: &str = "tcp,tcp_health,http,dns,net,proc,cpu,mem";
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bin = release_binaries("the benchmark")?;

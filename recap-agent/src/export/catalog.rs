@@ -171,7 +171,9 @@ mod tests {
     fn names_follow_conventions() {
         for m in all() {
             // Ours, or an OpenTelemetry semantic-convention metric under its own name.
-            let semconv = m.prom.replace('_', ".") == format!("{}.seconds", m.otel);
+            let semconv = [".seconds", ".bytes", ".total"]
+                .iter()
+                .any(|unit| m.prom.replace('_', ".") == format!("{}{unit}", m.otel));
             assert!(
                 (m.prom.starts_with("recap_") && m.otel.starts_with("recap.")) || semconv,
                 "{}",

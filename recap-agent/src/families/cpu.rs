@@ -11,7 +11,11 @@
 //! off both ways by IRQ and steal time. The kernel's per-cgroup sum has none of these issues
 //! (and covers the subtree, as `tcp`/`net` do).
 
-use std::{fmt::Write, path::Path, sync::Arc};
+use std::{
+    fmt::Write,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use recap_common::{maps, programs, Counter, RUNQ_BUCKETS};
 use serde::{Deserialize, Serialize};
@@ -64,13 +68,88 @@ metric!(
     []
 );
 
+metric!(
+    CPU_THROTTLED_TIME,
+    "recap_cpu_throttled_seconds_total",
+    "recap.cpu.throttled_time",
+    Counter,
+    "s",
+    "Time the target's CPU controller held it throttled by its quota (cpu.stat throttled_usec / throttled_time).",
+    []
+);
+metric!(
+    CPU_THROTTLED_PERIODS,
+    "recap_cpu_throttled_periods_total",
+    "recap.cpu.throttled_periods",
+    Counter,
+    "{period}",
+    "Enforcement periods in which the target was throttled (cpu.stat nr_throttled).",
+    []
+);
+
 /// `RUNQ_HIST[slot][bucket]`.
 const RUNQ: SlotArray = SlotArray {
     map: maps::RUNQ_HIST,
     len: RUNQ_BUCKETS,
 };
 
-static METRICS: [&MetricDef; 3] = [&CPU_TIME, &CPU_SWITCHES, &RUNQ_LATENCY];
+static METRICS: [&MetricDef; 5] = [
+    &CPU_TIME,
+    &CPU_SWITCHES,
+    &RUNQ_LATENCY,
+    &CPU_THROTTLED_TIME,
+    &CPU_THROTTLED_PERIODS,
+];
+
+/// Where the target's CPU bandwidth control is kept, and which version: its v2 directory when
+/// its `cpu.stat` counts periods (the cpu controller is on), else the v1 `cpu` hierarchy's
+/// directory at its path (hybrid hosts).
+fn throttle_dir(dir: &Path) -> Option<(PathBuf, u64)> {
+    let v2 = std::fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default();
+    if v2.lines().any(|l| l.starts_with("nr_periods ")) {
+        return Some((dir.to_path_buf(), 1));
+    }
+    let v1 = cgroup::v1_dir_at_same_path(dir, "cpu")?;
+    v1.join("cpu.stat").is_file().then_some((v1, 2))
+}
+
+/// Periods, throttled periods, throttled ns, quota µs (0: none), period µs.
+fn throttling(dir: &Path, version: u64) -> Option<[u64; 5]> {
+    let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
+    let value = |key: &str| -> u64 {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    if version == 1 {
+        // cpu.max: "QUOTA PERIOD" or "max PERIOD".
+        let max = std::fs::read_to_string(dir.join("cpu.max")).unwrap_or_default();
+        let mut parts = max.split_whitespace();
+        let quota = parts.next().and_then(|q| q.parse().ok()).unwrap_or(0);
+        let period = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        return Some([
+            value("nr_periods"),
+            value("nr_throttled"),
+            value("throttled_usec") * 1000,
+            quota,
+            period,
+        ]);
+    }
+    let read = |f: &str| -> Option<i64> {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some([
+        value("nr_periods"),
+        value("nr_throttled"),
+        value("throttled_time"),
+        read("cpu.cfs_quota_us").filter(|&q| q > 0).unwrap_or(0) as u64,
+        read("cpu.cfs_period_us").unwrap_or(0).max(0) as u64,
+    ])
+}
 
 /// The cgroup's CPU time: with the cgroups below it, or its own tasks' alone.
 fn usage(dir: &Path, subtree: bool) -> Option<u64> {
@@ -113,18 +192,45 @@ impl ProbeFamily for Cpu {
         &[RUNQ]
     }
 
-    fn cgroup_baseline(&self, cgroup_dir: &Path, subtree: bool) -> Option<u64> {
-        usage(cgroup_dir, subtree)
+    /// `[cpu time, periods, throttled periods, throttled ns]` when the window opens.
+    fn cgroup_baseline(&self, cgroup_dir: &Path, subtree: bool) -> Option<Vec<u64>> {
+        let mut base = vec![usage(cgroup_dir, subtree)?];
+        if let Some(t) = throttle_dir(cgroup_dir).and_then(|(d, v)| throttling(&d, v)) {
+            base.extend(&t[..3]);
+        }
+        Some(base)
     }
 
     fn cgroup_share(
         &self,
         cgroup_dir: &Path,
-        baseline: u64,
+        baseline: &[u64],
         subtree: bool,
-    ) -> Option<(Counter, u64)> {
+    ) -> Option<Vec<(Counter, u64)>> {
         let now = usage(cgroup_dir, subtree)?;
-        Some((Counter::CpuOnCpuNs, now.saturating_sub(baseline)))
+        let start = baseline.first().copied().unwrap_or(now);
+        let mut out = vec![(Counter::CpuOnCpuNs, now.saturating_sub(start))];
+        if let (Some((dir, version)), Some(base)) = (throttle_dir(cgroup_dir), baseline.get(1..4)) {
+            if let Some([periods, throttled, throttled_ns, quota, period]) =
+                throttling(&dir, version)
+            {
+                out.extend([
+                    (Counter::CpuThrottleKept, version),
+                    (Counter::CpuPeriods, periods.saturating_sub(base[0])),
+                    (
+                        Counter::CpuThrottledPeriods,
+                        throttled.saturating_sub(base[1]),
+                    ),
+                    (
+                        Counter::CpuThrottledNs,
+                        throttled_ns.saturating_sub(base[2]),
+                    ),
+                    (Counter::CpuQuotaUs, quota),
+                    (Counter::CpuPeriodUs, period),
+                ]);
+            }
+        }
+        Some(out)
     }
 
     fn summarise(&self, counts: &RawCounts) -> Arc<dyn FamilyReport> {
@@ -152,14 +258,40 @@ pub struct CpuSummary {
     /// Times a target thread was preempted.
     pub involuntary_switches: u64,
     pub runq_latency: Histogram,
+    /// CPU bandwidth control in the window (None: the target has no CPU controller of its
+    /// own, as a plain cgroup v2 directory on a hybrid host).
+    #[serde(default)]
+    pub throttling: Option<Throttling>,
+}
+
+/// The kernel's own `cpu.stat` figures for the window, and the quota.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Throttling {
+    /// `cgroup v2` or `cgroup v1`.
+    pub accounting: String,
+    /// CPUs the quota allows (quota / period); None: no quota.
+    pub quota_cpus: Option<String>,
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_ns: u64,
 }
 
 pub fn summarise(c: &RawCounts) -> CpuSummary {
+    let kept = c.get(Counter::CpuThrottleKept);
+    let (quota, period) = (c.get(Counter::CpuQuotaUs), c.get(Counter::CpuPeriodUs));
     CpuSummary {
         on_cpu_ns: c.get(Counter::CpuOnCpuNs),
         voluntary_switches: c.get(Counter::CpuSwitchesVoluntary),
         involuntary_switches: c.get(Counter::CpuSwitchesInvoluntary),
         runq_latency: histogram(c.array(RUNQ.map), c.get(Counter::CpuRunqWaitNs)),
+        throttling: (kept != 0).then(|| Throttling {
+            accounting: if kept == 1 { "cgroup v2" } else { "cgroup v1" }.into(),
+            quota_cpus: (quota > 0 && period > 0)
+                .then(|| format!("{:.2}", quota as f64 / period as f64)),
+            periods: c.get(Counter::CpuPeriods),
+            throttled_periods: c.get(Counter::CpuThrottledPeriods),
+            throttled_ns: c.get(Counter::CpuThrottledNs),
+        }),
     }
 }
 
@@ -182,6 +314,17 @@ impl FamilyReport for CpuSummary {
             "context switches, involuntary",
             self.involuntary_switches,
         );
+        if let Some(t) = &self.throttling {
+            let _ = writeln!(
+                o,
+                "  throttled ({}, quota {} CPUs): {} of {} periods, {}",
+                t.accounting,
+                t.quota_cpus.as_deref().unwrap_or("none"),
+                t.throttled_periods,
+                t.periods,
+                fmt_ns(t.throttled_ns)
+            );
+        }
         let h = &self.runq_latency;
         let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
         let _ = writeln!(
@@ -206,7 +349,7 @@ impl FamilyReport for CpuSummary {
     }
 
     fn samples(&self) -> Vec<Sample> {
-        vec![
+        let mut out = vec![
             Sample::new(
                 &CPU_TIME,
                 vec![],
@@ -223,7 +366,20 @@ impl FamilyReport for CpuSummary {
                 Value::Count(self.involuntary_switches),
             ),
             log2::sample(&RUNQ_LATENCY, &self.runq_latency, RUNQ_BUCKETS),
-        ]
+        ];
+        if let Some(t) = &self.throttling {
+            out.push(Sample::new(
+                &CPU_THROTTLED_TIME,
+                vec![],
+                Value::Seconds(t.throttled_ns as f64 / 1e9),
+            ));
+            out.push(Sample::new(
+                &CPU_THROTTLED_PERIODS,
+                vec![],
+                Value::Count(t.throttled_periods),
+            ));
+        }
+        out
     }
 }
 

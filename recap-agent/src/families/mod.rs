@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod dns;
 pub mod http;
 pub mod log2;
+pub mod mem;
 pub mod net;
 pub mod proc;
 pub mod syscalls;
@@ -92,21 +93,26 @@ pub trait ProbeFamily: Sync {
     fn clear_named(&self, _ebpf: &mut Ebpf, _slot: u32) -> Result<(), EngineError> {
         Ok(())
     }
-    /// A figure the kernel already keeps per cgroup, read by user space rather than counted by
-    /// a program: its value when the window opens (`None`: the family has none); `subtree`:
-    /// with the cgroups below the target, or the target's own alone.
-    fn cgroup_baseline(&self, _cgroup_dir: &Path, _subtree: bool) -> Option<u64> {
+    /// Figures the kernel already keeps per cgroup or per task, read by user space rather than
+    /// counted by a program: their values when the window opens (`None`: the family has none);
+    /// `subtree`: with the cgroups below the target, or the target's own alone.
+    fn cgroup_baseline(&self, _cgroup_dir: &Path, _subtree: bool) -> Option<Vec<u64>> {
         None
     }
-    /// This window's share of that figure now (`None` if it cannot be read, e.g. the cgroup is
-    /// gone: the last share read stands).
+    /// This window's share of those figures now, each added to its counter as the kernel
+    /// left it (wrapping: a share may be negative against what the kernel counted; `None` if
+    /// they cannot be read, e.g. the cgroup is gone: the last shares read stand).
     fn cgroup_share(
         &self,
         _cgroup_dir: &Path,
-        _baseline: u64,
+        _baseline: &[u64],
         _subtree: bool,
-    ) -> Option<(Counter, u64)> {
+    ) -> Option<Vec<(Counter, u64)>> {
         None
+    }
+    /// Counters of `cgroup_share` that keep the highest value read in the window.
+    fn peak_counters(&self) -> &'static [Counter] {
+        &[]
     }
     fn summarise(&self, counts: &RawCounts) -> Arc<dyn FamilyReport>;
     /// Its report read back from the summary's JSON.
@@ -148,9 +154,10 @@ impl Family {
     pub const TCP_HEALTH: Family = Family(&tcp_health::TcpHealth);
     pub const HTTP: Family = Family(&http::Http);
     pub const DNS: Family = Family(&dns::Dns);
+    pub const MEM: Family = Family(&mem::Mem);
 
     /// Every family, in the order the summary, the table and the catalogue show them.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::TCP,
         Family::TCP_HEALTH,
         Family::HTTP,
@@ -159,6 +166,7 @@ impl Family {
         Family::SYSCALLS,
         Family::PROC,
         Family::CPU,
+        Family::MEM,
     ];
 
     pub fn defaults() -> Vec<Family> {
@@ -280,7 +288,8 @@ mod tests {
                 "net",
                 "syscalls",
                 "proc",
-                "cpu"
+                "cpu",
+                "mem"
             ]
         );
         assert!(Family::TCP < Family::CPU);
@@ -293,12 +302,14 @@ mod tests {
             !Family::defaults().contains(&Family::SYSCALLS),
             "syscalls is opt-in"
         );
-        assert_eq!(Family::defaults().len(), 7);
+        assert_eq!(Family::defaults().len(), 8);
         assert!(Family::CPU.is_task_based() && !Family::NET.is_task_based());
         for f in Family::ALL {
             for def in f.metrics() {
                 // Ours, or an OpenTelemetry semantic-convention metric under its own name.
-                let semconv = def.prom.replace('_', ".") == format!("{}.seconds", def.otel);
+                let semconv = [".seconds", ".bytes", ".total"]
+                    .iter()
+                    .any(|unit| def.prom.replace('_', ".") == format!("{}{unit}", def.otel));
                 assert!(def.prom.starts_with("recap_") || semconv, "{}", def.prom);
             }
         }

@@ -36,11 +36,24 @@ pub enum BtfError {
     NoMember { strukt: String, member: String },
 }
 
-/// Byte offsets, in the order of `NEEDED`, paired with their global names.
+/// Offsets `mem` reads where the kernel has them (`task_struct` fault counters, an OOM
+/// victim's resident memory through `mm->rss_stat[]` as percpu counters, since 6.2); a
+/// missing one stays 0, which the programs read as "not known".
+const OPTIONAL: [(&str, &str, &str); 6] = [
+    (offsets::TASK_MIN_FLT, "task_struct", "min_flt"),
+    (offsets::TASK_MAJ_FLT, "task_struct", "maj_flt"),
+    (offsets::TASK_COMM, "task_struct", "comm"),
+    (offsets::TASK_MM, "task_struct", "mm"),
+    (offsets::MM_RSS_STAT, "mm_struct", "rss_stat"),
+    (offsets::PERCPU_COUNTER_COUNT, "percpu_counter", "count"),
+];
+
+/// Byte offsets, in the order of `NEEDED`, paired with their global names; then those of
+/// `OPTIONAL` the kernel has, and `sizeof(struct percpu_counter)`.
 pub fn kernel_offsets() -> Result<Vec<(&'static str, u64)>, BtfError> {
     let data = std::fs::read(VMLINUX_BTF).map_err(|e| BtfError::Missing(e.to_string()))?;
     let btf = Btf::parse(&data)?;
-    NEEDED
+    let mut out = NEEDED
         .iter()
         .map(|&(global, strukt, member)| {
             btf.member_offset(strukt, member)
@@ -50,7 +63,16 @@ pub fn kernel_offsets() -> Result<Vec<(&'static str, u64)>, BtfError> {
                     member: member.into(),
                 })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    for &(global, strukt, member) in &OPTIONAL {
+        if let Some(off) = btf.member_offset(strukt, member) {
+            out.push((global, off));
+        }
+    }
+    if let Some(size) = btf.struct_size("percpu_counter") {
+        out.push((offsets::PERCPU_COUNTER_SIZE, size));
+    }
+    Ok(out)
 }
 
 const KIND_STRUCT: u32 = 4;
@@ -132,6 +154,14 @@ impl<'a> Btf<'a> {
             u32_at(self.types, at + 8)?,
             at,
         ))
+    }
+
+    /// `sizeof(struct name)`.
+    pub fn struct_size(&self, name: &str) -> Option<u64> {
+        (1..=self.records.len() as u32).find_map(|id| {
+            let (name_off, kind, _, _, size, _) = self.record(id)?;
+            (kind == KIND_STRUCT && self.name(name_off) == name.as_bytes()).then_some(size as u64)
+        })
     }
 
     /// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
@@ -264,7 +294,8 @@ mod tests {
             return;
         }
         let offs = kernel_offsets().expect("offsets");
-        assert_eq!(offs.len(), NEEDED.len());
+        // This kernel (6.x) has every optional one, and `struct percpu_counter`.
+        assert_eq!(offs.len(), NEEDED.len() + OPTIONAL.len() + 1);
         // pid and tgid are adjacent pid_t fields.
         assert_eq!(offs[1].1, offs[0].1 + 4);
         assert!(offs.iter().all(|&(_, o)| o < 16384));

@@ -53,8 +53,9 @@ const TASK_TRACKING: [TaskHook; 3] = [
 /// window opened, and the last share read (kept if the cgroup goes away).
 struct CgroupFigure {
     family: Family,
-    baseline: u64,
-    last: std::cell::Cell<Option<(recap_common::Counter, u64)>>,
+    baseline: Vec<u64>,
+    /// The shares last read (kept when a read fails; peaks kept at their highest).
+    last: std::cell::RefCell<Vec<(recap_common::Counter, u64)>>,
 }
 
 /// The probes of one open window. Dropping it detaches its cgroup programs; `close` also
@@ -236,7 +237,7 @@ impl ProbeEngine {
                 w.cgroup_figures.push(CgroupFigure {
                     family,
                     baseline,
-                    last: std::cell::Cell::new(None),
+                    last: std::cell::RefCell::new(Vec::new()),
                 });
             }
         }
@@ -411,15 +412,24 @@ impl ProbeEngine {
             }
         }
         for figure in &w.cgroup_figures {
-            if let Some(share) =
-                figure
-                    .family
-                    .cgroup_share(&w.cgroup_dir, figure.baseline, !w.target_only)
+            let family = figure.family;
+            if let Some(mut shares) =
+                family.cgroup_share(&w.cgroup_dir, &figure.baseline, !w.target_only)
             {
-                figure.last.set(Some(share));
+                let mut last = figure.last.borrow_mut();
+                for (counter, value) in &mut shares {
+                    if family.peak_counters().contains(counter) {
+                        if let Some((_, before)) = last.iter().find(|(c, _)| c == counter) {
+                            *value = (*value).max(*before);
+                        }
+                    }
+                }
+                *last = shares;
             }
-            if let Some((counter, value)) = figure.last.get() {
-                counts.counters[counter as usize] = value;
+            for &(counter, value) in figure.last.borrow().iter() {
+                if let Some(c) = counts.counters.get_mut(counter as usize) {
+                    *c = c.wrapping_add(value);
+                }
             }
         }
         Ok(counts)

@@ -30,6 +30,39 @@ pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
+/// On a hybrid host, the directory of the v1 hierarchy with `controller` at the path the v2
+/// directory `dir` has (Docker and systemd make matching paths in every hierarchy): where the
+/// target's memory or CPU limits are kept. `None` for the v2 root (that is the host).
+pub fn v1_dir_at_same_path(dir: &Path, controller: &str) -> Option<PathBuf> {
+    let root = cgroup2_mount().ok()?;
+    let relative = dir.strip_prefix(&root).ok()?;
+    if relative.as_os_str().is_empty() {
+        return None;
+    }
+    let v1 = v1_mount(controller)?.join(relative);
+    v1.is_dir().then_some(v1)
+}
+
+/// Where the v1 hierarchy with `controller` (e.g. `memory`) is mounted, on a hybrid host.
+pub fn v1_mount(controller: &str) -> Option<PathBuf> {
+    parse_v1_mount(
+        &fs::read_to_string("/proc/self/mountinfo").ok()?,
+        controller,
+    )
+}
+
+/// The first `cgroup` (v1) mount whose super options name `controller`.
+pub fn parse_v1_mount(mountinfo: &str, controller: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut fields = right.split_whitespace();
+        let (fstype, options) = (fields.next()?, fields.nth(1)?);
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup" && options.split(',').any(|o| o == controller))
+            .then(|| PathBuf::from(unescape_mount_path(mount_point)))
+    })
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
 fn unescape_mount_path(s: &str) -> String {
     let mut out = String::new();
@@ -221,6 +254,22 @@ pub fn cpu_usage_ns_alone(dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_v1_controllers_mount() {
+        let hybrid = "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                      44 31 0:41 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
+                      45 31 0:42 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        assert_eq!(
+            parse_v1_mount(hybrid, "memory"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(
+            parse_v1_mount(hybrid, "cpu"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(parse_v1_mount(hybrid, "blkio"), None);
+    }
 
     #[test]
     fn finds_hybrid_and_pure_v2_mounts() {

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_current_pid_tgid, bpf_loop},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_loop},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -12,7 +12,7 @@ use recap_common::{Counter, WINDOW_TARGET_ONLY};
 
 use crate::{
     kernel::{
-        cgroup_parent, cgroup_v2_id, list_next, task_tgid, task_tid, thread_list_head,
+        cgroup_parent, cgroup_v2_id, list_next, task_faults, task_tgid, task_tid, thread_list_head,
         thread_of_node,
     },
     maps::{add, sched_hooked, set_task_slot, task_slot, TLS_CALLS, WINDOW_CGROUPS},
@@ -63,6 +63,10 @@ pub fn recap_exit(_ctx: RawTracePointContext) -> i32 {
     if tid == (pid_tgid >> 32) as u32 {
         add(slot, Counter::ProcExits, 1);
     }
+    // `mem`: a thread's page faults stop here; user space counts the live ones'.
+    let (minor, major) = task_faults(unsafe { bpf_get_current_task() });
+    add(slot, Counter::MemMinorFaults, minor);
+    add(slot, Counter::MemMajorFaults, major);
     // A thread that dies inside a TLS call never returns from it.
     let _ = TLS_CALLS.remove(&pid_tgid);
     0
