@@ -73,6 +73,11 @@ pub enum Counter {
     CpuQuotaUs,
     CpuPeriodUs,
     CpuThrottleKept,
+    /// Pressure stall time (PSI `cpu.pressure`, µs) of the target's cgroup and those below it
+    /// in the window: some task waiting, all waiting; `CpuPressureKept` 1 when read.
+    CpuPressureSomeUs,
+    CpuPressureFullUs,
+    CpuPressureKept,
     /// Threads that were seen joining the target (fork or cgroup move) but found no room in
     /// `TASK_SLOTS`: a non-zero value means task-based counts are incomplete.
     TaskTrackMisses,
@@ -150,6 +155,10 @@ pub enum Counter {
     MemShmem,
     MemKernel,
     MemAccounted,
+    /// `memory.pressure` as `CpuPressure*`.
+    MemPressureSomeUs,
+    MemPressureFullUs,
+    MemPressureKept,
     /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
     /// queries whose question could not be read, and the sum of the answer latencies.
     DnsQueries,

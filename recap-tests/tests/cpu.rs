@@ -228,6 +228,13 @@ fn throttling_of_a_container_with_a_cpu_quota_equals_cpu_stat() {
     // Idle first: the container's start used CPU, and its period timer runs on for a while.
     std::thread::sleep(Duration::from_millis(500));
     let before = v1_throttling(app.pid());
+    let v2_dir = recap_agent::targets::cgroup::cgroup_of_pid(
+        &recap_agent::targets::cgroup::cgroup2_mount().unwrap(),
+        app.pid(),
+    )
+    .unwrap();
+    let psi = || recap_agent::targets::cgroup::pressure_totals(&v2_dir, "cpu.pressure").unwrap();
+    let psi_before = psi();
     let mut run = RecapRun::start(&[
         "window",
         "--container",
@@ -249,6 +256,7 @@ fn throttling_of_a_container_with_a_cpu_quota_equals_cpu_stat() {
     // Idle again: the period timer stops, cpu.stat stands still.
     std::thread::sleep(Duration::from_millis(300));
     let after = v1_throttling(app.pid());
+    let psi_after = psi();
     let (s, err) = run.interrupt();
     let t = &s["cpu"]["throttling"];
     assert_eq!(t["accounting"], "cgroup v1", "{t:#}\n{err}");
@@ -260,6 +268,10 @@ fn throttling_of_a_container_with_a_cpu_quota_equals_cpu_stat() {
         after.1 - before.1 >= 10,
         "2 s at 0.2 CPUs is throttled most periods: {t:#}"
     );
+    // CPU pressure (PSI) of the container's v2 cgroup: the kernel's own totals moved by.
+    let p = &s["cpu"]["pressure"];
+    assert_eq!(p["some_us"], psi_after.0 - psi_before.0, "{p:#}");
+    assert_eq!(p["full_us"], psi_after.1 - psi_before.1, "{p:#}");
     drop(app);
     assert_no_residue();
 }

@@ -34,6 +34,11 @@ fn page_faults_equal_the_kernels_count_and_outside_is_0() {
     let mut inside = pages(Some(&cg), 3000);
     let mut outside = pages(None, 3000);
     let before = faults(inside.pid());
+    let psi = || {
+        recap_agent::targets::cgroup::pressure_totals(&cg.dir, "memory.pressure")
+            .expect("PSI in cgroup v2")
+    };
+    let psi_before = psi();
     let mut run = RecapRun::start(&[
         "window",
         "--cgroup",
@@ -52,12 +57,23 @@ fn page_faults_equal_the_kernels_count_and_outside_is_0() {
     }
     let (s, err) = run.interrupt();
     let after = faults(inside.pid());
+    let psi_after = psi();
     let mem = &s["mem"];
     let (minor, major) = (after.0 - before.0, after.1 - before.1);
     assert!(minor >= 3, "the kernel counted {minor}");
     assert_eq!(mem["minor_faults"], minor, "{mem:#}\n{err}");
     assert_eq!(mem["major_faults"], major, "{mem:#}");
     assert_eq!(mem["oom_kills"], 0, "{mem:#}");
+    assert_eq!(
+        mem["pressure"]["some_us"],
+        psi_after.0 - psi_before.0,
+        "{mem:#}"
+    );
+    assert_eq!(
+        mem["pressure"]["full_us"],
+        psi_after.1 - psi_before.1,
+        "{mem:#}"
+    );
     // A plain cgroup v2 directory on this hybrid host has no memory controller: no usage,
     // said so, never the host's figure.
     if !cg.dir.join("memory.current").exists() {

@@ -151,6 +151,17 @@ fn throttling(dir: &Path, version: u64) -> Option<[u64; 5]> {
     ])
 }
 
+/// A baseline figure the target does not have.
+const ABSENT: u64 = u64::MAX;
+
+/// `cpu.pressure` totals: the kernel's for the cgroup with those below it, so none for a
+/// window on the target alone.
+fn pressure(dir: &Path, subtree: bool) -> Option<(u64, u64)> {
+    subtree
+        .then(|| cgroup::pressure_totals(dir, "cpu.pressure"))
+        .flatten()
+}
+
 /// The cgroup's CPU time: with the cgroups below it, or its own tasks' alone.
 fn usage(dir: &Path, subtree: bool) -> Option<u64> {
     if subtree {
@@ -192,11 +203,17 @@ impl ProbeFamily for Cpu {
         &[RUNQ]
     }
 
-    /// `[cpu time, periods, throttled periods, throttled ns]` when the window opens.
+    /// `[cpu time, periods, throttled periods, throttled ns, pressure some, full]` when the
+    /// window opens (`ABSENT` where the target has none).
     fn cgroup_baseline(&self, cgroup_dir: &Path, subtree: bool) -> Option<Vec<u64>> {
         let mut base = vec![usage(cgroup_dir, subtree)?];
-        if let Some(t) = throttle_dir(cgroup_dir).and_then(|(d, v)| throttling(&d, v)) {
-            base.extend(&t[..3]);
+        match throttle_dir(cgroup_dir).and_then(|(d, v)| throttling(&d, v)) {
+            Some(t) => base.extend(&t[..3]),
+            None => base.extend([ABSENT; 3]),
+        }
+        match pressure(cgroup_dir, subtree) {
+            Some((some, full)) => base.extend([some, full]),
+            None => base.extend([ABSENT; 2]),
         }
         Some(base)
     }
@@ -210,7 +227,10 @@ impl ProbeFamily for Cpu {
         let now = usage(cgroup_dir, subtree)?;
         let start = baseline.first().copied().unwrap_or(now);
         let mut out = vec![(Counter::CpuOnCpuNs, now.saturating_sub(start))];
-        if let (Some((dir, version)), Some(base)) = (throttle_dir(cgroup_dir), baseline.get(1..4)) {
+        if let (Some((dir, version)), Some(base)) = (
+            throttle_dir(cgroup_dir),
+            baseline.get(1..4).filter(|b| b[0] != ABSENT),
+        ) {
             if let Some([periods, throttled, throttled_ns, quota, period]) =
                 throttling(&dir, version)
             {
@@ -229,6 +249,16 @@ impl ProbeFamily for Cpu {
                     (Counter::CpuPeriodUs, period),
                 ]);
             }
+        }
+        if let (Some((some, full)), Some(base)) = (
+            pressure(cgroup_dir, subtree),
+            baseline.get(4..6).filter(|b| b[0] != ABSENT),
+        ) {
+            out.extend([
+                (Counter::CpuPressureKept, 1),
+                (Counter::CpuPressureSomeUs, some.saturating_sub(base[0])),
+                (Counter::CpuPressureFullUs, full.saturating_sub(base[1])),
+            ]);
         }
         Some(out)
     }
@@ -262,6 +292,17 @@ pub struct CpuSummary {
     /// own, as a plain cgroup v2 directory on a hybrid host).
     #[serde(default)]
     pub throttling: Option<Throttling>,
+    /// CPU pressure (PSI) of the target in the window (None: not kept, or a window on the
+    /// target alone: the kernel's figure includes the cgroups below).
+    #[serde(default)]
+    pub pressure: Option<Pressure>,
+}
+
+/// Pressure stall time (PSI) in the window, µs: some of the target's tasks waiting, all.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pressure {
+    pub some_us: u64,
+    pub full_us: u64,
 }
 
 /// The kernel's own `cpu.stat` figures for the window, and the quota.
@@ -292,6 +333,10 @@ pub fn summarise(c: &RawCounts) -> CpuSummary {
             throttled_periods: c.get(Counter::CpuThrottledPeriods),
             throttled_ns: c.get(Counter::CpuThrottledNs),
         }),
+        pressure: (c.get(Counter::CpuPressureKept) != 0).then(|| Pressure {
+            some_us: c.get(Counter::CpuPressureSomeUs),
+            full_us: c.get(Counter::CpuPressureFullUs),
+        }),
     }
 }
 
@@ -314,6 +359,14 @@ impl FamilyReport for CpuSummary {
             "context switches, involuntary",
             self.involuntary_switches,
         );
+        if let Some(p) = &self.pressure {
+            let _ = writeln!(
+                o,
+                "  CPU pressure: some waiting {}, all waiting {}",
+                fmt_ns(p.some_us * 1000),
+                fmt_ns(p.full_us * 1000)
+            );
+        }
         if let Some(t) = &self.throttling {
             let _ = writeln!(
                 o,

@@ -107,6 +107,14 @@ fn memory_dir(dir: &Path) -> Option<(PathBuf, u64)> {
         .then_some((v1, ACCOUNTED_V1))
 }
 
+/// `memory.pressure` totals (PSI: the kernel's for the cgroup with those below it, so none
+/// for a window on the target alone).
+fn pressure(dir: &Path, subtree: bool) -> Option<(u64, u64)> {
+    subtree
+        .then(|| cgroup::pressure_totals(dir, "memory.pressure"))
+        .flatten()
+}
+
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -241,14 +249,15 @@ impl ProbeFamily for Mem {
         Ok(())
     }
 
-    /// `[minor faults, major faults, usage]` when the window opens (usage `NO_USAGE` if the
-    /// target has no memory cgroup of its own).
+    /// `[minor faults, major faults, usage, pressure some, full]` when the window opens
+    /// (`NO_USAGE` where the target has none).
     fn cgroup_baseline(&self, cgroup_dir: &Path, subtree: bool) -> Option<Vec<u64>> {
         let (minor, major) = live_faults(cgroup_dir, subtree)?;
         let start = memory_dir(cgroup_dir)
             .and_then(|(dir, v)| usage(&dir, v))
             .map_or(NO_USAGE, |u| u[0]);
-        Some(vec![minor, major, start])
+        let (some, full) = pressure(cgroup_dir, subtree).unwrap_or((NO_USAGE, NO_USAGE));
+        Some(vec![minor, major, start, some, full])
     }
 
     fn cgroup_share(
@@ -265,6 +274,13 @@ impl ProbeFamily for Mem {
             (Counter::MemMinorFaults, minor.wrapping_sub(base(0))),
             (Counter::MemMajorFaults, major.wrapping_sub(base(1))),
         ];
+        if let (Some((some, full)), false) = (pressure(cgroup_dir, subtree), base(3) == NO_USAGE) {
+            out.extend([
+                (Counter::MemPressureKept, 1),
+                (Counter::MemPressureSomeUs, some.saturating_sub(base(3))),
+                (Counter::MemPressureFullUs, full.saturating_sub(base(4))),
+            ]);
+        }
         if let Some((dir, version)) = memory_dir(cgroup_dir) {
             if let Some([now, limit, anon, file, shmem, kernel, peak]) = usage(&dir, version) {
                 let start = match base(2) {
@@ -367,6 +383,11 @@ pub struct MemSummary {
     pub usage: Option<MemUsage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_unavailable: Option<String>,
+    /// Memory pressure (PSI) in the window: time some / all of the target's tasks stalled
+    /// on memory (reclaim, swap-in, refaults), µs; None: not kept, or a window on the target
+    /// alone (the kernel's figure includes the cgroups below).
+    #[serde(default)]
+    pub pressure: Option<super::cpu::Pressure>,
 }
 
 pub fn summarise(c: &RawCounts) -> MemSummary {
@@ -405,6 +426,10 @@ pub fn summarise(c: &RawCounts) -> MemSummary {
                 rss_bytes: v.get(1).copied().unwrap_or(0),
             })
             .collect(),
+        pressure: (c.get(Counter::MemPressureKept) != 0).then(|| super::cpu::Pressure {
+            some_us: c.get(Counter::MemPressureSomeUs),
+            full_us: c.get(Counter::MemPressureFullUs),
+        }),
         usage_unavailable: usage.is_none().then(|| {
             "the target has no memory cgroup of its own (no memory controller on its cgroup v2 directory, no v1 memory cgroup at its path): usage is not shown rather than the host's".into()
         }),
@@ -433,6 +458,13 @@ impl FamilyReport for MemSummary {
                 v.pid,
                 safe(&v.command),
                 mib(v.rss_bytes)
+            );
+        }
+        if let Some(p) = &self.pressure {
+            let _ = writeln!(
+                o,
+                "  memory pressure: some stalled {} µs, all stalled {} µs",
+                p.some_us, p.full_us
             );
         }
         match &self.usage {

@@ -43,6 +43,21 @@ pub fn v1_dir_at_same_path(dir: &Path, controller: &str) -> Option<PathBuf> {
     v1.is_dir().then_some(v1)
 }
 
+/// The `some` and `full` stall totals (µs) of a cgroup v2 pressure file (`memory.pressure`,
+/// `cpu.pressure`): the kernel's own for the cgroup and those below it. `None` without PSI.
+pub fn pressure_totals(dir: &Path, file: &str) -> Option<(u64, u64)> {
+    let text = fs::read_to_string(dir.join(file)).ok()?;
+    let total = |kind: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(kind))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse()
+            .ok()
+    };
+    Some((total("some ")?, total("full ").unwrap_or(0)))
+}
+
 /// Where the v1 hierarchy with `controller` (e.g. `memory`) is mounted, on a hybrid host.
 pub fn v1_mount(controller: &str) -> Option<PathBuf> {
     parse_v1_mount(
