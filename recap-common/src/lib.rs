@@ -166,15 +166,21 @@ pub enum Counter {
     DnsUnmatched,
     DnsUnparsable,
     DnsLatencySumNs,
+    /// Not a counter: the number of them (keep it last; a counter added after it would write
+    /// into the next window's slot).
+    _Count,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::DnsLatencySumNs as u32 + 1;
+    pub const COUNT: u32 = Counter::_Count as u32;
 }
 
 /// Log2 histograms of the `tcp_health` family: bucket `b` holds values in `[2^b, 2^(b+1))` ns;
 /// the last (2^39 ns ≈ 9 min and above) is open-ended.
 pub const TCP_HIST_BUCKETS: u32 = 40;
+
+/// DNS lookup-duration histograms: log2 ns buckets shaped as `TCP_HIST_BUCKETS`.
+pub const DNS_HIST_BUCKETS: u32 = TCP_HIST_BUCKETS;
 
 /// HTTP request-duration histograms: log2 ns buckets as `TCP_HIST_BUCKETS`, the last (2^35 ns
 /// ≈ 34 s and above) open-ended.
@@ -502,6 +508,36 @@ pub mod maps {
     pub const DNS_QTYPE: &str = "DNS_QTYPE";
     pub const DNS_RCODE: &str = "DNS_RCODE";
     pub const DNS_HIST: &str = "DNS_HIST";
+    /// Every map user space opens by name (a test checks the built object holds them).
+    pub const ALL: [&str; 27] = [
+        TASK_SLOTS,
+        WINDOW_CGROUPS,
+        WINDOW_TAGS,
+        COUNTERS,
+        SYSCALLS,
+        RUNQ_HIST,
+        EXECS,
+        WAKE_TS,
+        SCHED_HOOKED,
+        TCP_RTT_HIST,
+        TCP_DUR_HIST,
+        CONN_START,
+        WINDOW_EPOCH,
+        HTTP_REQS,
+        TLS_CALLS,
+        OOM_VICTIMS,
+        GO_TLS_CALLS,
+        TLS_SESSIONS,
+        TLS_PROCS,
+        TLS_NEW_PROCS,
+        TLS_WINDOWS,
+        HTTPS_CONNS,
+        HTTP2_FRAMES,
+        DNS_PENDING,
+        DNS_QTYPE,
+        DNS_RCODE,
+        DNS_HIST,
+    ];
 }
 
 /// Program names (the kernel keeps 15 bytes of a name; every one starts with `recap_` so

@@ -138,7 +138,7 @@ const GETS: usize = 25;
 fn container_demo(bin: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     docker::ensure_engine()?;
     let image = "recap-demo-httpd:1";
-    if !docker::cli(&["image", "inspect", image]).0 {
+    if !docker::ask(&["image", "inspect", image]) {
         let dir = std::env::temp_dir().join("recap-demo-rootfs");
         let script = format!(
             "set -e; mkdir -p {d}/bin {d}/www; cp /bin/busybox {d}/bin/; echo hello > {d}/www/index.html; \

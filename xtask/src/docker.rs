@@ -49,11 +49,17 @@ pub fn capsule_images() -> anyhow::Result<()> {
 
 /// Runs the docker CLI; (success, trimmed stdout). Its errors go to our stderr.
 pub fn cli(args: &[&str]) -> (bool, String) {
-    match Command::new("docker")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-    {
+    cli_with_stderr(args, Stdio::inherit())
+}
+
+/// `cli` for a question whose "no" is normal (`image inspect` of an image not built yet): its
+/// error message is not shown, so it does not read as a failure.
+pub fn ask(args: &[&str]) -> bool {
+    cli_with_stderr(args, Stdio::null()).0
+}
+
+fn cli_with_stderr(args: &[&str], stderr: Stdio) -> (bool, String) {
+    match Command::new("docker").args(args).stderr(stderr).output() {
         Ok(out) => (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).trim().to_string(),

@@ -5,7 +5,7 @@
 
 use std::{fmt::Write, sync::Arc};
 
-use recap_common::{maps, programs, Counter, DNS_QTYPES, DNS_RCODES, TCP_HIST_BUCKETS};
+use recap_common::{maps, programs, Counter, DNS_HIST_BUCKETS, DNS_QTYPES, DNS_RCODES};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -78,7 +78,7 @@ const RCODE_COUNTS: SlotArray = SlotArray {
 };
 const LATENCY: SlotArray = SlotArray {
     map: maps::DNS_HIST,
-    len: TCP_HIST_BUCKETS,
+    len: DNS_HIST_BUCKETS,
 };
 
 /// RFC 1035/2136 names of the response codes 0..=10; the rest by number.
@@ -268,7 +268,7 @@ impl FamilyReport for DnsSummary {
         out.push(log2::sample(
             &LOOKUP_DURATION,
             &self.latency,
-            TCP_HIST_BUCKETS,
+            DNS_HIST_BUCKETS,
         ));
         out
     }

@@ -450,3 +450,30 @@ fn privileged() -> bool {
         .iter()
         .all(|&c| cap_eff & (1 << c) != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSymbol};
+    use recap_common::{maps, offsets, programs};
+
+    use super::EBPF_OBJECT;
+
+    /// Map and program names are string literals on both sides: the built object must hold
+    /// every one user space opens, and every offset global it writes.
+    #[test]
+    fn the_built_object_holds_every_map_program_and_global_by_name() {
+        let obj = object::File::parse(EBPF_OBJECT).expect("the eBPF object parses");
+        let names: std::collections::BTreeSet<&str> =
+            obj.symbols().filter_map(|s| s.name().ok()).collect();
+        let globals = [
+            offsets::TASK_PID,
+            offsets::CGROUP_KN,
+            offsets::TASK_MIN_FLT,
+            offsets::PERCPU_COUNTER_SIZE,
+            "RECAP_OFF_TASK_TGID",
+        ];
+        for name in programs::ALL.iter().chain(&maps::ALL).chain(&globals) {
+            assert!(names.contains(name), "{name} is not in the eBPF object");
+        }
+    }
+}

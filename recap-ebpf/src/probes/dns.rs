@@ -4,7 +4,7 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::cgroup_skb, programs::SkBuffContext};
 use recap_common::{
-    Counter, DnsKey, DnsPending, DNS_QTYPES, DNS_QTYPE_CODES, DNS_RCODES, TCP_HIST_BUCKETS,
+    Counter, DnsKey, DnsPending, DNS_HIST_BUCKETS, DNS_QTYPES, DNS_QTYPE_CODES, DNS_RCODES,
 };
 
 use crate::{
@@ -88,7 +88,7 @@ fn on_answer(ctx: &SkBuffContext, slot: u32, dns: usize, port: u16) {
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(sent);
     add(slot, Counter::DnsAnswered, 1);
     add(slot, Counter::DnsLatencySumNs, took);
-    hist_add(&DNS_HIST, slot, took, TCP_HIST_BUCKETS);
+    hist_add(&DNS_HIST, slot, took, DNS_HIST_BUCKETS);
     bump(&DNS_RCODE, slot * DNS_RCODES + (flags & 0x0f) as u32);
 }
 
