@@ -59,6 +59,14 @@ pub fn test_bin(name: &str) -> PathBuf {
     profile_dir.join(name)
 }
 
+/// `program` to be started in `cg` if given, else where the test runs.
+pub fn command_in(cg: Option<&TestCgroup>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match cg {
+        Some(cg) => cg.command(program),
+        None => Command::new(program),
+    }
+}
+
 /// A cgroup v2 directory made for one test, removed (with its processes killed) on drop.
 pub struct TestCgroup {
     pub dir: PathBuf,
@@ -279,6 +287,17 @@ impl RecapRun {
             stderr_lines,
             stderr: Vec::new(),
         }
+    }
+
+    /// `recap window TARGET... -d 120s --probes FAMILIES -o json`, armed (`target`: e.g.
+    /// `["--cgroup", dir]`, `["--container", name]`).
+    pub fn armed_window(target: &[&str], probes: &str) -> Self {
+        let mut args = vec!["window"];
+        args.extend(target);
+        args.extend(["-d", "120s", "--probes", probes, "-o", "json"]);
+        let mut run = RecapRun::start(&args);
+        run.wait_armed();
+        run
     }
 
     /// Waits for the "armed" line; panics with recap's stderr if it exits first.

@@ -235,18 +235,7 @@ fn throttling_of_a_container_with_a_cpu_quota_equals_cpu_stat() {
     .unwrap();
     let psi = || recap_agent::targets::cgroup::pressure_totals(&v2_dir, "cpu.pressure").unwrap();
     let psi_before = psi();
-    let mut run = RecapRun::start(&[
-        "window",
-        "--container",
-        &app.name,
-        "-d",
-        "60s",
-        "--probes",
-        "cpu",
-        "-o",
-        "json",
-    ]);
-    run.wait_armed();
+    let run = RecapRun::armed_window(&["--container", &app.name], "cpu");
     let busy = std::process::Command::new("docker")
         .args(["exec", &app.id, "/bin/busybox", "timeout", "2"])
         .args(["/bin/busybox", "sh", "-c", "while :; do :; done"])

@@ -43,10 +43,7 @@ const MIX: [&str; 5] = [
 /// Runs `recap-dns` in the namespace (in `cg` when given) against dnsmasq and the silent
 /// server; returns its tally.
 fn lookups(ns: &NetNs, cg: Option<&TestCgroup>) -> Value {
-    let mut cmd = match cg {
-        Some(cg) => cg.command("ip"),
-        None => Command::new("ip"),
-    };
+    let mut cmd = command_in(cg, "ip");
     let mut tally = serde_json::Map::new();
     for (server, queries) in [
         ("127.0.0.1:53", MIX.to_vec()),
@@ -69,10 +66,7 @@ fn lookups(ns: &NetNs, cg: Option<&TestCgroup>) -> Value {
             let n = tally.get(k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap();
             tally.insert(k.clone(), n.into());
         }
-        cmd = match cg {
-            Some(cg) => cg.command("ip"),
-            None => Command::new("ip"),
-        };
+        cmd = command_in(cg, "ip");
     }
     Value::Object(tally)
 }

@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
 };
 
 use recap_tests::{
@@ -43,10 +43,7 @@ struct Server {
 impl Server {
     fn start(cg: Option<&TestCgroup>, cert: Option<&Cert>) -> Self {
         let port = free_tcp_port();
-        let mut cmd = match cg {
-            Some(cg) => cg.command("/usr/bin/python3"),
-            None => Command::new("/usr/bin/python3"),
-        };
+        let mut cmd = command_in(cg, "/usr/bin/python3");
         cmd.arg(script("server.py")).arg(port.to_string());
         if let Some(c) = cert {
             cmd.arg(c.cert()).arg(c.key());
@@ -69,10 +66,7 @@ impl Drop for Server {
 
 /// grpcio's client (client.py): one channel to `port`, started in `cg` if given.
 fn client(cg: Option<&TestCgroup>, port: u16, cert: Option<&Cert>) -> Client {
-    let mut cmd = match cg {
-        Some(cg) => cg.command("/usr/bin/python3"),
-        None => Command::new("/usr/bin/python3"),
-    };
+    let mut cmd = command_in(cg, "/usr/bin/python3");
     cmd.arg(script("client.py")).arg(port.to_string());
     if let Some(c) = cert {
         cmd.arg(c.cert());

@@ -46,10 +46,7 @@ impl Drop for Proc {
 }
 
 fn server(cg: Option<&TestCgroup>) -> (Proc, u16) {
-    let mut cmd = match cg {
-        Some(cg) => cg.command(test_bin("recap-http")),
-        None => Command::new(test_bin("recap-http")),
-    };
+    let mut cmd = command_in(cg, test_bin("recap-http"));
     cmd.arg("serve");
     let mut p = Proc::start(cmd);
     let port = p.line().parse().unwrap();
@@ -59,10 +56,7 @@ fn server(cg: Option<&TestCgroup>) -> (Proc, u16) {
 /// Runs the client's mix; returns it with what it received (`"GET 200" -> n`) and the interim
 /// responses it read. The client stays, with one request in flight and one aborted.
 fn client(cg: Option<&TestCgroup>, port: u16) -> (Proc, BTreeMap<String, u64>, u64) {
-    let mut cmd = match cg {
-        Some(cg) => cg.command(test_bin("recap-http")),
-        None => Command::new(test_bin("recap-http")),
-    };
+    let mut cmd = command_in(cg, test_bin("recap-http"));
     cmd.args(["client", &port.to_string()]);
     let mut p = Proc::start(cmd);
     let got: BTreeMap<String, u64> = serde_json::from_str(&p.line()).unwrap();

@@ -55,10 +55,7 @@ impl Nginx {
             cert.key().display()
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut cmd = match cg {
-            Some(cg) => cg.command("nginx"),
-            None => Command::new("nginx"),
-        };
+        let mut cmd = command_in(cg, "nginx");
         let child = cmd
             .arg("-c")
             .arg(dir.join("nginx.conf"))
@@ -97,10 +94,7 @@ impl Drop for Nginx {
 }
 
 fn python_client(cg: Option<&TestCgroup>, port: u16, args: &[&str]) -> Client {
-    let mut cmd = match cg {
-        Some(cg) => cg.command("/usr/bin/python3"),
-        None => Command::new("/usr/bin/python3"),
-    };
+    let mut cmd = command_in(cg, "/usr/bin/python3");
     cmd.arg(script("client.py"))
         .arg(port.to_string())
         .args(args);
@@ -108,10 +102,7 @@ fn python_client(cg: Option<&TestCgroup>, port: u16, args: &[&str]) -> Client {
 }
 
 fn node_client(cg: Option<&TestCgroup>, port: u16, asks: &[&str]) -> Client {
-    let mut cmd = match cg {
-        Some(cg) => cg.command("node"),
-        None => Command::new("node"),
-    };
+    let mut cmd = command_in(cg, "node");
     cmd.arg(script("client.js"))
         .arg(port.to_string())
         .args(asks);
@@ -126,10 +117,7 @@ fn curl(port: u16, paths: &[&str], head: bool) {
 /// `curl`, started in `cg` if given: a process that starts during the window, lives some
 /// tens of milliseconds and is gone before the window's next tick.
 fn curl_in(cg: Option<&TestCgroup>, port: u16, paths: &[&str], head: bool) {
-    let mut cmd = match cg {
-        Some(cg) => cg.command("curl"),
-        None => Command::new("curl"),
-    };
+    let mut cmd = command_in(cg, "curl");
     cmd.args(["-sk", "--http1.1", "-o", "/dev/null"]);
     if head {
         cmd.arg("-I");
@@ -533,10 +521,7 @@ impl GoServer {
     fn start(cert: &Cert, cg: Option<&TestCgroup>) -> Self {
         let port = free_tcp_port();
         let program = go_program("server");
-        let mut cmd = match cg {
-            Some(cg) => cg.command(&program),
-            None => Command::new(&program),
-        };
+        let mut cmd = command_in(cg, &program);
         let child = cmd
             .arg(port.to_string())
             .arg(cert.cert())
@@ -559,10 +544,7 @@ impl Drop for GoServer {
 
 fn go_client(cg: Option<&TestCgroup>, port: u16, http1: bool, asks: &[&str]) -> Client {
     let program = go_program("client");
-    let mut cmd = match cg {
-        Some(cg) => cg.command(&program),
-        None => Command::new(&program),
-    };
+    let mut cmd = command_in(cg, &program);
     if http1 {
         cmd.arg("-http1");
     }

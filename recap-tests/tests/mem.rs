@@ -17,10 +17,7 @@ fn faults(pid: u32) -> (u64, u64) {
 
 fn pages(cg: Option<&TestCgroup>, n: usize) -> Client {
     let program = test_bin("recap-pages");
-    let mut cmd = match cg {
-        Some(cg) => cg.command(&program),
-        None => Command::new(&program),
-    };
+    let mut cmd = command_in(cg, &program);
     cmd.arg(n.to_string());
     Client::start(cmd)
 }
@@ -39,18 +36,7 @@ fn page_faults_equal_the_kernels_count_and_outside_is_0() {
             .expect("PSI in cgroup v2")
     };
     let psi_before = psi();
-    let mut run = RecapRun::start(&[
-        "window",
-        "--cgroup",
-        cg.dir.to_str().unwrap(),
-        "-d",
-        "60s",
-        "--probes",
-        "mem",
-        "-o",
-        "json",
-    ]);
-    run.wait_armed();
+    let run = RecapRun::armed_window(&["--cgroup", cg.dir.to_str().unwrap()], "mem");
     for _ in 0..3 {
         assert_eq!(inside.go(), "done");
         assert_eq!(outside.go(), "done");
@@ -107,18 +93,7 @@ fn page_faults_of_a_process_that_exited_in_the_window_are_counted() {
         rest.split_whitespace().nth(8).unwrap().parse().unwrap()
     };
     let (shell_before, children_before) = (faults(shell.pid()).0, cminflt(shell.pid()));
-    let mut run = RecapRun::start(&[
-        "window",
-        "--cgroup",
-        cg.dir.to_str().unwrap(),
-        "-d",
-        "60s",
-        "--probes",
-        "mem,proc",
-        "-o",
-        "json",
-    ]);
-    run.wait_armed();
+    let run = RecapRun::armed_window(&["--cgroup", cg.dir.to_str().unwrap()], "mem,proc");
     assert_eq!(shell.go(), "done");
     let (s, err) = run.interrupt();
     let shell_faults = faults(shell.pid()).0 - shell_before;
@@ -146,18 +121,7 @@ fn an_oom_kill_in_a_container_is_counted_with_its_victim() {
         &[],
         &["--memory", "48m", "--memory-swap", "48m"],
     );
-    let mut run = RecapRun::start(&[
-        "window",
-        "--container",
-        &app.name,
-        "-d",
-        "60s",
-        "--probes",
-        "mem",
-        "-o",
-        "json",
-    ]);
-    run.wait_armed();
+    let run = RecapRun::armed_window(&["--container", &app.name], "mem");
     // busybox dd reads 100 MiB into one buffer: over the 48 MiB limit, the kernel kills it.
     let status = Command::new("docker")
         .args([

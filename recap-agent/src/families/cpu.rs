@@ -116,11 +116,7 @@ fn throttle_dir(dir: &Path) -> Option<(PathBuf, u64)> {
 /// Periods, throttled periods, throttled ns, quota µs (0: none), period µs.
 fn throttling(dir: &Path, version: u64) -> Option<[u64; 5]> {
     let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
-    let value = |key: &str| -> u64 {
-        stat.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let value = |key: &str| cgroup::stat_value(&stat, key);
     if version == 1 {
         // cpu.max: "QUOTA PERIOD" or "max PERIOD".
         let max = std::fs::read_to_string(dir.join("cpu.max")).unwrap_or_default();

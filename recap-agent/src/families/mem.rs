@@ -30,7 +30,7 @@ use aya::{
 use recap_common::{maps, programs, Counter, OomVictim};
 use serde::{Deserialize, Serialize};
 
-use super::{row, FamilyReport, Hooks, Named, ProbeFamily, TaskHook};
+use super::{proc::comm_to_string, row, FamilyReport, Hooks, Named, ProbeFamily, TaskHook};
 use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
     metric,
@@ -119,13 +119,6 @@ fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// `memory.stat`'s `key value` lines.
-fn stat_value(stat: &str, key: &str) -> u64 {
-    stat.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Usage now and its breakdown: usage, limit (0: none), anon, file, shmem, kernel, and the
 /// kernel's peak since the cgroup was created (0: not kept).
 fn usage(dir: &Path, version: u64) -> Option<[u64; 7]> {
@@ -137,10 +130,10 @@ fn usage(dir: &Path, version: u64) -> Option<[u64; 7]> {
         return Some([
             current,
             limit,
-            stat_value(&stat, "anon"),
-            stat_value(&stat, "file"),
-            stat_value(&stat, "shmem"),
-            stat_value(&stat, "kernel"),
+            cgroup::stat_value(&stat, "anon"),
+            cgroup::stat_value(&stat, "file"),
+            cgroup::stat_value(&stat, "shmem"),
+            cgroup::stat_value(&stat, "kernel"),
             peak,
         ]);
     }
@@ -151,9 +144,9 @@ fn usage(dir: &Path, version: u64) -> Option<[u64; 7]> {
         .unwrap_or(0);
     let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
     let (anon, cache, shmem) = (
-        stat_value(&stat, "rss"),
-        stat_value(&stat, "cache"),
-        stat_value(&stat, "shmem"),
+        cgroup::stat_value(&stat, "rss"),
+        cgroup::stat_value(&stat, "cache"),
+        cgroup::stat_value(&stat, "shmem"),
     );
     // v1's `cache` includes shmem; what usage holds beyond anon and cache is the kernel's.
     Some([
@@ -225,7 +218,7 @@ impl ProbeFamily for Mem {
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, v)| v.slot == slot)
-            .map(|(_, v)| (comm(&v.comm), vec![v.pid as u64, v.rss_bytes]))
+            .map(|(_, v)| (comm_to_string(&v.comm), vec![v.pid as u64, v.rss_bytes]))
             .collect();
         out.sort_by_key(|(_, v)| v[0]);
         Ok(out)
@@ -334,11 +327,6 @@ impl ProbeFamily for Mem {
     fn metrics(&self) -> &'static [&'static MetricDef] {
         &METRICS
     }
-}
-
-fn comm(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -532,14 +520,5 @@ mod tests {
         assert_eq!(parse_faults(stat), Some((1234, 56)));
         let zombie = "4243 (x) Z 1 4243 4243 0 -1 4194560 7 0 0 0 0 0 0 0 20 0 1 0 100";
         assert_eq!(parse_faults(zombie), None);
-    }
-
-    #[test]
-    fn stat_keys_match_whole_words() {
-        let stat = "anon 4096\nanon_thp 0\nfile 8192\nshmem 0\nkernel 100\n";
-        assert_eq!(stat_value(stat, "anon"), 4096);
-        assert_eq!(stat_value(stat, "file"), 8192);
-        assert_eq!(stat_value(stat, "kernel"), 100);
-        assert_eq!(stat_value(stat, "sock"), 0);
     }
 }

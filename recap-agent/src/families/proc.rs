@@ -132,7 +132,8 @@ impl ProbeFamily for Proc {
     }
 }
 
-fn comm_to_string(comm: &[u8]) -> String {
+/// A kernel `comm` (NUL-padded) as text.
+pub(crate) fn comm_to_string(comm: &[u8]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }

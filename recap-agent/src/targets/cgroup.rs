@@ -43,6 +43,14 @@ pub fn v1_dir_at_same_path(dir: &Path, controller: &str) -> Option<PathBuf> {
     v1.is_dir().then_some(v1)
 }
 
+/// The value of `key` in a flat-keyed cgroup file (`memory.stat`, `cpu.stat`: `key value`
+/// lines), 0 if it has none.
+pub fn stat_value(stat: &str, key: &str) -> u64 {
+    stat.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The `some` and `full` stall totals (µs) of a cgroup v2 pressure file (`memory.pressure`,
 /// `cpu.pressure`): the kernel's own for the cgroup and those below it. `None` without PSI.
 pub fn pressure_totals(dir: &Path, file: &str) -> Option<(u64, u64)> {
@@ -269,6 +277,15 @@ pub fn cpu_usage_ns_alone(dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_keys_match_whole_words() {
+        let stat = "anon 4096\nanon_thp 0\nfile 8192\nshmem 0\nkernel 100\n";
+        assert_eq!(stat_value(stat, "anon"), 4096);
+        assert_eq!(stat_value(stat, "file"), 8192);
+        assert_eq!(stat_value(stat, "kernel"), 100);
+        assert_eq!(stat_value(stat, "sock"), 0);
+    }
 
     #[test]
     fn finds_a_v1_controllers_mount() {
