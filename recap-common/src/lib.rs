@@ -156,6 +156,10 @@ pub enum Counter {
     MemKernel,
     MemAccounted,
     /// `memory.pressure` as `CpuPressure*`.
+    /// Reclaim stalls of the target's threads (direct or memory-cgroup reclaim, begin to end),
+    /// and their sum (ns): the histogram's count and `_sum` (`RECLAIM_HIST`).
+    MemReclaimStalls,
+    MemReclaimNs,
     MemPressureSomeUs,
     MemPressureFullUs,
     MemPressureKept,
@@ -497,6 +501,8 @@ pub mod maps {
     pub const HTTP_REQS: &str = "HTTP_REQS";
     pub const TLS_CALLS: &str = "TLS_CALLS";
     pub const OOM_VICTIMS: &str = "OOM_VICTIMS";
+    pub const RECLAIM_TS: &str = "RECLAIM_TS";
+    pub const RECLAIM_HIST: &str = "RECLAIM_HIST";
     pub const GO_TLS_CALLS: &str = "GO_TLS_CALLS";
     pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
     pub const TLS_PROCS: &str = "TLS_PROCS";
@@ -509,7 +515,9 @@ pub mod maps {
     pub const DNS_RCODE: &str = "DNS_RCODE";
     pub const DNS_HIST: &str = "DNS_HIST";
     /// Every map user space opens by name (a test checks the built object holds them).
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 29] = [
+        RECLAIM_TS,
+        RECLAIM_HIST,
         TASK_SLOTS,
         WINDOW_CGROUPS,
         WINDOW_TAGS,
@@ -572,11 +580,16 @@ pub mod programs {
     pub const TLS_FORK: &str = "recap_tls_fork";
     /// `oom:mark_victim`: the OOM killer chose a process.
     pub const MEM_OOM: &str = "recap_oom_kill";
+    /// Direct and memory-cgroup reclaim, begin and end (`vmscan`).
+    pub const MEM_RECLAIM_IN: &str = "recap_rcl_in";
+    pub const MEM_RECLAIM_OUT: &str = "recap_rcl_out";
+    pub const MEM_CG_RECLAIM_IN: &str = "recap_mcgrcl_in";
+    pub const MEM_CG_RECLAIM_OUT: &str = "recap_mcgrcl_ot";
     pub const DNS_INGRESS: &str = "recap_dns_in";
     pub const DNS_EGRESS: &str = "recap_dns_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 32] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -604,6 +617,10 @@ pub mod programs {
         DNS_INGRESS,
         DNS_EGRESS,
         MEM_OOM,
+        MEM_RECLAIM_IN,
+        MEM_RECLAIM_OUT,
+        MEM_CG_RECLAIM_IN,
+        MEM_CG_RECLAIM_OUT,
         BENCH_NOP,
     ];
     const _: () = {

@@ -41,6 +41,14 @@ pub static SYSCALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "RUNQ_HIST")]
 pub static RUNQ_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// `mem`: when a target thread entered reclaim, until it leaves it.
+#[map(name = "RECLAIM_TS")]
+pub static RECLAIM_TS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// `mem`: reclaim stalls, log2 ns buckets (`RUNQ_BUCKETS` of them) per window slot.
+#[map(name = "RECLAIM_HIST")]
+pub static RECLAIM_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// `mem`: the target's processes the OOM killer chose, by pid (an LRU: a window reads its own).
 #[map(name = "OOM_VICTIMS")]
 pub static OOM_VICTIMS: LruHashMap<u32, OomVictim> = LruHashMap::with_max_entries(1024, 0);

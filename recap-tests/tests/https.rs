@@ -643,3 +643,50 @@ fn go_crypto_tls_is_counted_exactly_on_both_sides() {
     drop((h2, h1, from_inside, server, outside));
     assert_no_residue();
 }
+
+/// Node's `http2` server (its built-in OpenSSL, driven through memory buffers: sessions are
+/// followed by `SSL *`) in the target, curl over HTTP/2 on one connection for all its URLs.
+#[test]
+fn node_http2_over_tls_is_counted_exactly() {
+    if !require_root() {
+        return;
+    }
+    let cert = Cert::new("https-node-h2");
+    let cg = TestCgroup::new("https-node-h2");
+    let port = free_tcp_port();
+    let mut server = cg
+        .command("node")
+        .arg(script("h2server.js"))
+        .arg(port.to_string())
+        .arg(cert.cert())
+        .arg(cert.key())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node");
+    wait_listening(port, "the Node HTTP/2 server");
+    let run = open_window(&cg);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", "--http2", "-w", "%{http_version} "]);
+    for path in ["/ok", "/missing", "/ok", "/fail", "/ok"] {
+        cmd.args(["-o", "/dev/null"])
+            .arg(format!("https://127.0.0.1:{port}{path}"));
+    }
+    let out = cmd.output().expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 2 2 2 2 ",
+        "{out:?}"
+    );
+    let (s, err) = run.interrupt();
+    let http = &s["http"];
+    assert_eq!(
+        counted_tls_by_version(&http["server"]),
+        expect(&[("GET 200 2", 3), ("GET 404 2", 1), ("GET 503 2", 1)]),
+        "{http:#}\n{err}"
+    );
+    assert_eq!(http["http2"]["connections"], 1, "{http:#}");
+    assert_eq!(http["server"]["in_flight"], 0, "{http:#}");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_no_residue();
+}

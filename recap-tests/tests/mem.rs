@@ -164,6 +164,11 @@ fn an_oom_kill_in_a_container_is_counted_with_its_victim() {
         "the kill happened at the limit: {mem:#}"
     );
     assert!(mem["minor_faults"].as_u64().unwrap() > 1000, "{mem:#}");
+    // At its limit the cgroup reclaimed before it killed: dd stalled in reclaim.
+    assert!(
+        mem["reclaim_stalls"]["count"].as_u64().unwrap() >= 1,
+        "{mem:#}"
+    );
     drop(app);
     assert_no_residue();
 }

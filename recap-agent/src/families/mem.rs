@@ -27,10 +27,14 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     Ebpf,
 };
-use recap_common::{maps, programs, Counter, OomVictim};
+use recap_common::{maps, programs, Counter, OomVictim, RUNQ_BUCKETS};
 use serde::{Deserialize, Serialize};
 
-use super::{proc::comm_to_string, row, FamilyReport, Hooks, Named, ProbeFamily, TaskHook};
+use super::{
+    log2::{self, fmt_ns, histogram, Histogram},
+    proc::comm_to_string,
+    row, FamilyReport, Hooks, Named, ProbeFamily, SlotArray, TaskHook,
+};
 use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
     metric,
@@ -85,7 +89,48 @@ metric!(
     []
 );
 
-static METRICS: [&MetricDef; 4] = [&PAGE_FAULTS, &MEMORY_USAGE, &MEMORY_LIMIT, &OOM_KILLS];
+metric!(
+    RECLAIM_STALLS,
+    "recap_memory_reclaim_stall_seconds",
+    "recap.memory.reclaim.stall",
+    Histogram,
+    "s",
+    "Time the target's threads spent in direct or memory-cgroup reclaim, per stall (log2 buckets as in the kernel).",
+    []
+);
+
+static METRICS: [&MetricDef; 5] = [
+    &PAGE_FAULTS,
+    &MEMORY_USAGE,
+    &MEMORY_LIMIT,
+    &OOM_KILLS,
+    &RECLAIM_STALLS,
+];
+
+const fn hook(program: &'static str, tracepoint: &'static str) -> TaskHook {
+    TaskHook {
+        program,
+        tracepoint,
+        hot_path: false,
+        btf_typed: false,
+    }
+}
+
+/// OOM kills; reclaim, direct and within a memory cgroup, begin and end. None is on a path
+/// a process takes often (reclaim runs only under memory pressure).
+static HOOKS: [TaskHook; 5] = [
+    hook(programs::MEM_OOM, "mark_victim"),
+    hook(programs::MEM_RECLAIM_IN, "mm_vmscan_direct_reclaim_begin"),
+    hook(programs::MEM_RECLAIM_OUT, "mm_vmscan_direct_reclaim_end"),
+    hook(programs::MEM_CG_RECLAIM_IN, "mm_vmscan_memcg_reclaim_begin"),
+    hook(programs::MEM_CG_RECLAIM_OUT, "mm_vmscan_memcg_reclaim_end"),
+];
+
+/// `RECLAIM_HIST[slot][bucket]`.
+const RECLAIM: SlotArray = SlotArray {
+    map: maps::RECLAIM_HIST,
+    len: RUNQ_BUCKETS,
+};
 
 /// Where `MemAccounted` says the usage figures came from.
 const ACCOUNTED_V2: u64 = 1;
@@ -200,12 +245,11 @@ impl ProbeFamily for Mem {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::Tasks(&[TaskHook {
-            program: programs::MEM_OOM,
-            tracepoint: "mark_victim",
-            hot_path: false,
-            btf_typed: false,
-        }])
+        Hooks::Tasks(&HOOKS)
+    }
+
+    fn slot_arrays(&self) -> &'static [SlotArray] {
+        &[RECLAIM]
     }
 
     fn read_named(&self, ebpf: &Ebpf, slot: u32) -> Result<Vec<Named>, EngineError> {
@@ -367,6 +411,8 @@ pub struct MemSummary {
     pub major_faults: u64,
     pub oom_kills: u64,
     pub oom_victims: Vec<OomKill>,
+    /// Stalls of the target's threads in direct or memory-cgroup reclaim (log2 ns buckets).
+    pub reclaim_stalls: Histogram,
     /// None: the target has no memory cgroup of its own (said in `usage_unavailable`).
     pub usage: Option<MemUsage>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -405,6 +451,7 @@ pub fn summarise(c: &RawCounts) -> MemSummary {
         minor_faults: c.get(Counter::MemMinorFaults),
         major_faults: c.get(Counter::MemMajorFaults),
         oom_kills: c.get(Counter::MemOomKills),
+        reclaim_stalls: histogram(c.array(RECLAIM.map), c.get(Counter::MemReclaimNs)),
         oom_victims: c
             .named("mem")
             .iter()
@@ -446,6 +493,18 @@ impl FamilyReport for MemSummary {
                 v.pid,
                 safe(&v.command),
                 mib(v.rss_bytes)
+            );
+        }
+        let h = &self.reclaim_stalls;
+        if h.count > 0 {
+            let q = |v: Option<u64>| v.map_or("-".to_string(), fmt_ns);
+            let _ = writeln!(
+                o,
+                "  reclaim stalls: {}, {} in all, p50 ≤ {}, p99 ≤ {}",
+                h.count,
+                fmt_ns(h.sum_ns),
+                q(h.p50_le_ns),
+                q(h.p99_le_ns)
             );
         }
         if let Some(p) = &self.pressure {
@@ -495,6 +554,7 @@ impl FamilyReport for MemSummary {
                 Value::Count(self.major_faults),
             ),
             Sample::new(&OOM_KILLS, vec![], Value::Count(self.oom_kills)),
+            log2::sample(&RECLAIM_STALLS, &self.reclaim_stalls, RUNQ_BUCKETS),
         ];
         if let Some(u) = &self.usage {
             out.push(Sample::new(

@@ -15,7 +15,7 @@ use crate::{
         cgroup_parent, cgroup_v2_id, list_next, task_faults, task_tgid, task_tid, thread_list_head,
         thread_of_node,
     },
-    maps::{add, sched_hooked, set_task_slot, task_slot, TLS_CALLS, WINDOW_CGROUPS},
+    maps::{add, sched_hooked, set_task_slot, task_slot, RECLAIM_TS, TLS_CALLS, WINDOW_CGROUPS},
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`; runs in the parent.
@@ -69,6 +69,7 @@ pub fn recap_exit(_ctx: RawTracePointContext) -> i32 {
     add(slot, Counter::MemMajorFaults, major);
     // A thread that dies inside a TLS call never returns from it.
     let _ = TLS_CALLS.remove(&pid_tgid);
+    let _ = RECLAIM_TS.remove(&tid);
     0
 }
 
