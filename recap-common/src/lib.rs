@@ -163,6 +163,19 @@ pub enum Counter {
     MemPressureSomeUs,
     MemPressureFullUs,
     MemPressureKept,
+    /// `disk`: block I/O queued for the target's cgroup (as its bios' blkcg names it): bytes
+    /// and operations (bios) read and written, other operations (flush, discard), and the sums
+    /// of the latencies (a request's first bio queued to the request completed, ns) of reads
+    /// and writes.
+    DiskReadBytes,
+    DiskWriteBytes,
+    DiskReadOps,
+    DiskWriteOps,
+    DiskOtherOps,
+    DiskReadNs,
+    DiskWriteNs,
+    /// Set by user space: 1 when the target has a blkio/io cgroup of its own to attribute by.
+    DiskAttributed,
     /// DNS over UDP: queries sent, answers matched to a query, answers that matched none,
     /// queries whose question could not be read, and the sum of the answer latencies.
     DnsQueries,
@@ -443,6 +456,31 @@ pub struct OomVictim {
 }
 const _: () = assert!(core::mem::size_of::<OomVictim>() == 40);
 
+/// Block I/O in flight for a window (value of `DISK_BIOS`, by `struct bio *`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiskBio {
+    pub ts_ns: u64,
+    pub slot: u32,
+    /// 0 read, 1 write, 2 other.
+    pub dir: u32,
+}
+
+/// Per-device block I/O of a window (key of `DISK_DEVICES`; value: bytes, operations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DiskKey {
+    pub slot: u32,
+    /// The device, as the kernel's `dev_t` (major << 20 | minor).
+    pub dev: u32,
+    /// 0 read, 1 write.
+    pub dir: u32,
+    pub _pad: u32,
+}
+
+/// `disk`: log2 ns latency buckets per direction (reads, then writes) per window slot.
+pub const DISK_BUCKETS: u32 = RUNQ_BUCKETS;
+
 /// Key of the exec-name counts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -467,6 +505,14 @@ pub mod offsets {
     pub const TASK_THREAD_NODE: &str = "RECAP_OFF_TASK_THREAD_NODE";
     pub const SOCK_CGRP_DATA: &str = "RECAP_OFF_SOCK_CGRP_DATA";
     pub const SKCD_CGROUP: &str = "RECAP_OFF_SKCD_CGROUP";
+    pub const BIO_OPF: &str = "RECAP_OFF_BIO_OPF";
+    pub const RQ_BIO: &str = "RECAP_OFF_RQ_BIO";
+    pub const BIO_SIZE: &str = "RECAP_OFF_BIO_SIZE";
+    pub const BIO_BLKG: &str = "RECAP_OFF_BIO_BLKG";
+    pub const BIO_BDEV: &str = "RECAP_OFF_BIO_BDEV";
+    pub const BDEV_DEV: &str = "RECAP_OFF_BDEV_DEV";
+    pub const BLKG_BLKCG: &str = "RECAP_OFF_BLKG_BLKCG";
+    pub const CSS_CGROUP: &str = "RECAP_OFF_CSS_CGROUP";
     pub const TASK_MIN_FLT: &str = "RECAP_OFF_TASK_MIN_FLT";
     pub const TASK_MAJ_FLT: &str = "RECAP_OFF_TASK_MAJ_FLT";
     pub const TASK_COMM: &str = "RECAP_OFF_TASK_COMM";
@@ -502,6 +548,11 @@ pub mod maps {
     pub const TLS_CALLS: &str = "TLS_CALLS";
     pub const OOM_VICTIMS: &str = "OOM_VICTIMS";
     pub const RECLAIM_TS: &str = "RECLAIM_TS";
+    pub const DISK_CGROUPS: &str = "DISK_CGROUPS";
+    pub const DISK_BIOS: &str = "DISK_BIOS";
+    pub const DISK_RQS: &str = "DISK_RQS";
+    pub const DISK_DEVICES: &str = "DISK_DEVICES";
+    pub const DISK_HIST: &str = "DISK_HIST";
     pub const RECLAIM_HIST: &str = "RECLAIM_HIST";
     pub const GO_TLS_CALLS: &str = "GO_TLS_CALLS";
     pub const TLS_SESSIONS: &str = "TLS_SESSIONS";
@@ -515,7 +566,12 @@ pub mod maps {
     pub const DNS_RCODE: &str = "DNS_RCODE";
     pub const DNS_HIST: &str = "DNS_HIST";
     /// Every map user space opens by name (a test checks the built object holds them).
-    pub const ALL: [&str; 29] = [
+    pub const ALL: [&str; 34] = [
+        DISK_RQS,
+        DISK_CGROUPS,
+        DISK_BIOS,
+        DISK_DEVICES,
+        DISK_HIST,
         RECLAIM_TS,
         RECLAIM_HIST,
         TASK_SLOTS,
@@ -585,11 +641,15 @@ pub mod programs {
     pub const MEM_RECLAIM_OUT: &str = "recap_rcl_out";
     pub const MEM_CG_RECLAIM_IN: &str = "recap_mcgrcl_in";
     pub const MEM_CG_RECLAIM_OUT: &str = "recap_mcgrcl_ot";
+    /// `disk`: a bio queued; the request it starts issued to the device, and completed.
+    pub const DISK_QUEUE: &str = "recap_bio_queue";
+    pub const DISK_ISSUE: &str = "recap_rq_issue";
+    pub const DISK_DONE: &str = "recap_rq_done";
     pub const DNS_INGRESS: &str = "recap_dns_in";
     pub const DNS_EGRESS: &str = "recap_dns_out";
     /// A no-op `sys_enter` hook: the benchmark's reference point, never used by a window.
     pub const BENCH_NOP: &str = "recap_nop_enter";
-    pub const ALL: [&str; 32] = [
+    pub const ALL: [&str; 35] = [
         SYS_EXIT,
         SCHED_SWITCH,
         SCHED_WAKEUP,
@@ -621,6 +681,9 @@ pub mod programs {
         MEM_RECLAIM_OUT,
         MEM_CG_RECLAIM_IN,
         MEM_CG_RECLAIM_OUT,
+        DISK_QUEUE,
+        DISK_ISSUE,
+        DISK_DONE,
         BENCH_NOP,
     ];
     const _: () = {
@@ -637,6 +700,8 @@ mod pod {
     unsafe impl aya::Pod for super::WindowTag {}
     unsafe impl aya::Pod for super::ExecKey {}
     unsafe impl aya::Pod for super::OomVictim {}
+    unsafe impl aya::Pod for super::DiskKey {}
+    unsafe impl aya::Pod for super::DiskBio {}
     unsafe impl aya::Pod for super::HttpKey {}
     unsafe impl aya::Pod for super::HttpStat {}
     unsafe impl aya::Pod for super::HttpConn {}

@@ -28,6 +28,23 @@ static RECAP_OFF_SIGNAL_THREADS: u64 = 0;
 static RECAP_OFF_TASK_THREAD_NODE: u64 = 0;
 
 #[unsafe(no_mangle)]
+static RECAP_OFF_BIO_OPF: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_RQ_BIO: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_BIO_SIZE: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_BIO_BLKG: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_BIO_BDEV: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_BDEV_DEV: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_BLKG_BLKCG: u64 = 0;
+#[unsafe(no_mangle)]
+static RECAP_OFF_CSS_CGROUP: u64 = 0;
+
+#[unsafe(no_mangle)]
 static RECAP_OFF_TASK_MIN_FLT: u64 = 0;
 #[unsafe(no_mangle)]
 static RECAP_OFF_TASK_MAJ_FLT: u64 = 0;
@@ -94,6 +111,50 @@ pub fn cgroup_parent(cgroup: u64) -> u64 {
     } else {
         parent_css - own_css
     }
+}
+
+/// A `struct bio *`'s operation (`bi_opf & REQ_OP_MASK`: 0 read, 1 write, others), size
+/// in bytes (`bi_iter.bi_size`) and device (`bi_bdev->bd_dev`).
+#[inline(always)]
+pub fn bio_op_size_dev(bio: u64) -> (u32, u32, u32) {
+    let opf: u32 = read(bio + offset(&RECAP_OFF_BIO_OPF)).unwrap_or(u32::MAX);
+    let size: u32 = read(bio + offset(&RECAP_OFF_BIO_SIZE)).unwrap_or(0);
+    let bdev: u64 = read(bio + offset(&RECAP_OFF_BIO_BDEV)).unwrap_or(0);
+    let dev: u32 = if bdev == 0 {
+        0
+    } else {
+        read(bdev + offset(&RECAP_OFF_BDEV_DEV)).unwrap_or(0)
+    };
+    (opf & 0xff, size, dev)
+}
+
+/// The `struct cgroup *` a bio is charged to (`bi_blkg->blkcg->css.cgroup`: the blkio/io
+/// hierarchy's, v1 on hybrid hosts), 0 if it has none.
+#[inline(always)]
+pub fn bio_cgroup(bio: u64) -> u64 {
+    let blkg: u64 = read(bio + offset(&RECAP_OFF_BIO_BLKG)).unwrap_or(0);
+    if blkg == 0 {
+        return 0;
+    }
+    let blkcg: u64 = read(blkg + offset(&RECAP_OFF_BLKG_BLKCG)).unwrap_or(0);
+    if blkcg == 0 {
+        return 0;
+    }
+    // `css` is `struct blkcg`'s first member.
+    read(blkcg + offset(&RECAP_OFF_CSS_CGROUP)).unwrap_or(0)
+}
+
+/// `rq->bio`: a `struct request *`'s first bio.
+#[inline(always)]
+pub fn request_bio(rq: u64) -> u64 {
+    read(rq + offset(&RECAP_OFF_RQ_BIO)).unwrap_or(0)
+}
+
+/// The kernfs id of a `struct cgroup *` of any hierarchy (the inode number of its directory).
+#[inline(always)]
+pub fn cgroup_kernfs_id(cgroup: u64) -> Option<u64> {
+    let kn: u64 = read(cgroup + offset(&RECAP_OFF_CGROUP_KN))?;
+    read(kn + offset(&RECAP_OFF_KERNFS_ID))
 }
 
 /// `task->min_flt` and `task->maj_flt`: the thread's page faults as the kernel counts them.

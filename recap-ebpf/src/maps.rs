@@ -13,8 +13,9 @@ use aya_ebpf::{
     maps::{Array, CgroupStorage, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use recap_common::{
-    counter_index, Counter, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey, HttpStat, OomVictim,
-    TaskSlotChunk, TlsCall, TlsKey, WindowTag, TIDS_PER_ENTRY, WINDOW_TARGET_ONLY,
+    counter_index, Counter, DiskBio, DiskKey, DnsKey, DnsPending, ExecKey, HttpConn, HttpKey,
+    HttpStat, OomVictim, TaskSlotChunk, TlsCall, TlsKey, WindowTag, TIDS_PER_ENTRY,
+    WINDOW_TARGET_ONLY,
 };
 
 /// Window slot of every thread id, 64 tids per entry (sized from `pid_max`).
@@ -40,6 +41,29 @@ pub static SYSCALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "RUNQ_HIST")]
 pub static RUNQ_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `disk`: the blkio/io cgroups (kernfs id) whose I/O a window counts (set by user space:
+/// the target's own, and on hybrid hosts the v1 blkio cgroup at its path; with subtrees, the
+/// programs look up to `MAX_DEPTH` parents).
+#[map(name = "DISK_CGROUPS")]
+pub static DISK_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(256, 0);
+
+/// `disk`: bios in flight for a window, by `struct bio *`.
+#[map(name = "DISK_BIOS")]
+pub static DISK_BIOS: LruHashMap<u64, DiskBio> = LruHashMap::with_max_entries(16384, 0);
+
+/// `disk`: requests issued to a device whose first bio is a window's, by `struct request *`.
+#[map(name = "DISK_RQS")]
+pub static DISK_RQS: LruHashMap<u64, DiskBio> = LruHashMap::with_max_entries(16384, 0);
+
+/// `disk`: bytes and operations per window, device and direction.
+#[map(name = "DISK_DEVICES")]
+pub static DISK_DEVICES: PerCpuHashMap<DiskKey, [u64; 2]> =
+    PerCpuHashMap::with_max_entries(1024, 0);
+
+/// `disk`: latency, log2 ns buckets, reads then writes, per window slot.
+#[map(name = "DISK_HIST")]
+pub static DISK_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// `mem`: when a target thread entered reclaim, until it leaves it.
 #[map(name = "RECLAIM_TS")]

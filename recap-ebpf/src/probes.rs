@@ -1,6 +1,7 @@
 //! One file per family of probes; each program is named `recap_<event>`.
 mod baseline;
 mod cpu;
+mod disk;
 mod dns;
 mod http;
 pub mod http2;

@@ -171,7 +171,7 @@ mod tests {
     fn names_follow_conventions() {
         for m in all() {
             // Ours, or an OpenTelemetry semantic-convention metric under its own name.
-            let semconv = [".seconds", ".bytes", ".total"]
+            let semconv = [".seconds", ".bytes", ".total", ".bytes.total"]
                 .iter()
                 .any(|unit| m.prom.replace('_', ".") == format!("{}{unit}", m.otel));
             assert!(

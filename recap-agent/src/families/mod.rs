@@ -7,6 +7,7 @@
 //! file, its counters in `recap-common`, and one line in `Family::ALL`.
 
 pub mod cpu;
+pub mod disk;
 pub mod dns;
 pub mod http;
 pub mod log2;
@@ -110,6 +111,19 @@ pub trait ProbeFamily: Sync {
     ) -> Option<Vec<(Counter, u64)>> {
         None
     }
+    /// Family-specific set-up for a window, before its hooks are attached (e.g. telling the
+    /// kernel which cgroups to count); an error makes the family unavailable, with the reason.
+    fn arm(
+        &self,
+        _ebpf: &mut Ebpf,
+        _slot: u32,
+        _cgroup_dir: &Path,
+        _subtree: bool,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    /// Undoes `arm` as the window closes.
+    fn disarm(&self, _ebpf: &mut Ebpf, _slot: u32) {}
     /// Counters of `cgroup_share` that keep the highest value read in the window.
     fn peak_counters(&self) -> &'static [Counter] {
         &[]
@@ -155,9 +169,10 @@ impl Family {
     pub const HTTP: Family = Family(&http::Http);
     pub const DNS: Family = Family(&dns::Dns);
     pub const MEM: Family = Family(&mem::Mem);
+    pub const DISK: Family = Family(&disk::Disk);
 
     /// Every family, in the order the summary, the table and the catalogue show them.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::TCP,
         Family::TCP_HEALTH,
         Family::HTTP,
@@ -167,6 +182,7 @@ impl Family {
         Family::PROC,
         Family::CPU,
         Family::MEM,
+        Family::DISK,
     ];
 
     pub fn defaults() -> Vec<Family> {
@@ -289,7 +305,8 @@ mod tests {
                 "syscalls",
                 "proc",
                 "cpu",
-                "mem"
+                "mem",
+                "disk"
             ]
         );
         assert!(Family::TCP < Family::CPU);
@@ -307,7 +324,7 @@ mod tests {
         for f in Family::ALL {
             for def in f.metrics() {
                 // Ours, or an OpenTelemetry semantic-convention metric under its own name.
-                let semconv = [".seconds", ".bytes", ".total"]
+                let semconv = [".seconds", ".bytes", ".total", ".bytes.total"]
                     .iter()
                     .any(|unit| def.prom.replace('_', ".") == format!("{}{unit}", def.otel));
                 assert!(def.prom.starts_with("recap_") || semconv, "{}", def.prom);

@@ -39,7 +39,14 @@ pub enum BtfError {
 /// Offsets `mem` reads where the kernel has them (`task_struct` fault counters, an OOM
 /// victim's resident memory through `mm->rss_stat[]` as percpu counters, since 6.2); a
 /// missing one stays 0, which the programs read as "not known".
-const OPTIONAL: [(&str, &str, &str); 6] = [
+const OPTIONAL: [(&str, &str, &str); 13] = [
+    (offsets::RQ_BIO, "request", "bio"),
+    (offsets::BIO_OPF, "bio", "bi_opf"),
+    (offsets::BIO_BLKG, "bio", "bi_blkg"),
+    (offsets::BIO_BDEV, "bio", "bi_bdev"),
+    (offsets::BDEV_DEV, "block_device", "bd_dev"),
+    (offsets::BLKG_BLKCG, "blkcg_gq", "blkcg"),
+    (offsets::CSS_CGROUP, "cgroup_subsys_state", "cgroup"),
     (offsets::TASK_MIN_FLT, "task_struct", "min_flt"),
     (offsets::TASK_MAJ_FLT, "task_struct", "maj_flt"),
     (offsets::TASK_COMM, "task_struct", "comm"),
@@ -71,6 +78,12 @@ pub fn kernel_offsets() -> Result<Vec<(&'static str, u64)>, BtfError> {
     }
     if let Some(size) = btf.struct_size("percpu_counter") {
         out.push((offsets::PERCPU_COUNTER_SIZE, size));
+    }
+    if let (Some(iter), Some(size)) = (
+        btf.member_offset("bio", "bi_iter"),
+        btf.member_offset("bvec_iter", "bi_size"),
+    ) {
+        out.push((offsets::BIO_SIZE, iter + size));
     }
     Ok(out)
 }
@@ -295,7 +308,7 @@ mod tests {
         }
         let offs = kernel_offsets().expect("offsets");
         // This kernel (6.x) has every optional one, and `struct percpu_counter`.
-        assert_eq!(offs.len(), NEEDED.len() + OPTIONAL.len() + 1);
+        assert_eq!(offs.len(), NEEDED.len() + OPTIONAL.len() + 2);
         // pid and tgid are adjacent pid_t fields.
         assert_eq!(offs[1].1, offs[0].1 + 4);
         assert!(offs.iter().all(|&(_, o)| o < 16384));

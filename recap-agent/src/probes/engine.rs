@@ -191,6 +191,22 @@ impl ProbeEngine {
         if stale.counters {
             reader::zero(&mut self.programs.ebpf, w.slot, &stale.families)?;
         }
+        let mut usable = Vec::new();
+        for family in families {
+            match family.arm(
+                &mut self.programs.ebpf,
+                w.slot,
+                &target.cgroup_dir,
+                !target.target_only,
+            ) {
+                Ok(()) => usable.push(*family),
+                Err(reason) => {
+                    w.families
+                        .insert(*family, FamilyStatus::Unavailable { reason });
+                }
+            }
+        }
+        let families = &usable[..];
         let task_families: Vec<Family> = families
             .iter()
             .copied()
@@ -382,6 +398,9 @@ impl ProbeEngine {
                 let _ = cgroups.remove(&w.cgroup_id);
             }
             self.task_slots.clear(w.slot);
+        }
+        for family in w.running() {
+            family.disarm(&mut self.programs.ebpf, w.slot);
         }
         self.slots.give_back(w.slot, &w.running());
         counts
