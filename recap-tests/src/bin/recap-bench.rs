@@ -6,6 +6,10 @@
 //!   both pinned to one CPU so every hand-over is a real switch.
 //! - `recap-bench sockio REPS N`: REPS lines, each the CPU ns per socket send or receive over N
 //!   one-byte round trips through a Unix socket pair (a send and a receive each).
+//! - `recap-bench faults REPS PAGES`: REPS lines, each the CPU ns per minor page fault over
+//!   PAGES fresh anonymous pages touched once (transparent huge pages off for the mapping).
+//! - `recap-bench directio REPS N`: REPS lines, each the CPU ns of the writing thread per 4 KiB
+//!   `O_DIRECT` write over N of them (one bio each), to a file in the temp directory.
 //! - `recap-bench nop-hook [TRACEPOINT]`: attaches the no-op raw tracepoint (default `sys_enter`), prints
 //!   `attached`, and holds it until stdin closes.
 
@@ -39,6 +43,18 @@ fn main() -> anyhow::Result<()> {
                 println!("{:.2}", pingpong(num(2)));
             }
         }
+        Some("faults") => {
+            pin_to_cpu(1);
+            for _ in 0..num(1) {
+                println!("{:.2}", faults(num(2)));
+            }
+        }
+        Some("directio") => {
+            pin_to_cpu(1);
+            for _ in 0..num(1) {
+                println!("{:.2}", directio(num(2))?);
+            }
+        }
         Some("nop-hook") => {
             let mut ebpf = aya::Ebpf::load(recap_agent::probes::EBPF_OBJECT)?;
             let prog: &mut aya::programs::RawTracePoint = ebpf
@@ -57,6 +73,59 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// CPU ns per fault of touching `pages` fresh pages (madvise NOHUGEPAGE: one fault a page).
+fn faults(pages: usize) -> f64 {
+    let page = 4096;
+    // SAFETY: a fresh private anonymous mapping, written within its bounds, then unmapped.
+    unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            pages * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(at, libc::MAP_FAILED);
+        libc::madvise(at, pages * page, libc::MADV_NOHUGEPAGE);
+        let start = thread_cpu_ns();
+        for i in 0..pages {
+            std::ptr::write_volatile((at as *mut u8).add(i * page), 1);
+        }
+        let took = thread_cpu_ns() - start;
+        libc::munmap(at, pages * page);
+        took as f64 / pages as f64
+    }
+}
+
+/// CPU ns of this thread per 4 KiB `O_DIRECT` write, `n` of them over one file.
+fn directio(n: usize) -> anyhow::Result<f64> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = std::env::temp_dir().join(format!("recap-bench-directio-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)?;
+    // O_DIRECT wants an aligned buffer.
+    let layout = std::alloc::Layout::from_size_align(4096, 4096)?;
+    // SAFETY: a non-zero-sized layout; freed below.
+    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+    // SAFETY: 4096 bytes just allocated.
+    let block = unsafe { std::slice::from_raw_parts(buf, 4096) };
+    let start = thread_cpu_ns();
+    for i in 0..n {
+        file.write_all_at(block, (i % 256) as u64 * 4096)?;
+    }
+    let took = thread_cpu_ns() - start;
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(buf, layout) };
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(took as f64 / n as f64)
 }
 
 fn pin_to_cpu(cpu: usize) {
