@@ -17,11 +17,17 @@ use aya::maps::{Map, MapData};
 
 use crate::targets::cgroup;
 
+/// A resync scans the whole array once in this many; the others look only at the threads a
+/// window is known to hold (the scan finds what the kernel marked and no listing showed).
+const FULL_SCAN_EVERY: u32 = 30;
+
 /// The mapped bytes of `TASK_SLOTS`: byte `tid` holds the thread's window slot (0: none).
 pub struct TaskSlots {
     ptr: *mut AtomicU8,
     len: usize,
     mapped: usize,
+    /// Per window slot: the threads it held after its last resync, and how many resyncs.
+    known: std::sync::Mutex<std::collections::HashMap<u32, (BTreeSet<u32>, u32)>>,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics; it lives until `Drop`.
@@ -59,6 +65,7 @@ impl TaskSlots {
             ptr: ptr.cast(),
             len,
             mapped,
+            known: Default::default(),
         })
     }
 
@@ -122,7 +129,19 @@ impl TaskSlots {
             .into_iter()
             .filter(|tid| !own.contains(tid))
             .collect();
-        let marked = self.marked(slot);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let (held, syncs) = known.entry(slot).or_default();
+        // A memory scan of pid_max bytes per window per tick was most of the agent's own
+        // CPU with many windows open: only every FULL_SCAN_EVERY-th resync does it.
+        let marked: BTreeSet<u32> = if *syncs % FULL_SCAN_EVERY == 0 {
+            self.marked(slot)
+        } else {
+            held.iter()
+                .copied()
+                .filter(|&tid| self.get(tid) as u32 == slot)
+                .collect()
+        };
+        *syncs = syncs.wrapping_add(1);
         let mut added = 0;
         for &tid in wanted.difference(&marked) {
             if self.set(tid, slot) {
@@ -130,19 +149,27 @@ impl TaskSlots {
             }
         }
         let mut removed = 0;
-        for &tid in marked.difference(&wanted) {
+        let unlisted: Vec<u32> = marked.difference(&wanted).copied().collect();
+        let mut kept = wanted;
+        for tid in unlisted {
             // Not listed a moment ago; it may be a thread forked since. Drop it only if it is
             // really gone or elsewhere.
             if !thread_in(tid, dir, subtree) {
                 self.set(tid, 0);
                 removed += 1;
+            } else {
+                kept.insert(tid);
             }
         }
+        *held = kept;
         (added, removed)
     }
 
     /// Clears every thread of `slot`.
     pub fn clear(&self, slot: u32) {
+        if let Ok(mut known) = self.known.lock() {
+            known.remove(&slot);
+        }
         for tid in self.marked(slot) {
             // Only if it still holds this window: the kernel may have moved it meanwhile.
             if let Some(b) = self.byte(tid) {
