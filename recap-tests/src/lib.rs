@@ -59,6 +59,31 @@ pub fn test_bin(name: &str) -> PathBuf {
     profile_dir.join(name)
 }
 
+/// Touches `pages` fresh private anonymous pages once each (huge pages off for them: one minor
+/// fault a page) and unmaps them; `between` runs around the touching (e.g. timing it).
+pub fn touch_fresh_pages(pages: usize, mut between: impl FnMut()) {
+    let page = 4096;
+    // SAFETY: a fresh private anonymous mapping, written within its bounds, then unmapped.
+    unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            pages * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(at, libc::MAP_FAILED);
+        libc::madvise(at, pages * page, libc::MADV_NOHUGEPAGE);
+        between();
+        for i in 0..pages {
+            std::ptr::write_volatile((at as *mut u8).add(i * page), 1);
+        }
+        between();
+        libc::munmap(at, pages * page);
+    }
+}
+
 /// `program` to be started in `cg` if given, else where the test runs.
 pub fn command_in(cg: Option<&TestCgroup>, program: impl AsRef<std::ffi::OsStr>) -> Command {
     match cg {

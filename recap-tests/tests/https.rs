@@ -93,6 +93,22 @@ impl Drop for Nginx {
     }
 }
 
+/// A Node server script (`server.js`, `h2server.js`: PORT CERT KEY) in `cg`, listening.
+fn node_server(cg: &TestCgroup, name: &str, cert: &Cert) -> (Child, u16) {
+    let port = free_tcp_port();
+    let child = cg
+        .command("node")
+        .arg(script(name))
+        .arg(port.to_string())
+        .arg(cert.cert())
+        .arg(cert.key())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node");
+    wait_listening(port, name);
+    (child, port)
+}
+
 fn python_client(cg: Option<&TestCgroup>, port: u16, args: &[&str]) -> Client {
     let mut cmd = command_in(cg, "/usr/bin/python3");
     cmd.arg(script("client.py"))
@@ -240,17 +256,7 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
     let cg = TestCgroup::new("https-served");
     let inside = Nginx::start(&cert, Some(&cg), "inside");
     let outside = Nginx::start(&cert, None, "outside");
-    let node_port = free_tcp_port();
-    let mut node_server = cg
-        .command("node")
-        .arg(script("server.js"))
-        .arg(node_port.to_string())
-        .arg(cert.cert())
-        .arg(cert.key())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node");
-    wait_listening(node_port, "the Node server");
+    let (mut node_server, node_port) = node_server(&cg, "server.js", &cert);
     // A connection opened before the window, reused in it: only its requests in the window count.
     let mut early = python_client(None, inside.port, &["--early", "GET:/ok", "GET:/fail"]);
     let stats = BpfStats::on();
@@ -653,17 +659,7 @@ fn node_http2_over_tls_is_counted_exactly() {
     }
     let cert = Cert::new("https-node-h2");
     let cg = TestCgroup::new("https-node-h2");
-    let port = free_tcp_port();
-    let mut server = cg
-        .command("node")
-        .arg(script("h2server.js"))
-        .arg(port.to_string())
-        .arg(cert.cert())
-        .arg(cert.key())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node");
-    wait_listening(port, "the Node HTTP/2 server");
+    let (mut server, port) = node_server(&cg, "h2server.js", &cert);
     let run = open_window(&cg);
     let mut cmd = Command::new("curl");
     cmd.args(["-sk", "--http2", "-w", "%{http_version} "]);

@@ -75,29 +75,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CPU ns per fault of touching `pages` fresh pages (madvise NOHUGEPAGE: one fault a page).
+/// CPU ns per fault of touching `pages` fresh pages (one fault a page).
 fn faults(pages: usize) -> f64 {
-    let page = 4096;
-    // SAFETY: a fresh private anonymous mapping, written within its bounds, then unmapped.
-    unsafe {
-        let at = libc::mmap(
-            std::ptr::null_mut(),
-            pages * page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(at, libc::MAP_FAILED);
-        libc::madvise(at, pages * page, libc::MADV_NOHUGEPAGE);
-        let start = thread_cpu_ns();
-        for i in 0..pages {
-            std::ptr::write_volatile((at as *mut u8).add(i * page), 1);
-        }
-        let took = thread_cpu_ns() - start;
-        libc::munmap(at, pages * page);
-        took as f64 / pages as f64
-    }
+    let mut marks = Vec::new();
+    recap_tests::touch_fresh_pages(pages, || marks.push(thread_cpu_ns()));
+    (marks[1] - marks[0]) as f64 / pages as f64
 }
 
 /// CPU ns of this thread per 4 KiB `O_DIRECT` write, `n` of them over one file.

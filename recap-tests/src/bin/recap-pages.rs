@@ -9,27 +9,11 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .expect("usage: recap-pages N");
-    let page = 4096;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
     for _ in std::io::stdin().lock().lines() {
-        // SAFETY: a fresh private anonymous mapping, written within its bounds, then unmapped.
-        unsafe {
-            let at = libc::mmap(
-                std::ptr::null_mut(),
-                pages * page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(at, libc::MAP_FAILED);
-            for i in 0..pages {
-                std::ptr::write_volatile((at as *mut u8).add(i * page), 1);
-            }
-            libc::munmap(at, pages * page);
-        }
+        recap_tests::touch_fresh_pages(pages, || {});
         writeln!(out, "done").unwrap();
         out.flush().unwrap();
     }
