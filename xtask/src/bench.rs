@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// agent (arming warm vs in-process, 1 to 128 open windows, its footprint), or HTTP
     /// (wrk against nginx in the target, request families on and off), or fleet windows
     /// (request → every node counting, 1 to 10 agents on etcd).
-    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http", "https", "http2", "fleet"])]
+    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http", "https", "http2", "fleet", "footprint"])]
     only: Option<String>,
     /// Seconds of wrk load per repetition of the HTTP benchmark.
     #[arg(long, default_value_t = 5)]
@@ -67,6 +67,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.is_none() || args.only.as_deref() == Some("agent") {
         crate::bench_agent::run(&bin, args.reps)?;
+    }
+    if args.only.is_none() || args.only.as_deref() == Some("footprint") {
+        crate::bench_agent::footprint(&bin)?;
     }
     for scheme in [
         crate::bench_http::Scheme::Http,

@@ -223,3 +223,63 @@ pub fn run(bin: &Path, reps: usize) -> anyhow::Result<()> {
     drop(held);
     Ok(())
 }
+
+/// Sets `/proc/sys/kernel/pid_max` for the bench's life (the agent sizes `TASK_SLOTS` from
+/// it when it starts), and puts the host's value back on drop.
+struct PidMax(String);
+
+impl PidMax {
+    const PATH: &'static str = "/proc/sys/kernel/pid_max";
+
+    fn set(value: u32) -> anyhow::Result<Self> {
+        let was = std::fs::read_to_string(Self::PATH)?.trim().to_string();
+        std::fs::write(Self::PATH, value.to_string())?;
+        Ok(PidMax(was))
+    }
+}
+
+impl Drop for PidMax {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// `cargo xtask bench --only footprint`: the agent's own CPU (from /proc, over 20 s) with 0, 64
+/// and 128 idle windows of the default families open, at pid_max 32768 and 4194304 (the
+/// systemd default on production hosts), each cgroup idle: the cost of windows themselves.
+pub fn footprint(bin: &Path) -> anyhow::Result<()> {
+    let recap = bin.join("recap");
+    let families = crate::bench::DEFAULT_FAMILIES;
+    println!("## The agent's CPU with idle windows open (default families {families}, 20 s each)\n");
+    println!("| pid_max | windows open | agent CPU | RSS |");
+    println!("|---|---|---|---|");
+    let cgroups: Vec<ScratchCgroup> = (0..128)
+        .map(|i| ScratchCgroup::create(&format!("recap-bench-idle-{i}")))
+        .collect::<Result<_, _>>()?;
+    for pid_max in [32_768u32, 4_194_304] {
+        let _pid_max = PidMax::set(pid_max)?;
+        let agent = Agent::start(&recap)?;
+        let mut open = 0;
+        for level in [0usize, 64, 128] {
+            while open < level {
+                let dir = cgroups[open].dir.to_str().unwrap();
+                agent.recap(
+                    &recap,
+                    ["window", "start", "--cgroup", dir, "-d", "1h", "--probes", families],
+                )?;
+                open += 1;
+            }
+            thread::sleep(Duration::from_secs(2)); // arming work settles
+            let (_, c0) = agent.usage();
+            thread::sleep(Duration::from_secs(20));
+            let (rss, c1) = agent.usage();
+            println!(
+                "| {pid_max} | {level} | {:.2} % of a CPU | {rss:.1} MiB |",
+                (c1 - c0) / 20.0 * 100.0
+            );
+        }
+        drop(agent);
+    }
+    println!("\n(goal: ≤ 0.5 % of a CPU with 128 open windows, independent of pid_max)\n");
+    Ok(())
+}
