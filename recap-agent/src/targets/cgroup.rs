@@ -11,12 +11,33 @@ use super::TargetError;
 /// The cgroup2 mount point: `/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on
 /// hybrid ones. Never hard-coded.
 pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
-    let mountinfo =
-        fs::read_to_string("/proc/self/mountinfo").map_err(|source| TargetError::Io {
-            what: "/proc/self/mountinfo".into(),
-            source,
-        })?;
+    let mountinfo = mountinfo().map_err(|source| TargetError::Io {
+        what: "/proc/self/mountinfo".into(),
+        source,
+    })?;
     parse_cgroup2_mount(&mountinfo).ok_or(TargetError::NoCgroup2Mount)
+}
+
+/// How long a read of the mount table serves: the families' cgroup figures look up mounts
+/// for every window every second, and the kernel formats the whole table for each read.
+const MOUNTINFO_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `/proc/self/mountinfo`, read again when the last read is older than `MOUNTINFO_FOR`.
+fn mountinfo() -> std::io::Result<std::sync::Arc<str>> {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Instant,
+    };
+    static CACHE: Mutex<Option<(Instant, Arc<str>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, text)) = cache.as_ref() {
+        if at.elapsed() < MOUNTINFO_FOR {
+            return Ok(text.clone());
+        }
+    }
+    let text: Arc<str> = fs::read_to_string("/proc/self/mountinfo")?.into();
+    *cache = Some((Instant::now(), text.clone()));
+    Ok(text)
 }
 
 /// Finds the first `cgroup2` mount in mountinfo text.
@@ -68,10 +89,7 @@ pub fn pressure_totals(dir: &Path, file: &str) -> Option<(u64, u64)> {
 
 /// Where the v1 hierarchy with `controller` (e.g. `memory`) is mounted, on a hybrid host.
 pub fn v1_mount(controller: &str) -> Option<PathBuf> {
-    parse_v1_mount(
-        &fs::read_to_string("/proc/self/mountinfo").ok()?,
-        controller,
-    )
+    parse_v1_mount(&mountinfo().ok()?, controller)
 }
 
 /// The first `cgroup` (v1) mount whose super options name `controller`.
