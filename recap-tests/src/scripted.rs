@@ -59,6 +59,36 @@ pub fn wait_listening(port: u16, what: &str) {
     panic!("{what} did not listen on {port}");
 }
 
+/// A server process listening on 127.0.0.1:`port`, killed on drop.
+pub struct Listening {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Listening {
+    /// Spawns `cmd` (its stdout discarded) and waits until `port` accepts.
+    pub fn start(mut cmd: Command, port: u16, what: &str) -> Self {
+        let child = cmd
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} ({cmd:?}): {e}"));
+        let server = Listening { child, port };
+        wait_listening(port, what);
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A client script: says "ready", then makes its requests on each line from us and answers
 /// with one line (what it saw: its ground truth). Killed on drop.
 pub struct Client {

@@ -8,11 +8,10 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
 };
 
 use recap_tests::{
-    scripted::{wait_listening, Cert, Client},
+    scripted::{Cert, Client, Listening},
     *,
 };
 use serde_json::Value;
@@ -35,33 +34,14 @@ const MIX: &[(&str, u64)] = &[
 const CALLS: u64 = 10;
 
 /// grpcio's server (server.py) on a free port, in `cg` if given; TLS with `cert`.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(cg: Option<&TestCgroup>, cert: Option<&Cert>) -> Self {
-        let port = free_tcp_port();
-        let mut cmd = command_in(cg, "/usr/bin/python3");
-        cmd.arg(script("server.py")).arg(port.to_string());
-        if let Some(c) = cert {
-            cmd.arg(c.cert()).arg(c.key());
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("python3 with grpcio (cargo xtask setup installs python3-grpcio)");
-        wait_listening(port, "the gRPC server");
-        Server { child, port }
+fn server(cg: Option<&TestCgroup>, cert: Option<&Cert>) -> Listening {
+    let port = free_tcp_port();
+    let mut cmd = command_in(cg, "/usr/bin/python3");
+    cmd.arg(script("server.py")).arg(port.to_string());
+    if let Some(c) = cert {
+        cmd.arg(c.cert()).arg(c.key());
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Listening::start(cmd, port, "the gRPC server (python3-grpcio)")
 }
 
 /// grpcio's client (client.py): one channel to `port`, started in `cg` if given.
@@ -125,8 +105,8 @@ fn grpc_is_counted_exactly(tls: bool) {
     let cert = tls.then(|| Cert::new("grpc"));
     let cert = cert.as_ref();
     let cg = TestCgroup::new(if tls { "grpc-tls" } else { "grpc-h2c" });
-    let inside = Server::start(Some(&cg), cert);
-    let outside = Server::start(None, cert);
+    let inside = server(Some(&cg), cert);
+    let outside = server(None, cert);
     let run = open_window(&cg);
     let mix: BTreeMap<String, u64> = MIX.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let to_inside = client(None, inside.port, cert).go();
@@ -200,7 +180,7 @@ fn a_connection_from_before_the_window_is_joined(tls: bool) {
     let cert = tls.then(|| Cert::new("grpc-joined"));
     let cert = cert.as_ref();
     let cg = TestCgroup::new(if tls { "grpc-join-tls" } else { "grpc-join" });
-    let server = Server::start(Some(&cg), cert);
+    let server = server(Some(&cg), cert);
     let mut old = client(None, server.port, cert);
     let mix: BTreeMap<String, u64> = MIX.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     assert_eq!(seen_by_client(&old.go()), mix);
@@ -273,7 +253,7 @@ fn grpc_paths_beyond_the_bound_are_other_and_said() {
         return;
     }
     let cg = TestCgroup::new("grpc-paths");
-    let server = Server::start(Some(&cg), None);
+    let server = server(Some(&cg), None);
     let run = open_window_with(&cg, &["--grpc-paths", "2"]);
     let line = client(None, server.port, None).go();
     assert_eq!(

@@ -14,7 +14,7 @@ use std::{
 };
 
 use recap_tests::{
-    scripted::{wait_listening, Cert, Client},
+    scripted::{wait_listening, Cert, Client, Listening},
     *,
 };
 use serde_json::Value;
@@ -94,19 +94,14 @@ impl Drop for Nginx {
 }
 
 /// A Node server script (`server.js`, `h2server.js`: PORT CERT KEY) in `cg`, listening.
-fn node_server(cg: &TestCgroup, name: &str, cert: &Cert) -> (Child, u16) {
+fn node_server(cg: &TestCgroup, name: &str, cert: &Cert) -> Listening {
     let port = free_tcp_port();
-    let child = cg
-        .command("node")
-        .arg(script(name))
+    let mut cmd = cg.command("node");
+    cmd.arg(script(name))
         .arg(port.to_string())
         .arg(cert.cert())
-        .arg(cert.key())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node");
-    wait_listening(port, name);
-    (child, port)
+        .arg(cert.key());
+    Listening::start(cmd, port, name)
 }
 
 fn python_client(cg: Option<&TestCgroup>, port: u16, args: &[&str]) -> Client {
@@ -256,7 +251,8 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
     let cg = TestCgroup::new("https-served");
     let inside = Nginx::start(&cert, Some(&cg), "inside");
     let outside = Nginx::start(&cert, None, "outside");
-    let (mut node_server, node_port) = node_server(&cg, "server.js", &cert);
+    let node = node_server(&cg, "server.js", &cert);
+    let node_port = node.port;
     // A connection opened before the window, reused in it: only its requests in the window count.
     let mut early = python_client(None, inside.port, &["--early", "GET:/ok", "GET:/fail"]);
     let stats = BpfStats::on();
@@ -330,7 +326,7 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
             "{worker}: {seen:?}"
         );
     }
-    assert!(read_in(&seen, node_server.id()), "{seen:?}");
+    assert!(read_in(&seen, node.pid()), "{seen:?}");
     for pid in outside.pids() {
         assert!(!named(&seen, pid), "{seen:?}");
     }
@@ -339,8 +335,7 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
         "{}",
         s["warnings"]
     );
-    let _ = node_server.kill();
-    let _ = node_server.wait();
+    drop(node);
     drop(early);
     drop((inside, outside));
     assert_no_residue();
@@ -490,11 +485,12 @@ fn http2_over_tls_is_counted_exactly_and_nothing_outside() {
 }
 
 /// The Go test programs (tests/go/*.go, standard library only), built once per test binary
-/// with Debian's Go into a directory of their own.
+/// with Debian's Go into the target directory's scratch space (`CARGO_TARGET_TMPDIR`).
 fn go_program(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("recap-go-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for program in ["server", "client"] {
             let src = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -512,40 +508,20 @@ fn go_program(name: &str) -> PathBuf {
                 .expect("go (cargo xtask setup installs golang-go)");
             assert!(out.status.success(), "go build {program}: {out:?}");
         }
+        // The build cache is only for the build.
+        let _ = std::fs::remove_dir_all(dir.join("cache"));
+        let _ = std::fs::remove_dir_all(dir.join("gopath"));
         dir.clone()
     });
     dir.join(name)
 }
 
 /// The Go HTTPS server (HTTP/2 by ALPN, or HTTP/1.1 for clients that ask for it).
-struct GoServer {
-    child: Child,
-    port: u16,
-}
-
-impl GoServer {
-    fn start(cert: &Cert, cg: Option<&TestCgroup>) -> Self {
-        let port = free_tcp_port();
-        let program = go_program("server");
-        let mut cmd = command_in(cg, &program);
-        let child = cmd
-            .arg(port.to_string())
-            .arg(cert.cert())
-            .arg(cert.key())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_listening(port, "the Go server");
-        GoServer { child, port }
-    }
-}
-
-impl Drop for GoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(go_program("").parent().unwrap().join("cache"));
-    }
+fn go_server(cert: &Cert, cg: Option<&TestCgroup>) -> Listening {
+    let port = free_tcp_port();
+    let mut cmd = command_in(cg, go_program("server"));
+    cmd.arg(port.to_string()).arg(cert.cert()).arg(cert.key());
+    Listening::start(cmd, port, "the Go server")
 }
 
 fn go_client(cg: Option<&TestCgroup>, port: u16, http1: bool, asks: &[&str]) -> Client {
@@ -589,8 +565,8 @@ fn go_crypto_tls_is_counted_exactly_on_both_sides() {
     }
     let cert = Cert::new("https-go");
     let cg = TestCgroup::new("https-go");
-    let server = GoServer::start(&cert, Some(&cg));
-    let outside = GoServer::start(&cert, None);
+    let server = go_server(&cert, Some(&cg));
+    let outside = go_server(&cert, None);
     let mut from_inside = go_client(
         Some(&cg),
         outside.port,
@@ -638,7 +614,7 @@ fn go_crypto_tls_is_counted_exactly_on_both_sides() {
     }
     assert_eq!(http["http2"]["unknown_fields"], 0, "{http:#}");
     let seen = tls_seen(&s);
-    for pid in [server.child.id(), from_inside.pid()] {
+    for pid in [server.pid(), from_inside.pid()] {
         assert!(read_in(&seen, pid), "{pid}: {seen:?}");
     }
     assert!(
@@ -659,7 +635,8 @@ fn node_http2_over_tls_is_counted_exactly() {
     }
     let cert = Cert::new("https-node-h2");
     let cg = TestCgroup::new("https-node-h2");
-    let (mut server, port) = node_server(&cg, "h2server.js", &cert);
+    let server = node_server(&cg, "h2server.js", &cert);
+    let port = server.port;
     let run = open_window(&cg);
     let mut cmd = Command::new("curl");
     cmd.args(["-sk", "--http2", "-w", "%{http_version} "]);
@@ -682,7 +659,6 @@ fn node_http2_over_tls_is_counted_exactly() {
     );
     assert_eq!(http["http2"]["connections"], 1, "{http:#}");
     assert_eq!(http["server"]["in_flight"], 0, "{http:#}");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_no_residue();
 }

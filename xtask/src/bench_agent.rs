@@ -250,7 +250,9 @@ impl Drop for PidMax {
 pub fn footprint(bin: &Path) -> anyhow::Result<()> {
     let recap = bin.join("recap");
     let families = crate::bench::DEFAULT_FAMILIES;
-    println!("## The agent's CPU with idle windows open (default families {families}, 20 s each)\n");
+    println!(
+        "## The agent's CPU with idle windows open (default families {families}, 20 s each)\n"
+    );
     println!("| pid_max | windows open | agent CPU | RSS |");
     println!("|---|---|---|---|");
     let cgroups: Vec<ScratchCgroup> = (0..128)
@@ -265,7 +267,9 @@ pub fn footprint(bin: &Path) -> anyhow::Result<()> {
                 let dir = cgroups[open].dir.to_str().unwrap();
                 agent.recap(
                     &recap,
-                    ["window", "start", "--cgroup", dir, "-d", "1h", "--probes", families],
+                    [
+                        "window", "start", "--cgroup", dir, "-d", "1h", "--probes", families,
+                    ],
                 )?;
                 open += 1;
             }
