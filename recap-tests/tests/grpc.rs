@@ -82,21 +82,9 @@ fn open_window(cg: &TestCgroup) -> RecapRun {
 }
 
 fn open_window_with(cg: &TestCgroup, extra: &[&str]) -> RecapRun {
-    let mut args = vec![
-        "window",
-        "--cgroup",
-        cg.dir.to_str().unwrap(),
-        "-d",
-        "120s",
-        "--probes",
-        "http",
-        "-o",
-        "json",
-    ];
-    args.extend(extra);
-    let mut run = RecapRun::start(&args);
-    run.wait_armed();
-    run
+    let mut target = vec!["--cgroup", cg.dir.to_str().unwrap()];
+    target.extend(extra);
+    RecapRun::armed_window(&target, "http")
 }
 
 /// A server in the target and one outside; a client outside calling the first, one outside

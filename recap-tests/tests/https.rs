@@ -142,19 +142,7 @@ fn curl_in(cg: Option<&TestCgroup>, port: u16, paths: &[&str], head: bool) {
 }
 
 fn open_window(cg: &TestCgroup) -> RecapRun {
-    let mut run = RecapRun::start(&[
-        "window",
-        "--cgroup",
-        cg.dir.to_str().unwrap(),
-        "-d",
-        "120s",
-        "--probes",
-        "http",
-        "-o",
-        "json",
-    ]);
-    run.wait_armed();
-    run
+    RecapRun::armed_window(&["--cgroup", cg.dir.to_str().unwrap()], "http")
 }
 
 /// `"GET 200" -> n` over TLS for one side of the summary; panics on a plaintext group.

@@ -11,11 +11,7 @@
 //! off both ways by IRQ and steal time. The kernel's per-cgroup sum has none of these issues
 //! (and covers the subtree, as `tcp`/`net` do).
 
-use std::{
-    fmt::Write,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{fmt::Write, path::Path, sync::Arc};
 
 use recap_common::{maps, programs, Counter, RUNQ_BUCKETS};
 use serde::{Deserialize, Serialize};
@@ -101,50 +97,50 @@ static METRICS: [&MetricDef; 5] = [
     &CPU_THROTTLED_PERIODS,
 ];
 
-/// Where the target's CPU bandwidth control is kept, and which version: its v2 directory when
-/// its `cpu.stat` counts periods (the cpu controller is on), else the v1 `cpu` hierarchy's
-/// directory at its path (hybrid hosts).
-fn throttle_dir(dir: &Path) -> Option<(PathBuf, u64)> {
+/// The target's CPU bandwidth control: its version (1: its v2 directory, whose `cpu.stat`
+/// counts periods when the cpu controller is on; 2: the v1 `cpu` hierarchy's directory at its
+/// path, on hybrid hosts) and periods, throttled periods, throttled ns, quota µs (0: none),
+/// period µs. Each file read once.
+fn throttling(dir: &Path) -> Option<(u64, [u64; 5])> {
     let v2 = std::fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default();
     if v2.lines().any(|l| l.starts_with("nr_periods ")) {
-        return Some((dir.to_path_buf(), 1));
-    }
-    let v1 = cgroup::v1_dir_at_same_path(dir, "cpu")?;
-    v1.join("cpu.stat").is_file().then_some((v1, 2))
-}
-
-/// Periods, throttled periods, throttled ns, quota µs (0: none), period µs.
-fn throttling(dir: &Path, version: u64) -> Option<[u64; 5]> {
-    let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
-    let value = |key: &str| cgroup::stat_value(&stat, key);
-    if version == 1 {
+        let value = |key: &str| cgroup::stat_value(&v2, key);
         // cpu.max: "QUOTA PERIOD" or "max PERIOD".
         let max = std::fs::read_to_string(dir.join("cpu.max")).unwrap_or_default();
         let mut parts = max.split_whitespace();
         let quota = parts.next().and_then(|q| q.parse().ok()).unwrap_or(0);
         let period = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        return Some([
-            value("nr_periods"),
-            value("nr_throttled"),
-            value("throttled_usec") * 1000,
-            quota,
-            period,
-        ]);
+        return Some((
+            1,
+            [
+                value("nr_periods"),
+                value("nr_throttled"),
+                value("throttled_usec") * 1000,
+                quota,
+                period,
+            ],
+        ));
     }
+    let v1 = cgroup::v1_dir_at_same_path(dir, "cpu")?;
+    let stat = std::fs::read_to_string(v1.join("cpu.stat")).ok()?;
+    let value = |key: &str| cgroup::stat_value(&stat, key);
     let read = |f: &str| -> Option<i64> {
-        std::fs::read_to_string(dir.join(f))
+        std::fs::read_to_string(v1.join(f))
             .ok()?
             .trim()
             .parse()
             .ok()
     };
-    Some([
-        value("nr_periods"),
-        value("nr_throttled"),
-        value("throttled_time"),
-        read("cpu.cfs_quota_us").filter(|&q| q > 0).unwrap_or(0) as u64,
-        read("cpu.cfs_period_us").unwrap_or(0).max(0) as u64,
-    ])
+    Some((
+        2,
+        [
+            value("nr_periods"),
+            value("nr_throttled"),
+            value("throttled_time"),
+            read("cpu.cfs_quota_us").filter(|&q| q > 0).unwrap_or(0) as u64,
+            read("cpu.cfs_period_us").unwrap_or(0).max(0) as u64,
+        ],
+    ))
 }
 
 /// A baseline figure the target does not have.
@@ -203,8 +199,8 @@ impl ProbeFamily for Cpu {
     /// window opens (`ABSENT` where the target has none).
     fn cgroup_baseline(&self, cgroup_dir: &Path, subtree: bool) -> Option<Vec<u64>> {
         let mut base = vec![usage(cgroup_dir, subtree)?];
-        match throttle_dir(cgroup_dir).and_then(|(d, v)| throttling(&d, v)) {
-            Some(t) => base.extend(&t[..3]),
+        match throttling(cgroup_dir) {
+            Some((_, t)) => base.extend(&t[..3]),
             None => base.extend([ABSENT; 3]),
         }
         match pressure(cgroup_dir, subtree) {
@@ -223,28 +219,24 @@ impl ProbeFamily for Cpu {
         let now = usage(cgroup_dir, subtree)?;
         let start = baseline.first().copied().unwrap_or(now);
         let mut out = vec![(Counter::CpuOnCpuNs, now.saturating_sub(start))];
-        if let (Some((dir, version)), Some(base)) = (
-            throttle_dir(cgroup_dir),
+        if let (Some((version, [periods, throttled, throttled_ns, quota, period])), Some(base)) = (
+            throttling(cgroup_dir),
             baseline.get(1..4).filter(|b| b[0] != ABSENT),
         ) {
-            if let Some([periods, throttled, throttled_ns, quota, period]) =
-                throttling(&dir, version)
-            {
-                out.extend([
-                    (Counter::CpuThrottleKept, version),
-                    (Counter::CpuPeriods, periods.saturating_sub(base[0])),
-                    (
-                        Counter::CpuThrottledPeriods,
-                        throttled.saturating_sub(base[1]),
-                    ),
-                    (
-                        Counter::CpuThrottledNs,
-                        throttled_ns.saturating_sub(base[2]),
-                    ),
-                    (Counter::CpuQuotaUs, quota),
-                    (Counter::CpuPeriodUs, period),
-                ]);
-            }
+            out.extend([
+                (Counter::CpuThrottleKept, version),
+                (Counter::CpuPeriods, periods.saturating_sub(base[0])),
+                (
+                    Counter::CpuThrottledPeriods,
+                    throttled.saturating_sub(base[1]),
+                ),
+                (
+                    Counter::CpuThrottledNs,
+                    throttled_ns.saturating_sub(base[2]),
+                ),
+                (Counter::CpuQuotaUs, quota),
+                (Counter::CpuPeriodUs, period),
+            ]);
         }
         if let (Some((some, full)), Some(base)) = (
             pressure(cgroup_dir, subtree),
