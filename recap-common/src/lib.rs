@@ -369,8 +369,9 @@ pub const TLS_FUNCTIONS: [(&str, u64); 4] = [
     ("SSL_write_ex", TLS_WRITE | TLS_EX),
 ];
 /// Go's `crypto/tls` functions `http` reads (register ABI, Go ≥ 1.17): `programs::GO_TLS_CALL`
-/// at their entry, `programs::GO_TLS_RETURN` at each of their `RET` instructions (uretprobes
-/// would break Go's movable stacks), the cookie saying which (`TLS_WRITE`).
+/// past their prologue (a write is read there), `programs::GO_TLS_RETURN` at each `RET`
+/// instruction of `Read` (uretprobes would break Go's movable stacks), the cookie saying
+/// which (`TLS_WRITE`).
 pub const GO_TLS_FUNCTIONS: [(&str, u64); 2] = [
     ("crypto/tls.(*Conn).Read", 0),
     ("crypto/tls.(*Conn).Write", TLS_WRITE),

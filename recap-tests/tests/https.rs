@@ -545,9 +545,9 @@ fn counted_tls_by_version(side: &Value) -> BTreeMap<String, u64> {
 
 /// Go's own TLS (crypto/tls, no OpenSSL): a Go server in the target answering Go clients
 /// over HTTP/2 and HTTP/1.1, and a Go client in the target calling a Go server outside; the
-/// uprobes at the functions' entries and return instructions read every request exactly.
+/// uprobes past the functions' prologues (writes) and at `Read`'s return instructions read
+/// every request exactly.
 #[test]
-#[ignore = "a known miss: about 1 run in 3 one Go TLS read is not counted (a request on the server side, or a response on the client side); not found yet. Run with --ignored"]
 fn go_crypto_tls_is_counted_exactly_on_both_sides() {
     if !require_root() {
         return;

@@ -1,13 +1,13 @@
 //! Go's `crypto/tls` in a Go executable: whether it uses the calling convention `http`'s probes
 //! read (the register ABI: Go ≥ 1.17 on x86-64, the build info says the version), and where
-//! its `(*Conn).Read` and `(*Conn).Write` start and return. A goroutine's stack moves when it
-//! grows, and a uretprobe rewrites the return address on the stack: Go would crash or unwind
-//! wrongly. So each `RET` instruction of the two functions is probed instead, found by decoding
-//! their machine code.
+//! its `(*Conn).Read` and `(*Conn).Write` begin and `Read` returns. A goroutine's stack moves
+//! when it grows, and a uretprobe rewrites the return address on the stack: Go would crash or
+//! unwind wrongly. So each `RET` instruction of `Read` is probed instead, found by decoding its
+//! machine code; a write is read where it begins.
 
-use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
 use object::{Object, ObjectSection, ObjectSymbol, ReadRef};
-use recap_common::{programs, GO_TLS_FUNCTIONS};
+use recap_common::{programs, GO_TLS_FUNCTIONS, TLS_WRITE};
 
 use super::tls_code::Point;
 
@@ -50,8 +50,8 @@ fn version<'a, R: ReadRef<'a>>(obj: &object::File<'a, R>) -> Option<(u32, u32)> 
     Some((major, minor))
 }
 
-/// The probes for the functions of `GO_TLS_FUNCTIONS`: `GO_TLS_CALL` at each one's entry,
-/// `GO_TLS_RETURN` (cookie: which function) at each of its return instructions.
+/// The probes for the functions of `GO_TLS_FUNCTIONS`: `GO_TLS_CALL` (cookie: which function)
+/// just past each one's stack check, `GO_TLS_RETURN` at each return instruction of a read.
 pub fn points<'a, R: ReadRef<'a>>(obj: &object::File<'a, R>) -> Result<Vec<Point>, String> {
     let mut points = Vec::new();
     for (name, cookie) in GO_TLS_FUNCTIONS {
@@ -81,15 +81,20 @@ pub fn points<'a, R: ReadRef<'a>>(obj: &object::File<'a, R>) -> Result<Vec<Point
                 .and_then(|within| file_start.checked_add(within))
                 .ok_or_else(|| format!("{name}: an offset out of range"))
         };
+        let body = past_stack_check(code, address)
+            .ok_or_else(|| format!("{name}: its prologue is not Go's stack check"))?;
+        points.push(Point {
+            program: programs::GO_TLS_CALL,
+            cookie: Some(cookie),
+            offset: offset(body)?,
+        });
+        if cookie & TLS_WRITE != 0 {
+            continue; // read at the call
+        }
         let returns = return_addresses(code, address);
         if returns.is_empty() || returns.len() > MAX_RETURNS {
             return Err(format!("{name}: {} return instructions", returns.len()));
         }
-        points.push(Point {
-            program: programs::GO_TLS_CALL,
-            cookie: None,
-            offset: offset(address)?,
-        });
         for at in returns {
             points.push(Point {
                 program: programs::GO_TLS_RETURN,
@@ -99,6 +104,27 @@ pub fn points<'a, R: ReadRef<'a>>(obj: &object::File<'a, R>) -> Result<Vec<Point
         }
     }
     Ok(points)
+}
+
+/// Where a Go function's body starts: the instruction after its prologue's stack check
+/// (`CMP SP or R12, 16(R14)` — the goroutine's stack guard — then `JBE` to the code that grows
+/// the stack and jumps back to the function's start). The argument registers are untouched
+/// up to there.
+fn past_stack_check(code: &[u8], address: u64) -> Option<u64> {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut guard_compared = false;
+    for instruction in decoder.iter().take(3) {
+        match instruction.mnemonic() {
+            Mnemonic::Cmp => {
+                guard_compared = instruction.memory_base() == Register::R14
+                    && instruction.memory_displacement64() == 16;
+            }
+            Mnemonic::Jbe if guard_compared => return Some(instruction.next_ip()),
+            Mnemonic::Lea => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// The addresses of the `RET` instructions in x86-64 machine code that starts at `address`.
@@ -119,5 +145,23 @@ mod tests {
         // mov eax, 0xc3 (a 0xc3 byte inside an instruction); ret; xor eax, eax; ret
         let code = [0xb8, 0xc3, 0, 0, 0, 0xc3, 0x31, 0xc0, 0xc3];
         assert_eq!(return_addresses(&code, 0x1000), [0x1005, 0x1008]);
+    }
+
+    #[test]
+    fn the_body_starts_past_either_form_of_the_stack_check() {
+        // Go 1.19's crypto/tls.(*Conn).Read: cmp rsp, [r14+0x10]; jbe ...; sub rsp, 0x68
+        let small = [
+            0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xc2, 0x03, 0, 0, 0x48, 0x83, 0xec, 0x68,
+        ];
+        assert_eq!(past_stack_check(&small, 0x1000), Some(0x100a));
+        // Its Write (a large frame): lea r12, [rsp-0x68]; cmp r12, [r14+0x10]; jbe ...
+        let large = [
+            0x4c, 0x8d, 0x64, 0x24, 0x98, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x64, 0x07, 0, 0,
+            0x48, 0x81, 0xec, 0xe8, 0, 0, 0,
+        ];
+        assert_eq!(past_stack_check(&large, 0x1000), Some(0x100f));
+        // No stack check (a compare with something else): not recognised.
+        let other = [0x48, 0x3b, 0x46, 0x10, 0x0f, 0x86, 0, 0, 0, 0];
+        assert_eq!(past_stack_check(&other, 0x1000), None);
     }
 }

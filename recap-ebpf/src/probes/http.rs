@@ -147,8 +147,29 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
         if stored.is_null() {
             http_state(sk, Some(&mut conn));
         } else {
-            unsafe { *stored = conn };
+            store(stored, &conn, incoming);
         }
+    }
+}
+
+/// Writes a connection's new state over its stored one. The two directions of an HTTP/2
+/// connection are walked by different threads at once (a reader and a writer: Go, gRPC), so
+/// one that stays HTTP/2 gets only the direction this I/O walked (and its side, once known):
+/// a whole copy would put back the other direction's framing as it was before that walk.
+#[inline(always)]
+pub fn store(stored: *mut HttpConn, conn: &HttpConn, incoming: bool) {
+    // SAFETY: `stored` is a map value (or socket storage) of this connection, valid for the
+    // program's run.
+    let stored = unsafe { &mut *stored };
+    let same = stored.slot == conn.slot && stored.epoch == conn.epoch;
+    if same && stored.role == HTTP_H2 && conn.role == HTTP_H2 {
+        let dir = incoming as usize;
+        stored.h2[dir] = conn.h2[dir];
+        if stored.h2_side == 0 {
+            stored.h2_side = conn.h2_side;
+        }
+    } else {
+        *stored = *conn;
     }
 }
 

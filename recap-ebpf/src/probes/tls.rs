@@ -22,7 +22,10 @@ use aya_ebpf::{
 };
 use recap_common::{HttpConn, TlsCall, TlsKey, TLS_EX, TLS_WRITE};
 
-use super::{http::feed, http2};
+use super::{
+    http::{feed, store},
+    http2,
+};
 use crate::{
     kernel::{task_tgid, task_tid},
     maps::{
@@ -68,10 +71,16 @@ pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Entry of Go's `crypto/tls.(*Conn).Read(b []byte)` and `Write(b)` (register ABI: the
-/// receiver in RAX, `b`'s data in RBX). The goroutine names the call (R14 holds its `g`): it
-/// may continue on another thread. After a stack growth the prologue runs again and so does
-/// this probe, storing the same values.
+/// Go's `crypto/tls.(*Conn).Read(b []byte)` and `Write(b)`, just past the prologue's stack
+/// check (a call that grows its stack runs its prologue twice, this point once), in the
+/// register ABI: the receiver in RAX, `b`'s data and length in RBX and RCX.
+///
+/// A write is read here, before its bytes leave: a Go program reads and writes one
+/// connection from different goroutines (an HTTP client's write loop and read loop, an
+/// HTTP/2 server's reader and writer), and a write read at its return could come after the
+/// peer's answer to it was read. `Write` returns an error, never a short count, when it does
+/// not send all of `b`. A read is recorded per goroutine (R14 holds its `g`: it may continue
+/// on another thread) and read at its return, when `b` holds the bytes.
 #[uprobe]
 pub fn recap_gotls_in(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -80,19 +89,24 @@ pub fn recap_gotls_in(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: a uprobe's context is the task's saved registers.
     let regs = unsafe { &*ctx.regs };
+    let (conn, buf, len, g) = (regs.rax, regs.rbx, regs.rcx as i64, regs.r14);
+    if unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } & TLS_WRITE != 0 {
+        plaintext(pid_tgid, conn, buf, 0, false, len);
+        return 0;
+    }
     let call = TlsCall {
-        ssl: regs.rax,
-        buf: regs.rbx,
+        ssl: conn,
+        buf,
         count_ptr: 0,
         cookie: 0,
     };
-    let _ = GO_TLS_CALLS.insert(&goroutine(pid_tgid, regs.r14), &call, 0);
+    let _ = GO_TLS_CALLS.insert(&goroutine(pid_tgid, g), &call, 0);
     0
 }
 
-/// A `RET` of those functions: `n`, the bytes read or written, is in RAX. The attach cookie
-/// says which function returned. Go's connections do their socket I/O in the runtime's
-/// poller, so a session is followed by its `*tls.Conn`, as a library's without socket I/O.
+/// A `RET` of `Read`: `n`, the bytes read, is in RAX. Go's connections do their socket I/O
+/// in the runtime's poller, so a session is followed by its `*tls.Conn`, as a library's
+/// without socket I/O.
 #[uprobe]
 pub fn recap_gotls_ret(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -104,8 +118,7 @@ pub fn recap_gotls_ret(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let _ = GO_TLS_CALLS.remove(&key);
-    let function = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    plaintext(pid_tgid, conn, buf, 0, function & TLS_WRITE == 0, n);
+    plaintext(pid_tgid, conn, buf, 0, true, n);
     0
 }
 
@@ -271,7 +284,7 @@ fn plaintext(pid_tgid: u64, ssl: u64, buf: u64, cookie: u64, incoming: bool, n: 
         || key,
     ) {
         match stored {
-            Some(c) => unsafe { *c = conn },
+            Some(c) => store(c, &conn, incoming),
             None => {
                 let _ = HTTPS_CONNS.insert(&key, &conn, 0);
             }
