@@ -12,8 +12,8 @@ use std::{
 use k8s_cri::v1::{
     runtime_service_client::RuntimeServiceClient, ContainerConfig, ContainerMetadata,
     CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    ListContainersRequest, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -228,6 +228,30 @@ impl CriRuntime {
                     .await;
             });
         }
+    }
+
+    /// Every container the runtime has (any state): (name, state, labels' `recap.window`).
+    pub fn containers(&self) -> Vec<(String, i32, Option<String>)> {
+        let mut client = self.client.clone();
+        self.rt.block_on(async {
+            let mut all: Vec<_> = client
+                .list_containers(ListContainersRequest { filter: None })
+                .await
+                .expect("ListContainers")
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.metadata.map(|m| m.name).unwrap_or_default(),
+                        c.state,
+                        c.labels.get("recap.window").cloned(),
+                    )
+                })
+                .collect();
+            all.sort();
+            all
+        })
     }
 
     pub fn log(&self) -> String {

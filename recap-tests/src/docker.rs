@@ -200,10 +200,17 @@ pub fn capsule_containers() -> Vec<String> {
 
 /// HTTP GET requests in a pcap, read by tshark.
 pub fn http_gets_in_pcap(pcap: &Path) -> usize {
+    http_gets_in_pcap_on(pcap, 80)
+}
+
+/// HTTP GET requests to or from TCP `port` in a pcap (tshark decodes it as HTTP).
+pub fn http_gets_in_pcap_on(pcap: &Path, port: u16) -> usize {
     let out = Command::new("tshark")
         .args([
             "-r",
             pcap.to_str().unwrap(),
+            "-d",
+            &format!("tcp.port=={port},http"),
             "-Y",
             "http.request.method == \"GET\"",
         ])

@@ -155,3 +155,189 @@ fn a_pod_window_covers_its_containers_and_one_container_narrows_it() {
     assert!(left.is_empty(), "pod cgroups left: {left:?}");
     assert_no_residue();
 }
+
+/// Capsules the RECap way: a tcpdump and a strace capsule made through CRI inside a pod's
+/// sandbox, joined to one of its two containers. The capture holds every request sent to that
+/// container (tshark counts them), strace sees that container's accepts and no others, and the
+/// pod has exactly its two containers afterwards. A SIGKILLed owner's capsule ends by itself
+/// (its lifeline) and the next pod window removes it.
+#[test]
+fn pod_capsules_are_made_in_the_sandbox_and_leave_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut cri = CriRuntime::start("pod-capsules");
+    let (web, side) = (free_tcp_port(), free_tcp_port());
+    let httpd = |port: u16| -> Vec<String> {
+        [
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            &port.to_string(),
+            "-h",
+            "/www",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let parent = format!("/recap-test-podcap-{}", std::process::id());
+    cri.run_pod(
+        "shop",
+        "cart-0",
+        &parent,
+        &[("web", httpd(web)), ("side", httpd(side))],
+    );
+    wait_serving(web);
+    wait_serving(side);
+    let before = cri.containers();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let socket = cri.socket_path().to_str().unwrap().to_owned();
+    let artifacts = std::env::temp_dir().join(format!("recap-podcap-{}", std::process::id()));
+    let filter = format!("tcpdump=tcp port {web}");
+    let window = |extra: &[&str]| {
+        let mut args = vec![
+            "window",
+            "--local",
+            "--pod",
+            "shop/cart-0",
+            "--container",
+            "web",
+            "--cri-endpoint",
+            &socket,
+            "-d",
+            "60s",
+            "--probes",
+            "tcp",
+            "--artifacts",
+            artifacts.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        RecapRun::start(&args)
+    };
+    // A capsule joins one container: a pod of two needs --container, and is told so.
+    let (code, _, err) = recap(&[
+        "window",
+        "--local",
+        "--pod",
+        "shop/cart-0",
+        "--cri-endpoint",
+        &socket,
+        "-d",
+        "5s",
+        "--capsule",
+        "tcpdump",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("give --container NAME") && err.contains("web, side"),
+        "{err}"
+    );
+    assert_eq!(cri.containers(), before);
+    let mut run = window(&[
+        "--capsule",
+        &filter,
+        "--capsule",
+        "strace=-e trace=accept,accept4",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    const N: usize = 5;
+    gets(web, N);
+    gets(side, 3);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (s, err) = run.interrupt();
+    assert_eq!(s["tcp"]["accepted"], N as u64, "{s:#}\n{err}");
+    let capsules = s["capsules"].as_array().unwrap();
+    assert_eq!(capsules.len(), 2, "{s:#}");
+    for c in capsules {
+        assert_eq!(c["status"], "ok", "{c:#}\n{err}");
+    }
+    let artifact = |tool: &str| {
+        capsules
+            .iter()
+            .find(|c| c["capsule"].as_str().unwrap().starts_with(tool))
+            .map(|c| std::path::PathBuf::from(c["artifact"].as_str().unwrap()))
+            .unwrap()
+    };
+    assert_eq!(
+        recap_tests::docker::http_gets_in_pcap_on(&artifact("tcpdump"), web),
+        N,
+        "GETs to the target container in the pod's capture"
+    );
+    let text = std::fs::read_to_string(artifact("strace")).unwrap();
+    let accepted = text
+        .lines()
+        .filter(|l| {
+            l.contains("accept")
+                && l.rsplit_once("= ")
+                    .is_some_and(|(_, fd)| fd.trim().parse::<u32>().is_ok())
+        })
+        .count();
+    assert_eq!(accepted, N, "strace log:\n{text}");
+    assert_eq!(
+        cri.containers(),
+        before,
+        "the pod as it was before the window"
+    );
+
+    // The owner SIGKILLed: its capsule is left in the sandbox, but stops by itself.
+    let mut run = window(&["--capsule", "tcpdump"]);
+    run.wait_armed();
+    run.signal(libc::SIGKILL);
+    let _ = run.finish();
+    assert_no_residue();
+    let orphans = || -> Vec<(String, i32)> {
+        cri.containers()
+            .into_iter()
+            .filter(|(_, _, window)| window.is_some())
+            .map(|(name, state, _)| (name, state))
+            .collect()
+    };
+    assert_eq!(
+        orphans().len(),
+        1,
+        "the killed window's capsule: {:?}",
+        cri.containers()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // CRI ContainerState EXITED = 2.
+    while orphans()[0].1 != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the capsule of a killed recap kept running: {:?}",
+            orphans()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The next window on the pod removes it.
+    let (code, _, err) = recap(&[
+        "window",
+        "--local",
+        "--pod",
+        "shop/cart-0",
+        "--cri-endpoint",
+        &socket,
+        "-d",
+        "1s",
+        "--probes",
+        "tcp",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("removed orphan capsule"), "{err}");
+    assert_eq!(
+        cri.containers(),
+        before,
+        "the pod as it was before the windows"
+    );
+
+    let _ = std::fs::remove_dir_all(&artifacts);
+    cri.remove_pods();
+    drop(cri);
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(format!("{}{parent}", hierarchy.path().display()));
+    }
+    assert_no_residue();
+}

@@ -1,5 +1,7 @@
 //! The capsule image, made from this host's own tcpdump, strace and busybox plus the shared
-//! libraries they load, and imported into the engine (no registry is needed, or reachable).
+//! libraries they load, and imported into the engine (no registry is needed, or reachable):
+//! into Docker through its API, into containerd's CRI store with containerd's `ctr` (CRI
+//! itself can only pull).
 
 use std::{
     collections::BTreeSet,
@@ -20,6 +22,14 @@ pub const TAG: &str = env!("CARGO_PKG_VERSION");
 pub fn reference() -> String {
     format!("{REPO}:{TAG}")
 }
+
+/// The same image as a CRI runtime names it (a name without a registry is Docker Hub's).
+pub fn cri_reference() -> String {
+    format!("docker.io/library/{REPO}:{TAG}")
+}
+
+/// containerd's namespace for what its CRI plugin (the kubelet's runtime) manages.
+const CRI_NAMESPACE: &str = "k8s.io";
 
 const TOOLS: [&str; 3] = ["tcpdump", "strace", "busybox"];
 
@@ -53,6 +63,101 @@ pub async fn build(docker: &Docker) -> anyhow::Result<()> {
         step.with_context(|| format!("importing {}", reference()))?;
     }
     Ok(())
+}
+
+/// Imports the image into the CRI runtime at `endpoint` unless it has it. Returns whether it
+/// imported it.
+pub async fn ensure_cri(endpoint: &Path) -> anyhow::Result<bool> {
+    use k8s_cri::v1::{image_service_client::ImageServiceClient, ImageSpec, ImageStatusRequest};
+    let channel = crate::unix_grpc::unix_channel(endpoint, "cri.image")
+        .await
+        .with_context(|| format!("connecting to the CRI runtime at {}", endpoint.display()))?;
+    let status = ImageServiceClient::new(channel)
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: cri_reference(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("looking for the capsule image through CRI: {}", e.message()))?
+        .into_inner();
+    if status.image.is_some() {
+        return Ok(false);
+    }
+    let archive = tokio::task::spawn_blocking(docker_archive).await??;
+    let endpoint = endpoint.to_path_buf();
+    tokio::task::spawn_blocking(move || import_with_ctr(&endpoint, &archive)).await??;
+    Ok(true)
+}
+
+/// `ctr images import -` with the archive on its standard input.
+fn import_with_ctr(endpoint: &Path, archive: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let ctr = which("ctr").context(
+        "putting the capsule image into containerd needs containerd's `ctr` (apt-get install containerd)",
+    )?;
+    let mut child = Command::new(ctr)
+        .arg("--address")
+        .arg(endpoint)
+        .args(["--namespace", CRI_NAMESPACE, "images", "import", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running ctr")?;
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(archive));
+    let out = child.wait_with_output().context("running ctr")?;
+    if !out.status.success() {
+        bail!(
+            "ctr images import {}: {}",
+            cri_reference(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    if let Some(Err(e)) = written {
+        bail!("writing the image to ctr: {e}");
+    }
+    Ok(())
+}
+
+/// The image as `docker save` writes one (what `ctr images import` reads): the root
+/// filesystem as one layer, a config naming its digest, and a manifest with the image's name.
+fn docker_archive() -> anyhow::Result<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let hex = |data: &[u8]| format!("{:x}", Sha256::digest(data));
+    let layer = rootfs_tar()?;
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": architecture,
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", hex(&layer))]},
+        "history": [{"created_by": "recap: this host's tcpdump, strace and busybox"}],
+    }))?;
+    let config_name = format!("{}.json", hex(&config));
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [reference()],
+        "Layers": ["layer.tar"],
+    }]))?;
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("manifest.json", &manifest),
+        (config_name.as_str(), &config),
+        ("layer.tar", &layer),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        tar.append_data(&mut header, name, data.as_slice())?;
+    }
+    Ok(tar.into_inner()?)
 }
 
 /// A tar of the image's root filesystem.

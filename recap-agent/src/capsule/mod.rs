@@ -1,9 +1,11 @@
 //! Capsules: a tool sidecar (tcpdump, strace) that joins the target container's PID and network
 //! namespaces for the length of a window, writes into the window's artifact directory, and is
-//! removed when the window ends. Whatever a crash leaves is found by label and removed by the
-//! next window (`reaper`).
+//! removed when the window ends: beside a Docker container, or inside a Kubernetes pod's
+//! sandbox through CRI (`cri`). Whatever a crash leaves is found by label and removed by the
+//! next window (`reaper`, `cri::reap_orphans`).
 
 pub mod artifacts;
+pub mod cri;
 pub mod image;
 pub mod reaper;
 pub mod sidecar;

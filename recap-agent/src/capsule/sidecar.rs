@@ -1,6 +1,7 @@
-//! One capsule container: created with least privilege, started, watched for its first line of
-//! output (the tool is attached), stopped and removed. `Drop` cannot await, so `stop` is an
-//! explicit async call; the reaper covers the case where it never runs.
+//! One capsule container: created with least privilege (beside a Docker container, or in a
+//! pod's sandbox through CRI: `cri.rs`), started, watched for its first line of output (the
+//! tool is attached), stopped and removed. `Drop` cannot await, so `stop` is an explicit async
+//! call; the reaper covers the case where it never runs.
 
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
@@ -16,15 +17,27 @@ use bollard::{
 use futures_util::StreamExt;
 
 use super::{
-    artifacts::SafeDir, image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER,
-    LABEL_TARGET, LABEL_WINDOW,
+    artifacts::SafeDir,
+    cri::{CriContainer, PodSite},
+    image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET,
+    LABEL_WINDOW,
 };
-use crate::targets::{cgroup, container::ContainerMeta};
+use crate::targets::cgroup;
+
+/// Where a window's capsules run.
+#[derive(Clone)]
+pub enum Runtime {
+    /// Beside a Docker container, in its namespaces.
+    Docker(Docker),
+    /// In a pod's sandbox, through the node runtime's CRI API.
+    Cri(Arc<PodSite>),
+}
 
 /// Everything a capsule needs to know about its window.
 pub struct CapsuleContext<'a> {
     pub window_id: &'a str,
-    pub target: &'a ContainerMeta,
+    /// The container whose namespaces the capsule joins (Docker's or the CRI runtime's id).
+    pub target_id: &'a str,
     /// The target's cgroup: its processes are what strace attaches to.
     pub cgroup_dir: &'a Path,
     /// `<artifacts>/<window-id>`, mounted at /out.
@@ -44,10 +57,12 @@ pub struct CapsuleContext<'a> {
 /// the grace period, and never its owner.
 pub const LIFELINE: &str = ".lifeline";
 
-/// Runs as the capsule's main process (`busybox sh -c SCRIPT capsule DEADLINE_S TOOL ARGS...`):
+/// Runs as the capsule's main process (`busybox sh -c SCRIPT capsule DEADLINE_S FSIZE TOOL
+/// ARGS...`): sets the file size cap in 512-byte blocks unless FSIZE is `-` (Docker sets it),
 /// starts the tool with its arguments as given (never through the shell), forwards SIGTERM to
 /// it, stops it when the lifeline ends or the deadline passes, and exits with its status.
-const SUPERVISOR: &str = r#"deadline="$1"; shift
+const SUPERVISOR: &str = r#"deadline="$1"; fsize="$2"; shift 2
+if [ "$fsize" != - ]; then ulimit -f "$fsize" || exit 125; fi
 "$@" &
 tool=$!
 trap 'kill -TERM "$tool" 2>/dev/null' TERM INT
@@ -59,11 +74,17 @@ exit "$status""#;
 
 pub struct Capsule {
     pub spec: CapsuleSpec,
-    pub id: String,
     pub name: String,
+    container: Container,
     artifact_dir: Arc<SafeDir>,
     max_bytes: u64,
     owner: Option<(u32, u32)>,
+}
+
+/// The capsule's container, in the runtime it was made in.
+enum Container {
+    Docker { docker: Docker, id: String },
+    Cri(CriContainer),
 }
 
 /// Exit status of a process killed by SIGXFSZ (RLIMIT_FSIZE reached): 128 + 25.
@@ -72,28 +93,54 @@ const EXIT_SIGXFSZ: i64 = 153;
 impl Capsule {
     /// Creates and starts the capsule, and waits until the tool reports that it is attached.
     pub async fn start(
-        docker: &Docker,
+        runtime: &Runtime,
         spec: &CapsuleSpec,
         ctx: &CapsuleContext<'_>,
     ) -> anyhow::Result<Capsule> {
         let name = format!("recap-{}-{}", ctx.window_id, spec.tool.name());
-        let body = create_body(spec, ctx)?;
-        let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        let created = docker
-            .create_container(Some(options), body)
-            .await
-            .with_context(|| format!("creating capsule {name}"))?;
+        let (tool, capabilities) = tool_command(spec, ctx)?;
+        let labels = labels(ctx);
+        let container = match runtime {
+            Runtime::Docker(docker) => {
+                let body = docker_create_body(tool, capabilities, labels, ctx);
+                let options = CreateContainerOptionsBuilder::new().name(&name).build();
+                let created = docker
+                    .create_container(Some(options), body)
+                    .await
+                    .with_context(|| format!("creating capsule {name}"))?;
+                Container::Docker {
+                    docker: docker.clone(),
+                    id: created.id,
+                }
+            }
+            Runtime::Cri(site) => {
+                // CRI sets no file size limit: the supervisor does, in 512-byte blocks.
+                let fsize = (ctx.max_bytes / 512).max(1).to_string();
+                let command = supervised(ctx, &fsize, tool);
+                let made = site
+                    .create(
+                        &name,
+                        command,
+                        &capabilities,
+                        labels,
+                        ctx.artifact_dir.path(),
+                    )
+                    .await
+                    .with_context(|| format!("creating capsule {name} in the pod"))?;
+                Container::Cri(made)
+            }
+        };
         let capsule = Capsule {
             spec: spec.clone(),
-            id: created.id,
             name,
+            container,
             artifact_dir: ctx.artifact_dir.clone(),
             max_bytes: ctx.max_bytes,
             owner: ctx.owner,
         };
-        if let Err(e) = capsule.start_and_wait_attached(docker).await {
-            let tail = capsule.log_tail(docker).await;
-            capsule.remove(docker).await;
+        if let Err(e) = capsule.start_and_wait_attached().await {
+            let tail = capsule.log_tail().await;
+            capsule.remove().await;
             return Err(e.context(format!(
                 "capsule {} did not start; its output: {tail}",
                 capsule.name
@@ -102,9 +149,20 @@ impl Capsule {
         Ok(capsule)
     }
 
-    async fn start_and_wait_attached(&self, docker: &Docker) -> anyhow::Result<()> {
+    async fn start_and_wait_attached(&self) -> anyhow::Result<()> {
+        let attach_line = match self.spec.tool {
+            Tool::Tcpdump => "listening on",
+            Tool::Strace => "attached",
+        };
+        let (docker, id) = match &self.container {
+            Container::Docker { docker, id } => (docker, id),
+            Container::Cri(c) => {
+                c.start().await?;
+                return c.wait_for_line(attach_line).await;
+            }
+        };
         docker
-            .start_container(&self.id, None)
+            .start_container(id, None)
             .await
             .context("starting the container")?;
         let options = LogsOptionsBuilder::new()
@@ -112,11 +170,7 @@ impl Capsule {
             .stdout(true)
             .stderr(true)
             .build();
-        let mut logs = docker.logs(&self.id, Some(options));
-        let attach_line = match self.spec.tool {
-            Tool::Tcpdump => "listening on",
-            Tool::Strace => "attached",
-        };
+        let mut logs = docker.logs(id, Some(options));
         let mut seen = String::new();
         let waited = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(chunk) = logs.next().await {
@@ -136,24 +190,34 @@ impl Capsule {
         }
     }
 
-    /// Stops the tool (it flushes on SIGTERM), removes the container, reports the artifact.
-    pub async fn stop(self, docker: &Docker) -> CapsuleReport {
-        let kill = KillContainerOptionsBuilder::new().signal("SIGTERM").build();
-        // It may have stopped by itself (size cap); then there is nothing to signal.
-        let _ = docker.kill_container(&self.id, Some(kill)).await;
-        let mut wait = docker.wait_container(&self.id, None);
-        let _ = tokio::time::timeout(Duration::from_secs(5), wait.next()).await;
-        let exit_code = docker
-            .inspect_container(&self.id, None)
-            .await
-            .ok()
-            .and_then(|i| i.state)
-            .and_then(|s| s.exit_code)
-            .unwrap_or(-1);
+    /// Stops the tool (SIGTERM: it flushes) and returns its exit code (-1: unknown).
+    async fn stop_container(&self) -> i64 {
+        match &self.container {
+            Container::Docker { docker, id } => {
+                let kill = KillContainerOptionsBuilder::new().signal("SIGTERM").build();
+                // It may have stopped by itself (size cap); then there is nothing to signal.
+                let _ = docker.kill_container(id, Some(kill)).await;
+                let mut wait = docker.wait_container(id, None);
+                let _ = tokio::time::timeout(Duration::from_secs(5), wait.next()).await;
+                docker
+                    .inspect_container(id, None)
+                    .await
+                    .ok()
+                    .and_then(|i| i.state)
+                    .and_then(|s| s.exit_code)
+                    .unwrap_or(-1)
+            }
+            Container::Cri(c) => c.stop().await,
+        }
+    }
+
+    /// Stops the tool, removes the container, reports the artifact.
+    pub async fn stop(self) -> CapsuleReport {
+        let exit_code = self.stop_container().await;
         // tcpdump says on exit how many packets the kernel dropped before it could read them:
         // a capture that lost any is not called complete.
         let dropped = match self.spec.tool {
-            Tool::Tcpdump => parse_dropped(&self.log_tail(docker).await),
+            Tool::Tcpdump => parse_dropped(&self.log_tail().await),
             Tool::Strace => None,
         };
         let artifact = self.spec.tool.artifact();
@@ -177,10 +241,10 @@ impl Capsule {
             },
             code => CapsuleOutcome::Exited {
                 exit_code: code,
-                log_tail: self.log_tail(docker).await,
+                log_tail: self.log_tail().await,
             },
         };
-        self.remove(docker).await;
+        self.remove().await;
         // Captures hold tokens and passwords: readable by the owner only. Sealed through the
         // directory's descriptor: a link planted in place of the file is reported, not followed.
         let (artifact_bytes, outcome) = match self.artifact_dir.seal(artifact, self.owner) {
@@ -209,21 +273,30 @@ impl Capsule {
         }
     }
 
-    async fn remove(&self, docker: &Docker) {
-        let options = RemoveContainerOptionsBuilder::new().force(true).build();
-        if let Err(e) = docker.remove_container(&self.id, Some(options)).await {
-            log::warn!("removing capsule {}: {e}", self.name);
+    async fn remove(&self) {
+        match &self.container {
+            Container::Docker { docker, id } => {
+                let options = RemoveContainerOptionsBuilder::new().force(true).build();
+                if let Err(e) = docker.remove_container(id, Some(options)).await {
+                    log::warn!("removing capsule {}: {e}", self.name);
+                }
+            }
+            Container::Cri(c) => c.remove().await,
         }
     }
 
-    async fn log_tail(&self, docker: &Docker) -> String {
+    async fn log_tail(&self) -> String {
+        let (docker, id) = match &self.container {
+            Container::Docker { docker, id } => (docker, id),
+            Container::Cri(c) => return c.log_tail(),
+        };
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
             .tail("5")
             .build();
         let lines: Vec<String> = docker
-            .logs(&self.id, Some(options))
+            .logs(id, Some(options))
             .filter_map(|l| async move { l.ok() })
             .map(|l| l.to_string())
             .collect()
@@ -285,12 +358,13 @@ fn parse_dropped(output: &str) -> Option<u64> {
     })
 }
 
-fn create_body(
+/// The tool's command line and the capabilities it needs.
+fn tool_command(
     spec: &CapsuleSpec,
     ctx: &CapsuleContext<'_>,
-) -> anyhow::Result<ContainerCreateBody> {
+) -> anyhow::Result<(Vec<String>, Vec<&'static str>)> {
     let out = format!("/out/{}", spec.tool.artifact());
-    let (cmd, caps) = match spec.tool {
+    Ok(match spec.tool {
         Tool::Tcpdump => {
             // --immediate-mode: take each packet from the kernel as it arrives (not in ring
             // blocks that retire every second, which SIGTERM would lose); -U: write it at once.
@@ -335,22 +409,50 @@ fn create_body(
             }
             (cmd, vec!["SYS_PTRACE"])
         }
-    };
+    })
+}
+
+/// The window, the target and the owner (`PID:STARTTIME`) on every capsule: what the reaper
+/// reads.
+fn labels(ctx: &CapsuleContext<'_>) -> HashMap<String, String> {
     let owner = format!(
         "{}:{}",
         std::process::id(),
         cgroup::process_start_time(std::process::id()).unwrap_or(0)
     );
-    let labels = HashMap::from([
+    HashMap::from([
         (LABEL_WINDOW.to_string(), ctx.window_id.to_string()),
-        (LABEL_TARGET.to_string(), ctx.target.id.clone()),
+        (LABEL_TARGET.to_string(), ctx.target_id.to_string()),
         (LABEL_OWNER.to_string(), owner),
-    ]);
+    ])
+}
+
+/// The capsule's main process: the supervisor running `tool`.
+fn supervised(ctx: &CapsuleContext<'_>, fsize: &str, tool: Vec<String>) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        SUPERVISOR.into(),
+        "capsule".into(),
+        ctx.deadline.as_secs().max(1).to_string(),
+        fsize.into(),
+    ];
+    argv.extend(tool);
+    argv
+}
+
+fn docker_create_body(
+    tool: Vec<String>,
+    capabilities: Vec<&str>,
+    labels: HashMap<String, String>,
+    ctx: &CapsuleContext<'_>,
+) -> ContainerCreateBody {
     let host_config = HostConfig {
-        network_mode: Some(format!("container:{}", ctx.target.id)),
-        pid_mode: Some(format!("container:{}", ctx.target.id)),
+        network_mode: Some(format!("container:{}", ctx.target_id)),
+        pid_mode: Some(format!("container:{}", ctx.target_id)),
         cap_drop: Some(vec!["ALL".into()]),
-        cap_add: Some(caps.into_iter().map(String::from).collect()),
+        cap_add: Some(capabilities.into_iter().map(String::from).collect()),
         security_opt: Some(vec!["no-new-privileges".into()]),
         readonly_rootfs: Some(true),
         tmpfs: Some(HashMap::from([(
@@ -376,23 +478,14 @@ fn create_body(
         }]),
         ..Default::default()
     };
-    let mut supervised: Vec<String> = vec![
-        "busybox".into(),
-        "sh".into(),
-        "-c".into(),
-        SUPERVISOR.into(),
-        "capsule".into(),
-        ctx.deadline.as_secs().max(1).to_string(),
-    ];
-    supervised.extend(cmd);
-    Ok(ContainerCreateBody {
+    ContainerCreateBody {
         image: Some(image::reference()),
-        cmd: Some(supervised),
+        cmd: Some(supervised(ctx, "-", tool)),
         entrypoint: Some(vec![]),
         labels: Some(labels),
         host_config: Some(host_config),
         ..Default::default()
-    })
+    }
 }
 
 /// PIDs of the cgroup's processes as the container's PID namespace numbers them (the capsule

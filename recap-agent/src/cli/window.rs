@@ -186,8 +186,13 @@ impl WindowArgs {
             }
             _ => usage!("give exactly one of --cgroup, --pid, --container, --pod (with --container for one of its containers) or --selector"),
         };
-        if !self.capsule.is_empty() && !matches!(target, TargetSpec::Container { .. }) {
-            usage!("capsules join a Docker container's namespaces: use --container (without --pod) with --capsule");
+        if !self.capsule.is_empty()
+            && !matches!(
+                target,
+                TargetSpec::Container { .. } | TargetSpec::Pod { .. }
+            )
+        {
+            usage!("capsules join a container's namespaces: use --container NAME (Docker) or --pod NS/NAME [--container NAME] with --capsule");
         }
         let mut tools: Vec<_> = self.capsule.iter().map(|c| c.tool.name()).collect();
         tools.sort();

@@ -45,7 +45,7 @@ fn cri_error(endpoint: &Path, what: &str, e: impl std::fmt::Display) -> TargetEr
     ))
 }
 
-async fn connect(endpoint: &Path) -> Result<RuntimeServiceClient<Channel>, TargetError> {
+pub(crate) async fn connect(endpoint: &Path) -> Result<RuntimeServiceClient<Channel>, TargetError> {
     UnixStream::connect(endpoint)
         .await
         .map_err(|e| cri_error(endpoint, "connecting", e))?;

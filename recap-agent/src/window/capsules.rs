@@ -13,11 +13,12 @@ use futures_util::future::join_all;
 use crate::{
     capsule::{
         artifacts::{self, SafeDir},
+        cri::PodSite,
         image,
-        sidecar::{Capsule, CapsuleContext, LIFELINE},
+        sidecar::{Capsule, CapsuleContext, Runtime, LIFELINE},
         CapsuleOutcome, CapsuleReport, CapsuleSpec,
     },
-    targets::Target,
+    targets::{Target, TargetSpec},
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +40,7 @@ pub struct RunningCapsules {
     /// `<artifacts>/<window-id>`, held open: everything in it is done through this descriptor.
     artifact_dir: Arc<SafeDir>,
     owner: Option<(u32, u32)>,
+    runtime: Runtime,
 }
 
 /// The owner's end of the lifeline FIFO; removed from the artifact directory when dropped.
@@ -67,25 +69,61 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// Makes the artifact directory and the image (once per RECap version) before the window.
 pub async fn prepare(
-    docker: &Docker,
+    runtime: &Runtime,
     options: &CapsuleOptions,
     window_id: &str,
 ) -> anyhow::Result<SafeDir> {
     let dir = artifacts::window_dir(&options.artifacts, window_id)?;
-    if image::ensure(docker).await? {
+    let built = match runtime {
+        Runtime::Docker(docker) => image::ensure(docker).await?,
+        Runtime::Cri(site) => image::ensure_cri(&site.endpoint).await?,
+    };
+    if built {
         log::warn!(
-            "built the capsule image {} from this host's tools (once per RECap version)",
+            "built the capsule image {} from this host's tools (once per RECap version and runtime)",
             image::reference()
         );
     }
     Ok(dir)
 }
 
+/// The container the capsules join, and its cgroup.
+pub struct CapsuleTarget {
+    pub id: String,
+    pub cgroup_dir: PathBuf,
+}
+
+/// Where the window's capsules run and whom they join: beside the Docker container, or in the
+/// pod's sandbox (its one container, or the one `--container` named).
+pub async fn runtime_for(
+    spec: &TargetSpec,
+    target: &Target,
+    docker: Option<&Docker>,
+    window_id: &str,
+) -> anyhow::Result<(Runtime, CapsuleTarget)> {
+    if let (Some(docker), Some(container)) = (docker, &target.container) {
+        let joined = CapsuleTarget {
+            id: container.id.clone(),
+            cgroup_dir: target.cgroup_dir.clone(),
+        };
+        return Ok((Runtime::Docker(docker.clone()), joined));
+    }
+    let (TargetSpec::Pod { cri_endpoint, .. }, Some(pod)) = (spec, &target.pod) else {
+        anyhow::bail!("capsules join a container: give --container NAME (Docker) or --pod NS/NAME");
+    };
+    let site = PodSite::resolve(cri_endpoint, pod, window_id).await?;
+    let joined = CapsuleTarget {
+        id: site.container_id.clone(),
+        cgroup_dir: site.cgroup_dir.clone(),
+    };
+    Ok((Runtime::Cri(Arc::new(site)), joined))
+}
+
 pub async fn start_all(
-    docker: Docker,
+    runtime: Runtime,
     options: CapsuleOptions,
     window_id: String,
-    target: Target,
+    target: CapsuleTarget,
     artifact_dir: SafeDir,
     window_duration: Duration,
 ) -> RunningCapsules {
@@ -96,13 +134,9 @@ pub async fn start_all(
         owner,
         ..
     } = options;
-    let container = target
-        .container
-        .clone()
-        .expect("capsules need a container target");
     let ctx = CapsuleContext {
         window_id: &window_id,
-        target: &container,
+        target_id: &target.id,
         cgroup_dir: &target.cgroup_dir,
         artifact_dir: &artifact_dir,
         max_bytes,
@@ -127,16 +161,23 @@ pub async fn start_all(
                 lifeline: None,
                 artifact_dir,
                 owner,
+                runtime,
             };
         }
     };
-    let started = join_all(specs.iter().map(|spec| Capsule::start(&docker, spec, &ctx))).await;
+    let started = join_all(
+        specs
+            .iter()
+            .map(|spec| Capsule::start(&runtime, spec, &ctx)),
+    )
+    .await;
     let mut out = RunningCapsules {
         running: Vec::new(),
         failed: Vec::new(),
         lifeline,
         artifact_dir: artifact_dir.clone(),
         owner,
+        runtime: runtime.clone(),
     };
     for (spec, result) in specs.iter().zip(started) {
         match result {
@@ -152,10 +193,13 @@ pub async fn start_all(
     out
 }
 
-pub async fn stop_all(docker: &Docker, capsules: RunningCapsules) -> Vec<CapsuleReport> {
-    let mut reports = join_all(capsules.running.into_iter().map(|c| c.stop(docker))).await;
+pub async fn stop_all(capsules: RunningCapsules) -> Vec<CapsuleReport> {
+    let mut reports = join_all(capsules.running.into_iter().map(|c| c.stop())).await;
     reports.extend(capsules.failed);
     drop(capsules.lifeline);
+    if let Runtime::Cri(site) = &capsules.runtime {
+        site.forget_logs();
+    }
     // Nothing more is written there: the caller may have the directory now (to read and remove
     // its captures), through the descriptor the capsules' files were sealed through.
     if let Some(owner) = capsules.owner {

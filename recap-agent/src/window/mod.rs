@@ -19,7 +19,6 @@ use std::{
 };
 
 use anyhow::Context;
-use bollard::Docker;
 pub use capsules::CapsuleOptions;
 use capsules::RunningCapsules;
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
@@ -263,7 +262,6 @@ pub struct Window {
     probes: Option<WindowProbes>,
     /// `http`: the TLS code found in the target's processes, as of the last tick.
     tls_seen: Vec<TlsSeen>,
-    docker: Option<Docker>,
     capsules: Option<RunningCapsules>,
     otlp: Option<Exporter>,
     pending_otlp: Vec<tokio::task::JoinHandle<Option<String>>>,
@@ -300,22 +298,29 @@ impl Window {
             (None, _) => Target::resolve(&spec.target)?,
         };
         target.target_only = spec.target_only;
+        // As for Docker: what killed owners left in the runtime's pods goes first.
+        if let TargetSpec::Pod { cri_endpoint, .. } = &spec.target {
+            if let Err(e) = crate::capsule::cri::reap_orphans(cri_endpoint).await {
+                log::warn!("looking for orphan capsules in pods: {e:#}");
+            }
+        }
         admit(&target)?;
 
         // Capsules start in the background while this thread loads and attaches the probes.
-        let capsule_task = match (&docker, spec.capsules.specs.is_empty()) {
-            (Some(docker), false) => {
-                let artifact_dir = capsules::prepare(docker, &spec.capsules, &window_id).await?;
-                Some(tokio::spawn(capsules::start_all(
-                    docker.clone(),
-                    spec.capsules.clone(),
-                    window_id.clone(),
-                    target.clone(),
-                    artifact_dir,
-                    spec.duration,
-                )))
-            }
-            _ => None,
+        let capsule_task = if spec.capsules.specs.is_empty() {
+            None
+        } else {
+            let (runtime, joined) =
+                capsules::runtime_for(&spec.target, &target, docker.as_ref(), &window_id).await?;
+            let artifact_dir = capsules::prepare(&runtime, &spec.capsules, &window_id).await?;
+            Some(tokio::spawn(capsules::start_all(
+                runtime,
+                spec.capsules.clone(),
+                window_id.clone(),
+                joined,
+                artifact_dir,
+                spec.duration,
+            )))
         };
         let armed = tokio::task::block_in_place(|| {
             engine.with(|e| {
@@ -333,7 +338,7 @@ impl Window {
         let probes = match armed {
             Ok(probes) => probes,
             Err(e) => {
-                stop_capsules(docker.as_ref(), capsules).await;
+                stop_capsules(capsules).await;
                 return Err(e);
             }
         };
@@ -360,7 +365,6 @@ impl Window {
             info,
             engine,
             probes: Some(probes),
-            docker,
             capsules,
             otlp,
             pending_otlp: Vec::new(),
@@ -477,7 +481,7 @@ impl Window {
             None => Ok(self.last_counts.clone()),
         };
         // Reports of the capsules that ran, and of those that failed to start.
-        let capsule_reports = stop_capsules(self.docker.as_ref(), self.capsules.take()).await;
+        let capsule_reports = stop_capsules(self.capsules.take()).await;
         let teardown_ms = ms(ended.elapsed());
         let counts = closed?;
         let mut summary =
@@ -532,13 +536,10 @@ impl Window {
     }
 }
 
-async fn stop_capsules(
-    docker: Option<&Docker>,
-    capsules: Option<RunningCapsules>,
-) -> Vec<CapsuleReport> {
-    match (docker, capsules) {
-        (Some(docker), Some(capsules)) => capsules::stop_all(docker, capsules).await,
-        _ => Vec::new(),
+async fn stop_capsules(capsules: Option<RunningCapsules>) -> Vec<CapsuleReport> {
+    match capsules {
+        Some(capsules) => capsules::stop_all(capsules).await,
+        None => Vec::new(),
     }
 }
 
