@@ -123,8 +123,17 @@ impl CriRuntime {
         }
     }
 
-    fn sandbox_config(namespace: &str, name: &str, cgroup_parent: &str) -> PodSandboxConfig {
+    fn sandbox_config(
+        namespace: &str,
+        name: &str,
+        cgroup_parent: &str,
+        labels: &[(&str, &str)],
+    ) -> PodSandboxConfig {
         PodSandboxConfig {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             metadata: Some(PodSandboxMetadata {
                 name: name.into(),
                 namespace: namespace.into(),
@@ -155,7 +164,19 @@ impl CriRuntime {
         cgroup_parent: &str,
         containers: &[(&str, Vec<String>)],
     ) -> String {
-        let config = Self::sandbox_config(namespace, name, cgroup_parent);
+        self.run_labelled_pod(namespace, name, cgroup_parent, &[], containers)
+    }
+
+    /// `run_pod`, the pod with these labels.
+    pub fn run_labelled_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        cgroup_parent: &str,
+        labels: &[(&str, &str)],
+        containers: &[(&str, Vec<String>)],
+    ) -> String {
+        let config = Self::sandbox_config(namespace, name, cgroup_parent, labels);
         let mut client = self.client.clone();
         let log_path = self.dir.join("containerd.log");
         let tail = move || {

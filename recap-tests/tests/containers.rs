@@ -482,7 +482,10 @@ fn a_selector_opens_one_exact_window_per_matching_container() {
         "1s",
     ]);
     assert_eq!(code, 1);
-    assert!(err.contains("no running container matches"), "{err}");
+    assert!(
+        err.contains("nothing running matches") && err.contains("Docker's containers"),
+        "{err}"
+    );
     drop(agent);
     assert_clean();
 }

@@ -341,3 +341,105 @@ fn pod_capsules_are_made_in_the_sandbox_and_leave_nothing() {
     }
     assert_no_residue();
 }
+
+/// `--selector` on pod labels: two pods match, one does not; one window (with a strace
+/// capsule) in each of the two, exact for each, none in the third.
+#[test]
+fn a_selector_opens_a_window_with_a_capsule_in_every_matching_pod() {
+    if !require_root() {
+        return;
+    }
+    let mut cri = CriRuntime::start("pod-selector");
+    let label = format!("sel-{}", std::process::id());
+    let parent = |pod: &str| format!("/recap-test-{pod}-{}", std::process::id());
+    let mut ports = Vec::new();
+    for (pod, app) in [
+        ("checkout-a", label.as_str()),
+        ("checkout-b", label.as_str()),
+        ("other", "other"),
+    ] {
+        let port = free_tcp_port();
+        let httpd: Vec<String> = [
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            &port.to_string(),
+            "-h",
+            "/www",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cri.run_labelled_pod(
+            "shop",
+            pod,
+            &parent(pod),
+            &[("app", app)],
+            &[("web", httpd)],
+        );
+        wait_serving(port);
+        ports.push(port);
+    }
+    let before = cri.containers();
+    let socket = cri.socket_path().to_str().unwrap().to_owned();
+    let selector = format!("app={label}");
+    let artifacts = std::env::temp_dir().join(format!("recap-podsel-{}", std::process::id()));
+    let mut run = RecapRun::start(&[
+        "window",
+        "--local",
+        "--selector",
+        &selector,
+        "--cri-endpoint",
+        &socket,
+        "-d",
+        "60s",
+        "--probes",
+        "tcp",
+        "--capsule",
+        "strace=-e trace=accept,accept4",
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    run.wait_armed();
+    gets(ports[0], 2);
+    gets(ports[1], 4);
+    gets(ports[2], 3);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (s, err) = run.interrupt();
+    let windows = s["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2, "{s:#}\n{err}");
+    for (pod, n) in [("shop/checkout-a", 2u64), ("shop/checkout-b", 4)] {
+        let w = windows
+            .iter()
+            .find(|w| w["pod"] == pod)
+            .unwrap_or_else(|| panic!("no window on {pod}: {s:#}"));
+        assert_eq!(w["summary"]["tcp"]["accepted"], n, "{pod}: {w:#}");
+        let capsule = &w["summary"]["capsules"][0];
+        assert_eq!(capsule["status"], "ok", "{capsule:#}\n{err}");
+        let text = std::fs::read_to_string(capsule["artifact"].as_str().unwrap()).unwrap();
+        let accepted = text
+            .lines()
+            .filter(|l| {
+                l.contains("accept")
+                    && l.rsplit_once("= ")
+                        .is_some_and(|(_, fd)| fd.trim().parse::<u32>().is_ok())
+            })
+            .count() as u64;
+        assert_eq!(accepted, n, "{pod}'s strace:\n{text}");
+    }
+    assert_eq!(s["totals"]["tcp"]["accepted"], 6);
+    assert_eq!(cri.containers(), before, "the pods as they were");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    cri.remove_pods();
+    drop(cri);
+    for pod in ["checkout-a", "checkout-b", "other"] {
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(format!("{}{}", hierarchy.path().display(), parent(pod)));
+        }
+    }
+    assert_no_residue();
+}

@@ -1,6 +1,6 @@
-//! `recap window --selector KEY=VALUE,...`: one window per running container whose labels
-//! match, each exact and isolated (a slot of its own), reported together: every window's
-//! summary and the totals. Through the agent when one answers (each window checked by its
+//! `recap window --selector KEY=VALUE,...`: one window per running Docker container and per
+//! ready pod of the CRI runtime (`--cri-endpoint`) whose labels match, each exact and isolated
+//! (a slot of its own), reported together: every window's summary and the totals. Through the agent when one answers (each window checked by its
 //! policy), in this process otherwise (one program set for all of them).
 
 use std::{path::Path, time::Instant};
@@ -23,11 +23,10 @@ use crate::{
     families::Family,
     fleet::{
         merge,
-        selector::{matching_containers, Matched},
+        selector::{matching_containers, matching_pods, Matched},
         Selector,
     },
     report::{render_table, WindowSummary},
-    targets::TargetSpec,
     window::{new_window_id, SharedEngine, Window},
 };
 
@@ -50,20 +49,15 @@ pub async fn run(
     }
     // The options checked once, with a stand-in target.
     args.container = Some("selected".into());
+    let endpoint = args.cri_endpoint.clone();
     let (spec, output, top) = args.into_spec()?;
-    let docker = crate::docker::connect().await?;
-    let matched = matching_containers(&docker, &selector).await?;
-    if matched.is_empty() {
-        anyhow::bail!(
-            "no running container matches --selector {selector} (`docker ps --filter label=KEY=VALUE` lists them)"
-        );
-    }
+    let matched = matching(&selector, &endpoint).await?;
     eprintln!(
-        "recap: --selector {selector}: {} container(s): {}",
+        "recap: --selector {selector}: {} target(s): {}",
         matched.len(),
         matched
             .iter()
-            .map(|m| m.name.as_str())
+            .map(Matched::describe)
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -86,10 +80,49 @@ pub async fn run(
     print(&selector, &outcomes, output, top)
 }
 
-/// `argv` (this command's window options) with the selector replaced by one container.
-fn for_container(argv: &[String], id: &str) -> Vec<String> {
+/// The Docker containers and the pods the selector matches: from every runtime that answers.
+/// None answering, or nothing matched, is an error that says where it looked.
+async fn matching(selector: &Selector, endpoint: &Path) -> anyhow::Result<Vec<Matched>> {
+    let mut matched = Vec::new();
+    let mut looked = Vec::new();
+    match crate::docker::connect().await {
+        Ok(docker) => {
+            matched.extend(matching_containers(&docker, selector).await?);
+            looked.push("Docker's containers".to_string());
+        }
+        Err(e) => log::debug!("--selector: no Docker engine: {e}"),
+    }
+    // A node without a CRI runtime has no socket there: nothing to ask.
+    if endpoint.exists() {
+        match matching_pods(endpoint, selector).await {
+            Ok(pods) => {
+                matched.extend(pods);
+                looked.push(format!("the pods at {}", endpoint.display()));
+            }
+            // A containerd without its CRI plugin (Docker's own) has no pods to give.
+            Err(e) if !looked.is_empty() => log::warn!("--selector: no pods: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if looked.is_empty() {
+        anyhow::bail!(
+            "--selector found no runtime to ask: no Docker engine answers and no CRI socket is at {} (start Docker, or give --cri-endpoint)",
+            endpoint.display()
+        );
+    }
+    if matched.is_empty() {
+        anyhow::bail!(
+            "nothing running matches --selector {selector} (looked at {}; `docker ps --filter label=KEY=VALUE` and `crictl pods --label KEY=VALUE` list them)",
+            looked.join(" and ")
+        );
+    }
+    Ok(matched)
+}
+
+/// `argv` (this command's window options) with the selector replaced by one target.
+fn for_target(argv: &[String], m: &Matched) -> Vec<String> {
     let mut out = super::args_without(argv, &["--selector"], &[]);
-    out.extend(["--container".to_string(), id.to_string()]);
+    out.extend(m.target_args());
     out
 }
 
@@ -101,9 +134,7 @@ async fn through_the_agent(
     let mut started = Vec::new();
     for m in matched {
         let mut c = client.clone();
-        let answer = c
-            .start_window(start_request(&for_container(argv, &m.id)))
-            .await;
+        let answer = c.start_window(start_request(&for_target(argv, m))).await;
         match answer {
             Ok(r) => {
                 let r = r.into_inner();
@@ -174,9 +205,7 @@ async fn in_process(
     let mut outcomes = Vec::new();
     for m in matched {
         let mut s = spec.clone();
-        s.target = TargetSpec::Container {
-            name_or_id: m.id.clone(),
-        };
+        s.target = m.target();
         let id = new_window_id();
         let started = Instant::now();
         match Window::arm(&s, id.clone(), engine.clone(), Vec::new(), started, &|_| {
@@ -186,8 +215,8 @@ async fn in_process(
         {
             Ok(w) => {
                 eprintln!(
-                    "recap: window {id} armed on container {} in {} ms",
-                    m.name,
+                    "recap: window {id} armed on {} in {} ms",
+                    m.describe(),
                     started.elapsed().as_millis()
                 );
                 armed.push((m.clone(), w));
@@ -239,9 +268,16 @@ fn print(
         Output::Json => {
             let windows: Vec<Value> = outcomes
                 .iter()
-                .map(|o| match &o.result {
-                    Ok(s) => json!({"container": o.container.name, "summary": s}),
-                    Err(e) => json!({"container": o.container.name, "error": e}),
+                .map(|o| {
+                    let kind = if o.container.pod_of.is_some() {
+                        "pod"
+                    } else {
+                        "container"
+                    };
+                    match &o.result {
+                        Ok(s) => json!({kind: o.container.name, "summary": s}),
+                        Err(e) => json!({kind: o.container.name, "error": e}),
+                    }
                 })
                 .collect();
             serde_json::to_string_pretty(&json!({
@@ -256,7 +292,7 @@ fn print(
             for outcome in outcomes {
                 match &outcome.result {
                     Ok(s) => o.push_str(&render_table(s, top)),
-                    Err(e) => o.push_str(&format!("{}: {e}\n", outcome.container.name)),
+                    Err(e) => o.push_str(&format!("{}: {e}\n", outcome.container.describe())),
                 }
                 o.push('\n');
             }

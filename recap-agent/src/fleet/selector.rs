@@ -1,5 +1,5 @@
-//! `--selector KEY=VALUE[,KEY=VALUE...]`: containers whose labels hold every pair, as
-//! Kubernetes equality selectors read.
+//! `--selector KEY=VALUE[,KEY=VALUE...]`: containers (Docker's) and pods (the CRI runtime's)
+//! whose labels hold every pair, as Kubernetes equality selectors read.
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
@@ -56,11 +56,87 @@ impl Selector {
     }
 }
 
-/// A running container the selector matched: its full id and name.
+/// A running container or ready pod the selector matched: its full id (the pod's sandbox id)
+/// and name (the pod's `NAMESPACE/NAME`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Matched {
     pub id: String,
     pub name: String,
+    /// Where the pod was found (its runtime's CRI socket); `None`: a Docker container.
+    pub pod_of: Option<std::path::PathBuf>,
+}
+
+impl Matched {
+    /// The window target for it.
+    pub fn target(&self) -> crate::targets::TargetSpec {
+        use crate::targets::TargetSpec;
+        match &self.pod_of {
+            None => TargetSpec::Container {
+                name_or_id: self.id.clone(),
+            },
+            Some(endpoint) => {
+                let (namespace, name) = self.name.split_once('/').unwrap_or(("", &self.name));
+                TargetSpec::Pod {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    container: None,
+                    cri_endpoint: endpoint.clone(),
+                }
+            }
+        }
+    }
+
+    /// The window options that name it (`--container ID`, `--pod NS/NAME`).
+    pub fn target_args(&self) -> [String; 2] {
+        match self.pod_of {
+            None => ["--container".into(), self.id.clone()],
+            Some(_) => ["--pod".into(), self.name.clone()],
+        }
+    }
+
+    /// "container NAME" or "pod NS/NAME".
+    pub fn describe(&self) -> String {
+        match self.pod_of {
+            None => format!("container {}", self.name),
+            Some(_) => format!("pod {}", self.name),
+        }
+    }
+}
+
+/// The ready pods of the CRI runtime at `endpoint` whose labels `selector` matches, by name.
+pub async fn matching_pods(
+    endpoint: &std::path::Path,
+    selector: &Selector,
+) -> Result<Vec<Matched>, TargetError> {
+    use k8s_cri::v1::{ListPodSandboxRequest, PodSandboxFilter, PodSandboxStateValue};
+    let mut cri = crate::targets::pod::connect(endpoint).await?;
+    let pods = cri
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                state: Some(PodSandboxStateValue { state: 0 }), // READY
+                label_selector: selector.0.clone().into_iter().collect(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(|e| TargetError::Cri(format!("listing pods: {}", e.message())))?
+        .into_inner()
+        .items;
+    let mut out: Vec<Matched> = pods
+        .into_iter()
+        // The runtime filtered; checked again here so that a selector never widens.
+        .filter(|p| p.state == 0 && selector.matches(&p.labels.clone().into_iter().collect()))
+        .filter_map(|p| {
+            let m = p.metadata?;
+            Some(Matched {
+                id: p.id,
+                name: format!("{}/{}", m.namespace, m.name),
+                pod_of: Some(endpoint.to_path_buf()),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// The running containers of this node's Docker engine that `selector` matches, by name.
@@ -95,6 +171,7 @@ pub async fn matching_containers(
                 .first()
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_default(),
+            pod_of: None,
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
