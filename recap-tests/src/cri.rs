@@ -42,8 +42,18 @@ fn run(cmd: &mut Command) {
     );
 }
 
-/// A Docker image made from the test app image's files with another default command.
+/// A Docker image made from the test app image's files with another default command (once:
+/// made again on every run, the old one would be left behind untagged).
 fn image_with_cmd(tag: &str, cmd: &str) {
+    let there = Command::new("docker")
+        .args(["image", "inspect", tag])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if there {
+        return;
+    }
     let out = Command::new("docker")
         .args(["create", APP_IMAGE, "/bin/busybox", "true"])
         .output()

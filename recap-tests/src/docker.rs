@@ -99,6 +99,18 @@ impl AppContainer {
 
     /// With Docker labels and more `docker run` options (e.g. `--memory 48m`).
     pub fn run_with(name: &str, labels: &[&str], options: &[&str]) -> Self {
+        let httpd = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"];
+        Self::run_image(name, labels, options, APP_IMAGE, &httpd)
+    }
+
+    /// A container of `image` running `command`.
+    pub fn run_image(
+        name: &str,
+        labels: &[&str],
+        options: &[&str],
+        image: &str,
+        command: &[&str],
+    ) -> Self {
         ensure_engine();
         let name = format!("{name}-{}", std::process::id());
         // A leftover of an earlier run, if any (quietly: usually there is none).
@@ -112,16 +124,8 @@ impl AppContainer {
             args.extend(["--label", label]);
         }
         args.extend(options);
-        args.extend([
-            APP_IMAGE,
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ]);
+        args.push(image);
+        args.extend(command);
         let (ok, id) = docker(&args);
         assert!(ok, "docker run {name} failed");
         AppContainer { name, id }

@@ -1,6 +1,10 @@
 //! Docker containers as targets, with capsules, against a real engine.
 
-use std::{path::PathBuf, thread, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
 
 use recap_tests::{docker::*, *};
 use serde_json::Value;
@@ -487,5 +491,80 @@ fn a_selector_opens_one_exact_window_per_matching_container() {
         "{err}"
     );
     drop(agent);
+    assert_clean();
+}
+
+/// The image `recap-test-blocker:1`: `recap-tests/gdb/blocker.c` built static with symbols,
+/// alone in the image (made once per run of the tests).
+fn blocker_image() -> &'static str {
+    const IMAGE: &str = "recap-test-blocker:1";
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("blocker");
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("blocker");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("gdb/blocker.c");
+    let built = std::process::Command::new("cc")
+        .args(["-static", "-O0", "-g", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("a C compiler (cc) with static libc (libc6-dev)");
+    assert!(built.success(), "building {}", source.display());
+    let tar = dir.join("root.tar");
+    let packed = std::process::Command::new("tar")
+        .arg("cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&dir)
+        .arg("blocker")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let imported = std::process::Command::new("docker")
+        .args(["import", tar.to_str().unwrap(), IMAGE])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(imported.success(), "docker import {IMAGE}");
+    IMAGE
+}
+
+/// The gdb capsule on a hung service: every thread's stack, at each `every:` tick and at the
+/// end; the blocked thread's function and the main thread's are in them, with their sources.
+#[test]
+fn a_gdb_capsule_shows_where_every_thread_is_blocked() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run_image("recap-hung", &[], &[], blocker_image(), &["/blocker"]);
+    let mut run = RecapRun::start(&[
+        "window",
+        "--local",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--probes",
+        "proc",
+        "--capsule",
+        "gdb=every:1s",
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    thread::sleep(Duration::from_millis(2500));
+    let (s, err) = run.interrupt();
+    let (stacks, report) = artifact(&s, "gdb");
+    assert_eq!(report["status"], "ok", "{report:#}\n{err}");
+    let text = std::fs::read_to_string(&stacks).unwrap();
+    let dumps = text.matches("==== process 1 (blocker)").count();
+    // Two ticks at least in 2.5 s, and the one at the end.
+    assert!(dumps >= 3, "{dumps} dumps:\n{text}");
+    assert_eq!(
+        text.matches("in recap_blocked_here () at ").count(),
+        dumps,
+        "the blocked thread in every dump:\n{text}"
+    );
+    assert_eq!(text.matches("in main () at ").count(), dumps, "{text}");
+    assert!(!text.contains("Python Exception"), "{text}");
     assert_clean();
 }

@@ -55,6 +55,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("tshark", "tests read the capsule's pcap"),
     (
+        "gdb",
+        "the gdb capsule's image is built from the host's gdb and the Python it embeds",
+    ),
+    (
+        "libc6-dev",
+        "the gdb capsule's test builds a static C program",
+    ),
+    (
         "python3",
         "the agent's flood tests run a Debian Python (/usr/bin/python3) as another user",
     ),

@@ -189,7 +189,10 @@ impl Policy {
                     .map_err(|e| anyhow::anyhow!("policy {source}, rule `{}`: {e}", rule.name))?;
             }
             for tool in &rule.capsules {
-                if !["tcpdump", "strace"].contains(&tool.as_str()) {
+                if !crate::capsule::Tool::ALL
+                    .iter()
+                    .any(|t| t.name() == tool.as_str())
+                {
                     anyhow::bail!(
                         "policy {source}, rule `{}`: unknown capsule tool `{tool}`",
                         rule.name
@@ -530,7 +533,8 @@ max_windows = 2
                 .to_string()
                 .contains("unknown probe family")
         );
-        assert!(Policy::parse("[[rule]]\nname = \"x\"\ncapsules = [\"gdb\"]", "p").is_err());
+        assert!(Policy::parse("[[rule]]\nname = \"x\"\ncapsules = [\"lldb\"]", "p").is_err());
+        assert!(Policy::parse("[[rule]]\nname = \"x\"\ncapsules = [\"gdb\"]", "p").is_ok());
         assert!(Policy::parse("surprise = 1", "p").is_err());
         assert!(Policy::parse("[[rule]]\nname = \"x\"\nmax_duration = \"inf\"", "p").is_err());
     }

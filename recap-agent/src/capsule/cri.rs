@@ -119,6 +119,7 @@ impl PodSite {
     pub async fn create(
         &self,
         name: &str,
+        image: image::Image,
         command: Vec<String>,
         capabilities: &[&str],
         labels: HashMap<String, String>,
@@ -144,7 +145,7 @@ impl PodSite {
                 attempt: 0,
             }),
             image: Some(ImageSpec {
-                image: image::cri_reference(),
+                image: image.cri_reference(),
                 ..Default::default()
             }),
             command,
@@ -252,14 +253,14 @@ impl CriContainer {
         }
     }
 
-    /// Stops it (SIGTERM, SIGKILL after 5 s) and returns its exit code (-1: unknown).
-    pub async fn stop(&self) -> i64 {
+    /// Stops it (SIGTERM, SIGKILL after `grace`) and returns its exit code (-1: unknown).
+    pub async fn stop(&self, grace: Duration) -> i64 {
         let mut client = self.client.clone();
         let _ = tokio::time::timeout(
-            Duration::from_secs(15),
+            grace + CALL_TIMEOUT,
             client.stop_container(StopContainerRequest {
                 container_id: self.id.clone(),
-                timeout: 5,
+                timeout: grace.as_secs() as i64,
             }),
         )
         .await;
@@ -371,7 +372,7 @@ pub async fn reap_orphans(endpoint: &Path) -> anyhow::Result<Vec<Reaped>> {
         let ours = c
             .image
             .as_ref()
-            .is_some_and(|i| i.image == image::cri_reference());
+            .is_some_and(|i| image::Image::is_ours(&i.image));
         let abandoned = c
             .labels
             .get(LABEL_OWNER)

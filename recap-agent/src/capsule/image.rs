@@ -19,22 +19,95 @@ pub const REPO: &str = "recap-capsule";
 /// Tagged with RECap's version: a new RECap builds its own capsule image.
 pub const TAG: &str = env!("CARGO_PKG_VERSION");
 
-pub fn reference() -> String {
-    format!("{REPO}:{TAG}")
+/// RECap's capsule images: one per set of tools, each made only when a window needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Image {
+    /// tcpdump, strace and busybox (16 MiB).
+    Base,
+    /// gdb with the Python library it embeds, and busybox (~130 MiB): only for `gdb` capsules.
+    Gdb,
 }
 
-/// The same image as a CRI runtime names it (a name without a registry is Docker Hub's).
-pub fn cri_reference() -> String {
-    format!("docker.io/library/{REPO}:{TAG}")
+impl Image {
+    pub const ALL: [Image; 2] = [Image::Base, Image::Gdb];
+
+    pub fn repo(self) -> &'static str {
+        match self {
+            Image::Base => REPO,
+            Image::Gdb => "recap-capsule-gdb",
+        }
+    }
+
+    pub fn reference(self) -> String {
+        format!("{}:{TAG}", self.repo())
+    }
+
+    /// The same image as a CRI runtime names it (a name without a registry is Docker Hub's).
+    pub fn cri_reference(self) -> String {
+        format!("docker.io/library/{}", self.reference())
+    }
+
+    /// The host's programs the image is made of.
+    fn tools(self) -> &'static [&'static str] {
+        match self {
+            Image::Base => &["tcpdump", "strace", "busybox"],
+            Image::Gdb => &["gdb", "busybox"],
+        }
+    }
+
+    /// Directories of the host copied whole (without tests and caches): what gdb loads at
+    /// start (its own scripts, and the library of the Python it links: `libs`).
+    fn trees(self, libs: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+        match self {
+            Image::Base => Vec::new(),
+            Image::Gdb => {
+                let mut trees = vec![PathBuf::from("/usr/share/gdb")];
+                trees.extend(libs.iter().find_map(|l| python_library(l)));
+                trees
+            }
+        }
+    }
+
+    /// Whether `image` (as an engine or CRI runtime lists it) is one of RECap's.
+    pub fn is_ours(image: &str) -> bool {
+        let image = image.strip_prefix("docker.io/library/").unwrap_or(image);
+        Image::ALL
+            .iter()
+            .any(|i| image.starts_with(&format!("{}:", i.repo())))
+    }
+}
+
+/// `/usr/lib/python3.11` for `.../libpython3.11.so.1.0`: the library of an embedded Python.
+fn python_library(lib: &Path) -> Option<PathBuf> {
+    let name = lib.file_name()?.to_str()?;
+    let version = name.strip_prefix("libpython")?.split(".so").next()?;
+    Some(PathBuf::from(format!("/usr/lib/python{version}")))
+}
+
+/// Parts of a Python library gdb never loads.
+const TREE_SKIPPED: &[&str] = &[
+    "__pycache__",
+    "test",
+    "tests",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "site-packages",
+    "dist-packages",
+];
+
+pub fn reference() -> String {
+    Image::Base.reference()
 }
 
 /// containerd's namespace for what its CRI plugin (the kubelet's runtime) manages.
 const CRI_NAMESPACE: &str = "k8s.io";
 
-const TOOLS: [&str; 3] = ["tcpdump", "strace", "busybox"];
-
-pub async fn exists(docker: &Docker) -> anyhow::Result<bool> {
-    match docker.inspect_image(&reference()).await {
+pub async fn exists(docker: &Docker, image: Image) -> anyhow::Result<bool> {
+    match docker.inspect_image(&image.reference()).await {
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e).context("looking for the capsule image"),
@@ -42,32 +115,32 @@ pub async fn exists(docker: &Docker) -> anyhow::Result<bool> {
 }
 
 /// Builds and imports the image unless it is there. Returns whether it built one.
-pub async fn ensure(docker: &Docker) -> anyhow::Result<bool> {
-    if exists(docker).await? {
+pub async fn ensure(docker: &Docker, image: Image) -> anyhow::Result<bool> {
+    if exists(docker, image).await? {
         return Ok(false);
     }
-    build(docker).await?;
+    build(docker, image).await?;
     Ok(true)
 }
 
-pub async fn build(docker: &Docker) -> anyhow::Result<()> {
-    let rootfs = tokio::task::spawn_blocking(rootfs_tar).await??;
+pub async fn build(docker: &Docker, image: Image) -> anyhow::Result<()> {
+    let rootfs = tokio::task::spawn_blocking(move || rootfs_tar(image)).await??;
     let options = CreateImageOptionsBuilder::new()
         .from_src("-")
-        .repo(REPO)
+        .repo(image.repo())
         .tag(TAG)
         .build();
     let mut progress =
         docker.create_image(Some(options), Some(bollard::body_full(rootfs.into())), None);
     while let Some(step) = progress.next().await {
-        step.with_context(|| format!("importing {}", reference()))?;
+        step.with_context(|| format!("importing {}", image.reference()))?;
     }
     Ok(())
 }
 
 /// Imports the image into the CRI runtime at `endpoint` unless it has it. Returns whether it
 /// imported it.
-pub async fn ensure_cri(endpoint: &Path) -> anyhow::Result<bool> {
+pub async fn ensure_cri(endpoint: &Path, image: Image) -> anyhow::Result<bool> {
     use k8s_cri::v1::{image_service_client::ImageServiceClient, ImageSpec, ImageStatusRequest};
     let channel = crate::unix_grpc::unix_channel(endpoint, "cri.image")
         .await
@@ -75,7 +148,7 @@ pub async fn ensure_cri(endpoint: &Path) -> anyhow::Result<bool> {
     let status = ImageServiceClient::new(channel)
         .image_status(ImageStatusRequest {
             image: Some(ImageSpec {
-                image: cri_reference(),
+                image: image.cri_reference(),
                 ..Default::default()
             }),
             verbose: false,
@@ -86,14 +159,14 @@ pub async fn ensure_cri(endpoint: &Path) -> anyhow::Result<bool> {
     if status.image.is_some() {
         return Ok(false);
     }
-    let archive = tokio::task::spawn_blocking(docker_archive).await??;
+    let archive = tokio::task::spawn_blocking(move || docker_archive(image)).await??;
     let endpoint = endpoint.to_path_buf();
-    tokio::task::spawn_blocking(move || import_with_ctr(&endpoint, &archive)).await??;
+    tokio::task::spawn_blocking(move || import_with_ctr(&endpoint, image, &archive)).await??;
     Ok(true)
 }
 
 /// `ctr images import -` with the archive on its standard input.
-fn import_with_ctr(endpoint: &Path, archive: &[u8]) -> anyhow::Result<()> {
+fn import_with_ctr(endpoint: &Path, image: Image, archive: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let ctr = which("ctr").context(
         "putting the capsule image into containerd needs containerd's `ctr` (apt-get install containerd)",
@@ -112,7 +185,7 @@ fn import_with_ctr(endpoint: &Path, archive: &[u8]) -> anyhow::Result<()> {
     if !out.status.success() {
         bail!(
             "ctr images import {}: {}",
-            cri_reference(),
+            image.cri_reference(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -124,10 +197,10 @@ fn import_with_ctr(endpoint: &Path, archive: &[u8]) -> anyhow::Result<()> {
 
 /// The image as `docker save` writes one (what `ctr images import` reads): the root
 /// filesystem as one layer, a config naming its digest, and a manifest with the image's name.
-fn docker_archive() -> anyhow::Result<Vec<u8>> {
+fn docker_archive(image: Image) -> anyhow::Result<Vec<u8>> {
     use sha2::{Digest, Sha256};
     let hex = |data: &[u8]| format!("{:x}", Sha256::digest(data));
-    let layer = rootfs_tar()?;
+    let layer = rootfs_tar(image)?;
     let architecture = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -143,7 +216,7 @@ fn docker_archive() -> anyhow::Result<Vec<u8>> {
     let config_name = format!("{}.json", hex(&config));
     let manifest = serde_json::to_vec(&serde_json::json!([{
         "Config": config_name,
-        "RepoTags": [reference()],
+        "RepoTags": [image.reference()],
         "Layers": ["layer.tar"],
     }]))?;
     let mut tar = tar::Builder::new(Vec::new());
@@ -161,14 +234,25 @@ fn docker_archive() -> anyhow::Result<Vec<u8>> {
 }
 
 /// A tar of the image's root filesystem.
-fn rootfs_tar() -> anyhow::Result<Vec<u8>> {
+fn rootfs_tar(image: Image) -> anyhow::Result<Vec<u8>> {
     let mut files: BTreeSet<PathBuf> = BTreeSet::new();
-    for tool in TOOLS {
+    for tool in image.tools() {
         let path = which(tool).with_context(|| {
-            format!("the capsule image is made from this host's `{tool}`, which is not installed (apt-get install tcpdump strace busybox-static)")
+            format!("the capsule image {} is made from this host's `{tool}`, which is not installed (apt-get install tcpdump strace busybox-static gdb)", image.reference())
         })?;
         files.insert(path.clone());
         files.extend(shared_libraries(&path)?);
+    }
+    for tree in image.trees(&files.clone()) {
+        let tree = tree.as_path();
+        if !tree.is_dir() {
+            bail!(
+                "the capsule image {} needs this host's {} (apt-get install gdb)",
+                image.reference(),
+                tree.display()
+            );
+        }
+        files_under(tree, &mut files)?;
     }
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(true);
@@ -202,6 +286,24 @@ fn rootfs_tar() -> anyhow::Result<Vec<u8>> {
         tar.append_data(&mut header, path, text.as_bytes())?;
     }
     Ok(tar.into_inner()?)
+}
+
+/// The regular files under `dir` (links followed to files, not to directories), but the
+/// subdirectories gdb never loads.
+fn files_under(dir: &Path, files: &mut BTreeSet<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if !TREE_SKIPPED.contains(&entry.file_name().to_str().unwrap_or_default()) {
+                files_under(&path, files)?;
+            }
+        } else if path.is_file() {
+            files.insert(path);
+        }
+    }
+    Ok(())
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
@@ -243,6 +345,15 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_embedded_pythons_library_is_found_from_its_shared_object() {
+        assert_eq!(
+            python_library(Path::new("/lib/x86_64-linux-gnu/libpython3.11.so.1.0")),
+            Some(PathBuf::from("/usr/lib/python3.11"))
+        );
+        assert_eq!(python_library(Path::new("/lib/libc.so.6")), None);
+    }
 
     #[test]
     fn reads_ldd_output() {

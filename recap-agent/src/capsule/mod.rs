@@ -26,13 +26,19 @@ pub const LABEL_OWNER: &str = "recap.owner";
 pub enum Tool {
     Tcpdump,
     Strace,
+    /// Every thread's stack of the target's processes (gdb), at the window's end and at
+    /// `every:` intervals.
+    Gdb,
 }
 
 impl Tool {
+    pub const ALL: [Tool; 3] = [Tool::Tcpdump, Tool::Strace, Tool::Gdb];
+
     pub fn name(self) -> &'static str {
         match self {
             Tool::Tcpdump => "tcpdump",
             Tool::Strace => "strace",
+            Tool::Gdb => "gdb",
         }
     }
 
@@ -40,12 +46,29 @@ impl Tool {
         match self {
             Tool::Tcpdump => "tcpdump.pcap",
             Tool::Strace => "strace.log",
+            Tool::Gdb => "stacks.txt",
+        }
+    }
+
+    /// How long it may take to finish once stopped (gdb dumps the stacks then).
+    pub fn stop_grace(self) -> std::time::Duration {
+        match self {
+            Tool::Gdb => std::time::Duration::from_secs(30),
+            Tool::Tcpdump | Tool::Strace => std::time::Duration::from_secs(5),
+        }
+    }
+
+    /// The capsule image the tool is in (gdb brings Python's library: an image of its own).
+    pub fn image(self) -> image::Image {
+        match self {
+            Tool::Tcpdump | Tool::Strace => image::Image::Base,
+            Tool::Gdb => image::Image::Gdb,
         }
     }
 }
 
-/// `--capsule tcpdump[=FILTER]` or `--capsule strace[=ARGS]`. The text after `=` is split on
-/// whitespace into argv words: it never goes through a shell.
+/// `--capsule tcpdump[=FILTER]`, `--capsule strace[=ARGS]` or `--capsule gdb[=every:DURATION]`.
+/// The text after `=` is split on whitespace into argv words: it never goes through a shell.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapsuleSpec {
     pub tool: Tool,
@@ -56,21 +79,48 @@ impl FromStr for CapsuleSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, rest) = s.split_once('=').unwrap_or((s, ""));
-        let tool = match name.trim() {
-            "tcpdump" => Tool::Tcpdump,
-            "strace" => Tool::Strace,
-            other => {
-                return Err(format!(
-                    "unknown capsule `{other}`; known: tcpdump[=FILTER], strace[=ARGS]"
-                ))
-            }
-        };
+        let tool = Tool::ALL
+            .into_iter()
+            .find(|t| t.name() == name.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown capsule `{}`; known: tcpdump[=FILTER], strace[=ARGS], gdb[=every:DURATION]",
+                    name.trim()
+                )
+            })?;
         let args: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
         match tool {
             Tool::Tcpdump => check_tcpdump_filter(&args)?,
             Tool::Strace => check_strace_options(&args)?,
+            Tool::Gdb => {
+                gdb_interval(&args)?;
+            }
         }
         Ok(CapsuleSpec { tool, args })
+    }
+}
+
+/// The interval of `gdb=every:DURATION` (1 s to 1 h), `None` for stacks at the end only.
+pub fn gdb_interval(words: &[String]) -> Result<Option<std::time::Duration>, String> {
+    match words {
+        [] => Ok(None),
+        [one] => {
+            let text = one.strip_prefix("every:").ok_or_else(|| {
+                format!(
+                    "the gdb capsule takes `every:DURATION` (e.g. gdb=every:10s), not `{}`",
+                    one.escape_debug()
+                )
+            })?;
+            let every =
+                humantime::parse_duration(text).map_err(|e| format!("gdb=every:{text}: {e}"))?;
+            if every < std::time::Duration::from_secs(1)
+                || every > std::time::Duration::from_secs(3600)
+            {
+                return Err(format!("gdb=every:{text}: between 1s and 1h"));
+            }
+            Ok(Some(every))
+        }
+        _ => Err("the gdb capsule takes one `every:DURATION` at most".into()),
     }
 }
 
@@ -179,10 +229,28 @@ mod tests {
         let c: CapsuleSpec = "strace".parse().unwrap();
         assert!(c.args.is_empty());
         assert_eq!(c.to_string(), "strace");
-        assert!("gdb"
+        assert!("lldb"
             .parse::<CapsuleSpec>()
             .unwrap_err()
             .contains("unknown capsule"));
+        let c: CapsuleSpec = "gdb=every:10s".parse().unwrap();
+        assert_eq!(
+            gdb_interval(&c.args),
+            Ok(Some(std::time::Duration::from_secs(10)))
+        );
+        assert_eq!(
+            gdb_interval(&"gdb".parse::<CapsuleSpec>().unwrap().args),
+            Ok(None)
+        );
+        for bad in [
+            "gdb=every:0s",
+            "gdb=every:2h",
+            "gdb=-p 1",
+            "gdb=every:1s every:2s",
+            "gdb=every:x",
+        ] {
+            assert!(bad.parse::<CapsuleSpec>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -30,10 +30,7 @@ pub async fn reap_orphans(docker: &Docker) -> anyhow::Result<Vec<Reaped>> {
     let mut reaped = Vec::new();
     for c in docker.list_containers(Some(options)).await? {
         let labels = c.labels.unwrap_or_default();
-        let ours = c
-            .image
-            .as_deref()
-            .is_some_and(|i| i.starts_with(&format!("{}:", image::REPO)));
+        let ours = c.image.as_deref().is_some_and(image::Image::is_ours);
         let abandoned = labels
             .get(LABEL_OWNER)
             .is_some_and(|owner| owner_gone(owner));

@@ -102,7 +102,7 @@ impl Capsule {
         let labels = labels(ctx);
         let container = match runtime {
             Runtime::Docker(docker) => {
-                let body = docker_create_body(tool, capabilities, labels, ctx);
+                let body = docker_create_body(spec.tool.image(), tool, capabilities, labels, ctx);
                 let options = CreateContainerOptionsBuilder::new().name(&name).build();
                 let created = docker
                     .create_container(Some(options), body)
@@ -120,6 +120,7 @@ impl Capsule {
                 let made = site
                     .create(
                         &name,
+                        spec.tool.image(),
                         command,
                         &capabilities,
                         labels,
@@ -153,6 +154,7 @@ impl Capsule {
         let attach_line = match self.spec.tool {
             Tool::Tcpdump => "listening on",
             Tool::Strace => "attached",
+            Tool::Gdb => STACKS_READY,
         };
         let (docker, id) = match &self.container {
             Container::Docker { docker, id } => (docker, id),
@@ -198,7 +200,7 @@ impl Capsule {
                 // It may have stopped by itself (size cap); then there is nothing to signal.
                 let _ = docker.kill_container(id, Some(kill)).await;
                 let mut wait = docker.wait_container(id, None);
-                let _ = tokio::time::timeout(Duration::from_secs(5), wait.next()).await;
+                let _ = tokio::time::timeout(self.spec.tool.stop_grace(), wait.next()).await;
                 docker
                     .inspect_container(id, None)
                     .await
@@ -207,7 +209,7 @@ impl Capsule {
                     .and_then(|s| s.exit_code)
                     .unwrap_or(-1)
             }
-            Container::Cri(c) => c.stop().await,
+            Container::Cri(c) => c.stop(self.spec.tool.stop_grace()).await,
         }
     }
 
@@ -218,12 +220,12 @@ impl Capsule {
         // a capture that lost any is not called complete.
         let dropped = match self.spec.tool {
             Tool::Tcpdump => parse_dropped(&self.log_tail().await),
-            Tool::Strace => None,
+            Tool::Strace | Tool::Gdb => None,
         };
         let artifact = self.spec.tool.artifact();
         let truncated = match self.spec.tool {
             Tool::Tcpdump => pcap_truncation(&self.artifact_dir, artifact),
-            Tool::Strace => None,
+            Tool::Strace | Tool::Gdb => None,
         };
         let outcome = match exit_code {
             0 | 143 if dropped.is_some_and(|d| d > 0) => CapsuleOutcome::Incomplete {
@@ -409,8 +411,49 @@ fn tool_command(
             }
             (cmd, vec!["SYS_PTRACE"])
         }
+        Tool::Gdb => {
+            let every = super::gdb_interval(&spec.args)
+                .map_err(anyhow::Error::msg)?
+                .map_or(0, |d| d.as_secs());
+            let pids = namespace_pids(ctx.cgroup_dir)?;
+            if pids.is_empty() {
+                bail!("the target container has no processes to look at");
+            }
+            let mut cmd: Vec<String> = ["busybox", "sh", "-c", STACKS, "stacks"]
+                .map(String::from)
+                .to_vec();
+            cmd.push(every.to_string());
+            cmd.extend(pids.iter().map(u32::to_string));
+            // SYS_PTRACE to attach; DAC_OVERRIDE to open the memory of a target that runs as
+            // another user (ptrace can change that memory anyway).
+            (cmd, vec!["SYS_PTRACE", "DAC_OVERRIDE"])
+        }
     })
 }
+
+/// What the gdb capsule prints once it is ready.
+const STACKS_READY: &str = "stacks: ready";
+
+/// The gdb capsule's tool (`busybox sh -c STACKS stacks EVERY_S PID...`): every thread's stack
+/// of each process into /out/stacks.txt when it is stopped (SIGTERM: the window's end) and
+/// every EVERY_S seconds if not 0. gdb reads the process's files through its root
+/// (`/proc/PID/root`: the capsule shares its PID namespace, not its files), runs no scripts
+/// from them (`auto-load off`) and asks no server for debug info; each dump is cut at 30 s.
+const STACKS: &str = r#"every="$1"; shift
+dump() {
+  for pid in "$@"; do
+    echo "==== process $pid ($(busybox cat /proc/$pid/comm 2>/dev/null)) at $(busybox date -u +%Y-%m-%dT%H:%M:%SZ)"
+    busybox timeout 30 gdb --batch -nx -iex 'set auto-load off' -iex 'set debuginfod enabled off' \
+      -iex "set sysroot /proc/$pid/root" -ex 'set pagination off' -ex 'thread apply all bt' \
+      -p "$pid" </dev/null 2>&1
+  done >>/out/stacks.txt
+}
+trap 'dump "$@"; exit 0' TERM
+echo "stacks: ready ($# processes)"
+while :; do
+  if [ "$every" -gt 0 ]; then busybox sleep "$every" & wait $!; dump "$@"
+  else busybox sleep 3600 & wait $!; fi
+done"#;
 
 /// The window, the target and the owner (`PID:STARTTIME`) on every capsule: what the reaper
 /// reads.
@@ -443,6 +486,7 @@ fn supervised(ctx: &CapsuleContext<'_>, fsize: &str, tool: Vec<String>) -> Vec<S
 }
 
 fn docker_create_body(
+    image: image::Image,
     tool: Vec<String>,
     capabilities: Vec<&str>,
     labels: HashMap<String, String>,
@@ -479,7 +523,7 @@ fn docker_create_body(
         ..Default::default()
     };
     ContainerCreateBody {
-        image: Some(image::reference()),
+        image: Some(image.reference()),
         cmd: Some(supervised(ctx, "-", tool)),
         entrypoint: Some(vec![]),
         labels: Some(labels),

@@ -74,15 +74,19 @@ pub async fn prepare(
     window_id: &str,
 ) -> anyhow::Result<SafeDir> {
     let dir = artifacts::window_dir(&options.artifacts, window_id)?;
-    let built = match runtime {
-        Runtime::Docker(docker) => image::ensure(docker).await?,
-        Runtime::Cri(site) => image::ensure_cri(&site.endpoint).await?,
-    };
-    if built {
-        log::warn!(
-            "built the capsule image {} from this host's tools (once per RECap version and runtime)",
-            image::reference()
-        );
+    let images: std::collections::BTreeSet<image::Image> =
+        options.specs.iter().map(|s| s.tool.image()).collect();
+    for wanted in images {
+        let built = match runtime {
+            Runtime::Docker(docker) => image::ensure(docker, wanted).await?,
+            Runtime::Cri(site) => image::ensure_cri(&site.endpoint, wanted).await?,
+        };
+        if built {
+            log::warn!(
+                "built the capsule image {} from this host's tools (once per RECap version and runtime)",
+                wanted.reference()
+            );
+        }
     }
     Ok(dir)
 }
