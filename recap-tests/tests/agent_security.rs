@@ -505,3 +505,50 @@ fn group_rules_use_the_groups_of_the_connection() {
     drop(agent);
     assert_no_residue();
 }
+
+/// A caller allowed capsules may not run an image of its choosing: only an image its rule
+/// names (`images`), or root.
+#[test]
+fn a_caller_runs_only_the_capsule_images_its_rule_names() {
+    if !require_root() {
+        return;
+    }
+    let web = AppContainer::run_labelled("recap-sec-image", &["recap.allow=true"]);
+    let policy = format!(
+        "[[rule]]\nname = \"sre\"\nuids = [{}]\ncontainer_labels = [\"recap.allow=true\"]\ncapsules = [\"tcpdump\", \"strace\", \"gdb\"]\nimages = [\"team/tools:1\"]\nmax_duration = \"30s\"\n",
+        SRE.0
+    );
+    let agent = AgentProcess::start("sec-image", Some(&policy), &["--socket-group", "4000"]);
+    let capsule = format!(
+        "image={},cmd=/bin/busybox ps",
+        recap_tests::docker::APP_IMAGE
+    );
+    let args = [
+        "window",
+        "start",
+        "--container",
+        &web.name,
+        "-d",
+        "2s",
+        "--capsule",
+        &capsule,
+    ];
+    let (code, _, err) = agent.recap_as(Some(SRE), &args);
+    assert_ne!(code, 0, "an image the rule does not name ran");
+    assert!(
+        err.contains("capsule image `recap-test-httpd:1` is not in its images (team/tools:1)"),
+        "{err}"
+    );
+    let (code, out, err) = agent.recap_as(Some(STRANGER), &args);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("no rule"), "{err}");
+    // Root may.
+    let (code, out, err) = agent.recap_as(None, &args);
+    assert_eq!(code, 0, "{err}\n{}", agent.log());
+    let (code, _, err) = agent.recap_as(None, &["window", "wait", out.trim(), "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    drop(agent);
+    drop(web);
+    assert_no_residue();
+    assert!(recap_tests::docker::capsule_containers().is_empty());
+}

@@ -568,3 +568,62 @@ fn a_gdb_capsule_shows_where_every_thread_is_blocked() {
     assert!(!text.contains("Python Exception"), "{text}");
     assert_clean();
 }
+
+/// A capsule of the caller's own image (`image=REF,cmd=...`, here the test app image with its
+/// busybox's netstat and ps): it runs in the target's network and PID namespaces (it sees the
+/// target's listening port and processes), with RECap's supervisor; an image the engine does
+/// not have is refused before anything starts (RECap never pulls).
+#[test]
+fn a_capsule_of_your_own_image_joins_the_target() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-custom");
+    let artifacts = std::env::temp_dir().join(format!("recap-custom-{}", std::process::id()));
+    for (cmd, expect) in [
+        ("/bin/busybox netstat -tln", ":::80 "),
+        ("/bin/busybox ps", "httpd -f -p 80"),
+    ] {
+        let capsule = format!("image={APP_IMAGE},cmd={cmd}");
+        let mut run = RecapRun::start(&[
+            "window",
+            "--local",
+            "--container",
+            &app.name,
+            "-d",
+            "60s",
+            "--probes",
+            "proc",
+            "--capsule",
+            &capsule,
+            "--artifacts",
+            artifacts.to_str().unwrap(),
+            "-o",
+            "json",
+        ]);
+        run.wait_armed();
+        thread::sleep(Duration::from_millis(500));
+        let (s, err) = run.interrupt();
+        let (log, report) = artifact(&s, "image=");
+        assert_eq!(report["status"], "ok", "{report:#}\n{err}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains(expect), "{cmd}:\n{text}");
+    }
+    let (code, _, err) = recap(&[
+        "window",
+        "--local",
+        "--container",
+        &app.name,
+        "-d",
+        "5s",
+        "--capsule",
+        "image=recap-test-not-here:1,cmd=/bin/true",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is not in the local engine") && err.contains("never pulls"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&artifacts);
+    assert_clean();
+}

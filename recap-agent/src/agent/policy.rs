@@ -15,6 +15,7 @@
 //! container_labels = ["recap.allow=true"]
 //! families = ["tcp", "net", "proc", "cpu"]
 //! capsules = ["tcpdump"]
+//! images = ["team/tools:1"]    # capsules of the caller's own image (`image=REF,cmd=...`)
 //! max_duration = "10m"
 //! max_windows = 4
 //! otlp = false
@@ -69,6 +70,10 @@ pub struct Rule {
     /// Capsule tools allowed (default: none).
     #[serde(default)]
     pub capsules: Vec<String>,
+    /// The caller's own capsule images allowed (`--capsule image=REF,...`), each by its exact
+    /// reference (default: none).
+    #[serde(default)]
+    pub images: Vec<String>,
     #[serde(default = "default_max_duration", deserialize_with = "duration")]
     pub max_duration: Duration,
     #[serde(default = "default_max_windows")]
@@ -286,17 +291,24 @@ impl Policy {
                 allowed.join(", ")
             ));
         }
-        if let Some(c) = spec
-            .capsules
-            .specs
-            .iter()
-            .find(|c| !rule.capsules.iter().any(|t| t == c.tool.name()))
-        {
-            return refuse(format!(
-                "capsule `{}` is not in its capsules ({})",
-                c.tool.name(),
-                rule.capsules.join(", ")
-            ));
+        for c in &spec.capsules.specs {
+            match c.custom_image() {
+                Some(theirs) if !rule.images.iter().any(|i| i == theirs) => {
+                    return refuse(format!(
+                        "capsule image `{theirs}` is not in its images ({})",
+                        rule.images.join(", ")
+                    ));
+                }
+                Some(_) => {}
+                None if !rule.capsules.iter().any(|t| t == c.tool.name()) => {
+                    return refuse(format!(
+                        "capsule `{}` is not in its capsules ({})",
+                        c.tool.name(),
+                        rule.capsules.join(", ")
+                    ));
+                }
+                None => {}
+            }
         }
         if artifacts_given {
             return refuse("--artifacts is for root; capsules of other callers write under the agent's artifact directory".into());
@@ -397,6 +409,7 @@ uids = [1000]
 cgroup_prefixes = ["/sys/fs/cgroup/unified/allowed"]
 container_labels = ["recap.allow=true"]
 capsules = ["tcpdump"]
+images = ["team/tools:1"]
 max_duration = "5m"
 max_windows = 2
 "#;
@@ -463,6 +476,24 @@ max_windows = 2
             0
         )
         .contains("capsule `strace`"));
+        let custom = |image: &str| {
+            spec(&[
+                "--container",
+                "x",
+                "--capsule",
+                &format!("image={image},cmd=/bin/true"),
+            ])
+        };
+        assert_eq!(
+            policy.admit(&sre, &custom("team/tools:1"), false, 0, 0, 0),
+            Ok(())
+        );
+        assert!(refused(&sre, &custom("team/other:1"), false, 0)
+            .contains("capsule image `team/other:1` is not in its images (team/tools:1)"));
+        assert_eq!(
+            policy.admit(&root, &custom("anything:2"), false, 0, 0, 0),
+            Ok(())
+        );
         assert!(refused(&sre, &ok, true, 0).contains("--artifacts"));
         assert!(refused(
             &sre,

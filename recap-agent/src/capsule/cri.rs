@@ -24,7 +24,7 @@ use k8s_cri::v1::{
 };
 use tonic::transport::Channel;
 
-use super::{image, reaper, reaper::Reaped, LABEL_OWNER, LABEL_WINDOW};
+use super::{reaper, reaper::Reaped, LABEL_OWNER, LABEL_WINDOW};
 use crate::targets::{cgroup, pod::PodMeta};
 
 /// CRI `NamespaceMode`: the pod's, the node's, another container's.
@@ -114,17 +114,17 @@ impl PodSite {
         })
     }
 
-    /// Creates the capsule container in the sandbox (not started). `command` runs as the
-    /// container's process, with `capabilities` only.
-    pub async fn create(
-        &self,
-        name: &str,
-        image: image::Image,
-        command: Vec<String>,
-        capabilities: &[&str],
-        labels: HashMap<String, String>,
-        out_dir: &Path,
-    ) -> anyhow::Result<CriContainer> {
+    /// Creates the capsule container in the sandbox (not started).
+    pub async fn create(&self, new: NewCapsule<'_>) -> anyhow::Result<CriContainer> {
+        let NewCapsule {
+            name,
+            image,
+            busybox,
+            command,
+            capabilities,
+            labels,
+            out_dir,
+        } = new;
         // Made by root, for root: nobody else can put a link where containerd writes.
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -145,16 +145,23 @@ impl PodSite {
                 attempt: 0,
             }),
             image: Some(ImageSpec {
-                image: image.cri_reference(),
+                image,
                 ..Default::default()
             }),
             command,
-            mounts: vec![Mount {
+            mounts: std::iter::once(Mount {
                 container_path: "/out".into(),
                 host_path: out_dir.display().to_string(),
                 readonly: false,
                 ..Default::default()
-            }],
+            })
+            .chain(busybox.map(|b| Mount {
+                container_path: super::sidecar::CUSTOM_BUSYBOX.into(),
+                host_path: b.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            }))
+            .collect(),
             labels,
             log_path: log_file.clone(),
             linux: Some(LinuxContainerConfig {
@@ -177,6 +184,8 @@ impl PodSite {
                         ..Default::default()
                     }),
                     readonly_rootfs: true,
+                    // A caller's image may name another user; the artifact directory is root's.
+                    run_as_user: Some(k8s_cri::v1::Int64Value { value: 0 }),
                     no_new_privs: true,
                     seccomp: Some(SecurityProfile {
                         profile_type: SECCOMP_RUNTIME_DEFAULT,
@@ -212,6 +221,18 @@ impl PodSite {
     pub fn forget_logs(&self) {
         let _ = std::fs::remove_dir_all(&self.log_dir);
     }
+}
+
+/// What a capsule container is made of: `command` runs as its process, in `image`, with
+/// `capabilities` only, `out_dir` at /out (and `busybox` for the supervisor, in a caller's image).
+pub struct NewCapsule<'a> {
+    pub name: &'a str,
+    pub image: String,
+    pub busybox: Option<PathBuf>,
+    pub command: Vec<String>,
+    pub capabilities: &'a [&'a str],
+    pub labels: HashMap<String, String>,
+    pub out_dir: &'a Path,
 }
 
 /// A capsule container in a pod's sandbox.
@@ -372,7 +393,7 @@ pub async fn reap_orphans(endpoint: &Path) -> anyhow::Result<Vec<Reaped>> {
         let ours = c
             .image
             .as_ref()
-            .is_some_and(|i| image::Image::is_ours(&i.image));
+            .is_some_and(|i| super::is_capsule(&i.image, &c.labels));
         let abandoned = c
             .labels
             .get(LABEL_OWNER)

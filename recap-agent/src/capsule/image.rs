@@ -138,9 +138,40 @@ pub async fn build(docker: &Docker, image: Image) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Imports the image into the CRI runtime at `endpoint` unless it has it. Returns whether it
-/// imported it.
-pub async fn ensure_cri(endpoint: &Path, image: Image) -> anyhow::Result<bool> {
+/// The host's busybox, if it is a static one (it runs in a caller's image, whatever that holds).
+pub fn static_busybox() -> anyhow::Result<PathBuf> {
+    let path = which("busybox").context(
+        "a capsule of your image needs this host's static busybox (apt-get install busybox-static)",
+    )?;
+    if !shared_libraries(&path)?.is_empty() {
+        bail!(
+            "{} is not a static busybox: a capsule of your image needs one (apt-get install busybox-static)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Whether the engine has `reference` (a caller's image: RECap never pulls one).
+pub async fn present(docker: &Docker, reference: &str) -> anyhow::Result<()> {
+    match docker.inspect_image(reference).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => bail!(
+            "the capsule image {reference} is not in the local engine: build or load it first (docker build -t {reference} .); RECap never pulls"
+        ),
+        Err(e) => Err(e).context("looking for the capsule image"),
+    }
+}
+
+/// Whether the CRI runtime at `endpoint` has `reference`.
+pub async fn present_cri(endpoint: &Path, reference: &str) -> anyhow::Result<()> {
+    if cri_has(endpoint, reference).await? {
+        return Ok(());
+    }
+    bail!("the capsule image {reference} is not in the node's runtime: import it first (ctr -n k8s.io images import, or nerdctl -n k8s.io load); RECap never pulls")
+}
+
+async fn cri_has(endpoint: &Path, reference: &str) -> anyhow::Result<bool> {
     use k8s_cri::v1::{image_service_client::ImageServiceClient, ImageSpec, ImageStatusRequest};
     let channel = crate::unix_grpc::unix_channel(endpoint, "cri.image")
         .await
@@ -148,7 +179,7 @@ pub async fn ensure_cri(endpoint: &Path, image: Image) -> anyhow::Result<bool> {
     let status = ImageServiceClient::new(channel)
         .image_status(ImageStatusRequest {
             image: Some(ImageSpec {
-                image: image.cri_reference(),
+                image: reference.to_string(),
                 ..Default::default()
             }),
             verbose: false,
@@ -156,7 +187,13 @@ pub async fn ensure_cri(endpoint: &Path, image: Image) -> anyhow::Result<bool> {
         .await
         .map_err(|e| anyhow::anyhow!("looking for the capsule image through CRI: {}", e.message()))?
         .into_inner();
-    if status.image.is_some() {
+    Ok(status.image.is_some())
+}
+
+/// Imports the image into the CRI runtime at `endpoint` unless it has it. Returns whether it
+/// imported it.
+pub async fn ensure_cri(endpoint: &Path, image: Image) -> anyhow::Result<bool> {
+    if cri_has(endpoint, &image.cri_reference()).await? {
         return Ok(false);
     }
     let archive = tokio::task::spawn_blocking(move || docker_archive(image)).await??;

@@ -20,6 +20,19 @@ pub const LABEL_TARGET: &str = "recap.target";
 /// `PID:STARTTIME` of the recap process that owns the capsule: how the reaper tells a live
 /// window from one whose process is gone (PIDs are reused, start times are not).
 pub const LABEL_OWNER: &str = "recap.owner";
+/// On a capsule of the caller's image: that image. The reaper removes RECap's images' capsules,
+/// and those whose image is the one this label names.
+pub const LABEL_CUSTOM_IMAGE: &str = "recap.custom_image";
+
+/// Whether a container (its image, as listed, and its labels) is a RECap capsule: RECap's
+/// image, or the caller's image its label names.
+pub fn is_capsule(image: &str, labels: &std::collections::HashMap<String, String>) -> bool {
+    image::Image::is_ours(image)
+        || labels.get(LABEL_CUSTOM_IMAGE).is_some_and(|theirs| {
+            let listed = image.strip_prefix("docker.io/library/").unwrap_or(image);
+            theirs == image || theirs == listed
+        })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,16 +42,19 @@ pub enum Tool {
     /// Every thread's stack of the target's processes (gdb), at the window's end and at
     /// `every:` intervals.
     Gdb,
+    /// The caller's own image (`image=REF,cmd=...`), with no capabilities.
+    Image,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 3] = [Tool::Tcpdump, Tool::Strace, Tool::Gdb];
+    pub const ALL: [Tool; 4] = [Tool::Tcpdump, Tool::Strace, Tool::Gdb, Tool::Image];
 
     pub fn name(self) -> &'static str {
         match self {
             Tool::Tcpdump => "tcpdump",
             Tool::Strace => "strace",
             Tool::Gdb => "gdb",
+            Tool::Image => "image",
         }
     }
 
@@ -47,6 +63,7 @@ impl Tool {
             Tool::Tcpdump => "tcpdump.pcap",
             Tool::Strace => "strace.log",
             Tool::Gdb => "stacks.txt",
+            Tool::Image => "image.log",
         }
     }
 
@@ -54,20 +71,23 @@ impl Tool {
     pub fn stop_grace(self) -> std::time::Duration {
         match self {
             Tool::Gdb => std::time::Duration::from_secs(30),
-            Tool::Tcpdump | Tool::Strace => std::time::Duration::from_secs(5),
+            Tool::Tcpdump | Tool::Strace | Tool::Image => std::time::Duration::from_secs(5),
         }
     }
 
-    /// The capsule image the tool is in (gdb brings Python's library: an image of its own).
-    pub fn image(self) -> image::Image {
+    /// RECap's capsule image the tool is in (gdb brings Python's library: an image of its
+    /// own); `None`: the caller's image.
+    pub fn image(self) -> Option<image::Image> {
         match self {
-            Tool::Tcpdump | Tool::Strace => image::Image::Base,
-            Tool::Gdb => image::Image::Gdb,
+            Tool::Tcpdump | Tool::Strace => Some(image::Image::Base),
+            Tool::Gdb => Some(image::Image::Gdb),
+            Tool::Image => None,
         }
     }
 }
 
-/// `--capsule tcpdump[=FILTER]`, `--capsule strace[=ARGS]` or `--capsule gdb[=every:DURATION]`.
+/// `--capsule tcpdump[=FILTER]`, `strace[=ARGS]`, `gdb[=every:DURATION]` or
+/// `image=REF,cmd=PROGRAM ARGS...`.
 /// The text after `=` is split on whitespace into argv words: it never goes through a shell.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapsuleSpec {
@@ -84,10 +104,16 @@ impl FromStr for CapsuleSpec {
             .find(|t| t.name() == name.trim())
             .ok_or_else(|| {
                 format!(
-                    "unknown capsule `{}`; known: tcpdump[=FILTER], strace[=ARGS], gdb[=every:DURATION]",
+                    "unknown capsule `{}`; known: tcpdump[=FILTER], strace[=ARGS], gdb[=every:DURATION], image=REF,cmd=PROGRAM",
                     name.trim()
                 )
             })?;
+        if tool == Tool::Image {
+            return Ok(CapsuleSpec {
+                tool,
+                args: custom_image(rest)?,
+            });
+        }
         let args: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
         match tool {
             Tool::Tcpdump => check_tcpdump_filter(&args)?,
@@ -95,9 +121,38 @@ impl FromStr for CapsuleSpec {
             Tool::Gdb => {
                 gdb_interval(&args)?;
             }
+            Tool::Image => unreachable!("parsed above"),
         }
         Ok(CapsuleSpec { tool, args })
     }
+}
+
+/// `REF,cmd=PROGRAM ARGS...` as `[REF, PROGRAM, ARGS...]`: an image reference as Docker
+/// writes one (no option, no space), and the program it runs, split into argv words (never
+/// through a shell). The image's own entrypoint is not run: the capsule's supervisor is.
+fn custom_image(text: &str) -> Result<Vec<String>, String> {
+    let (reference, cmd) = text.split_once(",cmd=").ok_or_else(|| {
+        "the image capsule is `image=REF,cmd=PROGRAM ARGS...` (e.g. image=myteam/tools:1,cmd=/usr/bin/iperf3 -s): RECap runs the program you name in it".to_string()
+    })?;
+    let reference = reference.trim();
+    let valid = !reference.is_empty()
+        && reference.len() <= 255
+        && !reference.starts_with('-')
+        && reference
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/:@-".contains(c));
+    if !valid {
+        return Err(format!(
+            "`{}` is not an image reference (REPOSITORY[:TAG] or @sha256:DIGEST, as `docker images` shows)",
+            reference.escape_debug()
+        ));
+    }
+    let mut words = vec![reference.to_string()];
+    words.extend(cmd.split_whitespace().map(str::to_owned));
+    if words.len() == 1 {
+        return Err("image=REF,cmd=: name the program to run".into());
+    }
+    Ok(words)
 }
 
 /// The interval of `gdb=every:DURATION` (1 s to 1 h), `None` for stacks at the end only.
@@ -174,9 +229,31 @@ fn check_strace_options(words: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+impl CapsuleSpec {
+    /// The caller's image of an `image=` capsule.
+    pub fn custom_image(&self) -> Option<&str> {
+        (self.tool == Tool::Image).then(|| self.args[0].as_str())
+    }
+
+    /// The image the capsule runs, as the engine (`cri` false) or a CRI runtime names it.
+    pub fn image_reference(&self, cri: bool) -> String {
+        match (self.tool.image(), self.custom_image()) {
+            (Some(ours), _) if cri => ours.cri_reference(),
+            (Some(ours), _) => ours.reference(),
+            (None, Some(theirs)) => theirs.to_string(),
+            (None, None) => unreachable!("a tool without an image"),
+        }
+    }
+}
+
 impl fmt::Display for CapsuleSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.tool.name())?;
+        if let [reference, cmd @ ..] = self.args.as_slice() {
+            if self.tool == Tool::Image {
+                return write!(f, "={reference},cmd={}", cmd.join(" "));
+            }
+        }
         if !self.args.is_empty() {
             write!(f, "={}", self.args.join(" "))?;
         }
@@ -268,5 +345,18 @@ mod tests {
             assert!(hostile.parse::<CapsuleSpec>().is_err(), "{hostile}");
         }
         assert!("strace=-etrace=read -s128".parse::<CapsuleSpec>().is_ok());
+        let c: CapsuleSpec = "image=team/tools:1,cmd=/bin/iperf3 -s".parse().unwrap();
+        assert_eq!(c.custom_image(), Some("team/tools:1"));
+        assert_eq!(c.args, ["team/tools:1", "/bin/iperf3", "-s"]);
+        assert_eq!(c.to_string(), "image=team/tools:1,cmd=/bin/iperf3 -s");
+        for hostile in [
+            "image=team/tools:1",
+            "image=team/tools:1,cmd=",
+            "image=--privileged,cmd=/bin/sh",
+            "image=a b,cmd=/bin/sh",
+            "image=x;rm,cmd=/bin/sh",
+        ] {
+            assert!(hostile.parse::<CapsuleSpec>().is_err(), "{hostile}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use bollard::{
     Docker,
 };
 
-use super::{image, LABEL_OWNER, LABEL_WINDOW};
+use super::{LABEL_OWNER, LABEL_WINDOW};
 use crate::targets::cgroup;
 
 /// A capsule that was removed, and why.
@@ -30,7 +30,10 @@ pub async fn reap_orphans(docker: &Docker) -> anyhow::Result<Vec<Reaped>> {
     let mut reaped = Vec::new();
     for c in docker.list_containers(Some(options)).await? {
         let labels = c.labels.unwrap_or_default();
-        let ours = c.image.as_deref().is_some_and(image::Image::is_ours);
+        let ours = c
+            .image
+            .as_deref()
+            .is_some_and(|i| super::is_capsule(i, &labels));
         let abandoned = labels
             .get(LABEL_OWNER)
             .is_some_and(|owner| owner_gone(owner));

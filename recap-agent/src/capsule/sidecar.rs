@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 
 use super::{
     artifacts::SafeDir,
-    cri::{CriContainer, PodSite},
+    cri::{CriContainer, NewCapsule, PodSite},
     image, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool, LABEL_OWNER, LABEL_TARGET,
     LABEL_WINDOW,
 };
@@ -57,17 +57,20 @@ pub struct CapsuleContext<'a> {
 /// the grace period, and never its owner.
 pub const LIFELINE: &str = ".lifeline";
 
-/// Runs as the capsule's main process (`busybox sh -c SCRIPT capsule DEADLINE_S FSIZE TOOL
-/// ARGS...`): sets the file size cap in 512-byte blocks unless FSIZE is `-` (Docker sets it),
-/// starts the tool with its arguments as given (never through the shell), forwards SIGTERM to
-/// it, stops it when the lifeline ends or the deadline passes, and exits with its status.
-const SUPERVISOR: &str = r#"deadline="$1"; fsize="$2"; shift 2
+/// Runs as the capsule's main process (`BUSYBOX sh -c SCRIPT capsule BUSYBOX DEADLINE_S FSIZE
+/// OUT TOOL ARGS...`): sets the file size cap in 512-byte blocks unless FSIZE is `-` (Docker
+/// sets it), starts the tool with its arguments as given (never through the shell), its output
+/// into OUT unless `-`, forwards SIGTERM to it, stops it when the lifeline ends or the deadline
+/// passes, and exits with its status. BUSYBOX: RECap's images have it on their PATH; a caller's
+/// image gets the host's static one mounted read-only (`CUSTOM_BUSYBOX`).
+const SUPERVISOR: &str = r#"bb="$1"; deadline="$2"; fsize="$3"; out="$4"; shift 4
 if [ "$fsize" != - ]; then ulimit -f "$fsize" || exit 125; fi
-"$@" &
+echo "recap: capsule started"
+if [ "$out" = - ]; then "$@" & else "$@" >"$out" 2>&1 & fi
 tool=$!
 trap 'kill -TERM "$tool" 2>/dev/null' TERM INT
-( busybox cat /out/.lifeline >/dev/null 2>&1; kill -TERM "$tool" 2>/dev/null ) &
-( busybox sleep "$deadline"; kill -TERM "$tool" 2>/dev/null ) &
+( "$bb" cat /out/.lifeline >/dev/null 2>&1; kill -TERM "$tool" 2>/dev/null ) &
+( "$bb" sleep "$deadline"; kill -TERM "$tool" 2>/dev/null ) &
 wait "$tool"; status=$?
 while kill -0 "$tool" 2>/dev/null; do wait "$tool"; status=$?; done
 exit "$status""#;
@@ -99,10 +102,10 @@ impl Capsule {
     ) -> anyhow::Result<Capsule> {
         let name = format!("recap-{}-{}", ctx.window_id, spec.tool.name());
         let (tool, capabilities) = tool_command(spec, ctx)?;
-        let labels = labels(ctx);
+        let labels = labels(spec, ctx);
         let container = match runtime {
             Runtime::Docker(docker) => {
-                let body = docker_create_body(spec.tool.image(), tool, capabilities, labels, ctx);
+                let body = docker_create_body(spec, tool, capabilities, labels, ctx)?;
                 let options = CreateContainerOptionsBuilder::new().name(&name).build();
                 let created = docker
                     .create_container(Some(options), body)
@@ -116,16 +119,17 @@ impl Capsule {
             Runtime::Cri(site) => {
                 // CRI sets no file size limit: the supervisor does, in 512-byte blocks.
                 let fsize = (ctx.max_bytes / 512).max(1).to_string();
-                let command = supervised(ctx, &fsize, tool);
+                let command = supervised(spec, ctx, &fsize, tool);
                 let made = site
-                    .create(
-                        &name,
-                        spec.tool.image(),
+                    .create(NewCapsule {
+                        name: &name,
+                        image: spec.image_reference(true),
+                        busybox: busybox_for(spec)?,
                         command,
-                        &capabilities,
+                        capabilities: &capabilities,
                         labels,
-                        ctx.artifact_dir.path(),
-                    )
+                        out_dir: ctx.artifact_dir.path(),
+                    })
                     .await
                     .with_context(|| format!("creating capsule {name} in the pod"))?;
                 Container::Cri(made)
@@ -155,6 +159,7 @@ impl Capsule {
             Tool::Tcpdump => "listening on",
             Tool::Strace => "attached",
             Tool::Gdb => STACKS_READY,
+            Tool::Image => "recap: capsule started",
         };
         let (docker, id) = match &self.container {
             Container::Docker { docker, id } => (docker, id),
@@ -220,12 +225,12 @@ impl Capsule {
         // a capture that lost any is not called complete.
         let dropped = match self.spec.tool {
             Tool::Tcpdump => parse_dropped(&self.log_tail().await),
-            Tool::Strace | Tool::Gdb => None,
+            Tool::Strace | Tool::Gdb | Tool::Image => None,
         };
         let artifact = self.spec.tool.artifact();
         let truncated = match self.spec.tool {
             Tool::Tcpdump => pcap_truncation(&self.artifact_dir, artifact),
-            Tool::Strace | Tool::Gdb => None,
+            Tool::Strace | Tool::Gdb | Tool::Image => None,
         };
         let outcome = match exit_code {
             0 | 143 if dropped.is_some_and(|d| d > 0) => CapsuleOutcome::Incomplete {
@@ -428,6 +433,8 @@ fn tool_command(
             // another user (ptrace can change that memory anyway).
             (cmd, vec!["SYS_PTRACE", "DAC_OVERRIDE"])
         }
+        // The caller's program, with no capabilities at all.
+        Tool::Image => (spec.args[1..].to_vec(), Vec::new()),
     })
 }
 
@@ -457,41 +464,87 @@ done"#;
 
 /// The window, the target and the owner (`PID:STARTTIME`) on every capsule: what the reaper
 /// reads.
-fn labels(ctx: &CapsuleContext<'_>) -> HashMap<String, String> {
+fn labels(spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> HashMap<String, String> {
     let owner = format!(
         "{}:{}",
         std::process::id(),
         cgroup::process_start_time(std::process::id()).unwrap_or(0)
     );
-    HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_WINDOW.to_string(), ctx.window_id.to_string()),
         (LABEL_TARGET.to_string(), ctx.target_id.to_string()),
         (LABEL_OWNER.to_string(), owner),
-    ])
+    ]);
+    if let Some(theirs) = spec.custom_image() {
+        labels.insert(super::LABEL_CUSTOM_IMAGE.to_string(), theirs.to_string());
+    }
+    labels
 }
 
+/// Where a caller's image gets the host's static busybox (read-only), for the supervisor.
+pub const CUSTOM_BUSYBOX: &str = "/.recap/busybox";
+
 /// The capsule's main process: the supervisor running `tool`.
-fn supervised(ctx: &CapsuleContext<'_>, fsize: &str, tool: Vec<String>) -> Vec<String> {
+fn supervised(
+    spec: &CapsuleSpec,
+    ctx: &CapsuleContext<'_>,
+    fsize: &str,
+    tool: Vec<String>,
+) -> Vec<String> {
+    let busybox = match spec.tool {
+        Tool::Image => CUSTOM_BUSYBOX,
+        _ => "busybox",
+    };
+    let out = match spec.tool {
+        Tool::Image => format!("/out/{}", spec.tool.artifact()),
+        _ => "-".into(),
+    };
     let mut argv: Vec<String> = vec![
-        "busybox".into(),
+        busybox.into(),
         "sh".into(),
         "-c".into(),
         SUPERVISOR.into(),
         "capsule".into(),
+        busybox.into(),
         ctx.deadline.as_secs().max(1).to_string(),
         fsize.into(),
+        out,
     ];
     argv.extend(tool);
     argv
 }
 
+/// The host's static busybox for a capsule of the caller's image (its supervisor's shell).
+fn busybox_for(spec: &CapsuleSpec) -> anyhow::Result<Option<std::path::PathBuf>> {
+    match spec.tool {
+        Tool::Image => image::static_busybox().map(Some),
+        _ => Ok(None),
+    }
+}
+
 fn docker_create_body(
-    image: image::Image,
+    spec: &CapsuleSpec,
     tool: Vec<String>,
     capabilities: Vec<&str>,
     labels: HashMap<String, String>,
     ctx: &CapsuleContext<'_>,
-) -> ContainerCreateBody {
+) -> anyhow::Result<ContainerCreateBody> {
+    let mut mounts = vec![Mount {
+        target: Some("/out".into()),
+        source: Some(ctx.artifact_dir.path().display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(false),
+        ..Default::default()
+    }];
+    if let Some(busybox) = busybox_for(spec)? {
+        mounts.push(Mount {
+            target: Some(CUSTOM_BUSYBOX.into()),
+            source: Some(busybox.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let host_config = HostConfig {
         network_mode: Some(format!("container:{}", ctx.target_id)),
         pid_mode: Some(format!("container:{}", ctx.target_id)),
@@ -506,14 +559,8 @@ fn docker_create_body(
         memory: Some(256 << 20),
         nano_cpus: Some(500_000_000),
         pids_limit: Some(64),
-        // A mount, not a `binds` string: a path holding `:` cannot be misread.
-        mounts: Some(vec![Mount {
-            target: Some("/out".into()),
-            source: Some(ctx.artifact_dir.path().display().to_string()),
-            typ: Some(MountType::BIND),
-            read_only: Some(false),
-            ..Default::default()
-        }]),
+        // Mounts, not `binds` strings: a path holding `:` cannot be misread.
+        mounts: Some(mounts),
         // The size cap: the kernel stops the tool (SIGXFSZ) when its file would pass it.
         ulimits: Some(vec![ResourcesUlimits {
             name: Some("fsize".into()),
@@ -522,14 +569,16 @@ fn docker_create_body(
         }]),
         ..Default::default()
     };
-    ContainerCreateBody {
-        image: Some(image.reference()),
-        cmd: Some(supervised(ctx, "-", tool)),
+    Ok(ContainerCreateBody {
+        image: Some(spec.image_reference(false)),
+        cmd: Some(supervised(spec, ctx, "-", tool)),
         entrypoint: Some(vec![]),
+        // A caller's image may name another user; the artifact directory is root's.
+        user: (spec.tool == Tool::Image).then(|| "0:0".to_string()),
         labels: Some(labels),
         host_config: Some(host_config),
         ..Default::default()
-    }
+    })
 }
 
 /// PIDs of the cgroup's processes as the container's PID namespace numbers them (the capsule

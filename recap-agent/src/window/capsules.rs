@@ -74,8 +74,17 @@ pub async fn prepare(
     window_id: &str,
 ) -> anyhow::Result<SafeDir> {
     let dir = artifacts::window_dir(&options.artifacts, window_id)?;
-    let images: std::collections::BTreeSet<image::Image> =
-        options.specs.iter().map(|s| s.tool.image()).collect();
+    for theirs in options.specs.iter().filter_map(|s| s.custom_image()) {
+        match runtime {
+            Runtime::Docker(docker) => image::present(docker, theirs).await?,
+            Runtime::Cri(site) => image::present_cri(&site.endpoint, theirs).await?,
+        }
+    }
+    let images: std::collections::BTreeSet<image::Image> = options
+        .specs
+        .iter()
+        .filter_map(|s| s.tool.image())
+        .collect();
     for wanted in images {
         let built = match runtime {
             Runtime::Docker(docker) => image::ensure(docker, wanted).await?,
