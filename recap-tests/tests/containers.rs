@@ -627,3 +627,84 @@ fn a_capsule_of_your_own_image_joins_the_target() {
     let _ = std::fs::remove_dir_all(&artifacts);
     assert_clean();
 }
+
+/// `archive=`: a tar of paths in the container's filesystem at the window's end. A file written
+/// during the window is in it with its bytes; a link inside a directory is stored as a link
+/// (its target's files are not in the tar); a path that is a link pointing out of the
+/// container is not followed, and the capsule says so.
+#[test]
+fn an_archive_capsule_never_follows_a_link_out_of_the_container() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-archive");
+    let (ok, _) = docker_exec(
+        &app.id,
+        "mkdir -p /data/logs && echo first > /data/logs/app.log && ln -s /etc /data/etc && ln -s ../../../../../../.. /escape",
+    );
+    assert!(ok);
+    let artifacts = std::env::temp_dir().join(format!("recap-archive-{}", std::process::id()));
+    let mut run = RecapRun::start(&[
+        "window",
+        "--local",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--probes",
+        "proc",
+        "--capsule",
+        "archive=/data,/escape",
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    assert!(docker_exec(&app.id, "echo second >> /data/logs/app.log").0);
+    let (s, err) = run.interrupt();
+    let (tar, report) = artifact(&s, "archive");
+    assert_eq!(report["status"], "incomplete", "{report:#}\n{err}");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("/escape: a symbolic link") && reason.contains("not followed"),
+        "{reason}"
+    );
+    let listing = std::process::Command::new("tar")
+        .arg("tvf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().nth(5).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["data/", "data/etc", "data/logs/", "data/logs/app.log"],
+        "{listing}"
+    );
+    assert!(listing.contains("data/etc -> /etc"), "{listing}");
+    let content = std::process::Command::new("tar")
+        .arg("xOf")
+        .arg(&tar)
+        .arg("data/logs/app.log")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&content.stdout), "first\nsecond\n");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    assert_clean();
+}
+
+/// `docker exec ID sh -c SCRIPT` (busybox): (success, stdout).
+fn docker_exec(id: &str, script: &str) -> (bool, String) {
+    let out = std::process::Command::new("docker")
+        .args(["exec", id, "/bin/busybox", "sh", "-c", script])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

@@ -345,6 +345,22 @@ impl SafeDir {
         Ok(())
     }
 
+    /// Creates the file `name` here (0600), which must not exist, for writing (never a link).
+    pub fn create_new(&self, name: &str) -> std::io::Result<std::fs::File> {
+        let c = cstr(name.as_bytes())?;
+        // SAFETY: a valid directory descriptor and NUL-terminated name.
+        let fd = cvt(unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        })?;
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
     /// Makes a finished artifact 0600 and hands it to `owner`, if the window ran on someone's
     /// behalf. Returns its size, or None if the tool wrote nothing.
     pub fn seal(&self, name: &str, owner: Option<(u32, u32)>) -> std::io::Result<Option<u64>> {

@@ -4,6 +4,7 @@
 //! sandbox through CRI (`cri`). Whatever a crash leaves is found by label and removed by the
 //! next window (`reaper`, `cri::reap_orphans`).
 
+pub mod archive;
 pub mod artifacts;
 pub mod cri;
 pub mod image;
@@ -44,10 +45,19 @@ pub enum Tool {
     Gdb,
     /// The caller's own image (`image=REF,cmd=...`), with no capabilities.
     Image,
+    /// A tar of paths in the target's filesystem at the window's end (`archive.rs`), made by
+    /// RECap itself: no container.
+    Archive,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 4] = [Tool::Tcpdump, Tool::Strace, Tool::Gdb, Tool::Image];
+    pub const ALL: [Tool; 5] = [
+        Tool::Tcpdump,
+        Tool::Strace,
+        Tool::Gdb,
+        Tool::Image,
+        Tool::Archive,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -55,6 +65,7 @@ impl Tool {
             Tool::Strace => "strace",
             Tool::Gdb => "gdb",
             Tool::Image => "image",
+            Tool::Archive => "archive",
         }
     }
 
@@ -64,6 +75,7 @@ impl Tool {
             Tool::Strace => "strace.log",
             Tool::Gdb => "stacks.txt",
             Tool::Image => "image.log",
+            Tool::Archive => "archive.tar",
         }
     }
 
@@ -71,7 +83,9 @@ impl Tool {
     pub fn stop_grace(self) -> std::time::Duration {
         match self {
             Tool::Gdb => std::time::Duration::from_secs(30),
-            Tool::Tcpdump | Tool::Strace | Tool::Image => std::time::Duration::from_secs(5),
+            Tool::Tcpdump | Tool::Strace | Tool::Image | Tool::Archive => {
+                std::time::Duration::from_secs(5)
+            }
         }
     }
 
@@ -81,7 +95,7 @@ impl Tool {
         match self {
             Tool::Tcpdump | Tool::Strace => Some(image::Image::Base),
             Tool::Gdb => Some(image::Image::Gdb),
-            Tool::Image => None,
+            Tool::Image | Tool::Archive => None,
         }
     }
 }
@@ -104,7 +118,7 @@ impl FromStr for CapsuleSpec {
             .find(|t| t.name() == name.trim())
             .ok_or_else(|| {
                 format!(
-                    "unknown capsule `{}`; known: tcpdump[=FILTER], strace[=ARGS], gdb[=every:DURATION], image=REF,cmd=PROGRAM",
+                    "unknown capsule `{}`; known: tcpdump[=FILTER], strace[=ARGS], gdb[=every:DURATION], image=REF,cmd=PROGRAM, archive=PATH[,PATH...]",
                     name.trim()
                 )
             })?;
@@ -114,6 +128,16 @@ impl FromStr for CapsuleSpec {
                 args: custom_image(rest)?,
             });
         }
+        if tool == Tool::Archive {
+            let paths: Vec<String> = rest
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            archive::check_paths(&paths)?;
+            return Ok(CapsuleSpec { tool, args: paths });
+        }
         let args: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
         match tool {
             Tool::Tcpdump => check_tcpdump_filter(&args)?,
@@ -121,7 +145,7 @@ impl FromStr for CapsuleSpec {
             Tool::Gdb => {
                 gdb_interval(&args)?;
             }
-            Tool::Image => unreachable!("parsed above"),
+            Tool::Image | Tool::Archive => unreachable!("parsed above"),
         }
         Ok(CapsuleSpec { tool, args })
     }
@@ -253,6 +277,9 @@ impl fmt::Display for CapsuleSpec {
             if self.tool == Tool::Image {
                 return write!(f, "={reference},cmd={}", cmd.join(" "));
             }
+        }
+        if self.tool == Tool::Archive {
+            return write!(f, "={}", self.args.join(","));
         }
         if !self.args.is_empty() {
             write!(f, "={}", self.args.join(" "))?;

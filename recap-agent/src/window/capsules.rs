@@ -12,11 +12,12 @@ use futures_util::future::join_all;
 
 use crate::{
     capsule::{
+        archive,
         artifacts::{self, SafeDir},
         cri::PodSite,
         image,
         sidecar::{Capsule, CapsuleContext, Runtime, LIFELINE},
-        CapsuleOutcome, CapsuleReport, CapsuleSpec,
+        CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool,
     },
     targets::{Target, TargetSpec},
 };
@@ -35,6 +36,9 @@ pub struct CapsuleOptions {
 pub struct RunningCapsules {
     pub running: Vec<Capsule>,
     pub failed: Vec<CapsuleReport>,
+    /// Archives to make when the window ends, and the process whose root they read.
+    archives: Vec<(CapsuleSpec, u32)>,
+    max_bytes: u64,
     /// The owner's end of the capsules' lifeline (see `sidecar::LIFELINE`), held until they stop.
     lifeline: Option<Lifeline>,
     /// `<artifacts>/<window-id>`, held open: everything in it is done through this descriptor.
@@ -175,11 +179,15 @@ pub async fn start_all(
                 artifact_dir,
                 owner,
                 runtime,
+                archives: Vec::new(),
+                max_bytes,
             };
         }
     };
+    let (archives, containers): (Vec<_>, Vec<_>) =
+        specs.iter().partition(|s| s.tool == Tool::Archive);
     let started = join_all(
-        specs
+        containers
             .iter()
             .map(|spec| Capsule::start(&runtime, spec, &ctx)),
     )
@@ -191,8 +199,21 @@ pub async fn start_all(
         artifact_dir: artifact_dir.clone(),
         owner,
         runtime: runtime.clone(),
+        archives: Vec::new(),
+        max_bytes,
     };
-    for (spec, result) in specs.iter().zip(started) {
+    for spec in archives {
+        match first_process(&target.cgroup_dir) {
+            Some(pid) => out.archives.push((spec.clone(), pid)),
+            None => out.failed.push(failed_report(
+                spec,
+                &window_id,
+                artifact_dir.path(),
+                "the target has no process whose filesystem could be read".into(),
+            )),
+        }
+    }
+    for (spec, result) in containers.into_iter().zip(started) {
         match result {
             Ok(capsule) => out.running.push(capsule),
             Err(e) => out.failed.push(failed_report(
@@ -206,8 +227,65 @@ pub async fn start_all(
     out
 }
 
+/// A process of the cgroup (as the host numbers it): its root is the target's filesystem.
+fn first_process(cgroup_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(cgroup_dir.join("cgroup.procs"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+}
+
+/// Makes an archive into the artifact directory, and its report.
+fn make_archive(
+    spec: &CapsuleSpec,
+    pid: u32,
+    dir: &SafeDir,
+    max_bytes: u64,
+    owner: Option<(u32, u32)>,
+) -> CapsuleReport {
+    let name = spec.tool.artifact();
+    let made = dir
+        .create_new(name)
+        .and_then(|file| archive::write(pid, &spec.args, file, max_bytes));
+    let outcome = match made {
+        Err(e) => CapsuleOutcome::Failed {
+            reason: format!("making the archive: {e}"),
+        },
+        Ok(done) if done.capped => CapsuleOutcome::SizeCapReached {
+            cap_bytes: max_bytes,
+        },
+        Ok(done) if !done.refused.is_empty() => CapsuleOutcome::Incomplete {
+            reason: done.refused.join("; "),
+            dropped_by_kernel: None,
+        },
+        Ok(_) => CapsuleOutcome::Ok,
+    };
+    let artifact_bytes = match dir.seal(name, owner) {
+        Ok(bytes) => bytes.unwrap_or(0),
+        Err(e) => {
+            log::warn!("sealing {name}: {e}");
+            0
+        }
+    };
+    CapsuleReport {
+        capsule: spec.to_string(),
+        container_name: "(none: made by RECap)".into(),
+        artifact: dir.path().join(name).display().to_string(),
+        artifact_bytes,
+        outcome,
+    }
+}
+
 pub async fn stop_all(capsules: RunningCapsules) -> Vec<CapsuleReport> {
     let mut reports = join_all(capsules.running.into_iter().map(|c| c.stop())).await;
+    // Archives are made at the end: the logs as the window leaves them.
+    for (spec, pid) in &capsules.archives {
+        let (dir, spec, pid) = (capsules.artifact_dir.clone(), spec.clone(), *pid);
+        let (owner, max_bytes) = (capsules.owner, capsules.max_bytes);
+        let made =
+            tokio::task::spawn_blocking(move || make_archive(&spec, pid, &dir, max_bytes, owner));
+        reports.extend(made.await.ok());
+    }
     reports.extend(capsules.failed);
     drop(capsules.lifeline);
     if let Runtime::Cri(site) = &capsules.runtime {
