@@ -708,3 +708,83 @@ fn docker_exec(id: &str, script: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// `snapshot`: the target's processes, open files and TCP sockets at the window's start and
+/// end. A listener started in the container during the window is in the end's sockets (held by
+/// its process), not in the start's, and the summary's note counts it.
+#[test]
+fn a_snapshot_capsule_says_what_changed_in_the_target() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-snapshot");
+    let artifacts = std::env::temp_dir().join(format!("recap-snapshot-{}", std::process::id()));
+    let mut run = RecapRun::start(&[
+        "window",
+        "--local",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--probes",
+        "proc",
+        "--capsule",
+        "snapshot",
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    run.wait_armed();
+    // A second listener, and its process, appear.
+    let started = std::process::Command::new("docker")
+        .args([
+            "exec",
+            "-d",
+            &app.id,
+            "/bin/busybox",
+            "nc",
+            "-l",
+            "-p",
+            "9999",
+        ])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    thread::sleep(Duration::from_millis(500));
+    let (s, err) = run.interrupt();
+    let (path, report) = artifact(&s, "snapshot");
+    assert_eq!(report["status"], "ok", "{report:#}\n{err}");
+    let note = report["note"].as_str().unwrap();
+    assert!(
+        note.contains("processes 1 → 2 (+1 −0)") && note.contains("listening 1 → 2"),
+        "{note}"
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let listening = |at: &str| -> Vec<String> {
+        doc[at]["sockets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["state"] == "LISTEN")
+            .map(|k| k["local"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listening("start"), ["[::]:80"], "{doc:#}");
+    let mut end = listening("end");
+    end.sort();
+    assert_eq!(end, ["[::]:80", "[::]:9999"], "{doc:#}");
+    let comms: Vec<&str> = doc["end"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["comm"].as_str().unwrap())
+        .collect();
+    assert_eq!(comms.len(), 2, "{comms:?}");
+    // Every socket is held by a process of the target (ss -p).
+    for k in doc["end"]["sockets"].as_array().unwrap() {
+        assert_eq!(k["users"].as_array().unwrap().len(), 1, "{k}");
+    }
+    let _ = std::fs::remove_dir_all(&artifacts);
+    assert_clean();
+}

@@ -10,6 +10,7 @@ pub mod cri;
 pub mod image;
 pub mod reaper;
 pub mod sidecar;
+pub mod snapshot;
 
 use std::{fmt, str::FromStr};
 
@@ -48,15 +49,19 @@ pub enum Tool {
     /// A tar of paths in the target's filesystem at the window's end (`archive.rs`), made by
     /// RECap itself: no container.
     Archive,
+    /// The target's processes, open files and sockets at the window's start and end
+    /// (`snapshot.rs`), read by RECap itself.
+    Snapshot,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 5] = [
+    pub const ALL: [Tool; 6] = [
         Tool::Tcpdump,
         Tool::Strace,
         Tool::Gdb,
         Tool::Image,
         Tool::Archive,
+        Tool::Snapshot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +71,7 @@ impl Tool {
             Tool::Gdb => "gdb",
             Tool::Image => "image",
             Tool::Archive => "archive",
+            Tool::Snapshot => "snapshot",
         }
     }
 
@@ -76,6 +82,7 @@ impl Tool {
             Tool::Gdb => "stacks.txt",
             Tool::Image => "image.log",
             Tool::Archive => "archive.tar",
+            Tool::Snapshot => "snapshot.json",
         }
     }
 
@@ -83,7 +90,7 @@ impl Tool {
     pub fn stop_grace(self) -> std::time::Duration {
         match self {
             Tool::Gdb => std::time::Duration::from_secs(30),
-            Tool::Tcpdump | Tool::Strace | Tool::Image | Tool::Archive => {
+            Tool::Tcpdump | Tool::Strace | Tool::Image | Tool::Archive | Tool::Snapshot => {
                 std::time::Duration::from_secs(5)
             }
         }
@@ -95,8 +102,14 @@ impl Tool {
         match self {
             Tool::Tcpdump | Tool::Strace => Some(image::Image::Base),
             Tool::Gdb => Some(image::Image::Gdb),
-            Tool::Image | Tool::Archive => None,
+            Tool::Image | Tool::Archive | Tool::Snapshot => None,
         }
+    }
+
+    /// Whether RECap itself does the work (reading the target from the host), with no
+    /// container.
+    pub fn in_recap(self) -> bool {
+        matches!(self, Tool::Archive | Tool::Snapshot)
     }
 }
 
@@ -118,7 +131,7 @@ impl FromStr for CapsuleSpec {
             .find(|t| t.name() == name.trim())
             .ok_or_else(|| {
                 format!(
-                    "unknown capsule `{}`; known: tcpdump[=FILTER], strace[=ARGS], gdb[=every:DURATION], image=REF,cmd=PROGRAM, archive=PATH[,PATH...]",
+                    "unknown capsule `{}`; known: tcpdump[=FILTER], strace[=ARGS], gdb[=every:DURATION], image=REF,cmd=PROGRAM, archive=PATH[,PATH...], snapshot",
                     name.trim()
                 )
             })?;
@@ -139,12 +152,16 @@ impl FromStr for CapsuleSpec {
             return Ok(CapsuleSpec { tool, args: paths });
         }
         let args: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+        if tool == Tool::Snapshot && !args.is_empty() {
+            return Err("the snapshot capsule takes no arguments".into());
+        }
         match tool {
             Tool::Tcpdump => check_tcpdump_filter(&args)?,
             Tool::Strace => check_strace_options(&args)?,
             Tool::Gdb => {
                 gdb_interval(&args)?;
             }
+            Tool::Snapshot => {}
             Tool::Image | Tool::Archive => unreachable!("parsed above"),
         }
         Ok(CapsuleSpec { tool, args })
@@ -317,6 +334,9 @@ pub struct CapsuleReport {
     pub artifact_bytes: u64,
     #[serde(flatten)]
     pub outcome: CapsuleOutcome,
+    /// What the artifact says in one line (a snapshot: what changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[cfg(test)]

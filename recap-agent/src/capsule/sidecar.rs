@@ -159,7 +159,7 @@ impl Capsule {
             Tool::Tcpdump => "listening on",
             Tool::Strace => "attached",
             Tool::Gdb => STACKS_READY,
-            Tool::Image | Tool::Archive => "recap: capsule started",
+            Tool::Image | Tool::Archive | Tool::Snapshot => "recap: capsule started",
         };
         let (docker, id) = match &self.container {
             Container::Docker { docker, id } => (docker, id),
@@ -225,12 +225,12 @@ impl Capsule {
         // a capture that lost any is not called complete.
         let dropped = match self.spec.tool {
             Tool::Tcpdump => parse_dropped(&self.log_tail().await),
-            Tool::Strace | Tool::Gdb | Tool::Image | Tool::Archive => None,
+            Tool::Strace | Tool::Gdb | Tool::Image | Tool::Archive | Tool::Snapshot => None,
         };
         let artifact = self.spec.tool.artifact();
         let truncated = match self.spec.tool {
             Tool::Tcpdump => pcap_truncation(&self.artifact_dir, artifact),
-            Tool::Strace | Tool::Gdb | Tool::Image | Tool::Archive => None,
+            Tool::Strace | Tool::Gdb | Tool::Image | Tool::Archive | Tool::Snapshot => None,
         };
         let outcome = match exit_code {
             0 | 143 if dropped.is_some_and(|d| d > 0) => CapsuleOutcome::Incomplete {
@@ -277,6 +277,7 @@ impl Capsule {
                 .display()
                 .to_string(),
             outcome,
+            note: None,
         }
     }
 
@@ -435,7 +436,12 @@ fn tool_command(
         }
         // The caller's program, with no capabilities at all.
         Tool::Image => (spec.args[1..].to_vec(), Vec::new()),
-        Tool::Archive => bail!("an archive is made by RECap itself, not in a container"),
+        Tool::Archive | Tool::Snapshot => {
+            bail!(
+                "{} is done by RECap itself, not in a container",
+                spec.tool.name()
+            )
+        }
     })
 }
 

@@ -53,6 +53,9 @@ pub fn render_table(s: &WindowSummary, top: usize) -> String {
                 "  {:<24} {:>12} bytes  {}  {status}",
                 c.capsule, c.artifact_bytes, c.artifact
             );
+            if let Some(note) = &c.note {
+                let _ = writeln!(o, "    {}", safe(note));
+            }
         }
     }
     for w in &s.warnings {

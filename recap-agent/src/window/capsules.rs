@@ -17,7 +17,7 @@ use crate::{
         cri::PodSite,
         image,
         sidecar::{Capsule, CapsuleContext, Runtime, LIFELINE},
-        CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool,
+        snapshot, CapsuleOutcome, CapsuleReport, CapsuleSpec, Tool,
     },
     targets::{Target, TargetSpec},
 };
@@ -38,6 +38,8 @@ pub struct RunningCapsules {
     pub failed: Vec<CapsuleReport>,
     /// Archives to make when the window ends, and the process whose root they read.
     archives: Vec<(CapsuleSpec, u32)>,
+    /// Snapshots taken when the window opened, with the cgroup to take the last one of.
+    snapshots: Vec<(CapsuleSpec, snapshot::Snapshot, PathBuf)>,
     max_bytes: u64,
     /// The owner's end of the capsules' lifeline (see `sidecar::LIFELINE`), held until they stop.
     lifeline: Option<Lifeline>,
@@ -180,12 +182,12 @@ pub async fn start_all(
                 owner,
                 runtime,
                 archives: Vec::new(),
+                snapshots: Vec::new(),
                 max_bytes,
             };
         }
     };
-    let (archives, containers): (Vec<_>, Vec<_>) =
-        specs.iter().partition(|s| s.tool == Tool::Archive);
+    let (in_recap, containers): (Vec<_>, Vec<_>) = specs.iter().partition(|s| s.tool.in_recap());
     let started = join_all(
         containers
             .iter()
@@ -200,9 +202,15 @@ pub async fn start_all(
         owner,
         runtime: runtime.clone(),
         archives: Vec::new(),
+        snapshots: Vec::new(),
         max_bytes,
     };
-    for spec in archives {
+    for spec in in_recap.iter().filter(|s| s.tool == Tool::Snapshot) {
+        let first = snapshot::take(&target.cgroup_dir);
+        out.snapshots
+            .push(((*spec).clone(), first, target.cgroup_dir.clone()));
+    }
+    for spec in in_recap.into_iter().filter(|s| s.tool == Tool::Archive) {
         match first_process(&target.cgroup_dir) {
             Some(pid) => out.archives.push((spec.clone(), pid)),
             None => out.failed.push(failed_report(
@@ -273,6 +281,47 @@ fn make_archive(
         artifact: dir.path().join(name).display().to_string(),
         artifact_bytes,
         outcome,
+        note: None,
+    }
+}
+
+/// Writes the two snapshots and what changed into `snapshot.json`, and its report.
+fn write_snapshot(
+    spec: &CapsuleSpec,
+    first: &snapshot::Snapshot,
+    last: &snapshot::Snapshot,
+    dir: &SafeDir,
+    owner: Option<(u32, u32)>,
+) -> CapsuleReport {
+    let name = spec.tool.artifact();
+    let changes = snapshot::changes(first, last);
+    let document = serde_json::json!({
+        "schema": "recap.snapshot/v1",
+        "start": first,
+        "end": last,
+        "changes": changes,
+    });
+    let written = dir.create_new(name).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(&serde_json::to_vec_pretty(&document)?)
+    });
+    let outcome = match written {
+        Err(e) => CapsuleOutcome::Failed {
+            reason: format!("writing the snapshot: {e}"),
+        },
+        Ok(()) if first.truncated || last.truncated => CapsuleOutcome::Incomplete {
+            reason: "the target has more processes or open files than a snapshot holds".into(),
+            dropped_by_kernel: None,
+        },
+        Ok(()) => CapsuleOutcome::Ok,
+    };
+    CapsuleReport {
+        capsule: spec.to_string(),
+        container_name: "(none: made by RECap)".into(),
+        artifact: dir.path().join(name).display().to_string(),
+        artifact_bytes: dir.seal(name, owner).ok().flatten().unwrap_or(0),
+        outcome,
+        note: Some(changes),
     }
 }
 
@@ -285,6 +334,16 @@ pub async fn stop_all(capsules: RunningCapsules) -> Vec<CapsuleReport> {
         let made =
             tokio::task::spawn_blocking(move || make_archive(&spec, pid, &dir, max_bytes, owner));
         reports.extend(made.await.ok());
+    }
+    for (spec, first, cgroup_dir) in capsules.snapshots {
+        let last = snapshot::take(&cgroup_dir);
+        reports.push(write_snapshot(
+            &spec,
+            &first,
+            &last,
+            &capsules.artifact_dir,
+            capsules.owner,
+        ));
     }
     reports.extend(capsules.failed);
     drop(capsules.lifeline);
@@ -312,5 +371,6 @@ fn failed_report(spec: &CapsuleSpec, window_id: &str, dir: &Path, reason: String
         artifact: dir.join(spec.tool.artifact()).display().to_string(),
         artifact_bytes: 0,
         outcome: CapsuleOutcome::Failed { reason },
+        note: None,
     }
 }
