@@ -1252,3 +1252,85 @@ fn hand_written_fleet_requests_get_bounded_answers_and_leave_nothing_forever() {
     drop(secure);
     assert_no_residue();
 }
+
+/// Fleet windows on pod labels: the node's agent finds the pods through its runtime's CRI
+/// (`--cri-endpoint`), one window per matching pod, exact; a pod of the node that does not
+/// match gets none.
+#[test]
+fn a_fleet_window_on_pod_labels_counts_every_matching_pod() {
+    if !require_root() {
+        return;
+    }
+    let mut cri = recap_tests::cri::CriRuntime::start("fleet-pods");
+    let socket = cri.socket_path().to_str().unwrap().to_owned();
+    let cluster = EtcdCluster::start("pods", false);
+    let a = fleet_agent(&cluster, "node-a", &["--cri-endpoint", &socket]);
+    cluster.wait_registered(&[], &["node-a"]);
+    let app = format!("fleetpod-{}", std::process::id());
+    let mut ports = Vec::new();
+    for (pod, label) in [("fp-1", app.as_str()), ("fp-2", "other")] {
+        let port = free_tcp_port();
+        let httpd: Vec<String> = [
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            &port.to_string(),
+            "-h",
+            "/www",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let parent = format!("/recap-test-{pod}-{}", std::process::id());
+        cri.run_labelled_pod(
+            "shop",
+            pod,
+            &parent,
+            &[("app", label), ("recap.node", "node-a")],
+            &[("web", httpd)],
+        );
+        ports.push((port, parent));
+    }
+    let addr = |port: u16| -> std::net::SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    // Serving before the window: the waits' own GETs are not counted.
+    for (port, _) in &ports {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get(addr(*port), "/").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the pod does not serve on {port}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let get = |port: u16, n: usize| {
+        for _ in 0..n {
+            assert_eq!(http_get(addr(port), "/").unwrap().0, 200);
+        }
+    };
+    let selector = format!("app={app}");
+    let mut run = FleetRun::start(
+        &cluster,
+        &["--selector", &selector, "-d", "6s", "--probes", "tcp"],
+        &[],
+    );
+    run.wait_line("node-a: claimed");
+    wait_open(&a, 1);
+    get(ports[0].0, 3);
+    get(ports[1].0, 2);
+    let (code, s, log) = run.finish();
+    assert_eq!(code, 0, "{log}\n{s:#}");
+    assert_eq!(s["windows"], 1, "{s:#}");
+    assert_eq!(accepted(node(&s, "node-a"), "shop/fp-1"), 3);
+    assert_eq!(s["totals"]["tcp"]["accepted"], 3);
+    drop(a);
+    cri.remove_pods();
+    drop(cri);
+    for (_, parent) in ports {
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(format!("{}{parent}", hierarchy.path().display()));
+        }
+    }
+    assert_no_residue();
+}

@@ -231,7 +231,7 @@ fn pod_capsules_are_made_in_the_sandbox_and_leave_nothing() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("give --container NAME") && err.contains("web, side"),
+        err.contains("give --container NAME") && err.contains("runs side, web"),
         "{err}"
     );
     assert_eq!(cri.containers(), before);

@@ -359,12 +359,18 @@ fn capsule_arming(bin: &Path, reps: usize) -> anyhow::Result<()> {
     drop(target);
     let (w, e, r) = (median(&mut window), median(&mut exec), median(&mut run));
     println!("## Arming a window with a capsule (median of {reps}, interleaved)\n");
-    println!("| what | median | ratio to `docker run` |");
-    println!("|---|---|---|");
-    println!("| `recap window --container T --capsule tcpdump`: command → probes counting and tcpdump listening | {w:.0} ms | {:.2}× |", w / r);
-    println!("| `docker exec T true` | {e:.0} ms | {:.2}× |", e / r);
-    println!("| `docker run --rm {image} true` | {r:.0} ms | 1.00× |");
-    println!("\n(RECap paper: 243 ms for its capsule, 83 ms for `docker exec`. Goal here: ≤ 1.1× `docker run`.)");
+    println!("| what | median | ratio to `docker exec` | ratio to `docker run` |");
+    println!("|---|---|---|---|");
+    println!("| `recap window --container T --capsule tcpdump`: command → probes counting and tcpdump listening | {w:.0} ms | {:.2}× | {:.2}× |", w / e, w / r);
+    println!(
+        "| `docker exec T true` | {e:.0} ms | 1.00× | {:.2}× |",
+        e / r
+    );
+    println!(
+        "| `docker run --rm {image} true` | {r:.0} ms | {:.2}× | 1.00× |",
+        r / e
+    );
+    println!("\n(RECap paper: 243 ms for its capsule, 83 ms for `docker exec`. Goal: ≤ 1.2× `docker exec`.)");
     Ok(())
 }
 

@@ -123,6 +123,11 @@ impl Agent {
         &self.policy
     }
 
+    /// The node runtime's CRI socket (`--cri-endpoint` of the agent).
+    pub fn cri_endpoint(&self) -> &std::path::Path {
+        &self.config.cri_endpoint
+    }
+
     /// Whether `caller` may see others' windows (the policy's `read_all`, or root).
     pub fn may_read_all(&self, caller: &Caller) -> bool {
         self.policy.may_read_all(caller)

@@ -68,15 +68,24 @@ impl PodSite {
                 .iter()
                 .find(|(n, _)| n == wanted)
                 .cloned()
-                .with_context(|| format!("pod {}/{} has no container `{wanted}`", pod.namespace, pod.name))?,
+                .with_context(|| {
+                    format!(
+                        "pod {}/{} has no container `{wanted}`",
+                        pod.namespace, pod.name
+                    )
+                })?,
             None => match pod.containers.as_slice() {
                 [only] => only.clone(),
-                many => bail!(
-                    "a capsule joins one container of the pod: give --container NAME (pod {}/{} runs {})",
-                    pod.namespace,
-                    pod.name,
-                    many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                ),
+                many => {
+                    let mut names: Vec<&str> = many.iter().map(|(n, _)| n.as_str()).collect();
+                    names.sort();
+                    bail!(
+                        "a capsule joins one container of the pod: give --container NAME (pod {}/{} runs {})",
+                        pod.namespace,
+                        pod.name,
+                        names.join(", ")
+                    )
+                }
             },
         };
         let status = client

@@ -15,8 +15,10 @@ use std::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    limits::UserLedger, now_unix_ms, selector::matching_containers, Claim, Coordinator,
-    FleetRequest, Incoming, PartResult, TargetResult,
+    limits::UserLedger,
+    now_unix_ms,
+    selector::{matching_containers, matching_pods},
+    Claim, Coordinator, FleetRequest, Incoming, PartResult, TargetResult,
 };
 use crate::{
     agent::{
@@ -25,7 +27,7 @@ use crate::{
         policy::Caller,
         windows::{Agent, StartError},
     },
-    targets::{Target, TargetSpec},
+    targets::Target,
 };
 
 /// How often the node asks whether the coordinator's access control (etcd's auth) is on.
@@ -313,21 +315,46 @@ impl FleetNode {
                 .insert(k.clone(), v.clone())
                 .is_some_and(|old| &old != v);
         }
-        let docker = crate::docker::connect().await.map_err(|e| e.to_string())?;
+        // Docker's containers and the CRI runtime's pods, from whichever answers.
+        let docker = crate::docker::connect().await.ok();
+        let endpoint = self.agent.cri_endpoint();
+        if docker.is_none() && !endpoint.exists() {
+            return Err(format!(
+                "no Docker engine answers and no CRI socket is at {}",
+                endpoint.display()
+            ));
+        }
         if conflict {
             return Ok((Vec::new(), 0));
         }
-        let matched = matching_containers(&docker, &selector)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut matched = Vec::new();
+        if let Some(docker) = &docker {
+            matched.extend(
+                matching_containers(docker, &selector)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        if endpoint.exists() {
+            match matching_pods(endpoint, &selector).await {
+                Ok(pods) => matched.extend(pods),
+                // A containerd without its CRI plugin (Docker's own) has no pods to give.
+                Err(e) if docker.is_some() => log::warn!("fleet: no pods: {e}"),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
         let mut allowed = Vec::new();
         let mut left_out = 0;
         for m in matched {
-            let spec = TargetSpec::Container {
-                name_or_id: m.id.clone(),
+            let spec = m.target();
+            // A container or pod that went meanwhile is simply not there.
+            let resolved = match &docker {
+                Some(docker) if m.pod_of.is_none() => {
+                    Target::resolve_with_docker(&spec, docker).await
+                }
+                _ => Target::resolve_pod(&spec).await,
             };
-            // A container that went meanwhile is simply not there.
-            let Ok(target) = Target::resolve_with_docker(&spec, &docker).await else {
+            let Ok(target) = resolved else {
                 continue;
             };
             // The agent's own policy (it checks again when it arms).
@@ -410,12 +437,8 @@ impl FleetNode {
         let mut started = Vec::new();
         for container in &matched {
             let mut args = request.args.clone();
-            args.extend([
-                "--container".to_string(),
-                container.id.clone(),
-                "-d".to_string(),
-                format!("{remaining}ms"),
-            ]);
+            args.extend(container.target_args());
+            args.extend(["-d".to_string(), format!("{remaining}ms")]);
             let outcome = self
                 .agent
                 .start(caller.clone(), args, Default::default())
