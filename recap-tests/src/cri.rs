@@ -65,6 +65,36 @@ fn image_with_cmd(tag: &str, cmd: &str) {
     run(Command::new("docker").args(["rm", &id]));
 }
 
+/// A container command: busybox's httpd serving `/www` on `port` (host network).
+pub fn httpd(port: u16) -> Vec<String> {
+    [
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        &port.to_string(),
+        "-h",
+        "/www",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Removes a pod cgroup `parent` from every hierarchy runc made it in (v2 and each v1
+/// controller); true if none is left.
+pub fn remove_pod_cgroups(parent: &str) -> bool {
+    let hierarchies: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|h| h.path()).collect())
+        .unwrap_or_default();
+    for h in &hierarchies {
+        let _ = std::fs::remove_dir(format!("{}{parent}", h.display()));
+    }
+    hierarchies
+        .iter()
+        .all(|h| !Path::new(&format!("{}{parent}", h.display())).exists())
+}
+
 impl CriRuntime {
     pub fn start(name: &str) -> Self {
         ensure_engine();

@@ -675,3 +675,16 @@ impl Drop for AppTraffic {
         }
     }
 }
+
+/// Completed `accept`/`accept4` calls in an strace log: those that end with `= <fd>`
+/// (possibly as `<... accept resumed>`).
+pub fn completed_accepts(strace_log: &str) -> usize {
+    strace_log
+        .lines()
+        .filter(|l| {
+            l.contains("accept")
+                && l.rsplit_once("= ")
+                    .is_some_and(|(_, fd)| fd.trim().parse::<u32>().is_ok())
+        })
+        .count()
+}

@@ -88,15 +88,7 @@ fn counts_and_captures_only_the_target_container() {
     assert_eq!(report["status"], "ok", "{report:#}");
     assert_eq!(mode(&log), 0o600);
     let text = std::fs::read_to_string(&log).unwrap();
-    // Completed accept calls end with `= <fd>` (possibly as `<... accept resumed>`).
-    let accepted = text
-        .lines()
-        .filter(|l| {
-            l.contains("accept")
-                && l.rsplit_once("= ")
-                    .is_some_and(|(_, fd)| fd.trim().parse::<u32>().is_ok())
-        })
-        .count();
+    let accepted = completed_accepts(&text);
     assert_eq!(accepted, N, "strace log:\n{text}");
     let _ = std::fs::remove_dir_all(artifacts);
     assert_clean();
@@ -536,20 +528,8 @@ fn a_gdb_capsule_shows_where_every_thread_is_blocked() {
         return;
     }
     let app = AppContainer::run_image("recap-hung", &[], &[], blocker_image(), &["/blocker"]);
-    let mut run = RecapRun::start(&[
-        "window",
-        "--local",
-        "--container",
-        &app.name,
-        "-d",
-        "60s",
-        "--probes",
-        "proc",
-        "--capsule",
-        "gdb=every:1s",
-        "-o",
-        "json",
-    ]);
+    let artifacts = std::env::temp_dir().join(format!("recap-gdb-{}", std::process::id()));
+    let mut run = capsule_window(&app, "gdb=every:1s", &artifacts);
     run.wait_armed();
     thread::sleep(Duration::from_millis(2500));
     let (s, err) = run.interrupt();
@@ -566,6 +546,7 @@ fn a_gdb_capsule_shows_where_every_thread_is_blocked() {
     );
     assert_eq!(text.matches("in main () at ").count(), dumps, "{text}");
     assert!(!text.contains("Python Exception"), "{text}");
+    let _ = std::fs::remove_dir_all(&artifacts);
     assert_clean();
 }
 
@@ -585,22 +566,7 @@ fn a_capsule_of_your_own_image_joins_the_target() {
         ("/bin/busybox ps", "httpd -f -p 80"),
     ] {
         let capsule = format!("image={APP_IMAGE},cmd={cmd}");
-        let mut run = RecapRun::start(&[
-            "window",
-            "--local",
-            "--container",
-            &app.name,
-            "-d",
-            "60s",
-            "--probes",
-            "proc",
-            "--capsule",
-            &capsule,
-            "--artifacts",
-            artifacts.to_str().unwrap(),
-            "-o",
-            "json",
-        ]);
+        let mut run = capsule_window(&app, &capsule, &artifacts);
         run.wait_armed();
         thread::sleep(Duration::from_millis(500));
         let (s, err) = run.interrupt();
@@ -644,22 +610,7 @@ fn an_archive_capsule_never_follows_a_link_out_of_the_container() {
     );
     assert!(ok);
     let artifacts = std::env::temp_dir().join(format!("recap-archive-{}", std::process::id()));
-    let mut run = RecapRun::start(&[
-        "window",
-        "--local",
-        "--container",
-        &app.name,
-        "-d",
-        "60s",
-        "--probes",
-        "proc",
-        "--capsule",
-        "archive=/data,/escape",
-        "--artifacts",
-        artifacts.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
+    let mut run = capsule_window(&app, "archive=/data,/escape", &artifacts);
     run.wait_armed();
     assert!(docker_exec(&app.id, "echo second >> /data/logs/app.log").0);
     let (s, err) = run.interrupt();
@@ -697,6 +648,27 @@ fn an_archive_capsule_never_follows_a_link_out_of_the_container() {
     assert_clean();
 }
 
+/// A one-minute window (`proc` only) on `app` with one capsule, its artifacts under
+/// `artifacts`, its summary in JSON.
+fn capsule_window(app: &AppContainer, capsule: &str, artifacts: &Path) -> RecapRun {
+    RecapRun::start(&[
+        "window",
+        "--local",
+        "--container",
+        &app.name,
+        "-d",
+        "60s",
+        "--probes",
+        "proc",
+        "--capsule",
+        capsule,
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+        "-o",
+        "json",
+    ])
+}
+
 /// `docker exec ID sh -c SCRIPT` (busybox): (success, stdout).
 fn docker_exec(id: &str, script: &str) -> (bool, String) {
     let out = std::process::Command::new("docker")
@@ -719,22 +691,7 @@ fn a_snapshot_capsule_says_what_changed_in_the_target() {
     }
     let app = AppContainer::run("recap-snapshot");
     let artifacts = std::env::temp_dir().join(format!("recap-snapshot-{}", std::process::id()));
-    let mut run = RecapRun::start(&[
-        "window",
-        "--local",
-        "--container",
-        &app.name,
-        "-d",
-        "60s",
-        "--probes",
-        "proc",
-        "--capsule",
-        "snapshot",
-        "--artifacts",
-        artifacts.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
+    let mut run = capsule_window(&app, "snapshot", &artifacts);
     run.wait_armed();
     // A second listener, and its process, appear.
     let started = std::process::Command::new("docker")

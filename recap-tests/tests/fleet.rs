@@ -1270,25 +1270,13 @@ fn a_fleet_window_on_pod_labels_counts_every_matching_pod() {
     let mut ports = Vec::new();
     for (pod, label) in [("fp-1", app.as_str()), ("fp-2", "other")] {
         let port = free_tcp_port();
-        let httpd: Vec<String> = [
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            &port.to_string(),
-            "-h",
-            "/www",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
         let parent = format!("/recap-test-{pod}-{}", std::process::id());
         cri.run_labelled_pod(
             "shop",
             pod,
             &parent,
             &[("app", label), ("recap.node", "node-a")],
-            &[("web", httpd)],
+            &[("web", recap_tests::cri::httpd(port))],
         );
         ports.push((port, parent));
     }
@@ -1328,9 +1316,7 @@ fn a_fleet_window_on_pod_labels_counts_every_matching_pod() {
     cri.remove_pods();
     drop(cri);
     for (_, parent) in ports {
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let _ = std::fs::remove_dir(format!("{}{parent}", hierarchy.path().display()));
-        }
+        assert!(recap_tests::cri::remove_pod_cgroups(&parent));
     }
     assert_no_residue();
 }

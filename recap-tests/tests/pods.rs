@@ -4,7 +4,10 @@
 
 use std::net::SocketAddr;
 
-use recap_tests::{cri::CriRuntime, *};
+use recap_tests::{
+    cri::{httpd, remove_pod_cgroups, CriRuntime},
+    *,
+};
 
 fn gets(port: u16, n: usize) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -34,20 +37,6 @@ fn a_pod_window_covers_its_containers_and_one_container_narrows_it() {
     }
     let mut cri = CriRuntime::start("pods");
     let (web, side) = (free_tcp_port(), free_tcp_port());
-    let httpd = |port: u16| -> Vec<String> {
-        [
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            &port.to_string(),
-            "-h",
-            "/www",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
     let parent = format!("/recap-test-pod-{}", std::process::id());
     cri.run_pod(
         "shop",
@@ -142,17 +131,7 @@ fn a_pod_window_covers_its_containers_and_one_container_narrows_it() {
     assert!(err.contains("CRI plugin"), "{err}");
     cri.remove_pods();
     drop(cri);
-    // The pod cgroup, in every hierarchy runc made it in (v2 and each v1 controller).
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let _ = std::fs::remove_dir(format!("{}{parent}", hierarchy.path().display()));
-    }
-    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
-        .unwrap()
-        .flatten()
-        .map(|h| std::path::PathBuf::from(format!("{}{parent}", h.path().display())))
-        .filter(|p| p.exists())
-        .collect();
-    assert!(left.is_empty(), "pod cgroups left: {left:?}");
+    assert!(remove_pod_cgroups(&parent), "pod cgroups of {parent} left");
     assert_no_residue();
 }
 
@@ -168,20 +147,6 @@ fn pod_capsules_are_made_in_the_sandbox_and_leave_nothing() {
     }
     let mut cri = CriRuntime::start("pod-capsules");
     let (web, side) = (free_tcp_port(), free_tcp_port());
-    let httpd = |port: u16| -> Vec<String> {
-        [
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            &port.to_string(),
-            "-h",
-            "/www",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
     let parent = format!("/recap-test-podcap-{}", std::process::id());
     cri.run_pod(
         "shop",
@@ -268,14 +233,7 @@ fn pod_capsules_are_made_in_the_sandbox_and_leave_nothing() {
         "GETs to the target container in the pod's capture"
     );
     let text = std::fs::read_to_string(artifact("strace")).unwrap();
-    let accepted = text
-        .lines()
-        .filter(|l| {
-            l.contains("accept")
-                && l.rsplit_once("= ")
-                    .is_some_and(|(_, fd)| fd.trim().parse::<u32>().is_ok())
-        })
-        .count();
+    let accepted = completed_accepts(&text);
     assert_eq!(accepted, N, "strace log:\n{text}");
     assert_eq!(
         cri.containers(),
@@ -336,9 +294,7 @@ fn pod_capsules_are_made_in_the_sandbox_and_leave_nothing() {
     let _ = std::fs::remove_dir_all(&artifacts);
     cri.remove_pods();
     drop(cri);
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let _ = std::fs::remove_dir(format!("{}{parent}", hierarchy.path().display()));
-    }
+    assert!(remove_pod_cgroups(&parent), "pod cgroups of {parent} left");
     assert_no_residue();
 }
 
@@ -359,24 +315,12 @@ fn a_selector_opens_a_window_with_a_capsule_in_every_matching_pod() {
         ("other", "other"),
     ] {
         let port = free_tcp_port();
-        let httpd: Vec<String> = [
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            &port.to_string(),
-            "-h",
-            "/www",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
         cri.run_labelled_pod(
             "shop",
             pod,
             &parent(pod),
             &[("app", app)],
-            &[("web", httpd)],
+            &[("web", httpd(port))],
         );
         wait_serving(port);
         ports.push(port);
@@ -421,14 +365,7 @@ fn a_selector_opens_a_window_with_a_capsule_in_every_matching_pod() {
         let capsule = &w["summary"]["capsules"][0];
         assert_eq!(capsule["status"], "ok", "{capsule:#}\n{err}");
         let text = std::fs::read_to_string(capsule["artifact"].as_str().unwrap()).unwrap();
-        let accepted = text
-            .lines()
-            .filter(|l| {
-                l.contains("accept")
-                    && l.rsplit_once("= ")
-                        .is_some_and(|(_, fd)| fd.trim().parse::<u32>().is_ok())
-            })
-            .count() as u64;
+        let accepted = completed_accepts(&text) as u64;
         assert_eq!(accepted, n, "{pod}'s strace:\n{text}");
     }
     assert_eq!(s["totals"]["tcp"]["accepted"], 6);
@@ -437,9 +374,10 @@ fn a_selector_opens_a_window_with_a_capsule_in_every_matching_pod() {
     cri.remove_pods();
     drop(cri);
     for pod in ["checkout-a", "checkout-b", "other"] {
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let _ = std::fs::remove_dir(format!("{}{}", hierarchy.path().display(), parent(pod)));
-        }
+        assert!(
+            remove_pod_cgroups(&parent(pod)),
+            "pod cgroups of {pod} left"
+        );
     }
     assert_no_residue();
 }
