@@ -54,7 +54,35 @@ pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
 /// On a hybrid host, the directory of the v1 hierarchy with `controller` at the path the v2
 /// directory `dir` has (Docker and systemd make matching paths in every hierarchy): where the
 /// target's memory or CPU limits are kept. `None` for the v2 root (that is the host).
+/// Found at most every `MOUNTINFO_FOR` per (directory, controller): families ask for every
+/// window every second.
 pub fn v1_dir_at_same_path(dir: &Path, controller: &str) -> Option<PathBuf> {
+    use std::{collections::HashMap, sync::Mutex, time::Instant};
+    type Found = HashMap<(PathBuf, String), (Instant, Option<PathBuf>)>;
+    static CACHE: Mutex<Option<Found>> = Mutex::new(None);
+    let key = (dir.to_path_buf(), controller.to_string());
+    {
+        let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, found)) = cache.as_ref().and_then(|c| c.get(&key)) {
+            if at.elapsed() < MOUNTINFO_FOR {
+                return found.clone();
+            }
+        }
+    }
+    let found = find_v1_dir_at_same_path(dir, controller);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    // Bounded: what has expired goes before a new entry is kept.
+    if cache.len() >= 4096 {
+        cache.retain(|_, (at, _)| at.elapsed() < MOUNTINFO_FOR);
+    }
+    if cache.len() < 4096 {
+        cache.insert(key, (Instant::now(), found.clone()));
+    }
+    found
+}
+
+fn find_v1_dir_at_same_path(dir: &Path, controller: &str) -> Option<PathBuf> {
     let root = cgroup2_mount().ok()?;
     let relative = dir.strip_prefix(&root).ok()?;
     if relative.as_os_str().is_empty() {
@@ -206,15 +234,21 @@ fn subtree_ids(dir: &Path, file: &str) -> std::io::Result<Vec<u32>> {
     Ok(out)
 }
 
+/// The child cgroups of `dir`. Their type comes with the directory listing (kernfs gives it):
+/// a stat of each of a cgroup's ~30 files was most of an idle window's cost to its agent.
 fn subdirs(dir: &Path) -> Vec<std::path::PathBuf> {
     fs::read_dir(dir)
         .map(|d| {
             d.filter_map(Result::ok)
+                .filter(is_directory)
                 .map(|e| e.path())
-                .filter(|p| p.is_dir())
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn is_directory(entry: &fs::DirEntry) -> bool {
+    entry.file_type().is_ok_and(|t| t.is_dir())
 }
 
 /// A PID that can be a target: a live user-space process (not a zombie, not a kernel thread).
@@ -264,11 +298,7 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 
 pub fn child_cgroups(dir: &Path) -> usize {
     fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().is_dir())
-                .count()
-        })
+        .map(|d| d.filter_map(Result::ok).filter(is_directory).count())
         .unwrap_or(0)
 }
 

@@ -268,7 +268,15 @@ pub struct Window {
     next_otlp: Instant,
     observers: Vec<Box<dyn WindowObserver>>,
     last_counts: RawCounts,
+    /// Seconds ticked, and reads in a row that found nothing changed (see `IDLE_AFTER`).
+    ticks: u64,
+    unchanged_reads: u32,
 }
+
+/// Reads in a row without a change after which a window counts as idle, and how often (in
+/// ticks of a second) an idle window is read.
+const IDLE_AFTER: u32 = 3;
+const IDLE_EVERY: u64 = 5;
 
 impl Window {
     /// Resolves the target and arms the probes (capsules start alongside). `started` is when
@@ -371,6 +379,8 @@ impl Window {
             next_otlp: armed_at,
             observers,
             last_counts: RawCounts::zeroed(),
+            ticks: 0,
+            unchanged_reads: 0,
             tls_seen: Vec::new(),
         };
         if let Some(otlp) = &window.otlp {
@@ -400,6 +410,15 @@ impl Window {
             return Some(WindowStatus::TargetExited);
         }
         let probes = self.probes.as_ref()?;
+        self.ticks += 1;
+        let otlp_due = self.otlp.is_some() && Instant::now() >= self.next_otlp;
+        // An idle window (nothing moved in its last IDLE_AFTER reads) is read every
+        // IDLE_EVERY-th second: reading is most of what an idle window costs its agent. Its
+        // threads are still synced every second (a thread that joins is counted at once), its
+        // observers still tick, and the summary's last read is always made.
+        let skip_read = self.unchanged_reads >= IDLE_AFTER
+            && !self.ticks.is_multiple_of(IDLE_EVERY)
+            && !otlp_due;
         let tls_seen = &mut self.tls_seen;
         let read = tokio::task::block_in_place(|| {
             self.engine.with(|engine| {
@@ -411,17 +430,30 @@ impl Window {
                     }
                     Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
                 }
+                if skip_read {
+                    return Ok(None);
+                }
                 *tls_seen = engine.tls_seen(probes);
-                Ok(engine.read(probes)?)
+                Ok(Some(engine.read(probes)?))
             })
         });
         match read {
-            Ok(counts) => {
+            Ok(None) => {
+                let elapsed = self.info.armed_at.elapsed();
+                for observer in &mut self.observers {
+                    observer.tick(elapsed, &self.last_counts, &self.info);
+                }
+            }
+            Ok(Some(counts)) => {
+                if counts == self.last_counts {
+                    self.unchanged_reads += 1;
+                } else {
+                    self.unchanged_reads = 0;
+                }
                 let elapsed = self.info.armed_at.elapsed();
                 for observer in &mut self.observers {
                     observer.tick(elapsed, &counts, &self.info);
                 }
-                let otlp_due = self.otlp.is_some() && Instant::now() >= self.next_otlp;
                 if otlp_due || self.observers.iter().any(|o| o.wants_snapshots()) {
                     let snapshot = self.snapshot(&counts);
                     for observer in &mut self.observers {
