@@ -69,12 +69,14 @@ pub struct WindowArgs {
     /// container, each exact and isolated, reported together with the totals.
     #[arg(long, value_name = "KEY=VALUE,...")]
     pub selector: Option<crate::fleet::Selector>,
-    /// A tool sidecar joining the container's PID and network namespaces for the window:
-    /// `tcpdump[=FILTER]` or `strace[=ARGS]` (words split on spaces, never through a shell).
-    /// Repeat for both. Needs --container.
+    /// An auxiliary function for the window: a sidecar joining the container's PID and network
+    /// namespaces (`tcpdump[=FILTER]`, `strace[=ARGS]`, `gdb[=every:DURATION]`,
+    /// `image=REF,cmd=PROGRAM ARGS`: words split on spaces, never through a shell), or made by
+    /// RECap (`archive=PATH[,PATH...]`, `snapshot`). Repeat for several. Needs --container or
+    /// --pod.
     #[arg(long, value_name = "TOOL[=ARGS]", value_parser = clap::value_parser!(CapsuleSpec))]
     pub capsule: Vec<CapsuleSpec>,
-    /// Where capsules write: `<DIR>/<window-id>/{tcpdump.pcap,strace.log}`.
+    /// Where capsules write: `<DIR>/<window-id>/{tcpdump.pcap,strace.log,stacks.txt,...}`.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp/recap")]
     pub artifacts: PathBuf,
     /// Each capsule stops when its artifact reaches this size.
