@@ -531,13 +531,15 @@ fn a_gdb_capsule_shows_where_every_thread_is_blocked() {
     let artifacts = std::env::temp_dir().join(format!("recap-gdb-{}", std::process::id()));
     let mut run = capsule_window(&app, "gdb=every:1s", &artifacts);
     run.wait_armed();
-    thread::sleep(Duration::from_millis(2500));
+    // gdb takes a while to start in the capsule (its Python library is compiled each time):
+    // 5 s leaves room for two ticks on a loaded machine.
+    thread::sleep(Duration::from_secs(5));
     let (s, err) = run.interrupt();
     let (stacks, report) = artifact(&s, "gdb");
     assert_eq!(report["status"], "ok", "{report:#}\n{err}");
     let text = std::fs::read_to_string(&stacks).unwrap();
     let dumps = text.matches("==== process 1 (blocker)").count();
-    // Two ticks at least in 2.5 s, and the one at the end.
+    // Two ticks at least in 5 s, and the one at the end.
     assert!(dumps >= 3, "{dumps} dumps:\n{text}");
     assert_eq!(
         text.matches("in recap_blocked_here () at ").count(),

@@ -3,8 +3,11 @@
 //! (`/proc/PID/root`) with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)`, then directory by
 //! directory relative to descriptors: a symbolic link is never followed — one inside a
 //! directory goes into the tar as a link, one on the way to a path given is refused, said so.
-//! Only directories, regular files and links are stored (a FIFO would block, a device is not
-//! data).
+//! Only directories, regular files and links are stored: every entry is opened as a path
+//! (`O_PATH`: nothing is opened for I/O, so a device node the container made is never opened
+//! on the host, a FIFO never blocks) and only regular files and directories are reopened to be
+//! read. The process whose root is read is pinned by its `/proc` directory and checked to be in
+//! the target's cgroup then (a PID reused by another process is refused).
 
 use std::{
     ffi::{CString, OsStr},
@@ -56,9 +59,28 @@ pub fn check_paths(paths: &[String]) -> Result<(), String> {
 }
 
 /// Writes the tar of `paths` (as the process `pid` sees its filesystem) into `out`, stopping
-/// before it would pass `max_bytes`.
-pub fn write(pid: u32, paths: &[String], out: File, max_bytes: u64) -> std::io::Result<Archived> {
-    let root = open_dir_path(&format!("/proc/{pid}/root"))?;
+/// before it would pass `max_bytes`. `pid` must be in the cgroup whose `/proc/PID/cgroup` line
+/// ends with `cgroup` (its v2 path) when its root is taken.
+pub fn write(
+    pid: u32,
+    cgroup: &str,
+    paths: &[String],
+    out: File,
+    max_bytes: u64,
+) -> std::io::Result<Archived> {
+    // The process's /proc directory first: if the process goes and its PID is reused, what is
+    // opened through this descriptor fails instead of naming the newcomer.
+    let proc_dir = open_dir_path(&format!("/proc/{pid}"))?;
+    let membership = read_at(&proc_dir, "cgroup")?;
+    let in_target = membership
+        .lines()
+        .any(|l| l.starts_with("0::") && l.trim_end().ends_with(cgroup));
+    if !in_target {
+        return Err(std::io::Error::other(format!(
+            "process {pid} is no longer in the target's cgroup: nothing archived"
+        )));
+    }
+    let root = open_at(&proc_dir, "root", libc::O_PATH | libc::O_DIRECTORY)?;
     let mut tar = Tar {
         builder: tar::Builder::new(CountingWriter {
             inner: out,
@@ -71,6 +93,11 @@ pub fn write(pid: u32, paths: &[String], out: File, max_bytes: u64) -> std::io::
         let relative = path.trim_start_matches('/');
         let name = if relative.is_empty() { "." } else { relative };
         match open_in_root(&root, name) {
+            // O_PATH with O_NOFOLLOW opens a final link as itself: it is refused too.
+            Ok(fd) if fstat(&fd)?.st_mode & libc::S_IFMT == libc::S_IFLNK => tar
+                .done
+                .refused
+                .push(format!("{path}: a symbolic link at the end, not followed")),
             Ok(fd) => tar.add(fd, name, 0)?,
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => tar.done.refused.push(format!(
                 "{path}: a symbolic link on the way or at the end, not followed"
@@ -106,8 +133,16 @@ impl Tar {
         fits
     }
 
+    /// `fd` is an `O_PATH` descriptor: only a regular file or a directory is reopened to be
+    /// read (through this process's own descriptor).
     fn add(&mut self, fd: OwnedFd, name: &str, depth: usize) -> std::io::Result<()> {
         let st = fstat(&fd)?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFDIR && kind != libc::S_IFREG {
+            self.done.skipped += 1;
+            return Ok(());
+        }
+        let fd = reopen(&fd, kind == libc::S_IFDIR)?;
         let mut header = tar::Header::new_gnu();
         header.set_mode(st.st_mode & 0o7777);
         header.set_uid(st.st_uid as u64);
@@ -209,11 +244,11 @@ impl Tar {
             libc::openat(
                 dir.as_raw_fd(),
                 c.as_ptr(),
-                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
             )
         };
         if fd < 0 {
-            self.done.skipped += 1; // replaced by a link meanwhile, or gone
+            self.done.skipped += 1; // replaced meanwhile, or gone
             return Ok(());
         }
         // SAFETY: openat returned a new descriptor that nothing else owns.
@@ -238,6 +273,44 @@ impl Write for CountingWriter {
     }
 }
 
+/// A readable descriptor for what the `O_PATH` descriptor `fd` names (the same file: opened
+/// through this process's own `/proc/self/fd` entry, never a path of the target's).
+fn reopen(fd: &OwnedFd, directory: bool) -> std::io::Result<OwnedFd> {
+    let mut flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if directory {
+        flags |= libc::O_DIRECTORY;
+    }
+    let c = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    // SAFETY: a NUL-terminated path.
+    let new = unsafe { libc::open(c.as_ptr(), flags) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// `openat(dir, name, flags)` (without following a final link).
+fn open_at(dir: &OwnedFd, name: &str, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    let c = CString::new(name)?;
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A small file of a `/proc/PID` directory, read through its descriptor.
+fn read_at(dir: &OwnedFd, name: &str) -> std::io::Result<String> {
+    let mut text = String::new();
+    File::from(open_at(dir, name, libc::O_RDONLY)?)
+        .take(64 << 10)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 fn open_dir_path(path: &str) -> std::io::Result<OwnedFd> {
     let c = CString::new(path)?;
     // SAFETY: a NUL-terminated path.
@@ -259,7 +332,7 @@ fn open_in_root(root: &OwnedFd, name: &str) -> std::io::Result<OwnedFd> {
     let c = CString::new(name)?;
     // SAFETY: open_how is plain integers: all zeros is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: a valid directory descriptor, a NUL-terminated path, `how` and its size.
     let fd = unsafe {
@@ -323,8 +396,23 @@ mod tests {
         // This process's root is `/`: archive the test directory's paths through it.
         let base = dir.strip_prefix("/").unwrap().display().to_string();
         let out = dir.join("out.tar");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let cgroup = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap()
+            .to_string();
+        assert!(write(
+            std::process::id(),
+            "/not/ours",
+            &[],
+            File::create(&out).unwrap(),
+            1 << 20
+        )
+        .is_err());
         let done = write(
             std::process::id(),
+            &cgroup,
             &[format!("/{base}/data"), format!("/{base}/escape")],
             File::create(&out).unwrap(),
             1 << 20,
@@ -366,6 +454,7 @@ mod tests {
         // A cap smaller than the tree: cut short, said so.
         let small = write(
             std::process::id(),
+            &cgroup,
             &[format!("/{base}/data")],
             File::create(&out).unwrap(),
             2048,

@@ -390,14 +390,15 @@ impl SafeDir {
         chown(&self.fd, owner.0, owner.1)
     }
 
-    /// Makes the FIFO `name` (0600) in this directory, replacing an old one, and opens it
-    /// read-write (so the open never blocks).
+    /// Makes the FIFO `name` (0644: a capsule of the caller's image reads it as nobody; it
+    /// carries no data, and the directory is closed to others) in this directory, replacing an
+    /// old one, and opens it read-write (so the open never blocks).
     pub fn fifo(&self, name: &str) -> std::io::Result<std::fs::File> {
         let c = cstr(name.as_bytes())?;
         // SAFETY: a valid directory descriptor and NUL-terminated name.
         unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) };
         // SAFETY: likewise.
-        cvt(unsafe { libc::mkfifoat(self.fd.as_raw_fd(), c.as_ptr(), 0o600) })?;
+        cvt(unsafe { libc::mkfifoat(self.fd.as_raw_fd(), c.as_ptr(), 0o644) })?;
         // SAFETY: likewise.
         let fd = cvt(unsafe {
             libc::openat(
@@ -407,7 +408,10 @@ impl SafeDir {
             )
         })?;
         // SAFETY: openat returned a new descriptor that nothing else owns.
-        Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let fifo = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // The umask may have taken bits away: set through the descriptor, not the name.
+        chmod(&fifo, 0o644)?;
+        Ok(fifo)
     }
 
     /// Removes the entry `name` (not a directory) from this directory.

@@ -426,7 +426,11 @@ pub async fn reap_orphans(endpoint: &Path) -> anyhow::Result<Vec<Reaped>> {
             })
             .await
             .map_err(call("removing an orphan capsule"))?;
-        let _ = std::fs::remove_dir_all(Path::new(LOG_ROOT).join(&window));
+        // Only a window id RECap makes (hex digits) names a directory of ours.
+        if !window.is_empty() && window.len() <= 32 && window.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let _ = std::fs::remove_dir_all(Path::new(LOG_ROOT).join(&window));
+        }
         log::warn!(
             "removed orphan capsule {name} of window {window} from its pod: the recap process that ran it is gone"
         );

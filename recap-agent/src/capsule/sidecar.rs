@@ -7,7 +7,9 @@ use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
 use bollard::{
-    models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits},
+    models::{
+        ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
+    },
     query_parameters::{
         CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
         RemoveContainerOptionsBuilder,
@@ -58,18 +60,18 @@ pub struct CapsuleContext<'a> {
 pub const LIFELINE: &str = ".lifeline";
 
 /// Runs as the capsule's main process (`BUSYBOX sh -c SCRIPT capsule BUSYBOX DEADLINE_S FSIZE
-/// OUT TOOL ARGS...`): sets the file size cap in 512-byte blocks unless FSIZE is `-` (Docker
+/// OUT LIFELINE TOOL ARGS...`): sets the file size cap in 512-byte blocks unless FSIZE is `-` (Docker
 /// sets it), starts the tool with its arguments as given (never through the shell), its output
 /// into OUT unless `-`, forwards SIGTERM to it, stops it when the lifeline ends or the deadline
 /// passes, and exits with its status. BUSYBOX: RECap's images have it on their PATH; a caller's
 /// image gets the host's static one mounted read-only (`CUSTOM_BUSYBOX`).
-const SUPERVISOR: &str = r#"bb="$1"; deadline="$2"; fsize="$3"; out="$4"; shift 4
+const SUPERVISOR: &str = r#"bb="$1"; deadline="$2"; fsize="$3"; out="$4"; lifeline="$5"; shift 5
 if [ "$fsize" != - ]; then ulimit -f "$fsize" || exit 125; fi
 echo "recap: capsule started"
 if [ "$out" = - ]; then "$@" & else "$@" >"$out" 2>&1 & fi
 tool=$!
 trap 'kill -TERM "$tool" 2>/dev/null' TERM INT
-( "$bb" cat /out/.lifeline >/dev/null 2>&1; kill -TERM "$tool" 2>/dev/null ) &
+( "$bb" cat "$lifeline" >/dev/null 2>&1; kill -TERM "$tool" 2>/dev/null ) &
 ( "$bb" sleep "$deadline"; kill -TERM "$tool" 2>/dev/null ) &
 wait "$tool"; status=$?
 while kill -0 "$tool" 2>/dev/null; do wait "$tool"; status=$?; done
@@ -115,6 +117,9 @@ impl Capsule {
                     docker: docker.clone(),
                     id: created.id,
                 }
+            }
+            Runtime::Cri(_) if spec.tool == Tool::Image => {
+                bail!("a capsule of your own image runs beside Docker containers only for now (in a pod, CRI keeps no bound on its output)")
             }
             Runtime::Cri(site) => {
                 // CRI sets no file size limit: the supervisor does, in 512-byte blocks.
@@ -218,9 +223,49 @@ impl Capsule {
         }
     }
 
+    /// A caller's program's output (the engine's log of it, at most the size cap) into its
+    /// artifact, written by RECap; true if the cap cut it.
+    async fn save_output(&self) -> std::io::Result<bool> {
+        let Container::Docker { docker, id } = &self.container else {
+            return Ok(false);
+        };
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+        let mut logs = docker.logs(id, Some(options));
+        let mut out = self.artifact_dir.create_new(self.spec.tool.artifact())?;
+        let (mut written, mut cut) = (0u64, false);
+        use std::io::Write;
+        let mut first = true;
+        while let Some(Ok(chunk)) = logs.next().await {
+            let all = chunk.into_bytes();
+            let mut bytes: &[u8] = &all;
+            // The supervisor's own first line is RECap's, not the program's.
+            if std::mem::take(&mut first) {
+                if let Some(rest) = bytes.strip_prefix(b"recap: capsule started\n".as_slice()) {
+                    bytes = rest;
+                }
+            }
+            let room = self.max_bytes.saturating_sub(written) as usize;
+            let take = bytes.len().min(room);
+            out.write_all(&bytes[..take])?;
+            written += take as u64;
+            if take < bytes.len() {
+                cut = true;
+                break;
+            }
+        }
+        Ok(cut)
+    }
+
     /// Stops the tool, removes the container, reports the artifact.
     pub async fn stop(self) -> CapsuleReport {
         let exit_code = self.stop_container().await;
+        let output_cut = match self.spec.tool {
+            Tool::Image => self.save_output().await.unwrap_or_else(|e| {
+                log::warn!("saving capsule {}'s output: {e}", self.name);
+                false
+            }),
+            _ => false,
+        };
         // tcpdump says on exit how many packets the kernel dropped before it could read them:
         // a capture that lost any is not called complete.
         let dropped = match self.spec.tool {
@@ -233,6 +278,9 @@ impl Capsule {
             Tool::Strace | Tool::Gdb | Tool::Image | Tool::Archive | Tool::Snapshot => None,
         };
         let outcome = match exit_code {
+            _ if output_cut => CapsuleOutcome::SizeCapReached {
+                cap_bytes: self.max_bytes,
+            },
             0 | 143 if dropped.is_some_and(|d| d > 0) => CapsuleOutcome::Incomplete {
                 reason: format!("{} packets dropped by the kernel", dropped.unwrap_or(0)),
                 dropped_by_kernel: dropped,
@@ -488,8 +536,13 @@ fn labels(spec: &CapsuleSpec, ctx: &CapsuleContext<'_>) -> HashMap<String, Strin
     labels
 }
 
-/// Where a caller's image gets the host's static busybox (read-only), for the supervisor.
+/// Where a caller's image gets the host's static busybox (read-only), for the supervisor, and
+/// the lifeline (read-only: the window's directory is not mounted at all).
 pub const CUSTOM_BUSYBOX: &str = "/.recap/busybox";
+pub const CUSTOM_LIFELINE: &str = "/.recap/lifeline";
+/// The uid and gid a caller's program runs as: nobody (as uid 0 it could leave a set-uid file
+/// for the caller, or signal the target's root processes).
+const CUSTOM_USER: &str = "65534:65534";
 
 /// The capsule's main process: the supervisor running `tool`.
 fn supervised(
@@ -502,9 +555,11 @@ fn supervised(
         Tool::Image => CUSTOM_BUSYBOX,
         _ => "busybox",
     };
-    let out = match spec.tool {
-        Tool::Image => format!("/out/{}", spec.tool.artifact()),
-        _ => "-".into(),
+    let out = "-".to_string();
+    // A caller's image sees no host directory it could write: only the lifeline, read-only.
+    let lifeline = match spec.tool {
+        Tool::Image => CUSTOM_LIFELINE.to_string(),
+        _ => format!("/out/{LIFELINE}"),
     };
     let mut argv: Vec<String> = vec![
         busybox.into(),
@@ -516,6 +571,7 @@ fn supervised(
         ctx.deadline.as_secs().max(1).to_string(),
         fsize.into(),
         out,
+        lifeline,
     ];
     argv.extend(tool);
     argv
@@ -536,22 +592,21 @@ fn docker_create_body(
     labels: HashMap<String, String>,
     ctx: &CapsuleContext<'_>,
 ) -> anyhow::Result<ContainerCreateBody> {
-    let mut mounts = vec![Mount {
-        target: Some("/out".into()),
-        source: Some(ctx.artifact_dir.path().display().to_string()),
+    let bind = |target: &str, source: String, read_only: bool| Mount {
+        target: Some(target.into()),
+        source: Some(source),
         typ: Some(MountType::BIND),
-        read_only: Some(false),
+        read_only: Some(read_only),
         ..Default::default()
-    }];
-    if let Some(busybox) = busybox_for(spec)? {
-        mounts.push(Mount {
-            target: Some(CUSTOM_BUSYBOX.into()),
-            source: Some(busybox.display().to_string()),
-            typ: Some(MountType::BIND),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
+    };
+    let out = ctx.artifact_dir.path().display().to_string();
+    let mounts = match busybox_for(spec)? {
+        Some(busybox) => vec![
+            bind(CUSTOM_BUSYBOX, busybox.display().to_string(), true),
+            bind(CUSTOM_LIFELINE, format!("{out}/{LIFELINE}"), true),
+        ],
+        None => vec![bind("/out", out, false)],
+    };
     let host_config = HostConfig {
         network_mode: Some(format!("container:{}", ctx.target_id)),
         pid_mode: Some(format!("container:{}", ctx.target_id)),
@@ -568,6 +623,14 @@ fn docker_create_body(
         pids_limit: Some(64),
         // Mounts, not `binds` strings: a path holding `:` cannot be misread.
         mounts: Some(mounts),
+        // A caller's program writes only its output, which the engine keeps to the size cap.
+        log_config: (spec.tool == Tool::Image).then(|| HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), ctx.max_bytes.max(4096).to_string()),
+                ("max-file".to_string(), "1".to_string()),
+            ])),
+        }),
         // The size cap: the kernel stops the tool (SIGXFSZ) when its file would pass it.
         ulimits: Some(vec![ResourcesUlimits {
             name: Some("fsize".into()),
@@ -580,8 +643,7 @@ fn docker_create_body(
         image: Some(spec.image_reference(false)),
         cmd: Some(supervised(spec, ctx, "-", tool)),
         entrypoint: Some(vec![]),
-        // A caller's image may name another user; the artifact directory is root's.
-        user: (spec.tool == Tool::Image).then(|| "0:0".to_string()),
+        user: (spec.tool == Tool::Image).then(|| CUSTOM_USER.to_string()),
         labels: Some(labels),
         host_config: Some(host_config),
         ..Default::default()

@@ -36,8 +36,8 @@ pub struct CapsuleOptions {
 pub struct RunningCapsules {
     pub running: Vec<Capsule>,
     pub failed: Vec<CapsuleReport>,
-    /// Archives to make when the window ends, and the process whose root they read.
-    archives: Vec<(CapsuleSpec, u32)>,
+    /// Archives to make when the window ends, from the root of a process of this cgroup then.
+    archives: Vec<(CapsuleSpec, PathBuf)>,
     /// Snapshots taken when the window opened, with the cgroup to take the last one of.
     snapshots: Vec<(CapsuleSpec, snapshot::Snapshot, PathBuf)>,
     max_bytes: u64,
@@ -206,20 +206,20 @@ pub async fn start_all(
         max_bytes,
     };
     for spec in in_recap.iter().filter(|s| s.tool == Tool::Snapshot) {
-        let first = snapshot::take(&target.cgroup_dir);
-        out.snapshots
-            .push(((*spec).clone(), first, target.cgroup_dir.clone()));
-    }
-    for spec in in_recap.into_iter().filter(|s| s.tool == Tool::Archive) {
-        match first_process(&target.cgroup_dir) {
-            Some(pid) => out.archives.push((spec.clone(), pid)),
+        match take_snapshot(&target.cgroup_dir).await {
+            Some(first) => out
+                .snapshots
+                .push(((*spec).clone(), first, target.cgroup_dir.clone())),
             None => out.failed.push(failed_report(
                 spec,
                 &window_id,
                 artifact_dir.path(),
-                "the target has no process whose filesystem could be read".into(),
+                "the first snapshot took longer than 20 s".into(),
             )),
         }
+    }
+    for spec in in_recap.into_iter().filter(|s| s.tool == Tool::Archive) {
+        out.archives.push((spec.clone(), target.cgroup_dir.clone()));
     }
     for (spec, result) in containers.into_iter().zip(started) {
         match result {
@@ -243,18 +243,46 @@ fn first_process(cgroup_dir: &Path) -> Option<u32> {
         .find_map(|l| l.trim().parse().ok())
 }
 
+/// How long an archive or a snapshot may take (a hung network filesystem in the target must
+/// not hold the window's end).
+const IN_RECAP_TIMEOUT: Duration = Duration::from_secs(60);
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A snapshot of the cgroup, on a blocking thread, or `None` if it took too long.
+async fn take_snapshot(cgroup_dir: &Path) -> Option<snapshot::Snapshot> {
+    let dir = cgroup_dir.to_path_buf();
+    let taken = tokio::task::spawn_blocking(move || snapshot::take(&dir));
+    tokio::time::timeout(SNAPSHOT_TIMEOUT, taken)
+        .await
+        .ok()?
+        .ok()
+}
+
 /// Makes an archive into the artifact directory, and its report.
 fn make_archive(
     spec: &CapsuleSpec,
-    pid: u32,
+    cgroup_dir: &Path,
     dir: &SafeDir,
     max_bytes: u64,
     owner: Option<(u32, u32)>,
 ) -> CapsuleReport {
     let name = spec.tool.artifact();
-    let made = dir
-        .create_new(name)
-        .and_then(|file| archive::write(pid, &spec.args, file, max_bytes));
+    let cgroup = crate::targets::cgroup::cgroup2_mount()
+        .ok()
+        .and_then(|root| {
+            cgroup_dir
+                .strip_prefix(root)
+                .ok()
+                .map(|r| format!("/{}", r.display()))
+        });
+    let made = match (first_process(cgroup_dir), cgroup) {
+        (Some(pid), Some(cgroup)) => dir
+            .create_new(name)
+            .and_then(|file| archive::write(pid, &cgroup, &spec.args, file, max_bytes)),
+        _ => Err(std::io::Error::other(
+            "the target has no process left whose filesystem could be read",
+        )),
+    };
     let outcome = match made {
         Err(e) => CapsuleOutcome::Failed {
             reason: format!("making the archive: {e}"),
@@ -281,6 +309,18 @@ fn make_archive(
         artifact: dir.path().join(name).display().to_string(),
         artifact_bytes,
         outcome,
+        note: None,
+    }
+}
+
+/// The report of a capsule RECap makes itself, before its outcome is known.
+fn in_recap_report(spec: &CapsuleSpec, dir: &SafeDir) -> CapsuleReport {
+    CapsuleReport {
+        capsule: spec.to_string(),
+        container_name: "(none: made by RECap)".into(),
+        artifact: dir.path().join(spec.tool.artifact()).display().to_string(),
+        artifact_bytes: 0,
+        outcome: CapsuleOutcome::Ok,
         note: None,
     }
 }
@@ -328,15 +368,37 @@ fn write_snapshot(
 pub async fn stop_all(capsules: RunningCapsules) -> Vec<CapsuleReport> {
     let mut reports = join_all(capsules.running.into_iter().map(|c| c.stop())).await;
     // Archives are made at the end: the logs as the window leaves them.
-    for (spec, pid) in &capsules.archives {
-        let (dir, spec, pid) = (capsules.artifact_dir.clone(), spec.clone(), *pid);
+    for (spec, cgroup_dir) in &capsules.archives {
+        let (dir, job, cgroup_dir) = (
+            capsules.artifact_dir.clone(),
+            spec.clone(),
+            cgroup_dir.clone(),
+        );
         let (owner, max_bytes) = (capsules.owner, capsules.max_bytes);
-        let made =
-            tokio::task::spawn_blocking(move || make_archive(&spec, pid, &dir, max_bytes, owner));
-        reports.extend(made.await.ok());
+        let made = tokio::task::spawn_blocking(move || {
+            make_archive(&job, &cgroup_dir, &dir, max_bytes, owner)
+        });
+        match tokio::time::timeout(IN_RECAP_TIMEOUT, made).await {
+            Ok(Ok(report)) => reports.push(report),
+            _ => reports.push(CapsuleReport {
+                outcome: CapsuleOutcome::Failed {
+                    reason: "the archive took longer than 60 s (a hung filesystem in the target?)"
+                        .into(),
+                },
+                ..in_recap_report(spec, &capsules.artifact_dir)
+            }),
+        }
     }
     for (spec, first, cgroup_dir) in capsules.snapshots {
-        let last = snapshot::take(&cgroup_dir);
+        let Some(last) = take_snapshot(&cgroup_dir).await else {
+            reports.push(CapsuleReport {
+                outcome: CapsuleOutcome::Failed {
+                    reason: "the last snapshot took longer than 20 s".into(),
+                },
+                ..in_recap_report(&spec, &capsules.artifact_dir)
+            });
+            continue;
+        };
         reports.push(write_snapshot(
             &spec,
             &first,

@@ -306,13 +306,14 @@ impl Window {
             (None, _) => Target::resolve(&spec.target)?,
         };
         target.target_only = spec.target_only;
-        // As for Docker: what killed owners left in the runtime's pods goes first.
+        admit(&target)?;
+        // As for Docker: what killed owners left in the runtime's pods goes first (once the
+        // caller is let in: a refused request sweeps nothing).
         if let TargetSpec::Pod { cri_endpoint, .. } = &spec.target {
             if let Err(e) = crate::capsule::cri::reap_orphans(cri_endpoint).await {
                 log::warn!("looking for orphan capsules in pods: {e:#}");
             }
         }
-        admit(&target)?;
 
         // Capsules start in the background while this thread loads and attaches the probes.
         let capsule_task = if spec.capsules.specs.is_empty() {
