@@ -1,11 +1,14 @@
 //! Real OTLP receivers for the tests: the collector's gRPC services (from opentelemetry-proto,
-//! served with tonic) and an HTTP/protobuf endpoint, both recording what they receive.
+//! served with tonic) and an HTTP/protobuf endpoint, both recording what they receive, each
+//! also over TLS with a client certificate required (rustls), gzip accepted.
 
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener},
+    path::Path,
     sync::{Arc, Mutex},
     thread,
+    time::Duration,
 };
 
 use opentelemetry_proto::tonic::{
@@ -23,11 +26,17 @@ use opentelemetry_proto::tonic::{
     metrics::v1::{metric, number_data_point, Metric},
 };
 use prost::Message;
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use tonic::codec::CompressionEncoding;
+
+use crate::scripted::TestCa;
 
 #[derive(Default)]
 pub struct Received {
     pub metrics: Vec<ExportMetricsServiceRequest>,
     pub logs: Vec<ExportLogsServiceRequest>,
+    /// Each request's content encoding as it came (`identity` when none was named).
+    pub encodings: Vec<String>,
 }
 
 pub type Shared = Arc<Mutex<Received>>;
@@ -40,7 +49,9 @@ impl MetricsService for Collector {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.0.lock().unwrap().metrics.push(request.into_inner());
+        let mut received = self.0.lock().unwrap();
+        received.encodings.push(grpc_encoding(&request));
+        received.metrics.push(request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -51,13 +62,41 @@ impl LogsService for Collector {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.0.lock().unwrap().logs.push(request.into_inner());
+        let mut received = self.0.lock().unwrap();
+        received.encodings.push(grpc_encoding(&request));
+        received.logs.push(request.into_inner());
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
 }
 
+fn grpc_encoding<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .to_string()
+}
+
 /// An OTLP gRPC receiver on a loopback port, running until the test process ends.
 pub fn grpc_receiver() -> (SocketAddr, Shared) {
+    serve_grpc(None)
+}
+
+/// The same over TLS: `ca`'s server certificate, a client certificate of `ca` required.
+pub fn grpc_tls_receiver(ca: &TestCa) -> (SocketAddr, Shared) {
+    let (cert, key) = ca.server();
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            read(&cert),
+            read(&key),
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(read(&ca.cert())));
+    serve_grpc(Some(tls))
+}
+
+fn serve_grpc(tls: Option<tonic::transport::ServerTlsConfig>) -> (SocketAddr, Shared) {
     let addr = free_port();
     let shared = Shared::default();
     let (m, l) = (Collector(shared.clone()), Collector(shared.clone()));
@@ -67,9 +106,15 @@ pub fn grpc_receiver() -> (SocketAddr, Shared) {
             .build()
             .unwrap();
         rt.block_on(async move {
-            tonic::transport::Server::builder()
-                .add_service(MetricsServiceServer::new(m))
-                .add_service(LogsServiceServer::new(l))
+            let mut server = tonic::transport::Server::builder();
+            if let Some(tls) = tls {
+                server = server.tls_config(tls).unwrap();
+            }
+            server
+                .add_service(
+                    MetricsServiceServer::new(m).accept_compressed(CompressionEncoding::Gzip),
+                )
+                .add_service(LogsServiceServer::new(l).accept_compressed(CompressionEncoding::Gzip))
                 .serve(addr)
                 .await
                 .unwrap();
@@ -88,57 +133,128 @@ pub fn http_receiver() -> (SocketAddr, Shared) {
     thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let mut data = Vec::new();
-            let mut buf = [0u8; 65536];
-            // Headers, then Content-Length bytes of body.
-            let (head_end, length) = loop {
-                let n = conn.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break (0, 0);
-                }
-                data.extend_from_slice(&buf[..n]);
-                if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    break (end + 4, length);
-                }
-            };
-            while data.len() < head_end + length {
-                let n = conn.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                data.extend_from_slice(&buf[..n]);
-            }
-            let first = String::from_utf8_lossy(&data)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let body = &data[head_end..(head_end + length).min(data.len())];
-            let ok = if first.starts_with("POST /v1/metrics ") {
-                ExportMetricsServiceRequest::decode(body)
-                    .map(|r| store.lock().unwrap().metrics.push(r))
-                    .is_ok()
-            } else if first.starts_with("POST /v1/logs ") {
-                ExportLogsServiceRequest::decode(body)
-                    .map(|r| store.lock().unwrap().logs.push(r))
-                    .is_ok()
-            } else {
-                false
-            };
-            let status = if ok { "200 OK" } else { "400 Bad Request" };
-            let _ = conn.write_all(
-                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            serve_http(&mut conn, &store);
         }
     });
     (addr, shared)
+}
+
+/// The same over TLS (rustls): `ca`'s server certificate, a client certificate of `ca`
+/// required. A handshake that fails ends that connection only.
+pub fn http_tls_receiver(ca: &TestCa) -> (SocketAddr, Shared) {
+    let (cert, key) = ca.server();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca.cert()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                CertificateDer::pem_file_iter(&cert)
+                    .unwrap()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_file(&key).unwrap(),
+            )
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shared = Shared::default();
+    let store = shared.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+            let tls = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut stream = rustls::StreamOwned::new(tls, tcp);
+            serve_http(&mut stream, &store);
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+        }
+    });
+    (addr, shared)
+}
+
+/// One request on `conn`: headers, then Content-Length bytes of body (gunzipped when its
+/// Content-Encoding says gzip), recorded if it decodes; answered and closed.
+fn serve_http(conn: &mut (impl Read + Write), store: &Shared) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let (head, head_end, length) = loop {
+        let n = conn.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        data.extend_from_slice(&buf[..n]);
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length = header(&head, "content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            break (head, end + 4, length);
+        }
+    };
+    while data.len() < head_end + length {
+        let n = conn.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    let first = head.lines().next().unwrap_or_default().to_string();
+    let mut body = data[head_end..(head_end + length).min(data.len())].to_vec();
+    let encoding = header(&head, "content-encoding").unwrap_or("identity");
+    if encoding == "gzip" {
+        let mut plain = Vec::new();
+        if flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .is_err()
+        {
+            plain.clear();
+        }
+        body = plain;
+    }
+    let mut received = store.lock().unwrap();
+    let ok = if first.starts_with("post /v1/metrics ") {
+        ExportMetricsServiceRequest::decode(&body[..])
+            .map(|r| received.metrics.push(r))
+            .is_ok()
+    } else if first.starts_with("post /v1/logs ") {
+        ExportLogsServiceRequest::decode(&body[..])
+            .map(|r| received.logs.push(r))
+            .is_ok()
+    } else {
+        false
+    };
+    if ok {
+        received.encodings.push(encoding.to_string());
+    }
+    drop(received);
+    let status = if ok { "200 OK" } else { "400 Bad Request" };
+    let _ = conn.write_all(
+        format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+}
+
+/// A header's value in a lower-cased request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
 }
 
 /// A loopback port that was free a moment ago (for servers that bind by address).

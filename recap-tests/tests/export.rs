@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use recap_tests::{otlp::*, *};
+use recap_tests::{otlp::*, scripted::TestCa, *};
 use serde_json::Value;
 
 const PLAN: WorkloadPlan = WorkloadPlan {
@@ -540,5 +540,134 @@ fn collector_down_the_window_still_completes_with_a_warning() {
     assert!(warnings.contains("not delivered"), "{warnings}");
     assert!(err.contains("warning: OTLP"), "{err}");
     assert!(took < Duration::from_secs(8), "exit delayed: {took:?}");
+    assert_no_residue();
+}
+
+/// Runs `f` with the OTel variables `vars` set, then removes them (the tests of this binary run
+/// one at a time).
+fn with_otel_env<T>(vars: &[(&str, String)], f: impl FnOnce() -> T) -> T {
+    for (k, v) in vars {
+        std::env::set_var(k, v);
+    }
+    let out = f();
+    for (k, _) in vars {
+        std::env::remove_var(k);
+    }
+    out
+}
+
+/// The collector's CA and a client certificate of it, as OTel's variables name them, gzip on.
+fn tls_env(ca: &TestCa, client: &(PathBuf, PathBuf)) -> Vec<(&'static str, String)> {
+    let text = |p: &Path| p.to_str().unwrap().to_string();
+    vec![
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", text(&ca.cert())),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", text(&client.0)),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", text(&client.1)),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".into()),
+    ]
+}
+
+fn assert_all_gzip(received: &Received) {
+    assert!(!received.encodings.is_empty());
+    assert!(
+        received.encodings.iter().all(|e| e == "gzip"),
+        "{:?}",
+        received.encodings
+    );
+}
+
+#[test]
+fn otlp_grpc_over_tls_with_a_client_certificate_and_gzip_arrives_exactly() {
+    if !require_root() {
+        return;
+    }
+    let ca = TestCa::new("otlp-grpc");
+    let (addr, received) = grpc_tls_receiver(&ca);
+    std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
+    let vars = tls_env(&ca, &ca.client());
+    let endpoint = format!("https://127.0.0.1:{}", addr.port());
+    let (s, _) = with_otel_env(&vars, || {
+        window_on_workload(
+            &["--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc"],
+            || {},
+        )
+    });
+    let received = received.lock().unwrap();
+    assert_otlp_equals_summary(&received, &s);
+    assert_all_gzip(&received);
+    assert_eq!(
+        s["warnings"].to_string().matches("OTLP").count(),
+        0,
+        "{}",
+        s["warnings"]
+    );
+}
+
+#[test]
+fn otlp_http_protobuf_over_tls_with_a_client_certificate_and_gzip_arrives_exactly() {
+    if !require_root() {
+        return;
+    }
+    let ca = TestCa::new("otlp-http");
+    let (addr, received) = http_tls_receiver(&ca);
+    std::env::set_var("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test");
+    let mut vars = tls_env(&ca, &ca.client());
+    // By name: the certificate is for localhost as well as 127.0.0.1.
+    vars.push((
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("https://localhost:{}", addr.port()),
+    ));
+    vars.push(("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()));
+    let (s, _) = with_otel_env(&vars, || window_on_workload(&[], || {}));
+    let received = received.lock().unwrap();
+    assert_otlp_equals_summary(&received, &s);
+    assert_all_gzip(&received);
+}
+
+#[test]
+fn a_collector_certificate_of_another_ca_is_a_warning_naming_it_not_a_failed_window() {
+    if !require_root() {
+        return;
+    }
+    let ca = TestCa::new("otlp-theirs");
+    let other = TestCa::new("otlp-other");
+    for protocol in ["grpc", "http/protobuf"] {
+        let (addr, received) = match protocol {
+            "grpc" => grpc_tls_receiver(&ca),
+            _ => http_tls_receiver(&ca),
+        };
+        // Trusting `other`, which did not sign the receiver's certificate.
+        let vars = tls_env(&other, &other.client());
+        let (code, out, err) = with_otel_env(&vars, || {
+            recap(&[
+                "window",
+                "--pid",
+                "1",
+                "-d",
+                "1s",
+                "--otlp-endpoint",
+                &format!("https://127.0.0.1:{}", addr.port()),
+                "--otlp-protocol",
+                protocol,
+                "-o",
+                "json",
+            ])
+        });
+        assert_eq!(code, 0, "{protocol}: {err}");
+        let s = summary(&out);
+        assert_eq!(s["status"], "completed", "{protocol}");
+        let warnings = s["warnings"].to_string();
+        assert!(warnings.contains("not delivered"), "{protocol}: {warnings}");
+        assert!(
+            warnings.contains("UnknownIssuer") || warnings.contains("unknown issuer"),
+            "{protocol}: the warning names the certificate error: {warnings}"
+        );
+        let received = received.lock().unwrap();
+        assert_eq!(
+            received.metrics.len() + received.logs.len(),
+            0,
+            "{protocol}"
+        );
+    }
     assert_no_residue();
 }

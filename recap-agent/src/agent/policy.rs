@@ -328,6 +328,15 @@ impl Policy {
                 "OTLP export to an endpoint of the caller's choosing (otlp = false)".into(),
             );
         }
+        // The agent would read them as root: a caller could name any file on the host.
+        if spec
+            .export
+            .otlp
+            .as_ref()
+            .is_some_and(|o| o.tls.names_files())
+        {
+            return refuse("OTEL_EXPORTER_OTLP_CERTIFICATE, _CLIENT_CERTIFICATE and _CLIENT_KEY name files the agent would read as root; an https:// endpoint is checked against the system's roots, or configure TLS on the agent".into());
+        }
         if spec.export.prometheus.is_some() {
             return refuse("--prometheus: the agent serves /metrics itself".into());
         }
@@ -387,6 +396,10 @@ mod tests {
     use clap::Parser;
 
     fn spec(args: &[&str]) -> WindowSpec {
+        spec_with_env(args, &[])
+    }
+
+    fn spec_with_env(args: &[&str], env: &[(&str, &str)]) -> WindowSpec {
         #[derive(Parser)]
         struct Wrapper {
             #[command(flatten)]
@@ -396,7 +409,11 @@ mod tests {
         argv.extend(args);
         Wrapper::parse_from(argv)
             .args
-            .into_spec_with_env(|_| None)
+            .into_spec_with_env(|k| {
+                env.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            })
             .unwrap()
             .0
     }
@@ -502,6 +519,29 @@ max_windows = 2
             0
         )
         .contains("otlp"));
+        // With otlp allowed: an https:// endpoint is, a certificate file the agent would
+        // read as root is not.
+        let otlp_policy = Policy::parse(
+            &POLICY.replace("max_windows = 2", "max_windows = 2\notlp = true"),
+            "policy.toml",
+        )
+        .unwrap();
+        let https = ["--pid", "1", "--otlp-endpoint", "https://collector:4317"];
+        assert_eq!(
+            otlp_policy.admit(&sre, &spec(&https), false, 0, 0, 0),
+            Ok(())
+        );
+        let naming_a_file =
+            spec_with_env(&https, &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/shadow")]);
+        assert!(otlp_policy
+            .admit(&sre, &naming_a_file, false, 0, 0, 0)
+            .unwrap_err()
+            .0
+            .contains("would read as root"));
+        assert_eq!(
+            otlp_policy.admit(&root, &naming_a_file, false, 0, 0, 0),
+            Ok(())
+        );
         assert!(policy
             .admit(&root, &ok, false, 0, 0, 10)
             .unwrap_err()

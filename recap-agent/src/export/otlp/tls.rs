@@ -36,12 +36,13 @@ impl TlsMaterial {
         };
         let material = TlsMaterial { ca, client };
         // Parsed now, so that a file of the wrong kind is an error at arm, not a failed send.
-        material.rustls_config(&[])?;
+        material.rustls_config()?;
         Ok(material)
     }
 
-    /// For HTTP/protobuf (and the check at load): the CA given, else the system's roots.
-    pub fn rustls_config(&self, alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
+    /// For HTTP/protobuf (and the check at load): the CA given, else the system's roots. No
+    /// ALPN: hyper-rustls sets it from the HTTP versions it is built for.
+    pub fn rustls_config(&self) -> anyhow::Result<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca {
             Some(pem) => {
@@ -64,7 +65,7 @@ impl TlsMaterial {
             .with_safe_default_protocol_versions()
             .context("TLS protocol versions")?
             .with_root_certificates(roots);
-        let mut config = match &self.client {
+        let config = match &self.client {
             Some((cert, key)) => builder
                 .with_client_auth_cert(
                     certificates(cert, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")?,
@@ -75,7 +76,6 @@ impl TlsMaterial {
                 .context("the client certificate and key do not go together")?,
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
 

@@ -74,7 +74,7 @@ impl Transport {
             }
             Protocol::HttpProtobuf => {
                 let tls_config = match &tls {
-                    Some(tls) => tls.rustls_config(&[b"http/1.1"])?,
+                    Some(tls) => tls.rustls_config()?,
                     // Never used for http:// (no roots read for nothing).
                     None => rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
                         rustls::crypto::ring::default_provider(),
@@ -141,10 +141,15 @@ impl Message {
 /// `text` followed by the error's causes: the reason a connection failed (refused, a TLS
 /// handshake's "invalid peer certificate: UnknownIssuer") is deep in the chain of tonic's and
 /// hyper's errors, and it is what the user needs to see.
+/// `text` and the causes under `error` that say something new (tonic and hyper repeat their
+/// cause in their own message: a TLS error would read three times).
 fn with_causes(mut text: String, error: &dyn std::error::Error) -> String {
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(&format!(": {said}"));
+        }
         source = cause.source();
     }
     text
