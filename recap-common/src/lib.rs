@@ -698,17 +698,15 @@ pub mod programs {
 
 #[cfg(feature = "user")]
 mod pod {
-    unsafe impl aya::Pod for super::WindowTag {}
-    unsafe impl aya::Pod for super::ExecKey {}
-    unsafe impl aya::Pod for super::OomVictim {}
-    unsafe impl aya::Pod for super::DiskKey {}
-    unsafe impl aya::Pod for super::DiskBio {}
-    unsafe impl aya::Pod for super::HttpKey {}
-    unsafe impl aya::Pod for super::HttpStat {}
-    unsafe impl aya::Pod for super::HttpConn {}
-    unsafe impl aya::Pod for super::TlsCall {}
-    unsafe impl aya::Pod for super::TlsKey {}
-    unsafe impl aya::Pod for super::H2Event {}
-    unsafe impl aya::Pod for super::DnsKey {}
-    unsafe impl aya::Pod for super::DnsPending {}
+    macro_rules! pod {
+        ($($t:ident),* $(,)?) => {$(
+            // SAFETY: `#[repr(C)]`, `Copy`, fields of integers and arrays of integers only: every
+            // bit pattern the kernel writes is a valid value.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+    pod!(
+        WindowTag, ExecKey, OomVictim, DiskKey, DiskBio, HttpKey, HttpStat, HttpConn, TlsCall,
+        TlsKey, H2Event, DnsKey, DnsPending,
+    );
 }

@@ -468,6 +468,13 @@ pub fn assert_no_residue() {
     }
 }
 
+/// The number at JSON pointer `path` of a summary, or a panic that shows the summary.
+pub fn u(v: &serde_json::Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
+}
+
 /// Parses recap's JSON summary.
 pub fn summary(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))

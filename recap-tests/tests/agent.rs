@@ -9,12 +9,6 @@ use recap_agent::agent::{api::StartWindowRequest, client};
 use recap_tests::{agent::AgentProcess, *};
 use serde_json::Value;
 
-fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
-}
-
 fn getppid(v: &Value) -> u64 {
     v["syscalls"]["by_syscall"]
         .as_array()

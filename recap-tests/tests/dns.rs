@@ -71,12 +71,6 @@ fn lookups(ns: &NetNs, cg: Option<&TestCgroup>) -> Value {
     Value::Object(tally)
 }
 
-fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
-}
-
 fn by_name(list: &Value, name: &str) -> u64 {
     list.as_array()
         .unwrap()
@@ -163,6 +157,7 @@ fn ns_udp_socket(ns: &NetNs, addr: &str) -> UdpSocket {
         assert_eq!(libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET), 0);
     }
     let socket = UdpSocket::bind(addr);
+    // SAFETY: back to the namespace file held open above.
     unsafe {
         assert_eq!(libc::setns(here.as_raw_fd(), libc::CLONE_NEWNET), 0);
     }

@@ -60,12 +60,6 @@ fn now_s() -> f64 {
         .as_secs_f64()
 }
 
-fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} missing"))
-}
-
 /// A throwaway Prometheus scraping `target` every second.
 struct Prometheus {
     child: Child,

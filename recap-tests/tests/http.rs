@@ -103,12 +103,6 @@ fn counted(side: &Value) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
-}
-
 /// In which log2 bucket (its lower bound) each of a group's requests fell.
 fn buckets(side: &Value, method: &str, status: u64) -> Vec<(u64, u64)> {
     side["requests"]

@@ -9,7 +9,6 @@ use std::{
 };
 
 use recap_tests::*;
-use serde_json::Value;
 
 /// `recap-tcp-load` in the target cgroup and the namespace.
 struct Load {
@@ -44,12 +43,6 @@ impl Drop for Load {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
-}
-
-fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
 }
 
 #[test]

@@ -20,12 +20,6 @@ const PLAN: WorkloadPlan = WorkloadPlan {
 const INBOUND: usize = 4;
 const INBOUND_BYTES: usize = 700;
 
-fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
-}
-
 fn syscall(v: &Value, name: &str) -> (u64, u64) {
     v["syscalls"]["by_syscall"]
         .as_array()

@@ -188,7 +188,8 @@ fn apt_packages() -> anyhow::Result<()> {
 fn ebpf_toolchain() -> anyhow::Result<()> {
     let has_toolchain = output(Command::new("rustup").args(["toolchain", "list"]))
         .is_some_and(|s| s.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)));
-    let has_src = has_toolchain
+    // rust-src builds core for the BPF target; clippy is the eBPF crate's lint gate.
+    let has_components = has_toolchain
         && output(Command::new("rustup").args([
             "component",
             "list",
@@ -196,11 +197,15 @@ fn ebpf_toolchain() -> anyhow::Result<()> {
             "--toolchain",
             EBPF_TOOLCHAIN,
         ]))
-        .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")));
-    if has_src {
+        .is_some_and(|s| {
+            ["rust-src", "clippy"]
+                .iter()
+                .all(|c| s.lines().any(|l| l.starts_with(c)))
+        });
+    if has_components {
         return Ok(());
     }
-    eprintln!("xtask: installing Rust {EBPF_TOOLCHAIN} with rust-src (builds the eBPF programs)");
+    eprintln!("xtask: installing Rust {EBPF_TOOLCHAIN} with rust-src and clippy (builds and lints the eBPF programs)");
     status(Command::new("rustup").args([
         "toolchain",
         "install",
@@ -209,6 +214,8 @@ fn ebpf_toolchain() -> anyhow::Result<()> {
         "minimal",
         "--component",
         "rust-src",
+        "--component",
+        "clippy",
     ]))
 }
 

@@ -19,8 +19,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     setup::run()?;
     require_root("the integration tests")?;
     if args.filter.is_none() {
-        // The gates: formatting and lints of the user-space crates (the eBPF crate builds for
-        // its own target only).
+        // The gates: formatting, lints of the user-space crates, and of the eBPF crate with its
+        // own toolchain and target (it builds for nothing else).
         status(cargo().args(["fmt", "--all", "--check"]))?;
         status(cargo().args([
             "clippy",
@@ -38,6 +38,26 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
+        status(
+            // The rustup proxy, not $CARGO (this toolchain's cargo knows no `+toolchain`).
+            std::process::Command::new("cargo")
+                .current_dir(crate::run::workspace().join("recap-ebpf"))
+                .env_remove("RUSTC")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .args([
+                    &format!("+{}", setup::EBPF_TOOLCHAIN),
+                    "clippy",
+                    "--quiet",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                    "--release",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+        )?;
     }
     status(cargo().args(["test", "--quiet"]))?;
     // The binary under test, built the way users get it.

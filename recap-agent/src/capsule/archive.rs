@@ -199,6 +199,7 @@ impl Tar {
         depth: usize,
     ) -> std::io::Result<()> {
         let c = CString::new(child.as_bytes())?;
+        // SAFETY: libc::stat is plain integers; all zeroes is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: a valid directory descriptor, a NUL-terminated name, a stat buffer.
         if unsafe {
@@ -352,6 +353,7 @@ fn open_in_root(root: &OwnedFd, name: &str) -> std::io::Result<OwnedFd> {
 }
 
 fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
+    // SAFETY: libc::stat is plain integers; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: a valid descriptor and a stat buffer.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {

@@ -472,8 +472,8 @@ mod tests {
         assert_eq!(dir.path(), base.join("real").join("abc"));
         // Another user's link: never.
         std::os::unix::fs::symlink("/etc", base.join("etc")).unwrap();
-        // SAFETY: lchown of a path we made, with a NUL-terminated string.
         let c = CString::new(base.join("etc").as_os_str().as_bytes()).unwrap();
+        // SAFETY: lchown of a path we made, with a NUL-terminated string.
         assert_eq!(unsafe { libc::lchown(c.as_ptr(), 4242, 4242) }, 0);
         let e = window_dir(&base.join("etc"), "abc").unwrap_err();
         assert!(format!("{e:#}").contains("symbolic link"), "{e:#}");

@@ -32,6 +32,7 @@ pub struct TaskSlots {
 
 // SAFETY: the mapping is shared memory accessed only through atomics; it lives until `Drop`.
 unsafe impl Send for TaskSlots {}
+// SAFETY: as for Send: every access to the mapping is atomic, the rest is behind a Mutex.
 unsafe impl Sync for TaskSlots {}
 
 impl TaskSlots {

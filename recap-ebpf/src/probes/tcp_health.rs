@@ -59,15 +59,13 @@ pub fn recap_tcph_ops(ctx: SockOpsContext) -> u32 {
             add(slot, Counter::TcpRttSumNs, sample_ns);
             hist_add(&TCP_RTT_HIST, slot, sample_ns, TCP_HIST_BUCKETS);
         }
-        BPF_SOCK_OPS_STATE_CB => {
-            if ctx.arg(1) == TCP_CLOSE {
-                let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-                if let Some(&start) = unsafe { CONN_START.get(&cookie) } {
-                    let _ = CONN_START.remove(&cookie);
-                    let lived_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
-                    add(slot, Counter::TcpConnDurSumNs, lived_ns);
-                    hist_add(&TCP_DUR_HIST, slot, lived_ns, TCP_HIST_BUCKETS);
-                }
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => {
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            if let Some(&start) = unsafe { CONN_START.get(&cookie) } {
+                let _ = CONN_START.remove(&cookie);
+                let lived_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+                add(slot, Counter::TcpConnDurSumNs, lived_ns);
+                hist_add(&TCP_DUR_HIST, slot, lived_ns, TCP_HIST_BUCKETS);
             }
         }
         _ => {}
