@@ -13,5 +13,6 @@ pub mod limits;
 pub mod probes;
 pub mod report;
 pub mod targets;
+pub mod units;
 pub mod unix_grpc;
 pub mod window;

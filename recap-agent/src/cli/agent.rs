@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::units::parse_duration;
+use crate::units::parse_duration;
 use crate::{
     agent::{self, AgentConfig, DEFAULT_SOCKET},
     export::{otlp, prometheus},

@@ -5,16 +5,13 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Subcommand};
 
-use super::{
-    units::{format_duration, parse_duration},
-    usage,
-    window::Output,
-};
+use super::{usage, window::Output};
 use crate::fleet::{
     client::{run_fleet_window, FleetWindowSpec},
     etcd::{Etcd, EtcdConfig},
     Coordinator, Selector,
 };
+use crate::units::{format_duration, parse_duration};
 
 /// How to reach etcd; shared by `recap agent` and `recap fleet`.
 #[derive(Debug, Args, Clone)]

@@ -5,7 +5,6 @@ pub mod capsule_image;
 pub mod fleet;
 mod selected;
 mod signals;
-pub mod units;
 pub mod window;
 pub mod windows;
 

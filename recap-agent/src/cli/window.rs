@@ -9,11 +9,7 @@ use std::{
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::{
-    signals::StopSignals,
-    units::{format_duration, parse_duration, parse_size},
-    usage,
-};
+use super::{signals::StopSignals, usage};
 use crate::{
     capsule::CapsuleSpec,
     export::{
@@ -23,6 +19,7 @@ use crate::{
     families::Family,
     report::{render_table, WindowSummary},
     targets::TargetSpec,
+    units::{format_duration, parse_duration, parse_size},
     window::{
         live::LiveView, new_window_id, CapsuleOptions, ExportOptions, SharedEngine, Window,
         WindowObserver, WindowSpec,

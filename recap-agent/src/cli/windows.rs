@@ -13,7 +13,6 @@ use tokio_stream::StreamExt;
 
 use super::{
     signals::StopSignals,
-    units::parse_duration,
     window::{print_out, print_summary, Output, WindowArgs},
 };
 use crate::{
@@ -22,6 +21,7 @@ use crate::{
         client::{self, Client},
     },
     report::{rfc3339_utc, terminal::safe, WindowSummary},
+    units::parse_duration,
     window::live::LiveView,
 };
 
