@@ -13,6 +13,6 @@ pub mod limits;
 pub mod probes;
 pub mod report;
 pub mod targets;
-pub mod units;
+pub mod text;
 pub mod unix_grpc;
 pub mod window;

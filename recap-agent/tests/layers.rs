@@ -10,7 +10,7 @@ use std::{
 /// Bottom up. Text and units, the host's plumbing, targets, the metric vocabulary and its sinks,
 /// families, probes, the summary and capsules, the window, then the three front ends.
 const LAYERS: &[&str] = &[
-    "units",
+    "text",
     "limits",
     "unix_grpc",
     "docker",
@@ -42,7 +42,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("export", "families", "Family named in the exporters"),
     ("export", "report", "WindowSummary read by the exporters"),
     ("families", "probes", "RawCounts and map errors"),
-    ("families", "report", "terminal::safe and syscall names"),
     ("http2", "families", "the http family's request keys"),
     ("http2", "probes", "RawCounts"),
     ("report", "capsule", "CapsuleReport in the summary"),

@@ -30,7 +30,7 @@ use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{targets::Target, units::parse_duration, window::WindowSpec};
+use crate::{targets::Target, text::units::parse_duration, window::WindowSpec};
 
 /// Windows the agent holds at most (its kernel maps have this many slots, less one).
 pub const MAX_WINDOWS_TOTAL: usize = (recap_common::MAX_WINDOWS - 1) as usize;
@@ -96,7 +96,7 @@ fn default_quota() -> u64 {
 
 fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let s = String::deserialize(d)?;
-    crate::units::parse_size(&s).map_err(serde::de::Error::custom)
+    crate::text::units::parse_size(&s).map_err(serde::de::Error::custom)
 }
 
 fn default_max_duration() -> Duration {
@@ -264,8 +264,8 @@ impl Policy {
         if spec.duration > rule.max_duration {
             return refuse(format!(
                 "duration {} is over its max_duration {}",
-                crate::units::format_duration(spec.duration),
-                crate::units::format_duration(rule.max_duration)
+                crate::text::units::format_duration(spec.duration),
+                crate::text::units::format_duration(rule.max_duration)
             ));
         }
         if open_by_caller >= rule.max_windows {

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use crate::units::parse_duration;
+use crate::text::units::parse_duration;
 use crate::{
     agent::{self, AgentConfig, DEFAULT_SOCKET},
     export::{otlp, prometheus},

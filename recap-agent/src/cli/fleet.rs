@@ -11,7 +11,7 @@ use crate::fleet::{
     etcd::{Etcd, EtcdConfig},
     Coordinator, Selector,
 };
-use crate::units::{format_duration, parse_duration};
+use crate::text::units::{format_duration, parse_duration};
 
 /// How to reach etcd; shared by `recap agent` and `recap fleet`.
 #[derive(Debug, Args, Clone)]

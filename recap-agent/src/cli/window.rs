@@ -19,7 +19,7 @@ use crate::{
     families::Family,
     report::{render_table, WindowSummary},
     targets::TargetSpec,
-    units::{format_duration, parse_duration, parse_size},
+    text::units::{format_duration, parse_duration, parse_size},
     window::{
         live::LiveView, new_window_id, CapsuleOptions, ExportOptions, SharedEngine, Window,
         WindowObserver, WindowSpec,

@@ -20,8 +20,9 @@ use crate::{
         api::{watch_event, ListWindowsRequest, StartWindowRequest, WindowRecord, WindowRef},
         client::{self, Client},
     },
-    report::{rfc3339_utc, terminal::safe, WindowSummary},
-    units::parse_duration,
+    report::{rfc3339_utc, WindowSummary},
+    text::terminal::safe,
+    text::units::parse_duration,
     window::live::LiveView,
 };
 

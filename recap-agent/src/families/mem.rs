@@ -39,8 +39,8 @@ use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
     metric,
     probes::{map_err, missing_map, EngineError, RawCounts},
-    report::terminal::safe,
     targets::cgroup,
+    text::terminal::safe,
 };
 
 pub struct Mem;

@@ -14,6 +14,7 @@ pub mod log2;
 pub mod mem;
 pub mod net;
 pub mod proc;
+pub mod syscall_names;
 pub mod syscalls;
 pub mod tcp;
 pub mod tcp_health;

@@ -15,7 +15,7 @@ use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
     metric,
     probes::{map_err, missing_map, EngineError, RawCounts},
-    report::terminal::safe,
+    text::terminal::safe,
 };
 
 pub struct Proc;

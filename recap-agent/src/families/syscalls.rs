@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::{FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook};
 use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
+    families::syscall_names::syscall_name,
     metric,
     probes::RawCounts,
-    report::{syscall_names::syscall_name, terminal::safe},
+    text::terminal::safe,
 };
 
 pub struct Syscalls;

@@ -243,7 +243,7 @@ pub async fn run_fleet_window(
         "recap: fleet window {} on {} for {}: {} nodes ({})",
         request.id,
         request.selector,
-        crate::units::format_duration(spec.duration),
+        crate::text::units::format_duration(spec.duration),
         nodes.len(),
         nodes.join(", ")
     );

@@ -2,9 +2,7 @@
 //! (schema in docs/window-json.md).
 
 mod summary;
-pub mod syscall_names;
 mod table;
-pub mod terminal;
 mod time;
 
 pub use summary::*;

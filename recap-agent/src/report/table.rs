@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use super::{summary::*, terminal::safe};
+use super::summary::*;
+use crate::text::terminal::safe;
 use crate::{capsule::CapsuleOutcome, families::FamilyStatus};
 
 pub fn render_table(s: &WindowSummary, top: usize) -> String {

@@ -14,7 +14,8 @@ use crate::{
     capsule::CapsuleOutcome,
     families::{Family, FamilyStatus},
     probes::RawCounts,
-    report::{terminal::safe, WindowSummary},
+    report::WindowSummary,
+    text::terminal::safe,
 };
 
 /// The "armed" lines: target, families, capsules.

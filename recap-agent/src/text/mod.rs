@@ -1,0 +1,5 @@
+//! Text at the edges: durations and sizes as users type them, and strings from the target made
+//! safe for a terminal. The bottom layer: it imports nothing of the crate.
+
+pub mod terminal;
+pub mod units;
