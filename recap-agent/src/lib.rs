@@ -8,7 +8,6 @@ pub mod docker;
 pub mod export;
 pub mod families;
 pub mod fleet;
-pub mod http2;
 pub mod limits;
 pub mod probes;
 pub mod report;

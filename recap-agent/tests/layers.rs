@@ -16,7 +16,6 @@ const LAYERS: &[&str] = &[
     "docker",
     "targets",
     "export",
-    "http2",
     "families",
     "probes",
     "report",
@@ -42,8 +41,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("export", "families", "Family named in the exporters"),
     ("export", "report", "WindowSummary read by the exporters"),
     ("families", "probes", "RawCounts and map errors"),
-    ("http2", "families", "the http family's request keys"),
-    ("http2", "probes", "RawCounts"),
     ("report", "capsule", "CapsuleReport in the summary"),
 ];
 

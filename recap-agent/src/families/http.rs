@@ -287,7 +287,7 @@ pub struct RequestKey {
 }
 
 /// Methods an HTTP/2 request may have beyond `HTTP_METHODS`.
-const OTHER_METHODS: [&str; 2] = ["other", crate::http2::streams::UNKNOWN];
+const OTHER_METHODS: [&str; 2] = ["other", crate::families::http2::streams::UNKNOWN];
 
 impl From<HttpKey> for RequestKey {
     fn from(k: HttpKey) -> Self {
@@ -373,7 +373,7 @@ impl std::fmt::Display for GrpcKey {
         let scheme = if self.tls { "https" } else { "http" };
         let code = self
             .code
-            .map_or(crate::http2::streams::UNKNOWN.to_string(), |c| {
+            .map_or(crate::families::http2::streams::UNKNOWN.to_string(), |c| {
                 c.to_string()
             });
         write!(f, "grpc {side} {code} {scheme} {}", self.path)
@@ -388,7 +388,7 @@ impl GrpcKey {
         }
         let server = side(parts.next()?)?;
         let code = parts.next()?;
-        let code = if code == crate::http2::streams::UNKNOWN {
+        let code = if code == crate::families::http2::streams::UNKNOWN {
             None
         } else {
             Some(code.parse().ok()?)
@@ -543,7 +543,7 @@ pub fn summarise(c: &RawCounts) -> HttpSummary {
     let mut sides: BTreeMap<bool, Vec<RequestGroup>> = BTreeMap::new();
     let mut grpc = GrpcSummary {
         paths_limit: match c.get(Counter::GrpcPathsLimit) {
-            0 => crate::http2::tally::GRPC_PATHS,
+            0 => crate::families::http2::tally::GRPC_PATHS,
             n => n as usize,
         },
         other_calls: c.get(Counter::GrpcOtherCalls),
@@ -805,7 +805,7 @@ impl FamilyReport for HttpSummary {
 /// A status code as shown and exported: `unknown` for 0 (HTTP/2, not decodable).
 fn status_text(status: u16) -> String {
     if status == 0 {
-        crate::http2::streams::UNKNOWN.to_string()
+        crate::families::http2::streams::UNKNOWN.to_string()
     } else {
         status.to_string()
     }

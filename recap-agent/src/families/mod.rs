@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod disk;
 pub mod dns;
 pub mod http;
+pub mod http2;
 pub mod log2;
 pub mod mem;
 pub mod net;

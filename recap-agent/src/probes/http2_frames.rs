@@ -1,6 +1,6 @@
 //! User space's end of `HTTP2_FRAMES`: a thread drains the kernel's HTTP/2 events as they come
 //! (the buffer is 1 MiB: a second's worth of a busy server would not fit), hands each to its
-//! connection (`http2::streams`) and keeps one `Tally` per window slot. The engine drains what
+//! connection (`families::http2::streams`) and keeps one `Tally` per window slot. The engine drains what
 //! is left before it reads a window, so a window's last requests are in its numbers.
 
 use std::{
@@ -14,7 +14,7 @@ use aya::maps::{MapData, RingBuf};
 use recap_common::{H2Event, TlsKey};
 
 use super::RawCounts;
-use crate::http2::{streams::Conn, tally::Tally};
+use crate::families::http2::{streams::Conn, tally::Tally};
 
 /// HTTP/2 connections followed at once; past this the least recently active is dropped (its
 /// streams stay counted as started, never answered).
