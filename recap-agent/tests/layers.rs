@@ -8,7 +8,7 @@ use std::{
 };
 
 /// Bottom up. Text and units, the host's plumbing, targets, the metric vocabulary and its sinks,
-/// families, probes, the summary and capsules, the window, then the three front ends.
+/// families, probes, capsules, the summary, the window, then the three front ends.
 const LAYERS: &[&str] = &[
     "text",
     "limits",
@@ -18,8 +18,8 @@ const LAYERS: &[&str] = &[
     "export",
     "families",
     "probes",
-    "report",
     "capsule",
+    "report",
     "window",
     "agent",
     "fleet",
@@ -41,7 +41,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ("export", "families", "Family named in the exporters"),
     ("export", "report", "WindowSummary read by the exporters"),
     ("families", "probes", "RawCounts and map errors"),
-    ("report", "capsule", "CapsuleReport in the summary"),
 ];
 
 /// `#[macro_export]` macros live at the crate root: the module that defines each.

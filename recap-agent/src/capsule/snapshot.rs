@@ -126,7 +126,7 @@ pub fn take(cgroup_dir: &Path) -> Snapshot {
         })
         .unwrap_or_default();
     Snapshot {
-        taken_at: crate::report::rfc3339_utc(std::time::SystemTime::now()),
+        taken_at: crate::text::time::rfc3339_utc(std::time::SystemTime::now()),
         processes,
         files,
         sockets,

@@ -20,8 +20,9 @@ use crate::{
         api::{watch_event, ListWindowsRequest, StartWindowRequest, WindowRecord, WindowRef},
         client::{self, Client},
     },
-    report::{rfc3339_utc, WindowSummary},
+    report::WindowSummary,
     text::terminal::safe,
+    text::time::rfc3339_utc,
     text::units::parse_duration,
     window::live::LiveView,
 };

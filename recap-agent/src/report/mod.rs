@@ -3,8 +3,6 @@
 
 mod summary;
 mod table;
-mod time;
 
 pub use summary::*;
 pub use table::render_table;
-pub use time::rfc3339_utc;

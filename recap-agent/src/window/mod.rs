@@ -32,8 +32,9 @@ use crate::{
     },
     families::{Family, FamilyStatus},
     probes::{ProbeEngine, RawCounts, TlsSeen, WindowProbes},
-    report::{rfc3339_utc, WindowMeta, WindowStatus, WindowSummary},
+    report::{WindowMeta, WindowStatus, WindowSummary},
     targets::{Target, TargetSpec},
+    text::time::rfc3339_utc,
 };
 
 #[derive(Clone, Debug, PartialEq)]
