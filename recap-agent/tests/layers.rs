@@ -40,7 +40,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     ),
     ("export", "families", "Family named in the exporters"),
     ("export", "report", "WindowSummary read by the exporters"),
-    ("families", "probes", "RawCounts and map errors"),
 ];
 
 /// `#[macro_export]` macros live at the crate root: the module that defines each.

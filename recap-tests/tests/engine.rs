@@ -1,8 +1,9 @@
 //! The probe engine directly: several windows at once over one loaded program set.
 
 use recap_agent::{
+    families::raw::RawCounts,
     families::{syscalls::per_syscall, Family, FamilyStatus},
-    probes::{ProbeEngine, RawCounts},
+    probes::ProbeEngine,
     targets::{Target, TargetSpec},
 };
 use recap_tests::*;
@@ -48,7 +49,7 @@ fn two_windows_share_one_program_set_and_count_apart() {
     assert_ne!(win_a.slot, win_b.slot);
     assert!(matches!(
         engine.open(&target(&a), &[Family::TCP]),
-        Err(recap_agent::probes::EngineError::NoFreeSlot(2))
+        Err(recap_agent::families::engine_error::EngineError::NoFreeSlot(2))
     ));
     // One global sys_exit program, shared by both windows.
     let sys_exit_progs = residue()

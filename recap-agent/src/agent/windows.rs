@@ -25,7 +25,7 @@ use super::{
 use crate::{
     cli::window::WindowArgs,
     export::prometheus::Published,
-    probes::RawCounts,
+    families::raw::RawCounts,
     targets::TargetSpec,
     window::{
         live::{announce, render},

@@ -22,8 +22,8 @@ use super::{
 };
 use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
+    families::raw::RawCounts,
     metric,
-    probes::RawCounts,
     targets::cgroup,
 };
 

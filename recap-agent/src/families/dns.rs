@@ -14,8 +14,8 @@ use super::{
 };
 use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
+    families::raw::RawCounts,
     metric,
-    probes::RawCounts,
 };
 
 pub struct Dns;

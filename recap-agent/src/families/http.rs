@@ -30,8 +30,11 @@ use super::{
 };
 use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
+    families::{
+        engine_error::{map_err, missing_map, EngineError},
+        raw::RawCounts,
+    },
     metric,
-    probes::{map_err, missing_map, EngineError, RawCounts},
 };
 
 pub struct Http;

@@ -9,12 +9,14 @@
 pub mod cpu;
 pub mod disk;
 pub mod dns;
+pub mod engine_error;
 pub mod http;
 pub mod http2;
 pub mod log2;
 pub mod mem;
 pub mod net;
 pub mod proc;
+pub mod raw;
 pub mod syscall_names;
 pub mod syscalls;
 pub mod tcp;
@@ -26,10 +28,8 @@ use aya::Ebpf;
 use recap_common::Counter;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{
-    export::catalog::{MetricDef, Sample},
-    probes::{EngineError, RawCounts},
-};
+use self::{engine_error::EngineError, raw::RawCounts};
+use crate::export::catalog::{MetricDef, Sample};
 
 /// A raw tracepoint on a kernel event every process goes through (BTF-typed, `tp_btf`, when
 /// the program needs the kernel's types); the program finds the window of the current thread

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::{CgroupHook, FamilyReport, Hooks, ProbeFamily};
 use crate::{
     export::catalog::{MetricDef, Sample, Value, DIRECTION, TRANSPORT},
+    families::raw::RawCounts,
     metric,
-    probes::RawCounts,
 };
 
 pub struct Net;

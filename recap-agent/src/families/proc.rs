@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::{row, FamilyReport, Hooks, Named, ProbeFamily, TaskHook};
 use crate::{
     export::catalog::{Attr, MetricDef, Sample, Value},
+    families::{
+        engine_error::{map_err, missing_map, EngineError},
+        raw::RawCounts,
+    },
     metric,
-    probes::{map_err, missing_map, EngineError, RawCounts},
     text::terminal::safe,
 };
 

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{row, CgroupHook, FamilyReport, Hooks, ProbeFamily};
 use crate::{
     export::catalog::{MetricDef, Sample, Value},
+    families::raw::RawCounts,
     metric,
-    probes::RawCounts,
 };
 
 pub struct Tcp;

@@ -14,8 +14,8 @@ use super::{
 };
 use crate::{
     export::catalog::{MetricDef, Sample, Value, DIRECTION},
+    families::raw::RawCounts,
     metric,
-    probes::RawCounts,
 };
 
 pub struct TcpHealth;

@@ -12,7 +12,6 @@
 //! - `http2_frames`: the kernel's HTTP/2 frames, drained and decoded as they come.
 
 mod btf;
-mod counts;
 mod engine;
 mod go_tls;
 mod http2_frames;
@@ -23,43 +22,12 @@ mod task_slots;
 mod tls;
 mod tls_code;
 
-use aya::maps::MapError;
-pub use counts::RawCounts;
 pub use engine::{ProbeEngine, WindowProbes};
 pub use program_set::EBPF_OBJECT;
-use thiserror::Error;
 pub use tls::{NotRead, TlsSeen};
 
-#[derive(Debug, Error)]
-pub enum EngineError {
-    #[error("recap needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, to load eBPF programs; run it with sudo")]
-    NotPrivileged,
-    #[error("loading RECap's eBPF object")]
-    Load(#[source] aya::EbpfError),
-    #[error("all {0} window slots are in use; close a window first")]
-    NoFreeSlot(u32),
-    #[error("{op}")]
-    Map {
-        op: String,
-        #[source]
-        source: MapError,
-    },
-    #[error("opening the target cgroup {path} for attaching")]
-    CgroupOpen {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-pub(crate) fn map_err(op: impl Into<String>) -> impl FnOnce(MapError) -> EngineError {
-    let op = op.into();
-    move |source| EngineError::Map { op, source }
-}
-
-pub(crate) fn missing_map(name: &str) -> EngineError {
-    EngineError::Map {
-        op: format!("map {name} missing from the eBPF object"),
-        source: MapError::InvalidName { name: name.into() },
-    }
-}
+// The error and raw numbers are the families' vocabulary; the engine's parts name them from here.
+use crate::families::{
+    engine_error::{map_err, missing_map, EngineError},
+    raw::RawCounts,
+};

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     capsule::CapsuleReport,
+    families::raw::RawCounts,
     families::{Family, FamilyReport, FamilyStatus},
-    probes::{RawCounts, TlsSeen},
+    probes::TlsSeen,
     targets::Target,
 };
 

@@ -12,8 +12,8 @@ use std::{
 use super::{ArmedWindow, WindowObserver};
 use crate::{
     capsule::CapsuleOutcome,
+    families::raw::RawCounts,
     families::{Family, FamilyStatus},
-    probes::RawCounts,
     report::WindowSummary,
     text::terminal::safe,
 };

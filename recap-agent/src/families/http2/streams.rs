@@ -560,7 +560,7 @@ mod tests {
     use recap_common::{TlsKey, H2_CHUNK, H2_FRAME_HEADER};
 
     use super::*;
-    use crate::{families::http::summarise, probes::RawCounts};
+    use crate::families::{http::summarise, raw::RawCounts};
 
     /// A literal field without indexing, raw strings.
     fn literal(name: &str, value: &str) -> Vec<u8> {

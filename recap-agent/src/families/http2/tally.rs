@@ -8,7 +8,7 @@ use recap_common::{Counter, HTTP_BUCKETS, HTTP_VERSION_2};
 
 use crate::{
     families::http::{GrpcKey, RequestKey},
-    probes::RawCounts,
+    families::raw::RawCounts,
 };
 
 /// gRPC paths (`/package.Service/Method`) told apart per window by default (`--grpc-paths`);

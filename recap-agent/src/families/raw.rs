@@ -1,4 +1,5 @@
-//! Raw per-window numbers as read from the maps (per-CPU values already summed).
+//! Raw per-window numbers as the engine reads them from the maps (per-CPU values already
+//! summed), for the families to interpret.
 
 use std::collections::BTreeMap;
 
