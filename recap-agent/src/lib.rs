@@ -9,6 +9,7 @@ pub mod export;
 pub mod families;
 pub mod fleet;
 pub mod limits;
+pub mod metrics;
 pub mod probes;
 pub mod report;
 pub mod targets;

@@ -7,19 +7,21 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// Bottom up. Text and units, the host's plumbing, targets, the metric vocabulary and its sinks,
-/// families, probes, capsules, the summary, the window, then the three front ends.
+/// Bottom up. Text and units, the host's plumbing, targets, the metric vocabulary, families,
+/// probes, capsules, the summary, the exporters (sinks of summaries), the window, then the three
+/// front ends.
 const LAYERS: &[&str] = &[
     "text",
     "limits",
     "unix_grpc",
     "docker",
     "targets",
-    "export",
+    "metrics",
     "families",
     "probes",
     "capsule",
     "report",
+    "export",
     "window",
     "agent",
     "fleet",
@@ -38,12 +40,10 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
         "fleet",
         "the agent's etcd config, scope and user limits",
     ),
-    ("export", "families", "Family named in the exporters"),
-    ("export", "report", "WindowSummary read by the exporters"),
 ];
 
 /// `#[macro_export]` macros live at the crate root: the module that defines each.
-const EXPORTED_MACROS: &[(&str, &str)] = &[("metric", "export")];
+const EXPORTED_MACROS: &[(&str, &str)] = &[("metric", "metrics")];
 
 /// The module a `crate::` name belongs to.
 fn home(name: &str) -> &str {

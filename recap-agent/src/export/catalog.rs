@@ -1,64 +1,14 @@
-//! Every exported metric, defined once: its Prometheus and OpenTelemetry names, type, unit,
-//! attributes and meaning. Each family defines its metrics in its own module
-//! (`families/<name>.rs`); this module holds the shared vocabulary, the window-wide metric, and
-//! `samples`, which takes a window's numbers from its summary, so an export can only say what
-//! the summary says. docs/metrics.md is generated from these definitions (`recap metrics-catalog`).
+//! The catalogue: every exported metric, defined once. Each family defines its metrics in its
+//! own module (`families/<name>.rs`) with the vocabulary of `crate::metrics`; this module holds
+//! the window-wide metric, the list of all, and `samples`, which takes a window's numbers from
+//! its summary, so an export can only say what the summary says. docs/metrics.md is generated from these definitions (`recap metrics-catalog`).
 
-use crate::{families::Family, report::WindowSummary};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// An attribute: its OpenTelemetry key and its Prometheus label name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Attr {
-    pub otel: &'static str,
-    pub prom: &'static str,
-}
-
-pub const DIRECTION: Attr = Attr {
-    otel: "network.io.direction",
-    prom: "direction",
+use crate::{
+    families::Family,
+    metric,
+    metrics::{Kind, MetricDef, Sample, Value},
+    report::WindowSummary,
 };
-pub const TRANSPORT: Attr = Attr {
-    otel: "network.transport",
-    prom: "transport",
-};
-/// On every series.
-pub const WINDOW: Attr = Attr {
-    otel: "recap.window.id",
-    prom: "window_id",
-};
-
-#[derive(Debug)]
-pub struct MetricDef {
-    pub prom: &'static str,
-    pub otel: &'static str,
-    pub kind: Kind,
-    /// UCUM unit for OTLP (Prometheus names carry their base unit as a suffix).
-    pub unit: &'static str,
-    pub help: &'static str,
-    pub attrs: &'static [Attr],
-}
-
-/// Defines a `static` [`MetricDef`].
-#[macro_export]
-macro_rules! metric {
-    ($ident:ident, $prom:literal, $otel:literal, $kind:ident, $unit:literal, $help:literal, [$($attr:ident),*]) => {
-        pub static $ident: $crate::export::catalog::MetricDef = $crate::export::catalog::MetricDef {
-            prom: $prom,
-            otel: $otel,
-            kind: $crate::export::catalog::Kind::$kind,
-            unit: $unit,
-            help: $help,
-            attrs: &[$($attr),*],
-        };
-    };
-}
 
 metric!(
     WINDOW_INFO,
@@ -77,33 +27,6 @@ pub fn all() -> Vec<&'static MetricDef> {
         .flat_map(|f| f.metrics().iter().copied())
         .chain([&WINDOW_INFO])
         .collect()
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Count(u64),
-    Seconds(f64),
-    /// Cumulative per bucket: `counts[i]` waits fell at or below `bounds_s[i]` and above the
-    /// previous bound; the last count is above every bound.
-    Histogram {
-        bounds_s: Vec<f64>,
-        counts: Vec<u64>,
-        count: u64,
-        sum_s: f64,
-    },
-}
-
-#[derive(Clone, Debug)]
-pub struct Sample {
-    pub def: &'static MetricDef,
-    pub attrs: Vec<(Attr, String)>,
-    pub value: Value,
-}
-
-impl Sample {
-    pub fn new(def: &'static MetricDef, attrs: Vec<(Attr, String)>, value: Value) -> Self {
-        Sample { def, attrs, value }
-    }
 }
 
 /// The labels of `recap_window_info` (and OTLP resource attributes).

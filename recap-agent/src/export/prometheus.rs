@@ -26,7 +26,8 @@ use prometheus_client::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use super::catalog::{self, Kind, MetricDef, Sample, Value, WINDOW};
+use super::catalog;
+use crate::metrics::{Kind, MetricDef, Sample, Value, WINDOW};
 use crate::{
     limits::{self, Gate, Guarded, Limits, Peer},
     report::WindowSummary,

@@ -21,9 +21,9 @@ use super::{
     row, FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook,
 };
 use crate::{
-    export::catalog::{Attr, MetricDef, Sample, Value},
     families::raw::RawCounts,
     metric,
+    metrics::{Attr, MetricDef, Sample, Value},
     targets::cgroup,
 };
 

@@ -13,9 +13,9 @@ use super::{
     row, CgroupHook, FamilyReport, Hooks, ProbeFamily, SlotArray,
 };
 use crate::{
-    export::catalog::{Attr, MetricDef, Sample, Value},
     families::raw::RawCounts,
     metric,
+    metrics::{Attr, MetricDef, Sample, Value},
 };
 
 pub struct Dns;

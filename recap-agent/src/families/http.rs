@@ -29,12 +29,12 @@ use super::{
     row, FamilyReport, Hooks, Named, ProbeFamily, TaskHook,
 };
 use crate::{
-    export::catalog::{Attr, MetricDef, Sample, Value},
     families::{
         engine_error::{map_err, missing_map, EngineError},
         raw::RawCounts,
     },
     metric,
+    metrics::{Attr, MetricDef, Sample, Value},
 };
 
 pub struct Http;

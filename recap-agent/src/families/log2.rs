@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::export::catalog::{MetricDef, Sample, Value};
+use crate::metrics::{MetricDef, Sample, Value};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bucket {

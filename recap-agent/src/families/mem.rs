@@ -36,12 +36,12 @@ use super::{
     row, FamilyReport, Hooks, Named, ProbeFamily, SlotArray, TaskHook,
 };
 use crate::{
-    export::catalog::{Attr, MetricDef, Sample, Value},
     families::{
         engine_error::{map_err, missing_map, EngineError},
         raw::RawCounts,
     },
     metric,
+    metrics::{Attr, MetricDef, Sample, Value},
     targets::cgroup,
     text::terminal::safe,
 };

@@ -29,7 +29,7 @@ use recap_common::Counter;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
 
 use self::{engine_error::EngineError, raw::RawCounts};
-use crate::export::catalog::{MetricDef, Sample};
+use crate::metrics::{MetricDef, Sample};
 
 /// A raw tracepoint on a kernel event every process goes through (BTF-typed, `tp_btf`, when
 /// the program needs the kernel's types); the program finds the window of the current thread

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{CgroupHook, FamilyReport, Hooks, ProbeFamily};
 use crate::{
-    export::catalog::{MetricDef, Sample, Value, DIRECTION, TRANSPORT},
     families::raw::RawCounts,
     metric,
+    metrics::{MetricDef, Sample, Value, DIRECTION, TRANSPORT},
 };
 
 pub struct Net;

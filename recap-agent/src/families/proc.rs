@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{row, FamilyReport, Hooks, Named, ProbeFamily, TaskHook};
 use crate::{
-    export::catalog::{Attr, MetricDef, Sample, Value},
     families::{
         engine_error::{map_err, missing_map, EngineError},
         raw::RawCounts,
     },
     metric,
+    metrics::{Attr, MetricDef, Sample, Value},
     text::terminal::safe,
 };
 

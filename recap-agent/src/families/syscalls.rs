@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{FamilyReport, Hooks, ProbeFamily, SlotArray, TaskHook};
 use crate::{
-    export::catalog::{Attr, MetricDef, Sample, Value},
     families::raw::RawCounts,
     families::syscall_names::syscall_name,
     metric,
+    metrics::{Attr, MetricDef, Sample, Value},
     text::terminal::safe,
 };
 

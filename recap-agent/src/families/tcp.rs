@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{row, CgroupHook, FamilyReport, Hooks, ProbeFamily};
 use crate::{
-    export::catalog::{MetricDef, Sample, Value},
     families::raw::RawCounts,
     metric,
+    metrics::{MetricDef, Sample, Value},
 };
 
 pub struct Tcp;

@@ -13,9 +13,9 @@ use super::{
     row, CgroupHook, FamilyReport, Hooks, ProbeFamily, SlotArray,
 };
 use crate::{
-    export::catalog::{MetricDef, Sample, Value, DIRECTION},
     families::raw::RawCounts,
     metric,
+    metrics::{MetricDef, Sample, Value, DIRECTION},
 };
 
 pub struct TcpHealth;

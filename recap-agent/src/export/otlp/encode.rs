@@ -18,7 +18,8 @@ use opentelemetry_proto::tonic::{
 };
 
 use crate::{
-    export::catalog::{self, Kind, Value, WINDOW},
+    export::catalog,
+    metrics::{Kind, Value, WINDOW},
     report::WindowSummary,
 };
 
@@ -81,7 +82,7 @@ impl Encoder {
                 if of_def.is_empty() {
                     return None;
                 }
-                let attrs = |sample: &catalog::Sample| {
+                let attrs = |sample: &crate::metrics::Sample| {
                     let mut a = vec![kv(WINDOW.otel, s.meta.window_id.clone())];
                     a.extend(
                         sample
@@ -91,7 +92,7 @@ impl Encoder {
                     );
                     a
                 };
-                let number = |sample: &catalog::Sample| NumberDataPoint {
+                let number = |sample: &crate::metrics::Sample| NumberDataPoint {
                     attributes: attrs(sample),
                     start_time_unix_nano: self.start_ns,
                     time_unix_nano: now,
