@@ -8,10 +8,13 @@
 //! - `windows`: the windows the agent runs (start, the run task, cancel, watch);
 //! - `self_metrics`: windows opened/open/refused, arm latency, the probes' run time in the
 //!   kernel (BPF stats);
-//! - `client`: the CLI's side of the socket.
+//! - `client`: the CLI's side of the socket;
+//! - `fleet_node`: the agent's side of fleet windows (its part of each request, opened through
+//!   `windows`).
 
 pub(crate) mod audit;
 pub mod client;
+pub mod fleet_node;
 pub mod history;
 pub mod policy;
 mod self_metrics;
@@ -235,7 +238,7 @@ async fn start_fleet(
                 _ = rejoining.rejoin_members() => {}
             }
         });
-        let node = Arc::new(crate::fleet::agent_side::FleetNode {
+        let node = Arc::new(fleet_node::FleetNode {
             node: fleet.node.clone(),
             coordinator,
             stop,

@@ -12,7 +12,6 @@
 //! - the CLI follows the parts and merges the results; a node whose registration goes before
 //!   its result is `lost`, one that never claims is `no_answer`.
 
-pub mod agent_side;
 pub mod client;
 pub mod etcd;
 pub mod limits;

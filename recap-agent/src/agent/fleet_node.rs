@@ -14,7 +14,7 @@ use std::{
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{
+use crate::fleet::{
     limits::UserLedger,
     now_unix_ms,
     selector::{matching_containers, matching_pods},
@@ -54,7 +54,7 @@ pub struct FleetNode {
     /// The parts being run; waited for (briefly) at shutdown so that they publish.
     pub parts: TaskTracker,
     /// Labels that make a container this node's (`--fleet-scope`).
-    pub scope: Option<super::Selector>,
+    pub scope: Option<crate::fleet::Selector>,
     /// `AUTH_*`: what the last check found.
     pub auth: AtomicU8,
 }
@@ -235,7 +235,7 @@ impl FleetNode {
         let stub = FleetRequest {
             id,
             user,
-            selector: super::Selector(Default::default()),
+            selector: crate::fleet::Selector(Default::default()),
             args: Vec::new(),
             created_unix_ms: now_unix_ms(),
             deadline_unix_ms: now_unix_ms(),
@@ -304,7 +304,7 @@ impl FleetNode {
         &self,
         request: &FleetRequest,
         caller: &Caller,
-    ) -> Result<(Vec<super::selector::Matched>, usize), String> {
+    ) -> Result<(Vec<crate::fleet::selector::Matched>, usize), String> {
         // Both the request's labels and the node's scope must hold (a key both give with two
         // values matches nothing).
         let mut selector = request.selector.clone();
