@@ -520,6 +520,29 @@ fn blocker_image() -> &'static str {
     IMAGE
 }
 
+/// Stack dumps written so far to any `stacks.txt` under the artifact directory.
+fn dumps_so_far(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                dumps_so_far(&path)
+            } else if path.file_name().is_some_and(|n| n == "stacks.txt") {
+                std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .matches("==== process 1 (blocker)")
+                    .count()
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
 /// The gdb capsule on a hung service: every thread's stack, at each `every:` tick and at the
 /// end; the blocked thread's function and the main thread's are in them, with their sources.
 #[test]
@@ -531,15 +554,20 @@ fn a_gdb_capsule_shows_where_every_thread_is_blocked() {
     let artifacts = std::env::temp_dir().join(format!("recap-gdb-{}", std::process::id()));
     let mut run = capsule_window(&app, "gdb=every:1s", &artifacts);
     run.wait_armed();
-    // gdb takes a while to start in the capsule (its Python library is compiled each time):
-    // 5 s leaves room for two ticks on a loaded machine.
-    thread::sleep(Duration::from_secs(5));
+    // Two ticks' dumps in the capsule's output before the window is stopped: each gdb run
+    // takes seconds on a loaded machine (its Python library is compiled each time), so wait
+    // for them rather than for a time.
+    let ticks = (0..450).find(|_| {
+        thread::sleep(Duration::from_millis(100));
+        dumps_so_far(&artifacts) >= 2
+    });
+    assert!(ticks.is_some(), "no two gdb ticks in 45 s");
     let (s, err) = run.interrupt();
     let (stacks, report) = artifact(&s, "gdb");
     assert_eq!(report["status"], "ok", "{report:#}\n{err}");
     let text = std::fs::read_to_string(&stacks).unwrap();
     let dumps = text.matches("==== process 1 (blocker)").count();
-    // Two ticks at least in 5 s, and the one at the end.
+    // The two ticks waited for, and the one at the end.
     assert!(dumps >= 3, "{dumps} dumps:\n{text}");
     assert_eq!(
         text.matches("in recap_blocked_here () at ").count(),
