@@ -29,11 +29,7 @@ const LAYERS: &[&str] = &[
 ];
 
 /// Upward imports not untangled yet (issue 18), as (from, to, what).
-const KNOWN_UPWARD: &[(&str, &str, &str)] = &[(
-    "agent",
-    "cli",
-    "StartWindowRequest.args re-parsed by the CLI's WindowArgs",
-)];
+const KNOWN_UPWARD: &[(&str, &str, &str)] = &[];
 
 /// `#[macro_export]` macros live at the crate root: the module that defines each.
 const EXPORTED_MACROS: &[(&str, &str)] = &[("metric", "metrics")];
@@ -94,6 +90,14 @@ fn crate_refs(text: &str) -> BTreeSet<String> {
     refs
 }
 
+/// A source file without its unit tests (`#[cfg(test)] mod tests`, last in the file): a test
+/// may build its inputs with any layer (the policy's tests parse command lines with the CLI's
+/// parser) without the program depending on it.
+fn without_unit_tests(text: &str) -> &str {
+    text.find("#[cfg(test)]\nmod tests")
+        .map_or(text, |at| &text[..at])
+}
+
 fn sources(path: &Path, out: &mut Vec<PathBuf>) {
     if path.is_dir() {
         for entry in std::fs::read_dir(path).unwrap() {
@@ -119,7 +123,7 @@ fn no_module_imports_a_layer_above_it_beyond_the_known_list() {
         sources(&path, &mut files);
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
-            for to in crate_refs(&text) {
+            for to in crate_refs(without_unit_tests(&text)) {
                 let to = home(&to).to_string();
                 if to != name && rank(&to) >= from {
                     found.insert((name.clone(), to, file.display().to_string()));

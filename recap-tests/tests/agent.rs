@@ -5,7 +5,13 @@
 
 use std::{thread, time::Duration};
 
-use recap_agent::agent::{api::StartWindowRequest, client};
+use recap_agent::agent::{
+    api::{
+        window_spec::Target, Capsule, CapsuleTool, KeyValue, OtlpExport, StartWindowRequest,
+        WindowSpec,
+    },
+    client,
+};
 use recap_tests::{agent::AgentProcess, *};
 use serde_json::Value;
 
@@ -281,52 +287,94 @@ fn malformed_and_hostile_requests_change_nothing() {
     let dir = cg.dir.to_str().unwrap().to_string();
     runtime.block_on(async {
         let mut c = client::connect(&socket).await.unwrap();
-        let start = |args: Vec<String>| {
-            let request = StartWindowRequest {
-                args,
-                env: Default::default(),
-            };
+        let start = |spec: Option<WindowSpec>| {
             let mut c = c.clone();
-            async move { c.start_window(request).await.unwrap_err() }
+            async move {
+                c.start_window(StartWindowRequest { spec })
+                    .await
+                    .unwrap_err()
+            }
         };
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let on = |target: Target, edit: &dyn Fn(&mut WindowSpec)| {
+            let mut spec = WindowSpec {
+                target: Some(target),
+                duration: Some(prost_types::Duration {
+                    seconds: 5,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            };
+            edit(&mut spec);
+            Some(spec)
+        };
+        let cgroup = || Target::Cgroup(dir.clone());
+        let capsule = |tool: CapsuleTool, args: &[&str]| Capsule {
+            tool: tool as i32,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
         let cases = [
+            (None, "give the window's spec"),
+            (on(cgroup(), &|s| s.target = None), "give a target"),
             (
-                s(&["--cgroup", &dir, "--capsule", "strace=busybox sh -c id"]),
+                on(Target::Container("web".into()), &|s| {
+                    s.capsules = vec![capsule(CapsuleTool::Strace, &["busybox", "sh", "-c", "id"])]
+                }),
                 "not `busybox`",
             ),
             (
-                s(&["--cgroup", &format!("{dir}/../../../../../etc")]),
+                on(Target::Cgroup(format!("{dir}/../../../../../etc")), &|_| {}),
                 "not a cgroup v2 directory",
             ),
-            (s(&["--cgroup", &dir, "-d", "1e99"]), "cannot read duration"),
-            (s(&["--cgroup", &dir, "--bogus"]), "--bogus"),
-            (vec!["--cgroup".to_string(); 100], "at most 64 arguments"),
-            (s(&["--cgroup", &"x".repeat(10_000)]), "at most 4096 bytes"),
             (
-                s(&[
-                    "--cgroup",
-                    &dir,
-                    "--otlp-endpoint",
-                    "http://127.0.0.1:1",
-                    "--otlp-header",
-                    "x=1\r\nX-Injected: yes",
-                ]),
+                on(cgroup(), &|s| {
+                    s.duration = Some(prost_types::Duration {
+                        seconds: i64::MAX,
+                        nanos: 0,
+                    })
+                }),
+                "over the",
+            ),
+            (
+                on(cgroup(), &|s| {
+                    s.duration = Some(prost_types::Duration {
+                        seconds: -1,
+                        nanos: 0,
+                    })
+                }),
+                "not negative",
+            ),
+            (
+                on(cgroup(), &|s| s.families = vec![4242]),
+                "unknown probe family",
+            ),
+            (
+                on(Target::Container("web".into()), &|s| {
+                    s.capsules = vec![capsule(CapsuleTool::Tcpdump, &[]); 100]
+                }),
+                "at most 6 capsules",
+            ),
+            (
+                on(Target::Cgroup("x".repeat(10_000)), &|_| {}),
+                "at most 4096 bytes",
+            ),
+            (
+                on(cgroup(), &|s| {
+                    s.otlp = Some(OtlpExport {
+                        endpoint: "http://127.0.0.1:1".into(),
+                        headers: vec![KeyValue {
+                            key: "x".into(),
+                            value: "1\r\nX-Injected: yes".into(),
+                        }],
+                        ..Default::default()
+                    })
+                }),
                 "control characters",
             ),
         ];
-        for (args, why) in cases {
-            let status = start(args.clone()).await;
-            assert!(status.message().contains(why), "{args:?}: {status:?}");
+        for (spec, why) in cases {
+            let status = start(spec.clone()).await;
+            assert!(status.message().contains(why), "{spec:?}: {status:?}");
         }
-        let env_status = c
-            .start_window(StartWindowRequest {
-                args: s(&["--cgroup", &dir]),
-                env: [("LD_PRELOAD".to_string(), "/x".to_string())].into(),
-            })
-            .await
-            .unwrap_err();
-        assert!(env_status.message().contains("OTEL_"), "{env_status:?}");
         let unknown = c
             .get_window(recap_agent::agent::api::WindowRef {
                 window_id: "../../etc".into(),

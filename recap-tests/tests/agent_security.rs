@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use recap_agent::agent::{api::StartWindowRequest, client};
+use recap_agent::agent::{
+    api::{window_spec::Target, Capsule, CapsuleTool, StartWindowRequest, WindowSpec},
+    client,
+};
 use recap_tests::{agent::AgentProcess, docker::AppContainer, *};
 use serde_json::Value;
 
@@ -370,7 +373,7 @@ fn floods_of_idle_connections_do_not_lock_the_agent_up() {
     assert_no_residue();
 }
 
-/// Case 5: a request of 1,000 arguments of 3.9 kB (3.9 MB) is refused, and its audit line is
+/// Case 5: a request of 1,000 capsules of 3.9 kB (3.9 MB) is refused, and its audit line is
 /// bounded: twenty of them add a few kB to the log, not 78 MB.
 #[test]
 fn huge_refused_requests_leave_bounded_audit_lines() {
@@ -383,15 +386,26 @@ fn huge_refused_requests_leave_bounded_audit_lines() {
     runtime.block_on(async {
         let mut c = client::connect(&agent.socket).await.unwrap();
         for _ in 0..20 {
+            let capsule = Capsule {
+                tool: CapsuleTool::Tcpdump as i32,
+                args: vec!["y".repeat(3900)],
+            };
             let status = c
                 .start_window(StartWindowRequest {
-                    args: vec!["y".repeat(3900); 1000],
-                    env: Default::default(),
+                    spec: Some(WindowSpec {
+                        target: Some(Target::Container("web".into())),
+                        duration: Some(prost_types::Duration {
+                            seconds: 5,
+                            nanos: 0,
+                        }),
+                        capsules: vec![capsule; 1000],
+                        ..Default::default()
+                    }),
                 })
                 .await
                 .unwrap_err();
             assert!(
-                status.message().contains("at most 64 arguments"),
+                status.message().contains("at most 6 capsules"),
                 "{status:?}"
             );
         }
@@ -400,7 +414,8 @@ fn huge_refused_requests_leave_bounded_audit_lines() {
     let added = log.len() - before;
     eprintln!("20 refused 3.9 MB requests added {added} bytes to the log");
     assert!(added < 60_000, "{added} bytes of audit log");
-    assert_eq!(log.matches("(1000 arguments, 3900000 bytes)").count(), 20);
+    // As options: --container web -d 5s, then --capsule tcpdump=yyy... 1000 times.
+    assert_eq!(log.matches("(2004 arguments, 3917018 bytes)").count(), 20);
     drop(agent);
     assert_no_residue();
 }

@@ -179,6 +179,30 @@ fn tls_program_runs() -> u64 {
     }
 }
 
+/// Whether the agent has instrumented `pid`'s TLS code: its key in `TLS_PROCS`, which is set once
+/// the process's uprobes are attached (a process forked in the window is covered from then on;
+/// what it wrote before is counted as TLS records not read).
+fn tls_instrumented(pid: u32) -> bool {
+    let out = Command::new("bpftool")
+        .args(["map", "dump", "name", "TLS_PROCS", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let key = |e: &Value| -> Option<u64> {
+        if let Some(k) = e["formatted"]["key"].as_u64() {
+            return Some(k);
+        }
+        let bytes: Vec<u8> = e["key"]
+            .as_array()?
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+            .collect::<Option<_>>()?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?) as u64)
+    };
+    v.as_array()
+        .is_some_and(|entries| entries.iter().any(|e| key(e) == Some(pid as u64)))
+}
+
 /// Turns the kernel's per-program run counts on for the test's life (off again on drop).
 struct BpfStats(String);
 impl BpfStats {
@@ -274,6 +298,16 @@ fn https_served_in_the_target_is_counted_exactly_and_nothing_outside() {
         })
         .expect("nginx forked no new worker");
     wait_listening(inside.port, "nginx's new worker");
+    // Its uprobes are attached as the window learns of the fork, within milliseconds: the
+    // requests below go to it once they are.
+    let instrumented = (0..500).any(|_| {
+        thread::sleep(Duration::from_millis(10));
+        tls_instrumented(new_worker)
+    });
+    assert!(
+        instrumented,
+        "nginx's new worker {new_worker} was not instrumented in 5 s"
+    );
     curl(inside.port, &["/ok", "/missing"], false);
     curl(node_port, &["/ok", "/ok", "/nothing"], false);
     let inside_runs = tls_program_runs() - before - outside_runs;

@@ -109,7 +109,7 @@ pub fn scrub(message: &str, secrets: &[String]) -> String {
 }
 
 /// A URL's `user:password@` replaced (`http://<redacted>@host:4317`).
-fn redact_userinfo(url: &str) -> String {
+pub(crate) fn redact_userinfo(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {

@@ -26,6 +26,7 @@ use crate::{
         audit,
         policy::Caller,
         windows::{Agent, StartError},
+        wire,
     },
     targets::Target,
 };
@@ -130,13 +131,6 @@ impl FleetNode {
             }
             if let Err(why) = self.admissible(&request) {
                 self.refuse(&request, &why).await;
-                if request.carries_secret() {
-                    // Refused, and removed: a secret has no business in etcd (what etcd keeps
-                    // of it until its next compaction is beyond reach here).
-                    if let Err(e) = self.coordinator.withdraw(&request).await {
-                        log::warn!("fleet: removing request {}: {e:#}", request.id);
-                    }
-                }
                 continue;
             }
             let me = self.clone();
@@ -211,7 +205,15 @@ impl FleetNode {
             &caller,
             &format!(
                 "fleet part refused {}: {}",
-                audit::args_line(&request.args),
+                audit::args_line(&wire::command_line(&wire::fleet_part(
+                    &request.window,
+                    None,
+                    Duration::from_millis(
+                        request
+                            .deadline_unix_ms
+                            .saturating_sub(request.created_unix_ms)
+                    )
+                ))),
                 audit::message(why)
             ),
         );
@@ -236,7 +238,7 @@ impl FleetNode {
             id,
             user,
             selector: crate::fleet::Selector(Default::default()),
-            args: Vec::new(),
+            window: Default::default(),
             created_unix_ms: now_unix_ms(),
             deadline_unix_ms: now_unix_ms(),
             nodes: vec![self.node.clone()],
@@ -436,12 +438,14 @@ impl FleetNode {
         }
         let mut started = Vec::new();
         for container in &matched {
-            let mut args = request.args.clone();
-            args.extend(container.target_args());
-            args.extend(["-d".to_string(), format!("{remaining}ms")]);
+            let spec = wire::fleet_part(
+                &request.window,
+                Some(&container.target()),
+                Duration::from_millis(remaining),
+            );
             let outcome = self
                 .agent
-                .start(caller.clone(), args, Default::default())
+                .start(caller.clone(), spec)
                 .await
                 .map(|(id, _)| id)
                 .map_err(|e| match e {
@@ -509,7 +513,7 @@ fn target_result(
     TargetResult {
         container: container.into(),
         window_id,
-        status: r.status.clone(),
+        status: super::wire::status_name(r.status),
         summary: serde_json::from_str(&r.summary_json).ok(),
         error: (!r.error.is_empty()).then(|| r.error.clone()),
     }

@@ -12,6 +12,8 @@ use std::{
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use prost::Message;
+
 use super::api::WindowRecord;
 use crate::capsule::artifacts::SafeDir;
 
@@ -38,19 +40,25 @@ pub fn now_s() -> i64 {
 }
 
 const COLUMNS: &str =
-    "id, requester_uid, target, args, started_at, ended_at, status, summary, artifacts, error, origin";
+    "id, requester_uid, target, args, started_at, ended_at, status, summary, artifacts, error, origin, spec";
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRecord> {
     let args: String = row.get(3)?;
     let artifacts: String = row.get(8)?;
+    let status: String = row.get(6)?;
+    // The typed request, as stored (redacted) since the API was typed; older rows have none.
+    let spec: Vec<u8> = row.get(11)?;
     Ok(WindowRecord {
         window_id: row.get(0)?,
         requester_uid: row.get(1)?,
         target: row.get(2)?,
-        args: serde_json::from_str(&args).unwrap_or_default(),
+        spec: (!spec.is_empty())
+            .then(|| super::api::WindowSpec::decode(spec.as_slice()).ok())
+            .flatten(),
+        command_line: serde_json::from_str(&args).unwrap_or_default(),
         started_unix_s: row.get(4)?,
         ended_unix_s: row.get(5)?,
-        status: row.get(6)?,
+        status: super::wire::status_to_wire(&status) as i32,
         summary_json: row.get(7)?,
         artifacts: serde_json::from_str(&artifacts).unwrap_or_default(),
         error: row.get(9)?,
@@ -151,11 +159,20 @@ impl History {
              CREATE INDEX IF NOT EXISTS windows_started ON windows (started_at);",
         )
         .with_context(|| format!("preparing the window history {}", path.display()))?;
-        // Histories made before windows had an origin get the column.
-        let has_origin = db.prepare("SELECT origin FROM windows LIMIT 0").is_ok();
-        if !has_origin {
-            db.execute_batch("ALTER TABLE windows ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+        // Histories made before windows had an origin, or a typed request, get the column.
+        for (column, definition) in [
+            ("origin", "TEXT NOT NULL DEFAULT ''"),
+            ("spec", "BLOB NOT NULL DEFAULT x''"),
+        ] {
+            if db
+                .prepare(&format!("SELECT {column} FROM windows LIMIT 0"))
+                .is_err()
+            {
+                db.execute_batch(&format!(
+                    "ALTER TABLE windows ADD COLUMN {column} {definition}"
+                ))
                 .with_context(|| format!("upgrading the window history {}", path.display()))?;
+            }
         }
         redact_stored(&db).with_context(|| format!("redacting {}", path.display()))?;
         // SQLite made the -wal and -shm files with the database's mode; check it held.
@@ -185,16 +202,17 @@ impl History {
 
     pub fn insert_open(&self, r: &WindowRecord) -> anyhow::Result<()> {
         self.db().execute(
-            "INSERT INTO windows (id, requester_uid, target, args, started_at, status, artifacts, origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7)",
+            "INSERT INTO windows (id, requester_uid, target, args, started_at, status, artifacts, origin, spec)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8)",
             params![
                 r.window_id,
                 r.requester_uid,
                 r.target,
-                serde_json::to_string(&r.args)?,
+                serde_json::to_string(&r.command_line)?,
                 r.started_unix_s,
                 serde_json::to_string(&r.artifacts)?,
                 r.origin,
+                r.spec.as_ref().map(Message::encode_to_vec).unwrap_or_default(),
             ],
         )?;
         Ok(())
@@ -299,7 +317,7 @@ mod tests {
             window_id: id.into(),
             requester_uid: 1000,
             target: format!("cgroup /sys/fs/cgroup/{id}"),
-            args: vec!["--cgroup".into(), format!("/sys/fs/cgroup/{id}")],
+            command_line: vec!["--cgroup".into(), format!("/sys/fs/cgroup/{id}")],
             started_unix_s: started,
             ..Default::default()
         }
@@ -344,7 +362,10 @@ mod tests {
         drop(h);
         let h = History::open(&dir).unwrap();
         assert_eq!(h.mark_lost().unwrap(), ["b"]);
-        assert_eq!(h.get("b").unwrap().unwrap().status, "lost");
+        assert_eq!(
+            h.get("b").unwrap().unwrap().status,
+            super::super::api::WindowStatus::Lost as i32
+        );
 
         // Retention: by age, then by count; artifacts go with their window.
         assert_eq!(h.prune(Duration::from_secs(3600), 100).unwrap(), 1);
@@ -363,7 +384,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let h = History::open(&dir).unwrap();
         let mut r = open_record("old", now_s());
-        r.args = vec!["--otlp-header".into(), "authorization=Bearer t0ken".into()];
+        r.command_line = vec!["--otlp-header".into(), "authorization=Bearer t0ken".into()];
         h.insert_open(&r).unwrap();
         drop(h);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -381,7 +402,7 @@ mod tests {
             );
         }
         assert_eq!(
-            h.get("old").unwrap().unwrap().args,
+            h.get("old").unwrap().unwrap().command_line,
             ["--otlp-header", "authorization=<redacted>"]
         );
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -14,15 +14,19 @@
 
 pub(crate) mod audit;
 pub mod client;
+mod describe;
 pub mod fleet_node;
 pub mod history;
 pub mod policy;
 mod self_metrics;
 mod service;
 pub mod windows;
+pub mod wire;
 
 /// The generated gRPC types and services.
 pub mod api {
+    // A watch event is a live view or the final record, one at a time: not worth a box.
+    #![allow(clippy::large_enum_variant)]
     tonic::include_proto!("recap.v1");
 }
 

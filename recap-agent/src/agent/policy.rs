@@ -30,7 +30,7 @@ use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{targets::Target, text::units::parse_duration, window::WindowSpec};
+use crate::{families::Family, targets::Target, text::units::parse_duration, window::WindowSpec};
 
 /// Windows the agent holds at most (its kernel maps have this many slots, less one).
 pub const MAX_WINDOWS_TOTAL: usize = (recap_common::MAX_WINDOWS - 1) as usize;
@@ -88,6 +88,17 @@ pub struct Rule {
     /// Whether the caller may see every window (list, show, wait, watch), not only its own.
     #[serde(default)]
     pub read_all: bool,
+}
+
+impl Rule {
+    /// The families it allows: its list (checked when the policy was read), or the families on
+    /// by default.
+    pub fn allowed_families(&self) -> Vec<Family> {
+        match &self.families {
+            Some(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
+            None => Family::defaults(),
+        }
+    }
 }
 
 fn default_quota() -> u64 {
@@ -274,21 +285,12 @@ impl Policy {
                 caller.uid
             ));
         }
-        let allowed: Vec<String> = match &rule.families {
-            Some(f) => f.clone(),
-            None => crate::families::Family::defaults()
-                .iter()
-                .map(|f| f.name().to_string())
-                .collect(),
-        };
-        if let Some(f) = spec
-            .families
-            .iter()
-            .find(|f| !allowed.iter().any(|a| a == f.name()))
-        {
+        let allowed = rule.allowed_families();
+        if let Some(f) = spec.families.iter().find(|f| !allowed.contains(f)) {
+            let names: Vec<&str> = allowed.iter().map(|f| f.name()).collect();
             return refuse(format!(
                 "family `{f}` is not in its families ({})",
-                allowed.join(", ")
+                names.join(", ")
             ));
         }
         for c in &spec.capsules.specs {

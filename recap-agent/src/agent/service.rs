@@ -10,8 +10,9 @@ use crate::limits::{ApiPeer, Rate};
 
 use super::{
     api::{
-        agent_server, watch_event, ListWindowsRequest, ListWindowsResponse, LiveView,
-        StartWindowRequest, StartWindowResponse, WatchEvent, WindowRecord, WindowRef,
+        agent_server, watch_event, DescribeOptionsRequest, ListWindowsRequest, ListWindowsResponse,
+        LiveView, Options, StartWindowRequest, StartWindowResponse, WatchEvent, WindowRecord,
+        WindowRef,
     },
     history::Filter,
     policy::Caller,
@@ -118,12 +119,11 @@ impl agent_server::Agent for Service {
         request: Request<StartWindowRequest>,
     ) -> Result<Response<StartWindowResponse>, Status> {
         let caller = self.caller(&request)?;
-        let r = request.into_inner();
-        let (window_id, armed) = self
-            .agent
-            .start(caller, r.args, r.env.into_iter().collect())
-            .await
-            .map_err(status)?;
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("give the window's spec"))?;
+        let (window_id, armed) = self.agent.start(caller, spec).await.map_err(status)?;
         Ok(Response::new(StartWindowResponse { window_id, armed }))
     }
 
@@ -133,16 +133,20 @@ impl agent_server::Agent for Service {
     ) -> Result<Response<ListWindowsResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        if r.target.len() > 4096 || r.status.len() > 64 {
+        if r.target.len() > 4096 {
             return Err(Status::invalid_argument("filter too long"));
         }
+        let status = match r.status() {
+            super::api::WindowStatus::Unspecified => String::new(),
+            _ => super::wire::status_name(r.status),
+        };
         let windows = self
             .agent
             .history()
             .list(&Filter {
                 requester: (!self.agent.may_read_all(&caller)).then_some(caller.uid),
                 target: r.target,
-                status: r.status,
+                status,
                 since_unix_s: r.since_unix_s,
                 limit: r.limit,
             })
@@ -180,6 +184,17 @@ impl agent_server::Agent for Service {
         Ok(Response::new(self.ended(&caller, &id).await?))
     }
 
+    async fn describe_options(
+        &self,
+        request: Request<DescribeOptionsRequest>,
+    ) -> Result<Response<Options>, Status> {
+        let caller = self.caller(&request)?;
+        Ok(Response::new(super::describe::options(
+            self.agent.policy(),
+            &caller,
+        )))
+    }
+
     type WatchWindowStream = WatchStream;
 
     async fn watch_window(
@@ -201,7 +216,11 @@ impl agent_server::Agent for Service {
                 let now = live.borrow_and_update().clone();
                 let event = match now.ended {
                     Some(record) => watch_event::Event::Ended(record),
-                    None => watch_event::Event::Live(LiveView { lines: now.lines }),
+                    None => watch_event::Event::Live(LiveView {
+                        lines: now.lines,
+                        elapsed: Some(super::wire::duration_to_wire(now.elapsed)),
+                        samples: now.samples,
+                    }),
                 };
                 let last = matches!(event, watch_event::Event::Ended(_));
                 if tx

@@ -11,32 +11,27 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Parser;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    api::WindowRecord,
+    api::{self, WindowRecord},
     audit,
     history::{now_s, History},
     policy::{Caller, Policy},
-    AgentConfig,
+    wire, AgentConfig,
 };
 use crate::{
-    cli::window::WindowArgs,
     export::prometheus::Published,
     families::raw::RawCounts,
+    metrics::Value,
+    report::WindowSummary,
     targets::TargetSpec,
     window::{
         live::{announce, render},
         new_window_id, ArmedWindow, SharedEngine, Window, WindowObserver, WindowSpec,
     },
 };
-
-/// Limits on a request, before anything is parsed.
-const MAX_ARGS: usize = 64;
-const MAX_ARG_BYTES: usize = 4096;
-const MAX_ENV: usize = 32;
 
 /// What a refused or failed request gets: the gRPC code and a message that says what to do.
 #[derive(Debug)]
@@ -53,6 +48,9 @@ pub enum StartError {
 #[derive(Clone, Debug, Default)]
 pub struct Live {
     pub lines: Vec<String>,
+    pub elapsed: Duration,
+    /// The counts as numbers, made only while someone watches (building them is not free).
+    pub samples: Vec<api::LiveSample>,
     pub ended: Option<WindowRecord>,
 }
 
@@ -82,14 +80,6 @@ pub struct Agent {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     pub counters: Counters,
-}
-
-/// `recap window`'s arguments, parsed exactly as the CLI parses them.
-#[derive(Parser)]
-#[command(name = "recap window", no_binary_name = true)]
-struct RequestArgs {
-    #[command(flatten)]
-    args: WindowArgs,
 }
 
 impl Agent {
@@ -167,13 +157,14 @@ impl Agent {
     pub async fn start(
         self: &Arc<Self>,
         caller: Caller,
-        args: Vec<String>,
-        env: HashMap<String, String>,
+        request: api::WindowSpec,
     ) -> Result<(String, Vec<String>), StartError> {
         let started = Instant::now();
-        let request_line = audit::args_line(&args);
-        // A parse error repeats the value it could not read: never a secret's.
-        let secrets = audit::secret_values(&args, &env);
+        let stored = wire::redacted(&request);
+        let command_line = wire::command_line(&stored);
+        let request_line = audit::args_line(&command_line);
+        // A refusal may repeat a value it could not take: never a secret's.
+        let secrets = wire::secret_values(&request);
         let audit = |decision: &str| {
             audit::log(
                 &caller,
@@ -190,11 +181,12 @@ impl Agent {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             e
         };
-        let mut spec =
-            parse_request(&args, &env).map_err(|e| reject("invalid", StartError::Invalid(e)))?;
+        let wire::Request {
+            mut spec,
+            artifacts_given,
+        } = wire::from_wire(request).map_err(|e| reject("invalid", StartError::Invalid(e)))?;
         self.runtime_endpoints(&caller, &mut spec)
             .map_err(|refusal| reject("refused", StartError::Refused(refusal)))?;
-        let artifacts_given = args.iter().any(|a| a.starts_with("--artifacts"));
         if !caller.is_root() {
             spec.capsules.artifacts = self.config.artifacts.join(caller.uid.to_string());
         }
@@ -254,9 +246,10 @@ impl Agent {
             window_id: window_id.clone(),
             requester_uid: caller.uid,
             target: describe_spec(&spec.target),
-            args: audit::redact_args(&args),
+            spec: Some(stored),
+            command_line,
             started_unix_s: now_s(),
-            status: "open".into(),
+            status: api::WindowStatus::Open as i32,
             origin: caller.origin.clone().unwrap_or_default(),
             ..Default::default()
         };
@@ -321,7 +314,7 @@ impl Agent {
             Ok(summary) => {
                 let json = serde_json::to_string(&summary).unwrap_or_default();
                 (
-                    summary.meta.status.describe().replace(' ', "_"),
+                    summary.meta.status.name().to_string(),
                     Some((summary, json)),
                     String::new(),
                 )
@@ -420,27 +413,6 @@ impl Agent {
     }
 }
 
-/// `recap window`'s arguments and the caller's OTEL_* variables, checked as the CLI checks them.
-/// A request's arguments, checked as `recap window` checks its own.
-pub fn parse_request(args: &[String], env: &HashMap<String, String>) -> Result<WindowSpec, String> {
-    if args.len() > MAX_ARGS || args.iter().any(|a| a.len() > MAX_ARG_BYTES) {
-        return Err(format!(
-            "a request has at most {MAX_ARGS} arguments of at most {MAX_ARG_BYTES} bytes"
-        ));
-    }
-    if env.len() > MAX_ENV || env.keys().any(|k| !k.starts_with("OTEL_")) {
-        return Err(format!(
-            "a request carries at most {MAX_ENV} variables, all OTEL_*"
-        ));
-    }
-    let parsed = RequestArgs::try_parse_from(args).map_err(|e| e.render().to_string())?;
-    parsed
-        .args
-        .into_spec_with_env(|k| env.get(k).cloned())
-        .map(|(spec, _, _)| spec)
-        .map_err(|e| format!("{e:#}"))
-}
-
 /// `<artifacts>/<uid>/`, where the caller's windows' directories are made: root's, 0711, like
 /// `<artifacts>` itself. The caller can reach its windows' directories (handed to it when their
 /// capsules end) but cannot rename anything in the directories the agent writes into: the
@@ -508,6 +480,51 @@ struct LiveChannel {
 impl WindowObserver for LiveChannel {
     fn tick(&mut self, elapsed: Duration, counts: &RawCounts, window: &ArmedWindow) {
         let lines = render(elapsed, self.duration, counts, &window.families);
-        self.tx.send_modify(|l| l.lines = lines);
+        self.tx.send_modify(|l| {
+            l.lines = lines;
+            l.elapsed = elapsed;
+        });
     }
+
+    /// A watcher holds a receiver of its own (the agent keeps one per open window).
+    fn wants_snapshots(&self) -> bool {
+        self.tx.receiver_count() > 1
+    }
+
+    fn snapshot(&mut self, summary: &WindowSummary) {
+        let samples = live_samples(summary);
+        self.tx.send_modify(|l| l.samples = samples);
+    }
+}
+
+/// A summary's samples as the live view carries them: one number each (a histogram as its
+/// count and its sum, `.count` and `.sum` after its name).
+fn live_samples(summary: &WindowSummary) -> Vec<api::LiveSample> {
+    let mut out = Vec::new();
+    for s in crate::export::catalog::samples(summary) {
+        let attributes: Vec<api::KeyValue> = s
+            .attrs
+            .iter()
+            .map(|(a, v)| api::KeyValue {
+                key: a.otel.to_string(),
+                value: v.clone(),
+            })
+            .collect();
+        let mut push = |metric: String, value: f64| {
+            out.push(api::LiveSample {
+                metric,
+                attributes: attributes.clone(),
+                value,
+            })
+        };
+        match s.value {
+            Value::Count(n) => push(s.def.otel.to_string(), n as f64),
+            Value::Seconds(x) => push(s.def.otel.to_string(), x),
+            Value::Histogram { count, sum_s, .. } => {
+                push(format!("{}.count", s.def.otel), count as f64);
+                push(format!("{}.sum", s.def.otel), sum_s);
+            }
+        }
+    }
+    out
 }

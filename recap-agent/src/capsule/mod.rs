@@ -124,6 +124,8 @@ pub struct CapsuleSpec {
 
 impl FromStr for CapsuleSpec {
     type Err = String;
+    /// `--capsule TOOL[=ARGS]`: the text after `=` made into the tool's words, then checked as
+    /// `new` checks them.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, rest) = s.split_once('=').unwrap_or((s, ""));
         let tool = Tool::ALL
@@ -135,34 +137,38 @@ impl FromStr for CapsuleSpec {
                     name.trim()
                 )
             })?;
-        if tool == Tool::Image {
-            return Ok(CapsuleSpec {
-                tool,
-                args: custom_image(rest)?,
-            });
-        }
-        if tool == Tool::Archive {
-            let paths: Vec<String> = rest
+        let args = match tool {
+            Tool::Image => custom_image(rest)?,
+            Tool::Archive => rest
                 .split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
                 .map(str::to_owned)
-                .collect();
-            archive::check_paths(&paths)?;
-            return Ok(CapsuleSpec { tool, args: paths });
-        }
-        let args: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
-        if tool == Tool::Snapshot && !args.is_empty() {
-            return Err("the snapshot capsule takes no arguments".into());
-        }
+                .collect(),
+            _ => rest.split_whitespace().map(str::to_owned).collect(),
+        };
+        CapsuleSpec::new(tool, args)
+    }
+}
+
+impl CapsuleSpec {
+    /// A tool with its words, checked: what the command line and the agent's API both take.
+    pub fn new(tool: Tool, args: Vec<String>) -> Result<Self, String> {
         match tool {
             Tool::Tcpdump => check_tcpdump_filter(&args)?,
             Tool::Strace => check_strace_options(&args)?,
             Tool::Gdb => {
                 gdb_interval(&args)?;
             }
+            Tool::Image => match args.as_slice() {
+                [reference, _program, ..] => check_image_reference(reference)?,
+                _ => return Err("an image capsule takes [REFERENCE, PROGRAM, ARGS...]: RECap runs the program you name in it".into()),
+            },
+            Tool::Archive => archive::check_paths(&args)?,
+            Tool::Snapshot if !args.is_empty() => {
+                return Err("the snapshot capsule takes no arguments".into())
+            }
             Tool::Snapshot => {}
-            Tool::Image | Tool::Archive => unreachable!("parsed above"),
         }
         Ok(CapsuleSpec { tool, args })
     }
@@ -176,6 +182,17 @@ fn custom_image(text: &str) -> Result<Vec<String>, String> {
         "the image capsule is `image=REF,cmd=PROGRAM ARGS...` (e.g. image=myteam/tools:1,cmd=/usr/bin/iperf3 -s): RECap runs the program you name in it".to_string()
     })?;
     let reference = reference.trim();
+    check_image_reference(reference)?;
+    let mut words = vec![reference.to_string()];
+    words.extend(cmd.split_whitespace().map(str::to_owned));
+    if words.len() == 1 {
+        return Err("image=REF,cmd=: name the program to run".into());
+    }
+    Ok(words)
+}
+
+/// An image reference as Docker writes one (no option, no space).
+fn check_image_reference(reference: &str) -> Result<(), String> {
     let valid = !reference.is_empty()
         && reference.len() <= 255
         && !reference.starts_with('-')
@@ -188,12 +205,7 @@ fn custom_image(text: &str) -> Result<Vec<String>, String> {
             reference.escape_debug()
         ));
     }
-    let mut words = vec![reference.to_string()];
-    words.extend(cmd.split_whitespace().map(str::to_owned));
-    if words.len() == 1 {
-        return Err("image=REF,cmd=: name the program to run".into());
-    }
-    Ok(words)
+    Ok(())
 }
 
 /// The interval of `gdb=every:DURATION` (1 s to 1 h), `None` for stacks at the end only.

@@ -9,7 +9,7 @@ use super::{usage, window::Output};
 use crate::fleet::{
     client::{run_fleet_window, FleetWindowSpec},
     etcd::{Etcd, EtcdConfig},
-    Coordinator, Selector,
+    Coordinator, FleetWindow, Selector,
 };
 use crate::text::units::{format_duration, parse_duration};
 
@@ -113,11 +113,11 @@ pub struct FleetWindowArgs {
     #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
     pub probes: Vec<String>,
     /// A capsule per target (as for `recap window`).
-    #[arg(long, value_name = "TOOL[=ARGS]")]
-    pub capsule: Vec<String>,
+    #[arg(long, value_name = "TOOL[=ARGS]", value_parser = clap::value_parser!(crate::capsule::CapsuleSpec))]
+    pub capsule: Vec<crate::capsule::CapsuleSpec>,
     /// Each capsule stops when its artifact reaches this size.
-    #[arg(long, value_name = "SIZE")]
-    pub capsule_max_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = crate::text::units::parse_size)]
+    pub capsule_max_size: Option<u64>,
     /// Not for fleet windows (hidden): its value would be stored in clear in etcd. Taken only
     /// to say so.
     #[arg(long, value_name = "KEY=VALUE", hide = true)]
@@ -159,22 +159,25 @@ pub async fn run(command: FleetCommand) -> anyhow::Result<()> {
                     "--otlp-header cannot be used in a fleet window: its value would be stored in clear in etcd, readable by every agent; set OTLP headers on the nodes (OTEL_EXPORTER_OTLP_HEADERS in the agent's environment)"
                 );
             }
-            let mut window_args = Vec::new();
-            if !args.probes.is_empty() {
-                window_args.extend(["--probes".to_string(), args.probes.join(",")]);
-            }
-            for capsule in &args.capsule {
-                window_args.extend(["--capsule".to_string(), capsule.clone()]);
-            }
-            if let Some(size) = &args.capsule_max_size {
-                window_args.extend(["--capsule-max-size".to_string(), size.clone()]);
-            }
-            // Checked here with the parser every agent will use, so that a mistake is said once
-            // rather than by every node.
-            let mut probe = window_args.clone();
-            probe.extend(["--container", "x", "-d"].map(String::from));
-            probe.push(format!("{}ms", args.duration.as_millis()));
-            if let Err(e) = crate::agent::windows::parse_request(&probe, &Default::default()) {
+            let window = FleetWindow {
+                families: if args.probes.is_empty() {
+                    Vec::new()
+                } else {
+                    super::window::parse_families(&args.probes)?
+                },
+                capsules: args.capsule,
+                capsule_max_bytes: args.capsule_max_size.unwrap_or(0),
+            };
+            // Checked here as every agent will check it, so that a mistake is said once rather
+            // than by every node (the target stands in for each node's).
+            let probe = crate::agent::wire::fleet_part(
+                &window,
+                Some(&crate::targets::TargetSpec::Container {
+                    name_or_id: "each".into(),
+                }),
+                args.duration,
+            );
+            if let Err(e) = crate::agent::wire::from_wire(probe) {
                 usage!("{e}");
             }
             let etcd = Etcd::connect(&args.etcd.config()?).await?;
@@ -187,7 +190,7 @@ pub async fn run(command: FleetCommand) -> anyhow::Result<()> {
             let spec = FleetWindowSpec {
                 selector: args.selector,
                 duration: args.duration,
-                window_args,
+                window,
                 claim_timeout: args.claim_timeout,
                 result_grace: args.result_grace,
             };

@@ -31,26 +31,6 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
-/// `args` without the options `valued` (each with its value, as `--opt v` or `--opt=v`) and
-/// the flags `flags`: how a command hands its own arguments on without the ones that were
-/// only for it.
-fn args_without(args: &[String], valued: &[&str], flags: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut args = args.iter();
-    while let Some(a) = args.next() {
-        if valued.contains(&a.as_str()) {
-            args.next();
-            continue;
-        }
-        let named = a.split_once('=').map_or(a.as_str(), |(name, _)| name);
-        if flags.contains(&a.as_str()) || (named != a && valued.contains(&named)) {
-            continue;
-        }
-        out.push(a.clone());
-    }
-    out
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Open a time-boxed window on one target, show it live, print what it measured (through
@@ -68,28 +48,4 @@ pub enum Command {
     Fleet(Box<fleet::FleetCommand>),
     /// Print the metric catalogue (Markdown), generated from the exporters' definitions.
     MetricsCatalog,
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn options_are_dropped_with_their_values_and_nothing_else() {
-        let args: Vec<String> = [
-            "--selector",
-            "app=web",
-            "-d",
-            "5s",
-            "--selector=tier=x",
-            "--selectorx",
-            "--local",
-            "--tcp",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            super::args_without(&args, &["--selector"], &["--local"]),
-            ["-d", "5s", "--selectorx", "--tcp"]
-        );
-    }
 }

@@ -27,7 +27,7 @@ use crate::{
         Selector,
     },
     report::{render_table, WindowSummary},
-    window::{new_window_id, SharedEngine, Window},
+    window::{new_window_id, SharedEngine, Window, WindowSpec},
 };
 
 /// What one selected container's window came to.
@@ -41,7 +41,6 @@ pub async fn run(
     selector: Selector,
     local: bool,
     socket: &Path,
-    argv: Vec<String>,
 ) -> anyhow::Result<()> {
     if args.cgroup.is_some() || args.pid.is_some() || args.container.is_some() || args.pod.is_some()
     {
@@ -74,7 +73,7 @@ pub async fn run(
         }
     };
     let outcomes = match through_agent {
-        Some(c) => through_the_agent(c, &matched, &argv).await?,
+        Some(c) => through_the_agent(c, &matched, &spec).await?,
         None => in_process(&spec, &matched).await?,
     };
     print(&selector, &outcomes, output, top)
@@ -119,22 +118,17 @@ async fn matching(selector: &Selector, endpoint: &Path) -> anyhow::Result<Vec<Ma
     Ok(matched)
 }
 
-/// `argv` (this command's window options) with the selector replaced by one target.
-fn for_target(argv: &[String], m: &Matched) -> Vec<String> {
-    let mut out = super::args_without(argv, &["--selector"], &[]);
-    out.extend(m.target_args());
-    out
-}
-
 async fn through_the_agent(
     client: client::Client,
     matched: &[Matched],
-    argv: &[String],
+    spec: &WindowSpec,
 ) -> anyhow::Result<Vec<Outcome>> {
     let mut started = Vec::new();
     for m in matched {
         let mut c = client.clone();
-        let answer = c.start_window(start_request(&for_target(argv, m))).await;
+        let mut one = spec.clone();
+        one.target = m.target();
+        let answer = c.start_window(start_request(&one)).await;
         match answer {
             Ok(r) => {
                 let r = r.into_inner();
@@ -186,7 +180,12 @@ async fn through_the_agent(
             container,
             result: record.and_then(|r| {
                 if r.summary_json.is_empty() {
-                    Err(format!("window {} {}: {}", r.window_id, r.status, r.error))
+                    Err(format!(
+                        "window {} {}: {}",
+                        r.window_id,
+                        crate::agent::wire::status_name(r.status),
+                        r.error
+                    ))
                 } else {
                     WindowSummary::from_json(&r.summary_json).map_err(|e| format!("{e:#}"))
                 }

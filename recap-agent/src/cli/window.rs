@@ -74,7 +74,7 @@ pub struct WindowArgs {
     #[arg(long, value_name = "TOOL[=ARGS]", value_parser = clap::value_parser!(CapsuleSpec))]
     pub capsule: Vec<CapsuleSpec>,
     /// Where capsules write: `<DIR>/<window-id>/{tcpdump.pcap,strace.log,stacks.txt,...}`.
-    #[arg(long, value_name = "DIR", default_value = "/var/tmp/recap")]
+    #[arg(long, value_name = "DIR", default_value = crate::window::DEFAULT_ARTIFACTS)]
     pub artifacts: PathBuf,
     /// Each capsule stops when its artifact reaches this size.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
@@ -143,9 +143,6 @@ impl WindowArgs {
         self,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<(WindowSpec, Output, usize)> {
-        if self.duration.is_zero() {
-            usage!("--duration must be more than 0 (e.g. --duration 30s)");
-        }
         if self.duration > self.max_duration {
             usage!(
                 "--duration {} is over the maximum {}; pass --max-duration to allow longer windows",
@@ -160,22 +157,9 @@ impl WindowArgs {
         let target = match (self.cgroup, self.pid, self.container, self.pod) {
             (Some(path), None, None, None) => TargetSpec::Cgroup { path },
             (None, Some(pid), None, None) => TargetSpec::Pid { pid },
-            (None, None, Some(name_or_id), None) => {
-                if name_or_id.trim().is_empty() {
-                    usage!("--container: give a container name or id (`docker ps` lists them); an empty name matches nothing");
-                }
-                TargetSpec::Container { name_or_id }
-            }
+            (None, None, Some(name_or_id), None) => TargetSpec::Container { name_or_id },
             (None, None, container, Some(pod)) => {
-                let Some((namespace, name)) = pod
-                    .split_once('/')
-                    .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
-                else {
-                    usage!("--pod {pod}: give NAMESPACE/NAME (e.g. --pod default/checkout-7d9f)");
-                };
-                if container.as_deref().is_some_and(|c| c.trim().is_empty()) {
-                    usage!("--container: give the name of one of the pod's containers");
-                }
+                let (namespace, name) = pod.split_once('/').unwrap_or((&pod, ""));
                 TargetSpec::Pod {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
@@ -185,23 +169,6 @@ impl WindowArgs {
             }
             _ => usage!("give exactly one of --cgroup, --pid, --container, --pod (with --container for one of its containers) or --selector"),
         };
-        if !self.capsule.is_empty()
-            && !matches!(
-                target,
-                TargetSpec::Container { .. } | TargetSpec::Pod { .. }
-            )
-        {
-            usage!("capsules join a container's namespaces: use --container NAME (Docker) or --pod NS/NAME [--container NAME] with --capsule");
-        }
-        let mut tools: Vec<_> = self.capsule.iter().map(|c| c.tool.name()).collect();
-        tools.sort();
-        tools.dedup();
-        if tools.len() != self.capsule.len() {
-            usage!("give each capsule tool once");
-        }
-        if self.capsule_max_size < 4096 {
-            usage!("--capsule-max-size must be at least 4KiB: below that a capture cannot hold its own file header and a packet (e.g. --capsule-max-size 10MiB)");
-        }
         let capsules = CapsuleOptions {
             specs: self.capsule,
             artifacts: self.artifacts,
@@ -221,19 +188,18 @@ impl WindowArgs {
             prometheus_linger: self.prometheus_linger,
             otlp,
         };
-        Ok((
-            WindowSpec {
-                target,
-                target_only: self.target_only,
-                duration: self.duration,
-                families,
-                capsules,
-                export,
-                grpc_paths: self.grpc_paths as usize,
-            },
-            self.output,
-            self.top,
-        ))
+        let spec = WindowSpec {
+            target,
+            target_only: self.target_only,
+            duration: self.duration,
+            families,
+            capsules,
+            export,
+            grpc_paths: self.grpc_paths as usize,
+        };
+        spec.check()
+            .map_err(|e| anyhow::Error::new(super::UsageError(e)))?;
+        Ok((spec, self.output, self.top))
     }
 }
 
@@ -292,9 +258,7 @@ pub async fn run(mut command: WindowCommand) -> anyhow::Result<()> {
         return super::windows::run(action, &command.socket).await;
     }
     if let Some(selector) = command.args.selector.take() {
-        let argv = super::windows::request_args("window");
-        return super::selected::run(command.args, selector, command.local, &command.socket, argv)
-            .await;
+        return super::selected::run(command.args, selector, command.local, &command.socket).await;
     }
     // Through the agent when one answers (programs already loaded, the window kept in its
     // history); in this process otherwise. `--prometheus` serves from this process, so it runs
@@ -302,8 +266,8 @@ pub async fn run(mut command: WindowCommand) -> anyhow::Result<()> {
     if !command.local && command.args.prometheus.is_none() {
         match crate::agent::client::connect(&command.socket).await {
             Ok(client) => {
-                let (_, output, top) = command.args.into_spec()?;
-                return super::windows::run_through_agent(client, output, top).await;
+                let (spec, output, top) = command.args.into_spec()?;
+                return super::windows::run_through_agent(client, &spec, output, top).await;
             }
             Err(crate::agent::client::ConnectError::NoAgent(_)) => {}
             Err(e) => log::warn!("{e}; running the window in this process"),

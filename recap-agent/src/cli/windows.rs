@@ -17,14 +17,18 @@ use super::{
 };
 use crate::{
     agent::{
-        api::{watch_event, ListWindowsRequest, StartWindowRequest, WindowRecord, WindowRef},
+        api::{
+            watch_event, ListWindowsRequest, StartWindowRequest, WindowRecord, WindowRef,
+            WindowStatus,
+        },
         client::{self, Client},
+        wire,
     },
     report::WindowSummary,
     text::terminal::safe,
     text::time::rfc3339_utc,
     text::units::parse_duration,
-    window::live::LiveView,
+    window::{live::LiveView, WindowSpec},
 };
 
 #[derive(Debug, Subcommand)]
@@ -66,8 +70,8 @@ pub struct ListArgs {
     #[arg(long)]
     pub target: Option<String>,
     /// Only windows with this status: open, completed, interrupted, target_exited, failed, lost.
-    #[arg(long)]
-    pub status: Option<String>,
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<WindowStatus>,
     /// Only windows started within this long (e.g. 1h).
     #[arg(long, value_parser = parse_duration)]
     pub since: Option<Duration>,
@@ -84,7 +88,8 @@ struct RecordOut {
     window_id: String,
     requester_uid: u32,
     target: String,
-    args: Vec<String>,
+    /// The request as `recap window` options (secrets redacted).
+    command_line: Vec<String>,
     started_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     ended_at: Option<String>,
@@ -109,10 +114,10 @@ impl From<&WindowRecord> for RecordOut {
             window_id: r.window_id.clone(),
             requester_uid: r.requester_uid,
             target: r.target.clone(),
-            args: r.args.clone(),
+            command_line: r.command_line.clone(),
             started_at: time(r.started_unix_s),
             ended_at: (r.ended_unix_s > 0).then(|| time(r.ended_unix_s)),
-            status: r.status.clone(),
+            status: wire::status_name(r.status),
             error: r.error.clone(),
             artifacts: r.artifacts.clone(),
             origin: r.origin.clone(),
@@ -147,9 +152,9 @@ pub async fn run(action: WindowAction, socket: &Path) -> anyhow::Result<()> {
     match action {
         WindowAction::Start(start) => {
             // Checked here as well, so a mistake is reported as the in-process window would.
-            let (_, output, _) = start.args.into_spec()?;
+            let (spec, output, _) = start.args.into_spec()?;
             let response = client
-                .start_window(start_request(&request_args("start")))
+                .start_window(start_request(&spec))
                 .await
                 .map_err(|s| agent_error("the agent did not open the window", s))?
                 .into_inner();
@@ -173,7 +178,7 @@ pub async fn run(action: WindowAction, socket: &Path) -> anyhow::Result<()> {
             let windows = client
                 .list_windows(ListWindowsRequest {
                     target: list.target.unwrap_or_default(),
-                    status: list.status.unwrap_or_default(),
+                    status: list.status.unwrap_or(WindowStatus::Unspecified) as i32,
                     since_unix_s: since,
                     limit: list.limit,
                 })
@@ -195,7 +200,7 @@ pub async fn run(action: WindowAction, socket: &Path) -> anyhow::Result<()> {
                         text.push_str(&format!(
                             "{:<12}  {:<13}  {:<20}  {:>6}  {}\n",
                             w.window_id,
-                            w.status,
+                            wire::status_name(w.status),
                             time(w.started_unix_s),
                             w.requester_uid,
                             safe(&w.target)
@@ -244,11 +249,12 @@ fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>, what: &str) -> a
 /// SIGTERM, print its summary.
 pub async fn run_through_agent(
     mut client: Client,
+    spec: &WindowSpec,
     output: Output,
     top: usize,
 ) -> anyhow::Result<()> {
     let response = client
-        .start_window(start_request(&request_args("window")))
+        .start_window(start_request(spec))
         .await
         .map_err(|s| agent_error("the agent did not open the window", s))?
         .into_inner();
@@ -324,7 +330,7 @@ fn print_record(record: &WindowRecord, output: Output, top: usize) -> anyhow::Re
                 "RECap window {} on {}\n  status {}   started {}   requested by uid {}\n",
                 record.window_id,
                 safe(&record.target),
-                record.status,
+                wire::status_name(record.status),
                 time(record.started_unix_s),
                 record.requester_uid
             );
@@ -337,66 +343,28 @@ fn print_record(record: &WindowRecord, output: Output, top: usize) -> anyhow::Re
             print_out(&text)
         }
     }?;
-    if record.status == "failed" || record.status == "lost" {
-        anyhow::bail!("window {} {}", record.window_id, record.status);
+    if matches!(record.status(), WindowStatus::Failed | WindowStatus::Lost) {
+        anyhow::bail!(
+            "window {} {}",
+            record.window_id,
+            wire::status_name(record.status)
+        );
     }
     Ok(())
 }
 
-pub(crate) fn start_request(args: &[String]) -> StartWindowRequest {
+pub(crate) fn start_request(spec: &WindowSpec) -> StartWindowRequest {
     StartWindowRequest {
-        args: args.to_vec(),
-        env: std::env::vars()
-            .filter(|(k, _)| k.starts_with("OTEL_"))
-            .collect(),
+        spec: Some(wire::to_wire(spec)),
     }
 }
 
-/// This process's window arguments, as typed, after `after` (`window` or `start`), less the
-/// options that only concern this CLI (`--socket`, `--local`).
-pub(crate) fn request_args(after: &str) -> Vec<String> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let start = argv
-        .iter()
-        .position(|a| a == "window")
-        .map(|i| i + 1)
-        .unwrap_or(argv.len());
-    let start = if after == "start" {
-        argv[start..]
-            .iter()
-            .position(|a| a == "start")
-            .map(|i| start + i + 1)
-            .unwrap_or(start)
-    } else {
-        start
-    };
-    strip_cli_only(&argv[start..])
-}
-
-/// The arguments sent to the agent: all but the ones that only tell this CLI how to reach it.
-fn strip_cli_only(args: &[String]) -> Vec<String> {
-    super::args_without(args, &["--socket"], &["--local"])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cli_only_options_are_not_sent() {
-        let args: Vec<String> = [
-            "--cgroup",
-            "/x",
-            "--socket",
-            "/tmp/s",
-            "-d",
-            "5s",
-            "--socket=/y",
-            "--local",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(strip_cli_only(&args), ["--cgroup", "/x", "-d", "5s"]);
+/// `--status NAME`, as the history names statuses.
+fn parse_status(name: &str) -> Result<WindowStatus, String> {
+    match wire::status_to_wire(name.trim()) {
+        WindowStatus::Unspecified => Err(format!(
+            "unknown status `{name}`; use open, completed, interrupted, target_exited, failed or lost"
+        )),
+        status => Ok(status),
     }
 }

@@ -11,8 +11,8 @@ use crate::families::Family;
 pub struct FleetWindowSpec {
     pub selector: Selector,
     pub duration: Duration,
-    /// `recap window`'s options for every target, without target and duration.
-    pub window_args: Vec<String>,
+    /// What every target's window counts and runs.
+    pub window: super::FleetWindow,
     pub claim_timeout: Duration,
     pub result_grace: Duration,
 }
@@ -230,7 +230,7 @@ pub async fn run_fleet_window(
         id: crate::window::new_window_id(),
         user: user.to_string(),
         selector: spec.selector,
-        args: spec.window_args,
+        window: spec.window,
         created_unix_ms: created,
         deadline_unix_ms: created + spec.duration.as_millis() as u64,
         nodes: nodes.clone(),

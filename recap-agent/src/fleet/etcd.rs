@@ -507,12 +507,6 @@ impl Coordinator for Etcd {
         Ok(state == AuthState::On)
     }
 
-    async fn withdraw(&self, request: &FleetRequest) -> anyhow::Result<()> {
-        let mut c = self.client.clone();
-        c.delete(self.request_key(request), None).await?;
-        Ok(())
-    }
-
     async fn nodes(&self) -> anyhow::Result<Vec<String>> {
         let prefix = self.key("nodes/");
         let got = briefly_retrying("listing the registered nodes", || {
@@ -765,7 +759,7 @@ mod tests {
 
     fn request(id: &str) -> String {
         serde_json::json!({
-            "id": id, "user": "someone-else", "selector": {"app": "x"}, "args": [],
+            "id": id, "user": "someone-else", "selector": {"app": "x"}, "window": {},
             "created_unix_ms": 1, "deadline_unix_ms": 2, "nodes": ["n1"], "lease": 0
         })
         .to_string()

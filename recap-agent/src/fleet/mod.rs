@@ -24,15 +24,23 @@ use serde::{Deserialize, Serialize};
 
 pub use selector::Selector;
 
-/// A fleet window request, as the CLI writes it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+use crate::{capsule::CapsuleSpec, families::Family};
+
+/// A fleet window request, as the CLI writes it. Nothing else is one (unknown fields are
+/// refused): in particular it has no place for OTLP headers, whose values (`authorization=Bearer
+/// ...`) would sit in clear in the coordinator, readable by every agent; a fleet's OTLP export
+/// and its headers belong on the nodes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct FleetRequest {
     pub id: String,
     /// Who asked (the coordinator's user, e.g. the etcd user).
     pub user: String,
     pub selector: Selector,
-    /// `recap window`'s options without a target (duration, probes, capsules, export...).
-    pub args: Vec<String>,
+    /// What every target's window counts and runs (each node gives the target and the
+    /// duration up to the deadline).
+    #[serde(default)]
+    pub window: FleetWindow,
     pub created_unix_ms: u64,
     /// The window ends here on every node, whenever a node starts it.
     pub deadline_unix_ms: u64,
@@ -44,6 +52,21 @@ pub struct FleetRequest {
     pub lease: i64,
 }
 
+/// The window options of a fleet request: typed as the agent's API types them, checked on each
+/// node as the agent checks any request.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetWindow {
+    /// Empty: the families on by default.
+    #[serde(default)]
+    pub families: Vec<Family>,
+    #[serde(default)]
+    pub capsules: Vec<CapsuleSpec>,
+    /// Each capsule's artifact cap; 0: the default.
+    #[serde(default)]
+    pub capsule_max_bytes: u64,
+}
+
 /// The most a request may weigh as the coordinator holds it (a request the CLI writes is a few
 /// hundred bytes; one over this is refused unread).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -51,11 +74,6 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// The furthest ahead a deadline may be (the CLI's `--duration` is at most 1h; a minute of
 /// slack for clocks).
 pub const MAX_DEADLINE_AHEAD_MS: u64 = 3_660_000;
-
-/// Window options a fleet request may not carry: their values are secrets (`--otlp-header
-/// authorization=Bearer ...`) that would sit in clear in the coordinator, readable by every
-/// agent. Headers for a fleet's OTLP export belong on the nodes (OTEL_EXPORTER_OTLP_HEADERS).
-const SECRET_OPTIONS: &[&str] = &["--otlp-header"];
 
 /// A request id: 12 lowercase hex digits, as `new_window_id` makes them. Nothing else (no `/`,
 /// no other length) is a request id, so that no request's keys can reach into another's.
@@ -74,15 +92,6 @@ pub fn is_key_name(name: &str) -> bool {
 }
 
 impl FleetRequest {
-    /// Whether the request's options carry a secret (which it must not: see `check`).
-    pub fn carries_secret(&self) -> bool {
-        self.args.iter().any(|a| {
-            SECRET_OPTIONS
-                .iter()
-                .any(|o| a == o || a.starts_with(&format!("{o}=")))
-        })
-    }
-
     /// What a node checks before it takes part, beyond what its parser and policy check: a
     /// mistake or a trick in a hand-written request is refused here, with the reason.
     pub fn check(&self, now_ms: u64) -> Result<(), String> {
@@ -98,29 +107,6 @@ impl FleetRequest {
         // Labels as the CLI's parser takes them (no control characters, bounded).
         if let Err(e) = self.selector.to_string().parse::<Selector>() {
             return Err(format!("selector: {e}"));
-        }
-        if let Some(option) = self.args.iter().find_map(|a| {
-            SECRET_OPTIONS
-                .iter()
-                .find(|o| a == *o || a.starts_with(&format!("{o}=")))
-        }) {
-            return Err(format!(
-                "{option} cannot be used in a fleet window: its value would be stored in clear in etcd; set OTLP headers on the nodes (OTEL_EXPORTER_OTLP_HEADERS in the agent's environment)"
-            ));
-        }
-        if self.args.iter().any(|a| {
-            [
-                "--container",
-                "--pid",
-                "--cgroup",
-                "--pod",
-                "-d",
-                "--duration",
-            ]
-            .iter()
-            .any(|o| a == o || a.starts_with(&format!("{o}=")))
-        }) {
-            return Err("a fleet request's options may not name a target or a duration (the node gives both)".into());
         }
         if self.deadline_unix_ms > now_ms.saturating_add(MAX_DEADLINE_AHEAD_MS) {
             return Err("the deadline is more than 1h away".into());
@@ -209,9 +195,6 @@ pub trait Coordinator: Send + Sync {
     /// Claims `node`'s part of a request; false if it was claimed before (by an earlier life of
     /// this agent).
     async fn claim(&self, request: &FleetRequest, claim: &Claim) -> anyhow::Result<bool>;
-    /// Removes a request a node refused because it carries a secret (it should never have
-    /// been stored); best effort.
-    async fn withdraw(&self, request: &FleetRequest) -> anyhow::Result<()>;
     /// Publishes a part's result; the first one published stands. Claims and results go an
     /// hour after the request's deadline, whatever the request's body says.
     async fn publish(&self, request: &FleetRequest, result: &PartResult) -> anyhow::Result<()>;
@@ -237,7 +220,10 @@ mod tests {
             id: "0123456789ab".into(),
             user: "alice".into(),
             selector: "app=x".parse().unwrap(),
-            args: vec!["--probes".into(), "tcp".into()],
+            window: FleetWindow {
+                families: vec![Family::TCP],
+                ..Default::default()
+            },
             created_unix_ms: 1_000,
             deadline_unix_ms: 5_000,
             nodes: vec!["n1".into()],
@@ -258,17 +244,32 @@ mod tests {
             r.selector.0.insert("a\n".into(), "b".into());
         })
         .contains("control"));
-        let secret = refused(&|r| {
-            r.args
-                .extend(["--otlp-header".into(), "authorization=Bearer s3cret".into()])
-        });
-        assert!(secret.contains("--otlp-header cannot be used in a fleet window"));
-        assert!(!secret.contains("s3cret"));
-        assert!(refused(&|r| r.args.push("--otlp-header=k=v".into())).contains("--otlp-header"));
-        assert!(refused(&|r| r.args.extend(["--pid".into(), "1".into()])).contains("target"));
         assert!(refused(&|r| r.deadline_unix_ms = 1_000 + 2 * 3_600_000).contains("1h"));
         assert!(refused(&|r| r.id = "../../x".into()).contains("12 hex"));
         assert!(refused(&|r| r.nodes.push("a/b".into())).contains("node name"));
+    }
+
+    #[test]
+    fn a_request_has_no_place_for_a_secret_a_target_or_a_duration() {
+        let mut json = serde_json::to_value(request()).unwrap();
+        json["window"]["families"] = serde_json::json!(["tcp", "http"]);
+        let back: FleetRequest = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.window.families, vec![Family::TCP, Family::HTTP]);
+        for (at, field) in [
+            ("window", "otlp_headers"),
+            ("window", "pid"),
+            ("window", "duration"),
+            ("", "args"),
+        ] {
+            let mut j = json.clone();
+            let place = if at.is_empty() { &mut j } else { &mut j[at] };
+            place[field] = serde_json::json!(["authorization=Bearer s3cret"]);
+            let e = serde_json::from_value::<FleetRequest>(j)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("unknown field `{field}`")), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

@@ -86,14 +86,6 @@ impl Matched {
         }
     }
 
-    /// The window options that name it (`--container ID`, `--pod NS/NAME`).
-    pub fn target_args(&self) -> [String; 2] {
-        match self.pod_of {
-            None => ["--container".into(), self.id.clone()],
-            Some(_) => ["--pod".into(), self.name.clone()],
-        }
-    }
-
     /// "container NAME" or "pod NS/NAME".
     pub fn describe(&self) -> String {
         match self.pod_of {

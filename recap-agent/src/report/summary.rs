@@ -30,6 +30,16 @@ pub enum WindowStatus {
 }
 
 impl WindowStatus {
+    /// As the history, the API and JSON name it (`target_exited`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowStatus::Open => "open",
+            WindowStatus::Completed => "completed",
+            WindowStatus::Interrupted => "interrupted",
+            WindowStatus::TargetExited => "target_exited",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             WindowStatus::Open => "open",

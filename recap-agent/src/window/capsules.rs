@@ -22,6 +22,11 @@ use crate::{
     targets::{Target, TargetSpec},
 };
 
+/// Where capsules write unless told otherwise (`--artifacts`).
+pub const DEFAULT_ARTIFACTS: &str = "/var/tmp/recap";
+/// Each capsule's artifact cap unless told otherwise (`--capsule-max-size`).
+pub const DEFAULT_CAPSULE_MAX_BYTES: u64 = 100 << 20;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct CapsuleOptions {
     pub specs: Vec<CapsuleSpec>,

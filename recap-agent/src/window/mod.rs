@@ -19,8 +19,8 @@ use std::{
 };
 
 use anyhow::Context;
-pub use capsules::CapsuleOptions;
 use capsules::RunningCapsules;
+pub use capsules::{CapsuleOptions, DEFAULT_ARTIFACTS, DEFAULT_CAPSULE_MAX_BYTES};
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use crate::{
@@ -49,6 +49,68 @@ pub struct WindowSpec {
     pub export: ExportOptions,
     /// `http`: distinct gRPC paths per window before `other`.
     pub grpc_paths: usize,
+}
+
+impl WindowSpec {
+    /// What every window must hold, however it was asked for (the command line's flags, the
+    /// agent's API): a mistake is refused with what to do, before anything is resolved.
+    pub fn check(&self) -> Result<(), String> {
+        if self.duration.is_zero() {
+            return Err("--duration must be more than 0 (e.g. --duration 30s)".into());
+        }
+        if self.families.is_empty() {
+            return Err("--probes is empty; give families such as tcp,net".into());
+        }
+        match &self.target {
+            TargetSpec::Container { name_or_id } if name_or_id.trim().is_empty() => {
+                return Err("--container: give a container name or id (`docker ps` lists them); an empty name matches nothing".into());
+            }
+            TargetSpec::Pod {
+                namespace,
+                name,
+                container,
+                ..
+            } => {
+                if namespace.is_empty()
+                    || name.is_empty()
+                    || [namespace, name].iter().any(|p| p.contains('/'))
+                {
+                    return Err(format!(
+                        "--pod {namespace}/{name}: give NAMESPACE/NAME (e.g. --pod default/checkout-7d9f)"
+                    ));
+                }
+                if container.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                    return Err("--container: give the name of one of the pod's containers".into());
+                }
+            }
+            _ => {}
+        }
+        let capsules = &self.capsules.specs;
+        if !capsules.is_empty()
+            && !matches!(
+                self.target,
+                TargetSpec::Container { .. } | TargetSpec::Pod { .. }
+            )
+        {
+            return Err("capsules join a container's namespaces: use --container NAME (Docker) or --pod NS/NAME [--container NAME] with --capsule".into());
+        }
+        let mut tools: Vec<_> = capsules.iter().map(|c| c.tool.name()).collect();
+        tools.sort();
+        tools.dedup();
+        if tools.len() != capsules.len() {
+            return Err("give each capsule tool once".into());
+        }
+        if self.capsules.max_bytes < 4096 {
+            return Err("--capsule-max-size must be at least 4KiB: below that a capture cannot hold its own file header and a packet (e.g. --capsule-max-size 10MiB)".into());
+        }
+        if !(1..=1024).contains(&self.grpc_paths) {
+            return Err("--grpc-paths must be from 1 to 1024".into());
+        }
+        if let Some(otlp) = &self.export.otlp {
+            crate::export::otlp::check(otlp)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

@@ -73,8 +73,14 @@ impl OtlpConfig {
 /// RECap's default send timeout, shorter than OTel's 10 s: a window's final flush is tried
 /// twice, and a collector that does not answer must not hold up the end of a window for long.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// OTel's default export interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// The longest `OTEL_EXPORTER_OTLP_TIMEOUT` taken.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// The export interval's bounds (`OTEL_METRIC_EXPORT_INTERVAL`): a window is exported at least
+/// at its end, so an interval over an hour means nothing more.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Flags first, then the standard variables. None if no endpoint is configured anywhere.
 pub fn config(
@@ -94,20 +100,11 @@ pub fn config(
             .transpose()?
             .unwrap_or(Protocol::Grpc),
     };
-    let is_tls = endpoint.starts_with("https://");
-    if !is_tls && !endpoint.starts_with("http://") {
-        return Err(format!(
-            "OTLP endpoint `{endpoint}`: give http://HOST:PORT or https://HOST:PORT"
-        ));
-    }
     let mut all_headers = env("OTEL_EXPORTER_OTLP_HEADERS")
         .map(|h| parse_pairs(&h))
         .transpose()?
         .unwrap_or_default();
     all_headers.extend(headers.iter().cloned());
-    for (k, v) in &all_headers {
-        validate_header(k, v)?;
-    }
     let mut all_resource = env("OTEL_RESOURCE_ATTRIBUTES")
         .map(|r| parse_pairs(&r))
         .transpose()?
@@ -119,14 +116,9 @@ pub fn config(
                 .parse()
                 .map_err(|_| format!("OTEL_METRIC_EXPORT_INTERVAL=`{ms}` is not milliseconds"))?,
         ),
-        None => Duration::from_secs(10),
+        None => DEFAULT_INTERVAL,
     };
     let tls = tls_files(&env)?;
-    if tls.names_files() && !is_tls {
-        return Err(format!(
-            "OTEL_EXPORTER_OTLP_CERTIFICATE/CLIENT_* are set but the OTLP endpoint `{endpoint}` is http://: use https:// for TLS"
-        ));
-    }
     let compression = match env("OTEL_EXPORTER_OTLP_COMPRESSION")
         .as_deref()
         .map(str::trim)
@@ -153,7 +145,7 @@ pub fn config(
             }
         },
     };
-    Ok(Some(OtlpConfig {
+    let config = OtlpConfig {
         endpoint: endpoint.trim_end_matches('/').to_string(),
         protocol,
         headers: all_headers,
@@ -162,7 +154,42 @@ pub fn config(
         tls,
         compression,
         timeout,
-    }))
+    };
+    check(&config)?;
+    Ok(Some(config))
+}
+
+/// What any configuration must hold, however it was made (flags and variables here, the
+/// fields of an API request in the agent).
+pub fn check(c: &OtlpConfig) -> Result<(), String> {
+    let endpoint = &c.endpoint;
+    if !c.is_tls() && !endpoint.starts_with("http://") {
+        return Err(format!(
+            "OTLP endpoint `{endpoint}`: give http://HOST:PORT or https://HOST:PORT"
+        ));
+    }
+    for (k, v) in &c.headers {
+        validate_header(k, v)?;
+    }
+    if c.tls.names_files() && !c.is_tls() {
+        return Err(format!(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE/CLIENT_* are set but the OTLP endpoint `{endpoint}` is http://: use https:// for TLS"
+        ));
+    }
+    if c.timeout.is_zero() || c.timeout > MAX_TIMEOUT {
+        return Err(format!(
+            "the OTLP timeout must be from 1 ms to {} ms",
+            MAX_TIMEOUT.as_millis()
+        ));
+    }
+    if c.interval < MIN_INTERVAL || c.interval > MAX_INTERVAL {
+        return Err(format!(
+            "the OTLP export interval must be from {} ms to {} s",
+            MIN_INTERVAL.as_millis(),
+            MAX_INTERVAL.as_secs()
+        ));
+    }
+    Ok(())
 }
 
 fn tls_files(env: &impl Fn(&str) -> Option<String>) -> Result<TlsFiles, String> {

@@ -12,7 +12,10 @@ mod transport;
 
 use std::time::Duration;
 
-pub use config::{config, parse_pairs, Compression, OtlpConfig, Protocol, TlsFiles};
+pub use config::{
+    check, config, parse_pairs, Compression, OtlpConfig, Protocol, TlsFiles, DEFAULT_INTERVAL,
+    DEFAULT_TIMEOUT,
+};
 pub use encode::Encoder;
 use transport::{Message, Transport};
 
