@@ -4,6 +4,8 @@
 //! integers with explicit padding, and its size is asserted at compile time.
 #![no_std]
 
+pub mod parse;
+
 /// Window slots. Slot 0 means "no window": every map indexed by slot leaves it unused, so a
 /// zeroed entry in `TASK_SLOTS` or in a cgroup's window tag means "not a target". 128 windows
 /// at once; `TASK_SLOTS` keeps a slot in one byte, so never more than 255.

@@ -67,11 +67,16 @@ static RECAP_OFF_SKCD_CGROUP: u64 = 0;
 #[inline(always)]
 fn offset(global: &'static u64) -> u64 {
     // Volatile so the compiler cannot fold the pre-load value 0 into the code.
+    // SAFETY: `global` is a reference to a static, so aligned and valid for ever; the verifier
+    // reads the frozen read-only global as the constant user space wrote.
     unsafe { core::ptr::read_volatile(global) }
 }
 
 #[inline(always)]
 fn read<T>(addr: u64) -> Option<T> {
+    // SAFETY: the helper copies `size_of::<T>()` bytes at a kernel address into a stack value and
+    // returns an error for an address it cannot read, never faulting; every `T` read here is an
+    // integer or an array of them, valid for any bytes.
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }
 
@@ -232,11 +237,16 @@ pub fn sock_cgroup_id(sk: *mut aya_ebpf::bindings::bpf_sock) -> u64 {
     if sk.is_null() {
         return 0;
     }
+    // SAFETY: `sk` is the context's non-null socket pointer, which the helper takes; it returns
+    // null unless the socket is a full TCP socket.
     let tcp = unsafe { aya_ebpf::helpers::generated::bpf_skc_to_tcp_sock(sk.cast()) };
     if tcp.is_null() {
         return 0;
     }
     let field = tcp as u64 + offset(&RECAP_OFF_SOCK_CGRP_DATA) + offset(&RECAP_OFF_SKCD_CGROUP);
+    // SAFETY: a load through a BTF-typed `struct tcp_sock *` at offsets the verifier reads as
+    // constants (read-only globals): it checks them against the type and makes the load a
+    // fault-checked one (a bad address reads 0).
     let cgroup = unsafe { core::ptr::read_volatile(field as *const u64) };
     if cgroup == 0 {
         return 0;

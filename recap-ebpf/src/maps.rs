@@ -121,6 +121,9 @@ pub fn http_state(sk: *mut c_void, create: Option<&mut HttpConn>) -> *mut HttpCo
         ),
         None => (core::ptr::null_mut(), 0),
     };
+    // SAFETY: `map` is the address of the `HTTP_SOCKS` static, which the loader turns into the
+    // map; the verifier accepts `sk` only as a socket pointer it tracks; `value` is null or a
+    // live `HttpConn` the helper copies before it returns.
     unsafe { bpf_sk_storage_get(map, sk, value, flags) }.cast()
 }
 
@@ -256,6 +259,8 @@ pub fn set_task_slot(tid: u32, slot: u32) -> bool {
     match TASK_SLOTS.get_ptr_mut(tid / TIDS_PER_ENTRY) {
         // A single-byte store: concurrent updates of neighbouring tids cannot tear it.
         Some(chunk) => {
+            // SAFETY: `chunk` points at an array element, valid for the map's life; the index is
+            // below `TIDS_PER_ENTRY` (a modulo).
             unsafe { (*chunk)[(tid % TIDS_PER_ENTRY) as usize] = slot as u8 };
             true
         }
@@ -273,6 +278,8 @@ pub fn hist_add(hist: &PerCpuArray<u64>, slot: u32, value: u64, buckets: u32) {
 #[inline(always)]
 pub fn bump(array: &PerCpuArray<u64>, index: u32) {
     if let Some(c) = array.get_ptr_mut(index) {
+        // SAFETY: this CPU's copy of an array element: valid for the map's life, not shared
+        // with other CPUs.
         unsafe { *c += 1 };
     }
 }
@@ -280,6 +287,7 @@ pub fn bump(array: &PerCpuArray<u64>, index: u32) {
 #[inline(always)]
 pub fn add(slot: u32, counter: Counter, value: u64) {
     if let Some(c) = COUNTERS.get_ptr_mut(counter_index(slot, counter)) {
+        // SAFETY: as in `bump`: this CPU's copy of an element of `COUNTERS`.
         unsafe { *c += value };
     }
 }
@@ -293,6 +301,8 @@ fn attachment_slot(socket_cgroup: impl FnOnce() -> u64) -> u32 {
     if tag.is_null() {
         return 0;
     }
+    // SAFETY: non-null, so the attachment's own cgroup storage, valid for the program's run;
+    // copied at once (plain integers).
     let tag = unsafe { *tag };
     if tag.flags & WINDOW_TARGET_ONLY != 0 && socket_cgroup() != tag.cgroup_id {
         return 0;
@@ -304,11 +314,14 @@ fn attachment_slot(socket_cgroup: impl FnOnce() -> u64) -> u32 {
 /// the hook, ingress too).
 #[inline(always)]
 pub fn skb_slot(ctx: &aya_ebpf::programs::SkBuffContext) -> u32 {
+    // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context; reading its `sk` field is a
+    // context access the verifier checks and rewrites.
     let sk: *mut bpf_sock = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
     attachment_slot(|| {
         if sk.is_null() {
             0
         } else {
+            // SAFETY: a non-null socket from the context, the pointer type the helper takes.
             unsafe { bpf_sk_cgroup_id(sk.cast()) }
         }
     })
@@ -318,6 +331,8 @@ pub fn skb_slot(ctx: &aya_ebpf::programs::SkBuffContext) -> u32 {
 /// socket's cgroup is read from `sk->sk_cgrp_data`).
 #[inline(always)]
 pub fn ops_slot(ctx: &aya_ebpf::programs::SockOpsContext) -> u32 {
+    // SAFETY: `ctx.ops` is the program's `bpf_sock_ops` context; its `sk` field is a context
+    // access the verifier checks (null when the op has no full socket).
     let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
     attachment_slot(|| crate::kernel::sock_cgroup_id(sk))
 }

@@ -48,6 +48,7 @@ pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
             let _ = WAKE_TS.remove(&prev_tid);
         } else if preempted || prev_state == 0 {
             // Still runnable: it waits on the run queue from now.
+            // SAFETY: the clock helper takes no argument and touches no memory.
             let now = unsafe { bpf_ktime_get_ns() };
             let _ = WAKE_TS.insert(&prev_tid, &now, 0);
         }
@@ -57,13 +58,16 @@ pub fn recap_switch(ctx: RawTracePointContext) -> i32 {
     if slot == 0 {
         return 0;
     }
+    // SAFETY: the time is copied out at once (`&queued`), before the element is removed.
     if let Some(&queued) = unsafe { WAKE_TS.get(&tid) } {
         let _ = WAKE_TS.remove(&tid);
+        // SAFETY: no argument, no memory.
         let now = unsafe { bpf_ktime_get_ns() };
         let waited = now.saturating_sub(queued);
         add(slot, Counter::CpuRunqWaitNs, waited);
         let bucket = log2_bucket(waited, RUNQ_BUCKETS);
         if let Some(c) = RUNQ_HIST.get_ptr_mut(slot * RUNQ_BUCKETS + bucket) {
+            // SAFETY: this CPU's copy of an array element, valid for the map's life.
             unsafe { *c += 1 };
         }
     }
@@ -88,6 +92,7 @@ pub fn recap_wakeup_nw(ctx: RawTracePointContext) -> i32 {
 fn mark_runnable(task: u64) {
     let tid = task_tid(task);
     if task_slot(tid) != 0 {
+        // SAFETY: no argument, no memory.
         let now = unsafe { bpf_ktime_get_ns() };
         let _ = WAKE_TS.insert(&tid, &now, 0);
     }

@@ -25,6 +25,8 @@ pub fn recap_bio_queue(ctx: RawTracePointContext) -> i32 {
         if cgroup == 0 {
             break;
         }
+        // SAFETY: the slot is copied out of the value at once (`&s`); only user space writes
+        // this map.
         if let Some(&s) = cgroup_kernfs_id(cgroup).and_then(|id| unsafe { DISK_CGROUPS.get(&id) }) {
             slot = s;
             break;
@@ -59,6 +61,7 @@ pub fn recap_bio_queue(ctx: RawTracePointContext) -> i32 {
             _pad: 0,
         };
         match DISK_DEVICES.get_ptr_mut(&key) {
+            // SAFETY: this CPU's copy of the key's value, valid for the program's run.
             Some(v) => unsafe {
                 (*v)[0] += size as u64;
                 (*v)[1] += 1;
@@ -69,6 +72,7 @@ pub fn recap_bio_queue(ctx: RawTracePointContext) -> i32 {
         }
     }
     let started = DiskBio {
+        // SAFETY: the clock helper takes no argument and touches no memory.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         slot,
         dir,
@@ -83,6 +87,7 @@ pub fn recap_bio_queue(ctx: RawTracePointContext) -> i32 {
 pub fn recap_rq_issue(ctx: RawTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
     let bio = request_bio(rq);
+    // SAFETY: the value is copied at once (plain integers); its memory is valid for the run.
     let Some(started) = (unsafe { DISK_BIOS.get(&bio) }).copied() else {
         return 0;
     };
@@ -95,10 +100,12 @@ pub fn recap_rq_issue(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "block_rq_complete")]
 pub fn recap_rq_done(ctx: RawTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
+    // SAFETY: as in `recap_rq_issue`: copied at once.
     let Some(started) = (unsafe { DISK_RQS.get(&rq) }).copied() else {
         return 0;
     };
     let _ = DISK_RQS.remove(&rq);
+    // SAFETY: no argument, no memory.
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(started.ts_ns);
     match started.dir {
         0 => add(started.slot, Counter::DiskReadNs, took),

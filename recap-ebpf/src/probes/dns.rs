@@ -4,7 +4,7 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::cgroup_skb, programs::SkBuffContext};
 use recap_common::{
-    Counter, DnsKey, DnsPending, DNS_HIST_BUCKETS, DNS_QTYPES, DNS_QTYPE_CODES, DNS_RCODES,
+    parse::dns::qtype_index, Counter, DnsKey, DnsPending, DNS_HIST_BUCKETS, DNS_QTYPES, DNS_RCODES,
 };
 
 use crate::{
@@ -64,6 +64,7 @@ fn on_query(ctx: &SkBuffContext, slot: u32, dns: usize, port: u16) {
     }
     let pending = DnsPending {
         epoch: window_epoch(slot),
+        // SAFETY: the clock helper takes no argument and touches no memory.
         sent_ns: unsafe { bpf_ktime_get_ns() },
     };
     let _ = DNS_PENDING.insert(&DnsKey { slot, id, port }, &pending, 0);
@@ -77,6 +78,9 @@ fn on_answer(ctx: &SkBuffContext, slot: u32, dns: usize, port: u16) {
         return; // a query the target receives as a server
     }
     let key = DnsKey { slot, id, port };
+    // SAFETY: the value is read once (its `epoch` and `sent_ns`, plain integers) while the
+    // element's memory stays valid for the program's run; another CPU's update at the same time
+    // gives at worst a stale time.
     let sent = match unsafe { DNS_PENDING.get(&key) } {
         Some(p) if p.epoch == window_epoch(slot) => p.sent_ns,
         _ => {
@@ -85,6 +89,7 @@ fn on_answer(ctx: &SkBuffContext, slot: u32, dns: usize, port: u16) {
         }
     };
     let _ = DNS_PENDING.remove(&key);
+    // SAFETY: no argument, no memory.
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(sent);
     add(slot, Counter::DnsAnswered, 1);
     add(slot, Counter::DnsLatencySumNs, took);
@@ -130,16 +135,4 @@ fn question_type(ctx: &SkBuffContext, dns: usize) -> Option<u16> {
         i += 1;
     }
     None
-}
-
-#[inline(always)]
-fn qtype_index(qtype: u16) -> u32 {
-    let mut i = 0;
-    while i < DNS_QTYPE_CODES.len() {
-        if DNS_QTYPE_CODES[i] == qtype {
-            return i as u32;
-        }
-        i += 1;
-    }
-    DNS_QTYPE_CODES.len() as u32
 }

@@ -21,6 +21,13 @@ use aya_ebpf::{
 };
 use recap_common::{
     offsets::{PT_REGS_DX, PT_REGS_ORIG_AX, PT_REGS_SI},
+    parse::{
+        http::{
+            is_status_start, method, method_prefix, status, status_prefix, word, H2_PREFACE,
+            METHOD_MAX, STATUS_LEN,
+        },
+        http2::joinable,
+    },
     Counter, HttpConn, HttpKey, HttpStat, TlsKey, HTTP_BUCKETS, HTTP_H2, HTTP_METHOD_CONNECT,
     HTTP_PREFIX, HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
 };
@@ -32,11 +39,6 @@ use crate::maps::{
 };
 
 const PREFIX: usize = HTTP_PREFIX;
-/// Longest method token plus its space (`CONNECT `, `OPTIONS `): a start no longer than this
-/// may be a request line cut before its target.
-const METHOD_MAX: usize = 8;
-/// `HTTP/1.x DDD`.
-const STATUS_LEN: usize = 12;
 const MSG_PEEK: i32 = 2;
 /// A TLS record's content type (then the version's major byte, 3).
 const TLS_APPLICATION_DATA: u8 = 0x17;
@@ -78,6 +80,8 @@ pub fn recap_http_end(ctx: BtfTracePointContext) -> i32 {
     }
     let conn = http_state(sk, None);
     if !conn.is_null() {
+        // SAFETY: non-null, so the socket's own storage, valid while the socket lives (past
+        // this tracepoint); read only, plain integers.
         let conn = unsafe { &*conn };
         aborted(conn);
         if conn.role == HTTP_H2 {
@@ -93,6 +97,7 @@ fn socket_key(sk: *mut core::ffi::c_void) -> TlsKey {
     TlsKey {
         owner: 0,
         _pad: 0,
+        // SAFETY: `sk` is the tracepoint's BTF-typed `struct sock *`, which the helper takes.
         id: unsafe { bpf_get_socket_cookie(sk) },
     }
 }
@@ -131,8 +136,11 @@ fn on_io(ctx: &BtfTracePointContext, incoming: bool) {
     let epoch = window_epoch(slot);
     // Updated in place when the socket has a state already.
     let stored = http_state(sk, None);
+    // SAFETY: (both blocks) `stored` is non-null, so this socket's storage, valid for the
+    // program's run; its fields are plain integers, copied out.
     let mut conn =
         if !stored.is_null() && unsafe { (*stored).slot == slot && (*stored).epoch == epoch } {
+            // SAFETY: see above.
             unsafe { *stored }
         } else {
             HttpConn {
@@ -229,6 +237,9 @@ pub fn feed(
         have = conn.carry_len as usize & (PREFIX - 1);
     }
     conn.carry_len = 0;
+    // SAFETY: `have` is below PREFIX (masked), so the PREFIX bytes written from it fit in the
+    // 2 * PREFIX scratch; `buf` is only read by the helper, which returns an error instead of
+    // faulting on an address it cannot read.
     let read = unsafe {
         bpf_probe_read_user_raw(
             scratch.as_mut_ptr().add(have) as *mut core::ffi::c_void,
@@ -251,6 +262,7 @@ pub fn feed(
     // instrumented: TLS whose plaintext is not read.
     if conn.tls == 0 && !incoming && len >= 5 && p[0] == TLS_APPLICATION_DATA && p[1] == 3 {
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // SAFETY: only whether the key is present is used; the value is not read.
         if unsafe { TLS_PROCS.get(&tgid) }.is_none() {
             add(slot, Counter::HttpTlsNotRead, 1);
         }
@@ -259,7 +271,7 @@ pub fn feed(
     // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
     let changed = on_data(slot, conn, incoming, p, len) || carried;
     // A connection older than the window that speaks HTTP/2: joined at a frame's start.
-    if conn.role == 0 && have == 0 && http2::joinable(p, len, io_len) {
+    if conn.role == 0 && have == 0 && joinable(p, len, io_len) {
         conn.role = HTTP_H2;
         conn.h2_side = 0; // user space finds it from the header blocks
         http2::walk(conn, &id(), incoming, &bytes, io_len as u64);
@@ -293,11 +305,17 @@ fn starts_with_preface(bytes: &Bytes) -> bool {
 fn io_bytes() -> Bytes {
     // A pointer the verifier knows as `struct pt_regs *`: its fields are read with plain
     // (fault-checked) loads, no helper call.
+    // SAFETY: both helpers take no pointer of ours: the current task, as the BTF pointer
+    // `bpf_task_pt_regs` wants, and its saved user registers.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    // SAFETY: (this and the two loads below) fields of `struct pt_regs` at fixed x86-64 offsets inside it;
+    // the verifier checks each against the type and makes the load fault-checked.
     let nr = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_ORIG_AX as usize / 8)) };
+    // SAFETY: as above (`si`).
     let arg = unsafe { core::ptr::read_volatile(regs.add(PT_REGS_SI as usize / 8)) };
     match nr {
         SYS_READ | SYS_WRITE | SYS_SENDTO | SYS_RECVFROM => Bytes::buffer(arg),
+        // SAFETY: as above (`dx`).
         SYS_READV | SYS_WRITEV => Bytes::iovecs(arg, unsafe {
             core::ptr::read_volatile(regs.add(PT_REGS_DX as usize / 8))
         }),
@@ -314,6 +332,8 @@ fn io_bytes() -> Bytes {
 
 #[inline(always)]
 fn user<T>(addr: u64) -> Option<T> {
+    // SAFETY: the helper copies from a user address into a stack value and returns an error
+    // instead of faulting; every `T` read here is an integer or an array of bytes.
     unsafe { bpf_probe_read_user(addr as *const T) }.ok()
 }
 
@@ -350,6 +370,7 @@ fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len
         conn.role = request_side;
         conn.pending = 1;
         conn.method = method;
+        // SAFETY: the clock helper takes no argument and touches no memory.
         conn.start_ns = unsafe { bpf_ktime_get_ns() };
         let started = if request_side == HTTP_ROLE_SERVER {
             Counter::HttpServerStarted
@@ -389,6 +410,7 @@ fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len
         add(slot, Counter::HttpInterim, 1);
         return false;
     }
+    // SAFETY: no argument, no memory.
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(conn.start_ns);
     record(
         HttpKey {
@@ -438,6 +460,8 @@ fn record(key: HttpKey, took_ns: u64) {
         }
     };
     let bucket = log2_bucket(took_ns, HTTP_BUCKETS) as usize;
+    // SAFETY: `stat` is this CPU's copy of the key's value, valid for the program's run (the
+    // map frees removed elements only after it); `bucket` is bounds-checked.
     unsafe {
         (*stat).count += 1;
         (*stat).sum_ns += took_ns;
@@ -445,125 +469,4 @@ fn record(key: HttpKey, took_ns: u64) {
             (*stat).buckets[bucket] += 1;
         }
     }
-}
-
-/// The first 8 bytes as a little-endian word.
-#[inline(always)]
-fn word(p: &[u8; PREFIX]) -> u64 {
-    u64::from_le_bytes([p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]])
-}
-
-/// `s` (at most 8 bytes) as the word `word` would read, and the mask of its bytes.
-const fn pattern(s: &[u8]) -> (u64, u64) {
-    let mut value = 0u64;
-    let mut i = 0;
-    while i < s.len() {
-        value |= (s[i] as u64) << (8 * i);
-        i += 1;
-    }
-    let mask = if s.len() == 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * s.len())) - 1
-    };
-    (value, mask)
-}
-
-/// Method tokens with their space, their `HTTP_METHODS` index and their length.
-const METHODS: [((u64, u64), u8, usize); 9] = [
-    (pattern(b"GET "), 1, 4),
-    (pattern(b"HEAD "), 2, 5),
-    (pattern(b"POST "), 3, 5),
-    (pattern(b"PUT "), 4, 4),
-    (pattern(b"DELETE "), 5, 7),
-    (pattern(b"CONNECT "), 6, 8),
-    (pattern(b"OPTIONS "), 7, 8),
-    (pattern(b"TRACE "), 8, 6),
-    (pattern(b"PATCH "), 9, 6),
-];
-
-/// The method of a request line (`HTTP_METHODS` index), 0 if `p` does not start one: the
-/// token, a space, and a request target (`/`, `*`, or an absolute `http…` URI; any authority
-/// for CONNECT).
-#[inline(always)]
-fn method(p: &[u8; PREFIX], len: usize) -> u8 {
-    let w = word(p);
-    let mut i = 0;
-    while i < METHODS.len() {
-        let ((value, mask), m, n) = METHODS[i];
-        if len > n && w & mask == value {
-            return match p[n] {
-                _ if m == HTTP_METHOD_CONNECT => m,
-                b'/' | b'*' | b'h' => m,
-                _ => 0,
-            };
-        }
-        i += 1;
-    }
-    0
-}
-
-const HTTP_1: (u64, u64) = pattern(b"HTTP/1.");
-const H2_PREFACE: (u64, u64) = pattern(b"PRI * HT");
-
-/// A non-empty start that a request line could go on from: a method token, or the token and
-/// its space, cut before the request target (`GE`, `GET `: a client's writes, split).
-#[inline(always)]
-fn method_prefix(p: &[u8; PREFIX], len: usize) -> bool {
-    if len == 0 {
-        return false;
-    }
-    let w = word(p);
-    let seen = if len < 8 {
-        (1u64 << (8 * len)) - 1
-    } else {
-        u64::MAX
-    };
-    let mut i = 0;
-    while i < METHODS.len() {
-        let ((value, mask), _, n) = METHODS[i];
-        if len <= n && w & seen & mask == value & seen {
-            return true;
-        }
-        i += 1;
-    }
-    false
-}
-
-/// `p` is the start of `HTTP/1.x DDD` cut short (fewer than 12 bytes).
-#[inline(always)]
-fn status_prefix(p: &[u8; PREFIX], len: usize) -> bool {
-    if len == 0 || len >= STATUS_LEN {
-        return false;
-    }
-    let (value, mask) = HTTP_1;
-    let seen = if len < 7 {
-        (1u64 << (8 * len)) - 1
-    } else {
-        mask
-    };
-    if word(p) & seen != value & seen {
-        return false;
-    }
-    (len <= 7 || p[7].is_ascii_digit())
-        && (len <= 8 || p[8] == b' ')
-        && (len <= 9 || p[9].is_ascii_digit())
-        && (len <= 10 || p[10].is_ascii_digit())
-}
-
-#[inline(always)]
-fn is_status_start(p: &[u8; PREFIX], len: usize) -> bool {
-    let (value, mask) = HTTP_1;
-    len >= 7 && word(p) & mask == value
-}
-
-/// The code of a status line `HTTP/1.x DDD`.
-#[inline(always)]
-fn status(p: &[u8; PREFIX], len: usize) -> Option<u16> {
-    if !is_status_start(p, len) || len < STATUS_LEN || p[8] != b' ' {
-        return None;
-    }
-    let d = |c: u8| -> Option<u16> { c.is_ascii_digit().then(|| (c - b'0') as u16) };
-    let code = d(p[9])? * 100 + d(p[10])? * 10 + d(p[11])?;
-    (100..600).contains(&code).then_some(code)
 }

@@ -32,39 +32,6 @@ const MAX_IOVECS: u64 = 32;
 /// The client's preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`: not frames.
 pub const PREFACE_LEN: u32 = 24;
 
-/// The largest frame a peer may send before SETTINGS say otherwise (RFC 9113 §4.2).
-const DEFAULT_MAX_FRAME: usize = 16_384;
-
-/// True if an I/O of `io_len` bytes, of which `p` holds the first `len`, begins with a whole,
-/// well-formed HTTP/2 control or HEADERS frame (RFC 9113 §6: each type's stream, length and
-/// flags rules): where a connection whose preface came before the window can be joined.
-/// DATA and CONTINUATION are never a start (a large DATA frame's middle may look like one),
-/// nor SETTINGS: a server's first write on a new connection, before it reads the preface.
-#[inline(always)]
-pub fn joinable(p: &[u8; 16], len: usize, io_len: usize) -> bool {
-    if len < H2_FRAME_HEADER {
-        return false;
-    }
-    let length = (p[0] as usize) << 16 | (p[1] as usize) << 8 | p[2] as usize;
-    let (kind, flags) = (p[3], p[4]);
-    if p[5] & 0x80 != 0 || length > DEFAULT_MAX_FRAME || H2_FRAME_HEADER + length > io_len {
-        return false;
-    }
-    let stream = u32::from_be_bytes([p[5], p[6], p[7], p[8]]);
-    match kind {
-        // HEADERS: a client-initiated (odd) stream; END_STREAM, END_HEADERS, PADDED, PRIORITY.
-        1 => stream & 1 == 1 && length > 0 && flags & !0x2d == 0,
-        // PRIORITY, RST_STREAM.
-        2 => stream != 0 && length == 5 && flags == 0,
-        3 => stream != 0 && length == 4 && flags == 0,
-        // PING, GOAWAY, WINDOW_UPDATE.
-        6 => stream == 0 && length == 8 && flags & !1 == 0,
-        7 => stream == 0 && length >= 8 && flags == 0,
-        8 => length == 4 && flags == 0,
-        _ => false,
-    }
-}
-
 /// Where an I/O's bytes are in user memory. A struct with every field always set, not an
 /// enum: LLVM leaves an enum's unused fields undefined, and the verifier refuses a read of an
 /// uninitialised register even on a path that ignores it.
@@ -171,7 +138,8 @@ pub fn walk(conn: &mut HttpConn, id: &TlsKey, incoming: bool, bytes: &Bytes, len
     w.next_iov = 0;
     w.total = len;
     let mut at: *mut Walk = stored;
-    // SAFETY: `step` is a BPF callback with the signature bpf_loop wants; `at` outlives it.
+    // SAFETY: `step` is a BPF callback with the signature bpf_loop wants; `at` outlives it, and
+    // `w` is not used while the loop runs.
     unsafe {
         bpf_loop(
             STEPS,
@@ -180,6 +148,7 @@ pub fn walk(conn: &mut HttpConn, id: &TlsKey, incoming: bool, bytes: &Bytes, len
             0,
         )
     };
+    // SAFETY: the same entry, borrowed again now that the loop's callbacks are done with it.
     let w = unsafe { &mut *stored };
     if w.total > 0 && w.f.lost == 0 {
         w.f.lost = 1;
@@ -191,6 +160,8 @@ pub fn walk(conn: &mut HttpConn, id: &TlsKey, incoming: bool, bytes: &Bytes, len
 /// One step of a walk: an iovec, a piece of payload, or a frame header. 0: go on; 1: stop
 /// (done, or the framing is lost: `walk` sees bytes left).
 unsafe extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is `walk`'s `&mut at`, handed back by bpf_loop unchanged: a pointer to this
+    // CPU's `H2_WALKS` entry, which nothing else uses during the loop.
     let w = unsafe { &mut **(ctx as *mut *mut Walk) };
     if w.total == 0 {
         return 1;
@@ -244,6 +215,8 @@ unsafe extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     h[..8].copy_from_slice(&w.f.hdr);
     if n == 0
         || n > H2_FRAME_HEADER as u64
+        // SAFETY: `have` ≤ 8 and `n` ≤ 9, so the bytes written at `have` stay in `h` (24);
+        // the user address is only read by the helper, which returns an error, not a fault.
         || unsafe {
             read_user_raw(
                 h.as_mut_ptr().add(have as usize) as *mut core::ffi::c_void,
@@ -301,8 +274,11 @@ pub fn closed(conn: &HttpConn, id: &TlsKey) {
         return;
     }
     if let Some(mut event) = HTTP2_FRAMES.reserve::<H2Event>(0) {
+        // SAFETY: a reserved ring-buffer record the size of an `H2Event`, ours alone until it
+        // is submitted; its fields are integers, written before they are read.
         let e = unsafe { &mut *event.as_mut_ptr() };
         e.conn = *id;
+        // SAFETY: the clock helper takes no argument and touches no memory.
         e.ts_ns = unsafe { bpf_ktime_get_ns() };
         e.epoch = conn.epoch;
         e.slot = conn.slot;
@@ -327,8 +303,10 @@ fn ship(w: &mut Walk, n: u64, frame: Option<&[u8; H2_FRAME_HEADER]>) -> bool {
         add(w.slot, Counter::Http2Lost, 1);
         return true;
     };
+    // SAFETY: as in `closed`: a reserved record, ours until submitted or discarded.
     let e = unsafe { &mut *event.as_mut_ptr() };
     e.conn = w.id;
+    // SAFETY: no argument, no memory.
     e.ts_ns = unsafe { bpf_ktime_get_ns() };
     e.epoch = w.epoch;
     e.slot = w.slot;
@@ -354,6 +332,8 @@ fn ship(w: &mut Walk, n: u64, frame: Option<&[u8; H2_FRAME_HEADER]>) -> bool {
         return false;
     }
     if n > 0
+        // SAFETY: `offset` + `n` ≤ 9 + H2_CHUNK, the size of `data`; the user address is only
+        // read by the helper, which returns an error instead of faulting.
         && unsafe {
             read_user_raw(
                 e.data.as_mut_ptr().add(offset) as *mut core::ffi::c_void,
@@ -374,6 +354,8 @@ fn ship(w: &mut Walk, n: u64, frame: Option<&[u8; H2_FRAME_HEADER]>) -> bool {
 #[inline(always)]
 fn iovec(at: u64) -> Option<(u64, u64)> {
     let mut v = [0u64; 2];
+    // SAFETY: 16 bytes into the 16-byte `v`; the user address is only read by the helper,
+    // which returns an error instead of faulting.
     let r = unsafe {
         read_user_raw(
             v.as_mut_ptr() as *mut core::ffi::c_void,

@@ -68,6 +68,7 @@ fn reclaim_begins() {
     if task_slot(tid) == 0 {
         return;
     }
+    // SAFETY: the clock helper takes no argument and touches no memory.
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = RECLAIM_TS.insert(&tid, &now, 0);
 }
@@ -75,6 +76,8 @@ fn reclaim_begins() {
 #[inline(always)]
 fn reclaim_ends() {
     let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the time is copied out at once (`&began`), a plain integer in memory valid for
+    // the program's run.
     let Some(&began) = (unsafe { RECLAIM_TS.get(&tid) }) else {
         return;
     };
@@ -83,6 +86,7 @@ fn reclaim_ends() {
     if slot == 0 {
         return;
     }
+    // SAFETY: no argument, no memory.
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(began);
     add(slot, Counter::MemReclaimStalls, 1);
     add(slot, Counter::MemReclaimNs, took);

@@ -30,6 +30,7 @@ pub fn recap_exec(ctx: RawTracePointContext) -> i32 {
     };
     let key = ExecKey { slot, comm };
     match EXECS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's copy of the key's value, valid for the program's run.
         Some(count) => unsafe { *count += 1 },
         None => {
             let _ = EXECS.insert(&key, &1, 0);

@@ -64,6 +64,8 @@ pub fn recap_exit(_ctx: RawTracePointContext) -> i32 {
         add(slot, Counter::ProcExits, 1);
     }
     // `mem`: a thread's page faults stop here; user space counts the live ones'.
+    // SAFETY: the helper takes no argument; the task's address it returns is only read
+    // through `bpf_probe_read_kernel` (`kernel.rs`).
     let (minor, major) = task_faults(unsafe { bpf_get_current_task() });
     add(slot, Counter::MemMinorFaults, minor);
     add(slot, Counter::MemMajorFaults, major);
@@ -99,6 +101,7 @@ pub fn recap_cg_move(ctx: RawTracePointContext) -> i32 {
         let Some(id) = cgroup_v2_id(cgroup) else {
             break;
         };
+        // SAFETY: the value is copied out at once (`&window`); only user space writes this map.
         if let Some(&window) = unsafe { WINDOW_CGROUPS.get(&id) } {
             // A window on its target alone does not take threads of the cgroups below it.
             if depth == 0 || window & WINDOW_TARGET_ONLY == 0 {
@@ -128,6 +131,8 @@ pub fn recap_cg_move(ctx: RawTracePointContext) -> i32 {
         // bpf_loop verifies the body once, however many threads there are (an unrolled walk of
         // 64 threads cost ~35 ms of verification, 512 ~340 ms).
         let body: unsafe extern "C" fn(u64, *mut ThreadWalk) -> i64 = move_thread;
+        // SAFETY: `body` has the callback signature bpf_loop calls; `walk` is on this stack for
+        // the whole call, and bpf_loop hands it to each iteration unchanged.
         unsafe {
             bpf_loop(
                 MAX_THREADS,
@@ -155,6 +160,8 @@ struct ThreadWalk {
 
 /// One step of the walk: moves the thread at `node`; 1 (stop) back at the list's head.
 unsafe extern "C" fn move_thread(_index: u64, walk: *mut ThreadWalk) -> i64 {
+    // SAFETY: `walk` is the `ThreadWalk` `recap_cg_move` passed to bpf_loop, alive and not
+    // otherwise borrowed while the loop runs.
     let walk = unsafe { &mut *walk };
     if walk.node == 0 || walk.node == walk.head {
         return 1;

@@ -40,7 +40,9 @@ pub fn recap_tcph_ops(ctx: SockOpsContext) -> u32 {
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
             let _ = ctx.set_cb_flags((ctx.cb_flags() | CALLBACKS) as i32);
+            // SAFETY: the program's own `bpf_sock_ops` context, the pointer the helper takes.
             let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            // SAFETY: the clock helper takes no argument and touches no memory.
             let now = unsafe { bpf_ktime_get_ns() };
             let _ = CONN_START.insert(&cookie, &now, 0);
         }
@@ -60,9 +62,12 @@ pub fn recap_tcph_ops(ctx: SockOpsContext) -> u32 {
             hist_add(&TCP_RTT_HIST, slot, sample_ns, TCP_HIST_BUCKETS);
         }
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => {
+            // SAFETY: as above, the program's context.
             let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            // SAFETY: the time is copied out at once (`&start`), before the element is removed.
             if let Some(&start) = unsafe { CONN_START.get(&cookie) } {
                 let _ = CONN_START.remove(&cookie);
+                // SAFETY: no argument, no memory.
                 let lived_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
                 add(slot, Counter::TcpConnDurSumNs, lived_ns);
                 hist_add(&TCP_DUR_HIST, slot, lived_ns, TCP_HIST_BUCKETS);

@@ -56,6 +56,7 @@ pub fn recap_tls_call(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
     let ret: i32 = ctx.ret();
+    // SAFETY: the program's own context pointer, as the helper takes it.
     let function = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     on_return(function & TLS_WRITE == 0, |call| {
         if function & TLS_EX == 0 {
@@ -64,6 +65,8 @@ pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
         if ret != 1 {
             return 0;
         }
+        // SAFETY: the `_ex` call's fourth argument, a user address the helper only reads,
+        // returning an error instead of faulting (then no bytes are counted).
         unsafe { bpf_probe_read_user(call.count_ptr as *const u64) }
             .map(|n| n as i64)
             .unwrap_or(0)
@@ -90,6 +93,7 @@ pub fn recap_gotls_in(ctx: ProbeContext) -> u32 {
     // SAFETY: a uprobe's context is the task's saved registers.
     let regs = unsafe { &*ctx.regs };
     let (conn, buf, len, g) = (regs.rax, regs.rbx, regs.rcx as i64, regs.r14);
+    // SAFETY: the program's own context pointer, as the helper takes it.
     if unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } & TLS_WRITE != 0 {
         plaintext(pid_tgid, conn, buf, 0, false, len);
         return 0;
@@ -114,6 +118,7 @@ pub fn recap_gotls_ret(ctx: ProbeContext) -> u32 {
     let regs = unsafe { &*ctx.regs };
     let (n, key) = (regs.rax as i64, goroutine(pid_tgid, regs.r14));
     // Two words, not the whole call, on a stack `feed` needs most of.
+    // SAFETY: the two words are copied out at once, before the element is removed.
     let Some((conn, buf)) = (unsafe { GO_TLS_CALLS.get(&key) }).map(|c| (c.ssl, c.buf)) else {
         return 0;
     };
@@ -169,6 +174,7 @@ pub fn recap_tls_free(ctx: ProbeContext) -> u32 {
         id: ctx.arg(0).unwrap_or(0),
     };
     let _ = TLS_SESSIONS.remove(&session);
+    // SAFETY: the state is copied at once (plain integers), before the element is removed.
     if let Some(conn) = unsafe { HTTPS_CONNS.get(&session) }.copied() {
         let _ = HTTPS_CONNS.remove(&session);
         super::http::aborted(&conn);
@@ -183,6 +189,8 @@ pub fn recap_tls_free(ctx: ProbeContext) -> u32 {
 pub fn inside_call(pid_tgid: u64, sk: *mut core::ffi::c_void) -> bool {
     match TLS_CALLS.get_ptr_mut(&pid_tgid) {
         Some(call) => {
+            // SAFETY: `call` is this thread's element, valid for the program's run; `sk` is
+            // the tracepoint's BTF-typed `struct sock *`, which the cookie helper takes.
             unsafe { (*call).cookie = bpf_get_socket_cookie(sk) };
             true
         }
@@ -193,7 +201,9 @@ pub fn inside_call(pid_tgid: u64, sk: *mut core::ffi::c_void) -> bool {
 /// The TLS state of a socket being destroyed, removed, with its key.
 #[inline(always)]
 pub fn forget(sk: *mut core::ffi::c_void) -> Option<(HttpConn, TlsKey)> {
+    // SAFETY: `sk` is the tracepoint's BTF-typed `struct sock *`, which the helper takes.
     let key = connection(unsafe { bpf_get_socket_cookie(sk) });
+    // SAFETY: copied at once, before the element is removed.
     let conn = unsafe { HTTPS_CONNS.get(&key) }.copied()?;
     let _ = HTTPS_CONNS.remove(&key);
     Some((conn, key))
@@ -214,18 +224,24 @@ fn connection(cookie: u64) -> TlsKey {
 /// it (a read served from the buffer first) moves its state to the connection.
 #[inline(always)]
 fn state_key(session: &TlsKey, cookie: u64) -> TlsKey {
+    // Each map value below is copied out or only tested for presence, never kept across an
+    // update of its map.
     if cookie == 0 {
+        // SAFETY: the cookie is copied (`*c`).
         return match unsafe { TLS_SESSIONS.get(session) } {
             Some(c) => connection(*c),
             None => *session,
         };
     }
+    // SAFETY: copied at once.
     let known = unsafe { TLS_SESSIONS.get(session) }.copied();
     if known != Some(cookie) {
         let _ = TLS_SESSIONS.insert(session, &cookie, 0);
         let key = connection(cookie);
         if known.is_none() {
+            // SAFETY: copied at once, before the insert and the removal below.
             if let Some(state) = unsafe { HTTPS_CONNS.get(session) }.copied() {
+                // SAFETY: only tested for presence.
                 if unsafe { HTTPS_CONNS.get(&key) }.is_none() {
                     let _ = HTTPS_CONNS.insert(&key, &state, 0);
                 }
@@ -239,6 +255,7 @@ fn state_key(session: &TlsKey, cookie: u64) -> TlsKey {
 #[inline(always)]
 fn on_return(incoming: bool, count: impl FnOnce(&TlsCall) -> i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the call is copied at once, before the element is removed.
     let Some(call) = (unsafe { TLS_CALLS.get(&pid_tgid) }).copied() else {
         return;
     };
@@ -267,6 +284,8 @@ fn plaintext(pid_tgid: u64, ssl: u64, buf: u64, cookie: u64, incoming: bool, n: 
     let epoch = window_epoch(slot);
     let stored = HTTPS_CONNS.get_ptr_mut(&key);
     let mut conn = match stored {
+        // SAFETY: (both) `c` is the element of `key`, valid for the program's run; plain
+        // integers, read and copied out.
         Some(c) if unsafe { (*c).slot == slot && (*c).epoch == epoch } => unsafe { *c },
         _ => HttpConn {
             epoch,
