@@ -9,6 +9,7 @@
 
 mod capsules;
 pub mod live;
+mod otlp;
 mod unread;
 
 use std::{
@@ -26,10 +27,7 @@ use tokio::time::{interval, sleep_until, MissedTickBehavior};
 use crate::{
     capsule::{reaper, CapsuleReport},
     docker,
-    export::{
-        otlp::{Exporter, OtlpConfig},
-        prometheus::Published,
-    },
+    export::{otlp::OtlpConfig, prometheus::Published},
     families::raw::RawCounts,
     families::{Family, FamilyStatus},
     probes::{ProbeEngine, TlsSeen, WindowProbes},
@@ -252,13 +250,32 @@ pub trait WindowObserver: Send {
     fn armed(&mut self, _window: &ArmedWindow) {}
     /// Once a second with the counts so far.
     fn tick(&mut self, _elapsed: Duration, _counts: &RawCounts, _window: &ArmedWindow) {}
-    /// Whether it wants a full summary snapshot each second (building one is not free).
+    /// The window as it stands once armed (all zeros), for an observer that reports its start.
+    fn opened(&mut self, _open: &WindowSummary) {}
+    /// Whether it wants a full summary snapshot this second (building one is not free).
     fn wants_snapshots(&self) -> bool {
         false
     }
+    /// Whether it wants the counts read this second even if the window is idle (a periodic
+    /// export is due).
+    fn due(&self) -> bool {
+        false
+    }
     fn snapshot(&mut self, _summary: &WindowSummary) {}
+    /// The window is closing: what it still has to send, before `closed`. Its result is a
+    /// warning for the summary, if any.
+    fn flush(&mut self, _summary: &WindowSummary) -> Option<Flush> {
+        None
+    }
     /// The window ended; its final summary.
     fn closed(&mut self, _summary: &WindowSummary) {}
+}
+
+/// An observer's last sends, bounded by its own deadline; the window's close may also cut them
+/// short (a second Ctrl-C), and then says `cut_short`.
+pub struct Flush {
+    pub done: std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send>>,
+    pub cut_short: String,
 }
 
 /// Prometheus exposition: the window's latest snapshot, then its final summary.
@@ -327,9 +344,6 @@ pub struct Window {
     /// `http`: the TLS code found in the target's processes, as of the last tick.
     tls_seen: Vec<TlsSeen>,
     capsules: Option<RunningCapsules>,
-    otlp: Option<Exporter>,
-    pending_otlp: Vec<tokio::task::JoinHandle<Option<String>>>,
-    next_otlp: Instant,
     observers: Vec<Box<dyn WindowObserver>>,
     last_counts: RawCounts,
     /// Seconds ticked, and reads in a row that found nothing changed (see `IDLE_AFTER`).
@@ -354,7 +368,9 @@ impl Window {
         started: Instant,
         admit: &(dyn Fn(&Target) -> anyhow::Result<()> + Sync),
     ) -> anyhow::Result<Window> {
-        let otlp = spec.export.otlp.clone().map(Exporter::new).transpose()?;
+        if let Some(config) = &spec.export.otlp {
+            observers.push(Box::new(otlp::OtlpObserver::start(config.clone())?));
+        }
         let docker = match spec.target {
             TargetSpec::Container { .. } => Some(docker::connect().await?),
             _ => None,
@@ -439,20 +455,17 @@ impl Window {
             engine,
             probes: Some(probes),
             capsules,
-            otlp,
-            pending_otlp: Vec::new(),
-            next_otlp: armed_at,
             observers,
             last_counts: RawCounts::zeroed(),
             ticks: 0,
             unchanged_reads: 0,
             tls_seen: Vec::new(),
         };
-        if let Some(otlp) = &window.otlp {
-            // In the background, like the periodic exports: a collector that is slow or down
-            // never holds up the window.
+        if window.observers.iter().any(|o| o.wants_snapshots()) {
             let open = window.snapshot(&RawCounts::zeroed());
-            window.pending_otlp.push(otlp.spawn_log(&open, "start"));
+            for observer in &mut window.observers {
+                observer.opened(&open);
+            }
         }
         Ok(window)
     }
@@ -476,14 +489,13 @@ impl Window {
         }
         let probes = self.probes.as_ref()?;
         self.ticks += 1;
-        let otlp_due = self.otlp.is_some() && Instant::now() >= self.next_otlp;
+        let due = self.observers.iter().any(|o| o.due());
         // An idle window (nothing moved in its last IDLE_AFTER reads) is read every
         // IDLE_EVERY-th second: reading is most of what an idle window costs its agent. Its
         // threads are still synced every second (a thread that joins is counted at once), its
         // observers still tick, and the summary's last read is always made.
-        let skip_read = self.unchanged_reads >= IDLE_AFTER
-            && !self.ticks.is_multiple_of(IDLE_EVERY)
-            && !otlp_due;
+        let skip_read =
+            self.unchanged_reads >= IDLE_AFTER && !self.ticks.is_multiple_of(IDLE_EVERY) && !due;
         let tls_seen = &mut self.tls_seen;
         let read = tokio::task::block_in_place(|| {
             self.engine.with(|engine| {
@@ -519,17 +531,12 @@ impl Window {
                 for observer in &mut self.observers {
                     observer.tick(elapsed, &counts, &self.info);
                 }
-                if otlp_due || self.observers.iter().any(|o| o.wants_snapshots()) {
+                if self.observers.iter().any(|o| o.wants_snapshots()) {
                     let snapshot = self.snapshot(&counts);
                     for observer in &mut self.observers {
                         if observer.wants_snapshots() {
                             observer.snapshot(&snapshot);
                         }
-                    }
-                    if let (true, Some(otlp)) = (otlp_due, &self.otlp) {
-                        // In the background: a slow collector must not hold up the window.
-                        self.pending_otlp.push(otlp.spawn_metrics(&snapshot));
-                        self.next_otlp = Instant::now() + otlp.config().interval;
                     }
                 }
                 self.last_counts = counts;
@@ -605,25 +612,19 @@ impl Window {
                 "recap itself runs in the target cgroup: its own threads are left out of syscalls/proc/cpu, but its sockets (exports, Docker API) count in tcp/net; run recap from another cgroup".into(),
             );
         }
-        if let Some(otlp) = &mut self.otlp {
-            let pending = std::mem::take(&mut self.pending_otlp);
-            let flush = async {
-                for task in pending {
-                    otlp.absorb(task.await.ok().flatten());
+        let flushes: Vec<Flush> = self
+            .observers
+            .iter_mut()
+            .filter_map(|o| o.flush(&summary))
+            .collect();
+        if !flushes.is_empty() {
+            let (cut_short, done): (Vec<String>, Vec<_>) =
+                flushes.into_iter().map(|f| (f.cut_short, f.done)).unzip();
+            tokio::select! {
+                warnings = futures_util::future::join_all(done) => {
+                    summary.warnings.extend(warnings.into_iter().flatten());
                 }
-                otlp.export_metrics(&summary, 2).await;
-                otlp.export_log(&summary, "end", 2).await;
-            };
-            let skipped = tokio::select! {
-                _ = flush => false,
-                _ = skip_flush => true,
-            };
-            if skipped {
-                summary
-                    .warnings
-                    .push("OTLP: the final flush was cut short (interrupted); the collector may miss the last values".into());
-            } else if let Some(warning) = otlp.undelivered() {
-                summary.warnings.push(warning);
+                _ = skip_flush => summary.warnings.extend(cut_short),
             }
         }
         for observer in &mut self.observers {

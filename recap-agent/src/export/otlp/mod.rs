@@ -1,12 +1,14 @@
 //! OTLP export of a window, over gRPC or HTTP/protobuf, plain or TLS, optionally gzipped: the
 //! configuration (`config`, flags and OTel's variables), the messages (`encode`), TLS to the
-//! collector (`tls`) and the transports (`transport`).
+//! collector (`tls`), the transports (`transport`), and a window's sink (`sink`: the sends in
+//! a task of their own, the final flush with a deadline).
 //!
 //! A collector that is down never fails or stalls the window: every send has a short timeout,
 //! the final flush is tried twice, and what was not delivered is reported.
 
 mod config;
 mod encode;
+mod sink;
 mod tls;
 mod transport;
 
@@ -17,13 +19,12 @@ pub use config::{
     DEFAULT_TIMEOUT,
 };
 pub use encode::Encoder;
+pub use sink::Sink;
 use transport::{Message, Transport};
 
-use crate::report::WindowSummary;
-
-pub struct Exporter {
+/// Sends, and remembers what was delivered and what was not.
+struct Exporter {
     config: OtlpConfig,
-    encoder: Encoder,
     transport: Transport,
     failures: Vec<String>,
     sent: usize,
@@ -32,57 +33,13 @@ pub struct Exporter {
 impl Exporter {
     /// Reads the TLS files the configuration names. Needs a tokio runtime (the gRPC channel's
     /// worker is spawned on it).
-    pub fn new(config: OtlpConfig) -> anyhow::Result<Self> {
+    fn new(config: OtlpConfig) -> anyhow::Result<Self> {
         Ok(Exporter {
             transport: Transport::new(&config)?,
-            encoder: Encoder::new(config.resource.clone()),
             config,
             failures: Vec::new(),
             sent: 0,
         })
-    }
-
-    pub fn config(&self) -> &OtlpConfig {
-        &self.config
-    }
-
-    /// One send of the window's metrics; failures are recorded, never raised.
-    pub async fn export_metrics(&mut self, s: &WindowSummary, attempts: usize) {
-        let message = Message::Metrics(self.encoder.metrics_request(s));
-        self.export(message, attempts).await;
-    }
-
-    /// A window start or end record; failures are recorded, never raised.
-    pub async fn export_log(&mut self, s: &WindowSummary, event: &str, attempts: usize) {
-        let message = Message::Logs(self.encoder.log_request(s, event));
-        self.export(message, attempts).await;
-    }
-
-    /// A metrics send in the background, for the periodic exports; `absorb` its result.
-    pub fn spawn_metrics(&self, s: &WindowSummary) -> tokio::task::JoinHandle<Option<String>> {
-        self.spawn(Message::Metrics(self.encoder.metrics_request(s)))
-    }
-
-    /// A log record sent in the background (the window's start: arming must not wait on a
-    /// collector); `absorb` its result.
-    pub fn spawn_log(
-        &self,
-        s: &WindowSummary,
-        event: &str,
-    ) -> tokio::task::JoinHandle<Option<String>> {
-        self.spawn(Message::Logs(self.encoder.log_request(s, event)))
-    }
-
-    pub fn absorb(&mut self, failure: Option<String>) {
-        match failure {
-            None => self.sent += 1,
-            Some(f) => self.failures.push(f),
-        }
-    }
-
-    fn spawn(&self, message: Message) -> tokio::task::JoinHandle<Option<String>> {
-        let (transport, config) = (self.transport.clone(), self.config.clone());
-        tokio::spawn(async move { attempt(&transport, &config, &message).await.err() })
     }
 
     async fn export(&mut self, message: Message, attempts: usize) {
@@ -105,7 +62,7 @@ impl Exporter {
     }
 
     /// What was not delivered, as one warning, if anything.
-    pub fn undelivered(&self) -> Option<String> {
+    fn undelivered(&self) -> Option<String> {
         let last = self.failures.last()?;
         Some(format!(
             "OTLP: {} of {} exports to {} were not delivered (last: {last}); the numbers above are complete, the collector's are not",
