@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(args) => cli::agent::run(*args).await,
             Command::Fleet(command) => cli::fleet::run(*command).await,
             Command::CapsuleImage(args) => cli::capsule_image::run(args).await,
+            Command::Families(args) => cli::print_families(&args),
             Command::MetricsCatalog => {
                 print!("{}", recap_agent::export::catalog::markdown());
                 Ok(())

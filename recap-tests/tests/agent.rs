@@ -471,3 +471,92 @@ fn plain_window_goes_through_the_agent_and_watch_follows_a_window() {
     agent.stop_with(libc::SIGTERM);
     assert_no_residue();
 }
+
+/// A client in another language, with nothing of RECap's but its proto: Python's grpcio with
+/// stubs generated at run time asks what it may open (`DescribeOptions`), opens a window on a
+/// cgroup with typed fields, and waits for it. The window is exact (7 `true`s run in the
+/// cgroup, 5 outside: 7), its record says what was asked, and a request without a duration is
+/// refused with the reason.
+#[test]
+fn a_client_in_another_language_uses_the_typed_api() {
+    if !require_root() {
+        return;
+    }
+    let agent = AgentProcess::start("python", None, &[]);
+    let cg = TestCgroup::new("python-client");
+    let stubs = agent.dir.join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut client = std::process::Command::new("/usr/bin/python3")
+        .arg(api.join("api/client.py"))
+        .arg(&agent.socket)
+        .arg(api.join("../recap-agent/proto"))
+        .arg(&stubs)
+        .arg(&cg.dir)
+        .arg("3")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (apt-get install python3-grpcio python3-grpc-tools)");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(client.stdout.take().unwrap()));
+    let mut next = || -> Value {
+        let line = lines.next().expect("the client ended early").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let options = next();
+    assert_eq!(options["step"], "options");
+    let families: Vec<&str> = options["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for f in ["tcp", "http", "proc", "syscalls", "mem", "disk"] {
+        assert!(families.contains(&f), "{options}");
+    }
+    assert!(!options["defaults"]
+        .as_array()
+        .unwrap()
+        .contains(&"syscalls".into()));
+    assert!(options["tools"]
+        .as_array()
+        .unwrap()
+        .contains(&"tcpdump".into()));
+    assert_eq!(options["root"], true);
+    assert_eq!(next()["step"], "armed");
+    let trues = |cg: Option<&TestCgroup>, n: usize| {
+        let script = format!("for i in $(seq {n}); do /bin/true; done");
+        let ok = command_in(cg, "/bin/sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    trues(Some(&cg), 7);
+    trues(None, 5);
+    let ended = next();
+    assert_eq!(ended["step"], "ended", "{ended}");
+    assert_eq!(ended["status"], "WINDOW_STATUS_COMPLETED", "{ended}");
+    assert_eq!(ended["families"], serde_json::json!(["FAMILY_PROC"]));
+    assert_eq!(ended["command_line"][0], "--cgroup");
+    let s = &ended["summary"];
+    let counted = s["proc"]["exec_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "true")
+        .map(|e| e["count"].as_u64().unwrap());
+    assert_eq!(counted, Some(7), "{:#}", s["proc"]);
+    let refused = next();
+    assert_eq!(refused["code"], "INVALID_ARGUMENT", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("give a duration"),
+        "{refused}"
+    );
+    assert!(client.wait().unwrap().success());
+    drop(agent);
+    assert_no_residue();
+}

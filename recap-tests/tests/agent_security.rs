@@ -147,6 +147,30 @@ fn windows_are_read_by_their_owners_and_secrets_are_never_kept() {
         cg = cg.dir.display()
     );
     let mut agent = AgentProcess::start("sec-read", Some(&policy), &["--socket-group", "4000"]);
+    // What each caller may do, as the agent describes it to that caller.
+    let options = |ids: (u32, u32)| -> Value {
+        let (code, out, err) = agent.recap_as(Some(ids), &["window", "options", "-o", "json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["policy"].clone()
+    };
+    let sre = options(SRE);
+    assert_eq!(
+        (&sre["rule"], &sre["read_all"], &sre["root"]),
+        (&"sre".into(), &false.into(), &false.into()),
+        "{sre:#}"
+    );
+    assert_eq!(sre["max_duration"], "10m", "{sre:#}");
+    assert_eq!(sre["capsule_tools"], serde_json::json!([]), "{sre:#}");
+    assert!(!sre["families"]
+        .as_array()
+        .unwrap()
+        .contains(&"syscalls".into()));
+    assert_eq!(options(READER)["read_all"], true);
+    let stranger = options((4545, 4000));
+    assert_eq!(
+        (&stranger["rule"], &stranger["max_windows"]),
+        (&"".into(), &0.into())
+    );
     let secret = "s3cr3t-b34r3r-t0k3n";
     let otlp_port = closed_port();
     let dir = cg.dir.to_str().unwrap();

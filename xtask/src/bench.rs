@@ -42,7 +42,20 @@ pub struct BenchArgs {
     http_seconds: u64,
 }
 
-pub const DEFAULT_FAMILIES: &str = "tcp,tcp_health,http,dns,net,proc,cpu,mem";
+/// The families on by default, as the built `recap families --defaults` says (never a copy
+/// kept here). Call after `release_binaries`.
+pub fn default_families() -> &'static str {
+    static DEFAULTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(|| {
+        let recap = crate::run::workspace().join("target/release/recap");
+        let out = std::process::Command::new(&recap)
+            .args(["families", "--defaults"])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", recap.display()));
+        assert!(out.status.success(), "recap families --defaults: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bin = release_binaries("the benchmark")?;
@@ -91,7 +104,7 @@ fn arm_and_teardown(bin: &Path, target: &IdleTarget, reps: usize) -> anyhow::Res
     println!("## Arming and teardown (median of {reps})\n");
     println!("| families | command → armed (external) | arm_ms (recap's own) | teardown_ms (detach + unload) |");
     println!("|---|---|---|---|");
-    for families in [DEFAULT_FAMILIES, "all"] {
+    for families in [default_families(), "all"] {
         let (mut external, mut arm, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..reps {
             let started = Instant::now();
@@ -151,7 +164,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
         window("cpu"),
         window("mem"),
         window("disk"),
-        window(DEFAULT_FAMILIES),
+        window(default_families()),
         window("syscalls"),
         window("all"),
         Config {
@@ -259,7 +272,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
     );
     println!(
         "- default families (no syscall hook): {:+.1} ns per syscall (goal: ≤ 5 ns)",
-        get(&format!("window: {DEFAULT_FAMILIES}")) - base
+        get(&format!("window: {}", default_families())) - base
     );
     let sock = |prefix: &str| {
         results

@@ -249,7 +249,7 @@ impl Drop for PidMax {
 /// systemd default on production hosts), each cgroup idle: the cost of windows themselves.
 pub fn footprint(bin: &Path) -> anyhow::Result<()> {
     let recap = bin.join("recap");
-    let families = crate::bench::DEFAULT_FAMILIES;
+    let families = crate::bench::default_families();
     println!(
         "## The agent's CPU with idle windows open (default families {families}, 20 s each)\n"
     );

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{bench::DEFAULT_FAMILIES, cgroup::ScratchCgroup};
+use crate::{bench::default_families, cgroup::ScratchCgroup};
 
 /// One nginx worker: it gets one CPU, the load the other. Over TLS a self-signed certificate
 /// made in `dir`; HTTP/2 over TLS (ALPN h2).
@@ -306,7 +306,7 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
         ("window: http", Some("http"), nginx.port),
         (
             "window: default families",
-            Some(DEFAULT_FAMILIES),
+            Some(default_families()),
             nginx.port,
         ),
     ];

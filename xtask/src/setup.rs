@@ -103,6 +103,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the grpc tests' server and client (gRPC core, OpenSSL as a shared library)",
     ),
     (
+        "python3-grpc-tools",
+        "the agent test's Python client of the API (stubs generated from the proto)",
+    ),
+    (
         "golang-go",
         "the https tests build a Go server and client (crypto/tls, HTTP/2)",
     ),

@@ -31,6 +31,36 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
+#[derive(Debug, clap::Args)]
+pub struct FamiliesArgs {
+    /// Only the families on by default, comma-separated (for scripts).
+    #[arg(long)]
+    pub defaults: bool,
+}
+
+/// `recap families`: from `Family::ALL`, the one list of them.
+pub fn print_families(args: &FamiliesArgs) -> anyhow::Result<()> {
+    use crate::families::Family;
+    let defaults = Family::defaults();
+    let text = if args.defaults {
+        let names: Vec<&str> = defaults.iter().map(|f| f.name()).collect();
+        format!("{}\n", names.join(","))
+    } else {
+        Family::ALL
+            .iter()
+            .map(|f| {
+                let on = if defaults.contains(f) {
+                    "on by default"
+                } else {
+                    "opt-in"
+                };
+                format!("{:<12} {on}\n", f.name())
+            })
+            .collect()
+    };
+    window::print_out(&text)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Open a time-boxed window on one target, show it live, print what it measured (through
@@ -48,4 +78,6 @@ pub enum Command {
     Fleet(Box<fleet::FleetCommand>),
     /// Print the metric catalogue (Markdown), generated from the exporters' definitions.
     MetricsCatalog,
+    /// The probe families `--probes` takes, and which are on by default.
+    Families(FamiliesArgs),
 }

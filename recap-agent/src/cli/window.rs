@@ -109,9 +109,9 @@ pub struct WindowArgs {
     /// Refuse durations above this.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub max_duration: Duration,
-    /// Probe families, comma-separated: tcp, tcp_health, http, dns, net, syscalls, proc, cpu, or
-    /// `all`. Default: all but syscalls, which costs every process on the host (~90 ns per syscall
-    /// while the window is open), so it is opt-in.
+    /// Probe families, comma-separated, or `all` (`recap families` lists them). Default: the
+    /// families on by default; `syscalls` (~90 ns per syscall of every process on the host while
+    /// the window is open) and `disk` are opt-in.
     #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
     pub probes: Vec<String>,
     /// Summary format.

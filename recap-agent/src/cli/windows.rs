@@ -18,8 +18,8 @@ use super::{
 use crate::{
     agent::{
         api::{
-            watch_event, ListWindowsRequest, StartWindowRequest, WindowRecord, WindowRef,
-            WindowStatus,
+            watch_event, CapsuleTool, DescribeOptionsRequest, Family, ListWindowsRequest, Options,
+            StartWindowRequest, WindowRecord, WindowRef, WindowStatus,
         },
         client::{self, Client},
         wire,
@@ -27,7 +27,7 @@ use crate::{
     report::WindowSummary,
     text::terminal::safe,
     text::time::rfc3339_utc,
-    text::units::parse_duration,
+    text::units::{format_duration, parse_duration},
     window::{live::LiveView, WindowSpec},
 };
 
@@ -45,6 +45,15 @@ pub enum WindowAction {
     Wait(IdArgs),
     /// Follow a window's live view until it ends, then print its summary.
     Watch(IdArgs),
+    /// What you may open through the agent: the families, the capsule tools, and the limits of
+    /// the policy that applies to you.
+    Options(OptionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OptionsArgs {
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +239,13 @@ pub async fn run(action: WindowAction, socket: &Path) -> anyhow::Result<()> {
             let record = follow(&mut client, &id.id, id.output, false).await?;
             print_record(&record, id.output, id.top)
         }
+        WindowAction::Options(o) => {
+            let options = answer(
+                client.describe_options(DescribeOptionsRequest {}).await,
+                "asking the agent what may be opened",
+            )?;
+            print_options(&options, o.output)
+        }
     }
 }
 
@@ -313,6 +329,98 @@ async fn follow(
             }
         }
     }
+}
+
+/// `recap window options`: what the agent describes, for people or as JSON.
+fn print_options(o: &Options, output: Output) -> anyhow::Result<()> {
+    let family = |v: &i32| {
+        Family::try_from(*v).map_or_else(
+            |_| format!("#{v}"),
+            |f| f.as_str_name().trim_start_matches("FAMILY_").to_lowercase(),
+        )
+    };
+    let tool = |v: &i32| {
+        CapsuleTool::try_from(*v).map_or_else(
+            |_| format!("#{v}"),
+            |t| {
+                t.as_str_name()
+                    .trim_start_matches("CAPSULE_TOOL_")
+                    .to_lowercase()
+            },
+        )
+    };
+    let p = o.policy.clone().unwrap_or_default();
+    let max_duration = p.max_duration.map(|d| {
+        format_duration(Duration::new(
+            d.seconds.max(0) as u64,
+            d.nanos.max(0) as u32,
+        ))
+    });
+    let families: Vec<String> = p.families.iter().map(family).collect();
+    let tools: Vec<String> = p.capsule_tools.iter().map(tool).collect();
+    if output == Output::Json {
+        let json = serde_json::json!({
+            "families": o.families.iter().map(|f| serde_json::json!({
+                "name": f.name, "on_by_default": f.on_by_default,
+            })).collect::<Vec<_>>(),
+            "capsule_tools": o.capsule_tools.iter().map(|t| serde_json::json!({
+                "name": t.name, "args": t.args, "artifact": t.artifact,
+            })).collect::<Vec<_>>(),
+            "policy": {
+                "root": p.root,
+                "rule": p.rule,
+                "families": families,
+                "capsule_tools": tools,
+                "images": p.images,
+                "max_duration": max_duration,
+                "max_windows": p.max_windows,
+                "otlp": p.otlp,
+                "artifact_quota_bytes": p.artifact_quota_bytes,
+                "read_all": p.read_all,
+                "max_windows_total": p.max_windows_total,
+            },
+        });
+        return print_out(&(serde_json::to_string_pretty(&json)? + "\n"));
+    }
+    let mut text = String::from("families (--probes):\n");
+    for f in &o.families {
+        let on = if f.on_by_default {
+            "on by default"
+        } else {
+            "opt-in"
+        };
+        text.push_str(&format!("  {:<12} {on}\n", f.name));
+    }
+    text.push_str("capsule tools (--capsule TOOL[=ARGS]):\n");
+    for t in &o.capsule_tools {
+        text.push_str(&format!("  {:<9} {} -> {}\n", t.name, t.args, t.artifact));
+    }
+    let who = if p.root {
+        "root: anything within the agent's limits".to_string()
+    } else if p.rule.is_empty() {
+        "no rule of the agent's policy names you: you may not open windows".to_string()
+    } else {
+        format!("rule `{}`", safe(&p.rule))
+    };
+    text.push_str(&format!("you: {who}\n"));
+    if !p.root && !p.rule.is_empty() {
+        text.push_str(&format!(
+            "  families {}\n  capsules {}\n  images {}\n  max duration {}, {} windows at once, OTLP {}, artifact quota {} bytes, sees others' windows: {}\n",
+            families.join(","),
+            if tools.is_empty() { "none".into() } else { tools.join(",") },
+            if p.images.is_empty() { "none".into() } else { p.images.iter().map(|i| safe(i)).collect::<Vec<_>>().join(",") },
+            max_duration.unwrap_or_default(),
+            p.max_windows,
+            if p.otlp { "yes" } else { "no" },
+            p.artifact_quota_bytes,
+            if p.read_all { "yes" } else { "no" },
+        ));
+    }
+    text.push_str(&format!(
+        "the agent holds at most {} windows\n",
+        p.max_windows_total
+    ));
+    print_out(&text)
 }
 
 fn print_record(record: &WindowRecord, output: Output, top: usize) -> anyhow::Result<()> {

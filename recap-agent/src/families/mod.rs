@@ -4,7 +4,8 @@
 //! become a summary, a table section, a live line and metric samples. The engine, the summary,
 //! the table, the live view and the metric catalogue iterate over `Family::ALL` and never name
 //! a family (in the manner of retis's collectors). Adding a family is a module here, its kernel
-//! file, its counters in `recap-common`, and one line in `Family::ALL`.
+//! file, its counters in `recap-common`, and one line in `families!` (the wire's `Family` enum
+//! gets its value too: a unit test of `agent::wire` fails until it has one).
 
 pub mod cpu;
 pub mod disk;
@@ -161,32 +162,31 @@ pub type Named = (String, Vec<u64>);
 #[derive(Clone, Copy)]
 pub struct Family(&'static dyn ProbeFamily);
 
+/// Every family, one line each (its constant and its module's type), in the order the summary,
+/// the table and the catalogue show them: this list is `Family::ALL` and nothing else names them.
+macro_rules! families {
+    ($($name:ident => $ty:path),* $(,)?) => {
+        impl Family {
+            $(pub const $name: Family = Family(&$ty);)*
+            pub const ALL: [Family; [$(stringify!($name)),*].len()] = [$(Family::$name),*];
+        }
+    };
+}
+
+families! {
+    TCP => tcp::Tcp,
+    TCP_HEALTH => tcp_health::TcpHealth,
+    HTTP => http::Http,
+    DNS => dns::Dns,
+    NET => net::Net,
+    SYSCALLS => syscalls::Syscalls,
+    PROC => proc::Proc,
+    CPU => cpu::Cpu,
+    MEM => mem::Mem,
+    DISK => disk::Disk,
+}
+
 impl Family {
-    pub const TCP: Family = Family(&tcp::Tcp);
-    pub const NET: Family = Family(&net::Net);
-    pub const SYSCALLS: Family = Family(&syscalls::Syscalls);
-    pub const PROC: Family = Family(&proc::Proc);
-    pub const CPU: Family = Family(&cpu::Cpu);
-    pub const TCP_HEALTH: Family = Family(&tcp_health::TcpHealth);
-    pub const HTTP: Family = Family(&http::Http);
-    pub const DNS: Family = Family(&dns::Dns);
-    pub const MEM: Family = Family(&mem::Mem);
-    pub const DISK: Family = Family(&disk::Disk);
-
-    /// Every family, in the order the summary, the table and the catalogue show them.
-    pub const ALL: [Family; 10] = [
-        Family::TCP,
-        Family::TCP_HEALTH,
-        Family::HTTP,
-        Family::DNS,
-        Family::NET,
-        Family::SYSCALLS,
-        Family::PROC,
-        Family::CPU,
-        Family::MEM,
-        Family::DISK,
-    ];
-
     pub fn defaults() -> Vec<Family> {
         Family::ALL
             .into_iter()
