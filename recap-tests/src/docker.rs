@@ -6,59 +6,22 @@ use std::{
     path::Path,
     process::{Command, Stdio},
     sync::Once,
-    thread,
-    time::{Duration, Instant},
 };
 
-pub const APP_IMAGE: &str = "recap-test-httpd:1";
+use recap_harness::docker::cli as docker;
 
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("the docker CLI (apt-get install docker.io)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    )
-}
+pub const APP_IMAGE: &str = "recap-test-httpd:1";
 
 /// Starts `dockerd` unless an engine answers; builds the app image once.
 pub fn ensure_engine() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if !engine_answers() {
-            let log = std::fs::File::create("/tmp/recap-test-dockerd.log").unwrap();
-            // Left running on purpose: later tests (and the next run) use the same engine.
-            #[allow(clippy::zombie_processes)]
-            Command::new("dockerd")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("starting dockerd");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !engine_answers() {
-                assert!(
-                    Instant::now() < deadline,
-                    "dockerd did not answer; see /tmp/recap-test-dockerd.log"
-                );
-                thread::sleep(Duration::from_millis(200));
-            }
-        }
-        if !docker(&["image", "inspect", APP_IMAGE]).0 {
+        recap_harness::docker::ensure_engine(Path::new("/tmp/recap-test-dockerd.log"))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        if !recap_harness::docker::ask(&["image", "inspect", APP_IMAGE]) {
             build_app_image();
         }
     });
-}
-
-fn engine_answers() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// busybox httpd serving one page, from the host's statically linked busybox.

@@ -4,7 +4,6 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, UdpSocket},
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, ChildStderr, Command, Stdio},
     sync::{
@@ -22,23 +21,8 @@ pub mod etcd;
 pub mod otlp;
 pub mod scripted;
 
-use recap_agent::targets::cgroup::cgroup2_mount;
-
-/// Privileged tests need root. Outside CI a test run without it is skipped with a line that
-/// says so; under CI (`CI` set) it fails, so that a privileged test can never pass by not
-/// running.
-pub fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but this test does not run as root: it needs root to load eBPF programs and create cgroups"
-        );
-        eprintln!("skipping: needs root to load eBPF programs and create cgroups");
-        return false;
-    }
-    true
-}
+/// A privileged test's first line: `false` (skip) unless root, a failure under `CI`.
+pub use recap_harness::root::root_or_skip as require_root;
 
 /// The `recap` binary under test: `$RECAP_BIN`, else the workspace's debug build.
 pub fn recap_bin() -> PathBuf {
@@ -92,69 +76,9 @@ pub fn command_in(cg: Option<&TestCgroup>, program: impl AsRef<std::ffi::OsStr>)
     }
 }
 
-/// A cgroup v2 directory made for one test, removed (with its processes killed) on drop.
-pub struct TestCgroup {
-    pub dir: PathBuf,
-}
-
-impl TestCgroup {
-    pub fn new(name: &str) -> Self {
-        let root = cgroup2_mount().expect("a cgroup2 mount");
-        let dir = root.join(format!("recap-test-{name}-{}", std::process::id()));
-        let _ = std::fs::create_dir(&dir);
-        assert!(
-            dir.join("cgroup.procs").exists(),
-            "could not create cgroup {}",
-            dir.display()
-        );
-        TestCgroup { dir }
-    }
-
-    pub fn id(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&self.dir).unwrap().ino()
-    }
-
-    /// Total CPU time of the cgroup's tasks so far (cgroup v2 `cpu.stat`).
-    pub fn cpu_usage(&self) -> Duration {
-        let stat = std::fs::read_to_string(self.dir.join("cpu.stat")).unwrap();
-        let usec: u64 = stat
-            .lines()
-            .find_map(|l| l.strip_prefix("usage_usec "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap();
-        Duration::from_micros(usec)
-    }
-
-    /// Moves a running process into this cgroup.
-    pub fn adopt(&self, pid: u32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-
-    /// A command whose process starts inside this cgroup.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new(program);
-        let procs = self.dir.join("cgroup.procs");
-        // SAFETY: the closure only writes a file, which is async-signal-safe enough here
-        // (no locks are taken by std::fs::write on an already-known path).
-        unsafe {
-            cmd.pre_exec(move || std::fs::write(&procs, "0"));
-        }
-        cmd
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+/// A cgroup v2 directory made for one test (`recap-test-<name>-<pid>`), removed (with its
+/// processes killed) on drop.
+pub use recap_harness::cgroup::ScratchCgroup as TestCgroup;
 
 /// A loopback TCP port no one listens on now (the kernel's pick).
 pub fn free_tcp_port() -> u16 {

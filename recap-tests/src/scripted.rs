@@ -20,18 +20,7 @@ impl Cert {
         let dir = std::env::temp_dir().join(format!("recap-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl (cargo xtask setup installs it)");
-        assert!(ok.success());
+        recap_harness::tls::self_signed(&dir).unwrap_or_else(|e| panic!("{e:#}"));
         Cert { dir }
     }
     pub fn cert(&self) -> PathBuf {

@@ -13,9 +13,9 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Args;
+use recap_harness::cgroup::ScratchCgroup;
 
 use crate::{
-    cgroup::ScratchCgroup,
     docker,
     run::{release_binaries, status},
 };
@@ -150,7 +150,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
     };
     let bench_bin = bin.join("recap-bench");
     mount_tracefs()?;
-    let cgroup_id = target.scratch.id()?;
+    let cgroup_id = target.scratch.id();
     let configs = vec![
         Config {
             name: "no window".into(),

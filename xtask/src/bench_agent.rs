@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::cgroup::ScratchCgroup;
+use recap_harness::cgroup::ScratchCgroup;
 
 const FAMILIES: &str = "tcp,net,proc,cpu";
 

@@ -13,7 +13,9 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{bench::default_families, cgroup::ScratchCgroup};
+use recap_harness::cgroup::ScratchCgroup;
+
+use crate::bench::default_families;
 
 /// One nginx worker: it gets one CPU, the load the other. Over TLS a self-signed certificate
 /// made in `dir`; HTTP/2 over TLS (ALPN h2).
@@ -81,18 +83,7 @@ impl Nginx {
             .local_addr()?
             .port();
         if scheme != Scheme::Http {
-            let made = Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                ])
-                .args(["-subj", "/CN=localhost", "-keyout"])
-                .arg(dir.join("key.pem"))
-                .arg("-out")
-                .arg(dir.join("cert.pem"))
-                .stderr(Stdio::null())
-                .status()
-                .context("running openssl (cargo xtask setup installs it)")?;
-            anyhow::ensure!(made.success(), "openssl could not make a certificate");
+            recap_harness::tls::self_signed(&dir)?;
         }
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, nginx_conf(&dir, port, scheme))?;

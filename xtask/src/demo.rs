@@ -13,9 +13,9 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Args;
+use recap_harness::cgroup::ScratchCgroup;
 
 use crate::{
-    cgroup::ScratchCgroup,
     docker,
     run::{release_binaries, status},
 };

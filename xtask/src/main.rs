@@ -4,7 +4,6 @@
 mod bench;
 mod bench_agent;
 mod bench_http;
-mod cgroup;
 mod demo;
 mod docker;
 mod run;

@@ -39,13 +39,7 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} needs root: it loads eBPF programs, creates cgroups and installs packages (run it with sudo)");
-    }
-    Ok(())
-}
+pub use recap_harness::root::require_root;
 
 /// What the demo, the benchmark and the capsule images start from: root, the machine set up,
 /// and release builds of `recap` and the test binaries. Returns `target/release`.
