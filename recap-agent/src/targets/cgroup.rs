@@ -40,15 +40,60 @@ fn mountinfo() -> std::io::Result<std::sync::Arc<str>> {
     Ok(text)
 }
 
-/// Finds the first `cgroup2` mount in mountinfo text.
-pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
+/// A `cgroup2` mount: where it is, and which cgroup is its root (`/` for the whole
+/// hierarchy; a bind mount of a subtree, or a mount seen from a cgroup namespace, shows another
+/// path there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup2Mount {
+    pub mount_point: PathBuf,
+    /// Field 4 of the mountinfo line, unescaped (e.g. `/`, `/docker/<id>`, `/../..`).
+    pub root: String,
+}
+
+/// The cgroup2 mount of mountinfo text: the first one whose root is the whole hierarchy
+/// (`/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on hybrid ones), else the
+/// first one.
+pub fn parse_cgroup2_mount_entry(mountinfo: &str) -> Option<Cgroup2Mount> {
+    let mut mounts = mountinfo.lines().filter_map(|line| {
         // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER"
         let (left, right) = line.split_once(" - ")?;
         let fstype = right.split_whitespace().next()?;
-        let mount_point = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount_path(mount_point)))
-    })
+        let mut fields = left.split_whitespace();
+        let root = fields.nth(3)?;
+        let mount_point = fields.next()?;
+        (fstype == "cgroup2").then(|| Cgroup2Mount {
+            mount_point: PathBuf::from(unescape_mount_path(mount_point)),
+            root: unescape_mount_path(root),
+        })
+    });
+    let first = mounts.next()?;
+    if first.root == "/" {
+        return Some(first);
+    }
+    Some(mounts.find(|m| m.root == "/").unwrap_or(first))
+}
+
+/// The cgroup2 mount point of mountinfo text (see `parse_cgroup2_mount_entry`).
+pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    parse_cgroup2_mount_entry(mountinfo).map(|m| m.mount_point)
+}
+
+/// The root cgroup of the cgroup2 mount at `mount_point` (`/` unless mountinfo says otherwise).
+fn mount_root_of(mount_point: &Path) -> String {
+    mountinfo()
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                let mut fields = left.split_whitespace();
+                let root = fields.nth(3)?;
+                let point = fields.next()?;
+                (right.split_whitespace().next()? == "cgroup2"
+                    && Path::new(&unescape_mount_path(point)) == mount_point)
+                    .then(|| unescape_mount_path(root))
+            })
+        })
+        .unwrap_or_else(|| "/".into())
 }
 
 /// On a hybrid host, the directory of the v1 hierarchy with `controller` at the path the v2
@@ -83,12 +128,25 @@ pub fn v1_dir_at_same_path(dir: &Path, controller: &str) -> Option<PathBuf> {
 }
 
 fn find_v1_dir_at_same_path(dir: &Path, controller: &str) -> Option<PathBuf> {
-    let root = cgroup2_mount().ok()?;
-    let relative = dir.strip_prefix(&root).ok()?;
-    if relative.as_os_str().is_empty() {
+    find_v1_dir_in(&mountinfo().ok()?, dir, controller)
+}
+
+/// `v1_dir_at_same_path` against the mount table `mountinfo`, uncached: the directory of the v1
+/// hierarchy with `controller` at the path the v2 directory `dir` has, if it exists. `None` on
+/// a pure v2 host (no v1 hierarchy has the controller), for the v2 root, for a `dir` outside
+/// the cgroup2 mount, and where that path has no v1 directory (e.g. a plain cgroup made in v2
+/// alone on a hybrid host).
+pub fn find_v1_dir_in(mountinfo: &str, dir: &Path, controller: &str) -> Option<PathBuf> {
+    let v2 = parse_cgroup2_mount_entry(mountinfo)?;
+    let relative = dir.strip_prefix(&v2.mount_point).ok()?;
+    // The cgroup's path in the hierarchy, whatever part of it each mount shows.
+    let cgroup = Path::new(&v2.root).join(relative);
+    let cgroup = cgroup.to_str()?;
+    if cgroup.trim_matches('/').is_empty() {
         return None;
     }
-    let v1 = v1_mount(controller)?.join(relative);
+    let (mount_point, root) = parse_v1_mount_entry(mountinfo, controller)?;
+    let v1 = v2_dir(&mount_point, &root, cgroup)?;
     v1.is_dir().then_some(v1)
 }
 
@@ -120,15 +178,27 @@ pub fn v1_mount(controller: &str) -> Option<PathBuf> {
     parse_v1_mount(&mountinfo().ok()?, controller)
 }
 
-/// The first `cgroup` (v1) mount whose super options name `controller`.
+/// The first `cgroup` (v1) mount whose super options name `controller` (`memory`; `cpu` is
+/// found in a `cpu,cpuacct` mount). `None` on a pure v2 host.
 pub fn parse_v1_mount(mountinfo: &str, controller: &str) -> Option<PathBuf> {
+    parse_v1_mount_entry(mountinfo, controller).map(|(mount_point, _)| mount_point)
+}
+
+/// `parse_v1_mount` with the mount's root cgroup (`/`, or `/docker/<id>` inside a container).
+pub fn parse_v1_mount_entry(mountinfo: &str, controller: &str) -> Option<(PathBuf, String)> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         let mut fields = right.split_whitespace();
         let (fstype, options) = (fields.next()?, fields.nth(1)?);
-        let mount_point = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup" && options.split(',').any(|o| o == controller))
-            .then(|| PathBuf::from(unescape_mount_path(mount_point)))
+        let mut left = left.split_whitespace();
+        let root = left.nth(3)?;
+        let mount_point = left.next()?;
+        (fstype == "cgroup" && options.split(',').any(|o| o == controller)).then(|| {
+            (
+                PathBuf::from(unescape_mount_path(mount_point)),
+                unescape_mount_path(root),
+            )
+        })
     })
 }
 
@@ -174,14 +244,132 @@ pub fn check_cgroup_dir(root: &Path, path: &Path) -> Result<PathBuf, TargetError
 
 /// The cgroup v2 directory of a process, from the `0::/path` line of /proc/PID/cgroup.
 pub fn cgroup_of_pid(root: &Path, pid: u32) -> Result<PathBuf, TargetError> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_err(|_| TargetError::NoSuchPid { pid })?;
-    let rel = parse_v2_cgroup_line(&text).ok_or(TargetError::NoCgroup2Mount)?;
-    Ok(root.join(rel.trim_start_matches('/')))
+    cgroup_of_pid_in(Path::new("/proc"), root, &mount_root_of(root), pid)
 }
 
+/// `cgroup_of_pid` with the proc filesystem at `proc` and the cgroup2 mount at `root` whose
+/// root cgroup is `mount_root` (mountinfo's field 4, `/` for the whole hierarchy).
+pub fn cgroup_of_pid_in(
+    proc: &Path,
+    root: &Path,
+    mount_root: &str,
+    pid: u32,
+) -> Result<PathBuf, TargetError> {
+    let text = fs::read_to_string(proc.join(pid.to_string()).join("cgroup"))
+        .map_err(|_| TargetError::NoSuchPid { pid })?;
+    let rel = parse_v2_cgroup_line(&text).ok_or(TargetError::NoCgroup2Mount)?;
+    v2_dir(root, mount_root, rel).ok_or_else(|| TargetError::OutsideCgroupMount {
+        pid,
+        cgroup: rel.to_string(),
+        root: root.to_owned(),
+        mount_root: mount_root.to_string(),
+    })
+}
+
+/// The path of the `0::` line of /proc/PID/cgroup: the process's cgroup in the v2 hierarchy
+/// (the only line on a pure v2 host; after the v1 lines on a hybrid one; none on a v1-only one).
 pub fn parse_v2_cgroup_line(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The path in the v1 hierarchy with `controller` of /proc/PID/cgroup text (`N:cpu,cpuacct:/x`
+/// lines; `name=systemd` counts as the controller `name=systemd`). `None` on a pure v2 host.
+pub fn parse_v1_cgroup_line<'a>(proc_cgroup: &'a str, controller: &str) -> Option<&'a str> {
+    proc_cgroup.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| !c.is_empty() && c == controller)
+            .then_some(path)
+    })
+}
+
+/// The directory of the cgroup `cgroup` (a /proc/PID/cgroup path) under the cgroup2 mount at
+/// `mount_point` whose root cgroup is `mount_root`. `None` when that cgroup is not below the
+/// mount's root: a path that climbs (`/../x`: the process is outside the reader's cgroup
+/// namespace) or a subtree mount that does not hold it.
+pub fn v2_dir(mount_point: &Path, mount_root: &str, cgroup: &str) -> Option<PathBuf> {
+    fn parts(p: &str) -> Vec<&str> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect()
+    }
+    let (base, path) = (parts(mount_root), parts(cgroup));
+    let below = path.strip_prefix(base.as_slice())?;
+    if below.contains(&"..") {
+        return None;
+    }
+    Some(
+        below
+            .iter()
+            .fold(mount_point.to_path_buf(), |d, c| d.join(c)),
+    )
+}
+
+/// The cgroup named for container `id` that holds `dir` (a process's cgroup), or `dir` itself
+/// when none of its ancestors under `root` is: Docker's cgroupfs driver `.../docker/<id>`,
+/// its systemd driver `.../docker-<id>.scope`, containerd's CRI `.../cri-containerd-<id>.scope`
+/// (systemd) or `.../pod<uid>/<id>` (cgroupfs), CRI-O's `crio-<id>.scope`, Podman's
+/// `libpod-<id>.scope`. A container whose init made cgroups of its own (systemd in a
+/// container: `docker-<id>.scope/init.scope`) is so watched whole.
+pub fn container_dir(root: &Path, dir: &Path, id: &str) -> PathBuf {
+    if id.is_empty() {
+        return dir.to_path_buf();
+    }
+    dir.ancestors()
+        .take_while(|d| d.starts_with(root) && *d != root)
+        .find(|d| {
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| names_container(n, id))
+        })
+        .unwrap_or(dir)
+        .to_path_buf()
+}
+
+/// Whether a cgroup's directory name is the one a runtime gives container `id`: the id itself,
+/// or `<prefix>-<id>.scope` (systemd drivers).
+pub fn names_container(name: &str, id: &str) -> bool {
+    name == id
+        || name
+            .strip_suffix(".scope")
+            .and_then(|n| n.strip_suffix(id))
+            .is_some_and(|prefix| prefix.ends_with('-') && prefix.len() > 1)
+}
+
+/// Whether a cgroup's directory name is the kubelet's pod cgroup for pod `uid`: `pod<uid>`
+/// (cgroupfs driver) or `kubepods[-<qos>]-pod<uid with _ for ->.slice` (systemd driver).
+pub fn names_pod(name: &str, uid: &str) -> bool {
+    if uid.is_empty() {
+        return false;
+    }
+    if name.strip_prefix("pod") == Some(uid) {
+        return true;
+    }
+    let systemd_uid = uid.replace('-', "_");
+    name.strip_suffix(".slice")
+        .and_then(|n| n.strip_suffix(systemd_uid.as_str()))
+        .and_then(|n| n.strip_suffix("-pod"))
+        .is_some_and(|n| n == "kubepods" || n.starts_with("kubepods-"))
+}
+
+/// The pod cgroup above a pod's sandbox cgroup `sandbox_dir`: the ancestor the kubelet named
+/// for pod `uid`, else the sandbox's parent (a runtime's own naming). `None` when that would
+/// be `root` or outside it (a pod with no cgroup of its own).
+pub fn pod_dir(root: &Path, sandbox_dir: &Path, uid: &str) -> Option<PathBuf> {
+    let below_root = |d: &&Path| d.starts_with(root) && *d != root;
+    sandbox_dir
+        .ancestors()
+        .skip(1)
+        .take_while(below_root)
+        .find(|d| {
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| names_pod(n, uid))
+        })
+        .or_else(|| sandbox_dir.parent().filter(below_root))
+        .map(Path::to_path_buf)
 }
 
 /// The kernel's cgroup id: the inode number of the cgroup's directory.

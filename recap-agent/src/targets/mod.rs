@@ -6,6 +6,9 @@ pub mod cgroup;
 pub mod container;
 pub mod pod;
 
+#[cfg(test)]
+mod layout_tests;
+
 use std::path::PathBuf;
 
 use container::ContainerMeta;
@@ -59,6 +62,15 @@ pub struct Target {
 pub enum TargetError {
     #[error("no cgroup v2 hierarchy is mounted (looked for a `cgroup2` line in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`")]
     NoCgroup2Mount,
+    #[error("the cgroup of PID {pid} ({cgroup} in /proc/{pid}/cgroup) is not below the cgroup2 mount {root}, whose root is the cgroup {mount_root}: recap runs in another cgroup namespace than its target; run it in the host's (`docker run --cgroupns=host`, `nsenter --cgroup --target 1`)")]
+    OutsideCgroupMount {
+        pid: u32,
+        cgroup: String,
+        root: PathBuf,
+        mount_root: String,
+    },
+    #[error("{what} is in the root cgroup of the cgroup v2 hierarchy ({root}): a window there would watch the whole host. Its runtime put it in cgroup v1 hierarchies only (a host in legacy cgroup mode?); RECap needs it in a v2 cgroup of its own (a hybrid or pure cgroup v2 host)")]
+    InRootCgroup { what: String, root: PathBuf },
     #[error("{path} does not exist; give a cgroup v2 directory under {root} (e.g. `{root}/docker/<id>`), or use --pid")]
     NoSuchPath { path: PathBuf, root: PathBuf },
     #[error("{path} is not a cgroup v2 directory (it is not under the cgroup2 mount {root}); cgroup v1 hierarchies are not supported")]
@@ -148,7 +160,17 @@ impl Target {
             return Err(TargetError::EmptyContainerName);
         }
         let meta = container::resolve(docker, name_or_id).await?;
-        let cgroup_dir = cgroup::cgroup_of_pid(&cgroup::cgroup2_mount()?, meta.pid)?;
+        let root = cgroup::cgroup2_mount()?;
+        // The container's own cgroup (`docker/<id>`, `docker-<id>.scope`), also when its init
+        // sits in a cgroup below it (systemd in a container: `.../init.scope`).
+        let cgroup_dir =
+            cgroup::container_dir(&root, &cgroup::cgroup_of_pid(&root, meta.pid)?, &meta.id);
+        if cgroup_dir == root {
+            return Err(TargetError::InRootCgroup {
+                what: format!("container {}", meta.name),
+                root,
+            });
+        }
         Self::in_cgroup(spec, cgroup_dir, Some(meta))
     }
 

@@ -186,7 +186,14 @@ pub async fn resolve(
                 .map_err(call_error(endpoint, "reading the container's status"))?
                 .into_inner();
             let pid = status_pid(endpoint, &StatusInfo::of(&status.info), "the container")?;
-            (cgroup::cgroup_of_pid(&root, pid)?, pid)
+            let dir = cgroup::container_dir(&root, &cgroup::cgroup_of_pid(&root, pid)?, id);
+            if dir == root {
+                return Err(TargetError::InRootCgroup {
+                    what: format!("container {wanted} of pod {namespace}/{name}"),
+                    root,
+                });
+            }
+            (dir, pid)
         }
         None => {
             // The sandbox's own process sits in a cgroup under the pod cgroup, as every
@@ -208,14 +215,13 @@ pub async fn resolve(
                     pod: format!("{namespace}/{name}"),
                 });
             }
+            // `kubepods-<qos>-pod<uid>.slice` (systemd driver) or `pod<uid>` (cgroupfs).
             let sandbox_dir = cgroup::cgroup_of_pid(&root, pid)?;
-            let pod_dir = sandbox_dir
-                .parent()
-                .filter(|p| p.starts_with(&root) && *p != root)
-                .map(Path::to_path_buf)
-                .ok_or_else(|| TargetError::PodWithoutCgroup {
+            let pod_dir = cgroup::pod_dir(&root, &sandbox_dir, &meta.uid).ok_or_else(|| {
+                TargetError::PodWithoutCgroup {
                     pod: format!("{namespace}/{name}"),
-                })?;
+                }
+            })?;
             (pod_dir, pid)
         }
     };
