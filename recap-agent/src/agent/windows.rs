@@ -477,18 +477,31 @@ struct LiveChannel {
     duration: Duration,
 }
 
+impl LiveChannel {
+    /// A watcher holds a receiver of its own (the agent keeps one per open window).
+    fn watched(&self) -> bool {
+        self.tx.receiver_count() > 1
+    }
+}
+
 impl WindowObserver for LiveChannel {
     fn tick(&mut self, elapsed: Duration, counts: &RawCounts, window: &ArmedWindow) {
-        let lines = render(elapsed, self.duration, counts, &window.families);
+        // Lines only while someone watches or waits (the agent keeps one receiver per open
+        // window): rendering them for every window every second was part of what idle windows
+        // cost the agent. A new watcher sees them from the next tick.
+        let lines = self
+            .watched()
+            .then(|| render(elapsed, self.duration, counts, &window.families));
         self.tx.send_modify(|l| {
-            l.lines = lines;
+            if let Some(lines) = lines {
+                l.lines = lines;
+            }
             l.elapsed = elapsed;
         });
     }
 
-    /// A watcher holds a receiver of its own (the agent keeps one per open window).
     fn wants_snapshots(&self) -> bool {
-        self.tx.receiver_count() > 1
+        self.watched()
     }
 
     fn snapshot(&mut self, summary: &WindowSummary) {

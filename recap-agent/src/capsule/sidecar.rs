@@ -433,12 +433,15 @@ fn tool_command(
                 "-U",
                 // In immediate mode every packet takes a ring frame of the snapshot length:
                 // with tcpdump's default (262144 B) the default 2 MiB ring holds 8 packets, and
-                // a burst of requests lost some. 64 KiB frames (the largest IP packet) in a
-                // 32 MiB ring hold 512, with every byte of every packet kept.
+                // a burst of requests lost some. A 64 KiB frame (the largest IP packet) plus
+                // its header takes a 128 KiB block (blocks are powers of two), so a 64 MiB ring
+                // holds 512 packets, every byte of each kept: room for a burst while the
+                // capsule's half CPU is throttled (32 MiB, 256 packets, lost 385 of a burst of
+                // 40 requests on a loaded machine).
                 "-s",
                 "65535",
                 "-B",
-                "32768",
+                "65536",
                 "-Z",
                 "root",
                 "-w",

@@ -28,7 +28,7 @@ const NEEDED: [(&str, &str, &str); 13] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("this kernel exposes no BTF ({VMLINUX_BTF}: {0}); task-based probes (syscalls, proc, cpu) need a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    #[error("this kernel exposes no BTF ({VMLINUX_BTF}: {0}); every family but dns and net needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian >= 11, Ubuntu >= 20.10, RHEL >= 8.2 ship one)")]
     Missing(String),
     #[error("the kernel's BTF is malformed: {0}")]
     Malformed(&'static str),
@@ -167,6 +167,15 @@ impl<'a> Btf<'a> {
             u32_at(self.types, at + 8)?,
             at,
         ))
+    }
+
+    /// Whether a typedef `name` exists (`btf_trace_<tracepoint>` for each tracepoint).
+    pub fn has_typedef(&self, name: &str) -> bool {
+        (1..=self.records.len() as u32).any(|id| {
+            self.record(id).is_some_and(|(name_off, kind, ..)| {
+                kind == KIND_TYPEDEF && self.name(name_off) == name.as_bytes()
+            })
+        })
     }
 
     /// `sizeof(struct name)`.

@@ -195,6 +195,10 @@ impl ProgramSet {
             let loaded = prog.and_then(|prog| {
                 match prog.load(hook.tracepoint, &btf) {
                     Err(ProgramError::AlreadyLoaded) | Ok(()) => {}
+                    // The usual reason on an older kernel: the tracepoint is newer than it.
+                    Err(_) if !has_tracepoint(hook.tracepoint) => {
+                        return Err(missing_tracepoint(hook.tracepoint))
+                    }
                     Err(e) => return Err(describe_program_error(program, &e)),
                 }
                 let id = prog.attach().map_err(refused)?;
@@ -402,6 +406,60 @@ impl Loadable for CgroupSkb {
 }
 
 /// A load error, with the end of the verifier log when there is one.
+/// Whether the running kernel has the tracepoint (its BTF has `btf_trace_<name>`); `true` when
+/// that cannot be told (the error then says what the loader said).
+fn has_tracepoint(name: &str) -> bool {
+    let Ok(data) = std::fs::read(btf::VMLINUX_BTF) else {
+        return true;
+    };
+    btf::Btf::parse(&data).map_or(true, |b| b.has_typedef(&format!("btf_trace_{name}")))
+}
+
+/// Tracepoints RECap uses that are newer than the oldest kernels it loads on.
+const NEWER_TRACEPOINTS: &[(&str, &str)] =
+    &[("sock_send_length", "6.3"), ("sock_recv_length", "6.3")];
+
+fn missing_tracepoint(name: &str) -> String {
+    let since = NEWER_TRACEPOINTS
+        .iter()
+        .find(|(t, _)| *t == name)
+        .map(|(_, v)| format!(", added in Linux {v}"))
+        .unwrap_or_default();
+    format!("this kernel has no tracepoint `{name}`{since}")
+}
+
+/// BPF helpers RECap's programs call that older kernels lack: (id, name, first kernel).
+const NEWER_HELPERS: &[(u32, &str, &str)] = &[
+    (107, "bpf_sk_storage_get", "5.2"),
+    (112, "bpf_probe_read_user", "5.5"),
+    (130, "bpf_ringbuf_output", "5.8"),
+    (131, "bpf_ringbuf_reserve", "5.8"),
+    (132, "bpf_ringbuf_submit", "5.8"),
+    (137, "bpf_skc_to_tcp_sock", "5.9"),
+    (158, "bpf_get_current_task_btf", "5.11"),
+    (175, "bpf_task_pt_regs", "5.15"),
+    (181, "bpf_loop", "5.17"),
+];
+
+/// The helper a verifier log says the kernel does not know (`unknown func bpf_loop#181`, or
+/// `unknown func unknown#181` where the kernel does not even know its name), as a sentence.
+fn missing_helper(log: &str) -> Option<String> {
+    let rest = &log[log.find("unknown func ")? + "unknown func ".len()..];
+    let token = rest.split_whitespace().next()?;
+    let (name, id) = token.rsplit_once('#')?;
+    let id: u32 = id.parse().ok()?;
+    Some(match NEWER_HELPERS.iter().find(|(i, ..)| *i == id) {
+        Some((_, name, since)) => {
+            format!(
+                "it needs the BPF helper `{name}` (Linux {since}), which this kernel does not have"
+            )
+        }
+        None => {
+            format!("it needs the BPF helper `{name}` (#{id}), which this kernel does not have")
+        }
+    })
+}
+
 fn describe_program_error(program: &str, e: &ProgramError) -> String {
     match e {
         ProgramError::LoadError {
@@ -409,6 +467,9 @@ fn describe_program_error(program: &str, e: &ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            if let Some(missing) = missing_helper(&log) {
+                return format!("the kernel refused to load {program}: {missing}");
+            }
             let tail: Vec<&str> = log.lines().rev().take(6).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             format!(
@@ -456,7 +517,7 @@ mod tests {
     use object::{Object, ObjectSymbol};
     use recap_common::{maps, offsets, programs};
 
-    use super::EBPF_OBJECT;
+    use super::{has_tracepoint, missing_helper, missing_tracepoint, EBPF_OBJECT};
 
     /// Map and program names are string literals on both sides: the built object must hold
     /// every one user space opens, and every offset global it writes.
@@ -475,5 +536,31 @@ mod tests {
         for name in programs::ALL.iter().chain(&maps::ALL).chain(&globals) {
             assert!(names.contains(name), "{name} is not in the eBPF object");
         }
+    }
+
+    #[test]
+    fn a_missing_helper_or_tracepoint_is_named_with_its_kernel() {
+        assert_eq!(
+            missing_helper(
+                "0: (85) call unknown#181\nunknown func bpf_loop#181\nprocessed 3 insns"
+            )
+            .as_deref(),
+            Some(
+                "it needs the BPF helper `bpf_loop` (Linux 5.17), which this kernel does not have"
+            )
+        );
+        assert!(missing_helper("unknown func unknown#175")
+            .unwrap()
+            .contains("`bpf_task_pt_regs` (Linux 5.15)"));
+        assert!(missing_helper("unknown func bpf_new#999")
+            .unwrap()
+            .contains("`bpf_new` (#999)"));
+        assert_eq!(missing_helper("R1 invalid mem access 'scalar'"), None);
+        assert_eq!(
+            missing_tracepoint("sock_send_length"),
+            "this kernel has no tracepoint `sock_send_length`, added in Linux 6.3"
+        );
+        assert!(has_tracepoint("sched_switch"));
+        assert!(!has_tracepoint("no_such_tracepoint_here"));
     }
 }
