@@ -12,7 +12,7 @@ const SHOWN_ARG_BYTES: usize = 96;
 const SHOWN_MESSAGE_BYTES: usize = 512;
 
 /// What replaces a secret.
-pub const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = crate::text::url::REDACTED;
 
 /// The options whose value holds a secret. (A request's OTEL_* variables, which may hold
 /// headers too, are never stored or logged at all.)
@@ -110,15 +110,7 @@ pub fn scrub(message: &str, secrets: &[String]) -> String {
 
 /// A URL's `user:password@` replaced (`http://<redacted>@host:4317`).
 pub(crate) fn redact_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let sep = if scheme.is_empty() { "" } else { "://" };
-            format!("{scheme}{sep}{REDACTED}{}", &rest[at..])
-        }
-        None => url.to_string(),
-    }
+    crate::text::url::without_userinfo(url)
 }
 
 fn redact_pair(pair: &str) -> String {

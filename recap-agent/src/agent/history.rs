@@ -258,7 +258,8 @@ impl History {
         let limit = if f.limit == 0 {
             100
         } else {
-            f.limit.min(10_000)
+            // A record holds its request twice and its summary: a list stays a few MB at most.
+            f.limit.min(1_000)
         };
         let mut stmt = db.prepare(&sql)?;
         let rows = stmt

@@ -136,9 +136,15 @@ impl agent_server::Agent for Service {
         if r.target.len() > 4096 {
             return Err(Status::invalid_argument("filter too long"));
         }
-        let status = match r.status() {
-            super::api::WindowStatus::Unspecified => String::new(),
-            _ => super::wire::status_name(r.status),
+        let status = match super::api::WindowStatus::try_from(r.status) {
+            Ok(super::api::WindowStatus::Unspecified) => String::new(),
+            Ok(_) => super::wire::status_name(r.status),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown window status (enum value {})",
+                    r.status
+                )))
+            }
         };
         let windows = self
             .agent

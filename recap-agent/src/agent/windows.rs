@@ -160,6 +160,18 @@ impl Agent {
         request: api::WindowSpec,
     ) -> Result<(String, Vec<String>), StartError> {
         let started = Instant::now();
+        // Over its limits: refused before anything of it is copied, rendered or logged.
+        if let Err(e) = wire::bounded(&request) {
+            audit::log(
+                &caller,
+                &format!(
+                    "start [a request over its limits]: invalid: {}",
+                    audit::message(&e)
+                ),
+            );
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(StartError::Invalid(e));
+        }
         let stored = wire::redacted(&request);
         let command_line = wire::command_line(&stored);
         let request_line = audit::args_line(&command_line);
@@ -187,8 +199,12 @@ impl Agent {
         } = wire::from_wire(request).map_err(|e| reject("invalid", StartError::Invalid(e)))?;
         self.runtime_endpoints(&caller, &mut spec)
             .map_err(|refusal| reject("refused", StartError::Refused(refusal)))?;
+        // The agent's own artifact directory unless root named another: `<artifacts>/<uid>/`
+        // for callers other than root, `<artifacts>/` itself for root.
         if !caller.is_root() {
             spec.capsules.artifacts = self.config.artifacts.join(caller.uid.to_string());
+        } else if !artifacts_given {
+            spec.capsules.artifacts = self.config.artifacts.clone();
         }
         // The caller gets its captures (the agent's environment says nothing about it).
         spec.capsules.owner = (!caller.is_root()).then_some((caller.uid, caller.gid));

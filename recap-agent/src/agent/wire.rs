@@ -25,6 +25,9 @@ const MAX_TEXT: usize = 4096;
 const MAX_WORDS: usize = 64;
 /// OTLP headers, and resource attributes.
 const MAX_PAIRS: usize = 32;
+/// Bytes of all text fields together (the argv the API took before was at most 256 KiB; a
+/// request is stored twice in the history, as its spec and as its command line).
+const MAX_TOTAL_TEXT: usize = 64 << 10;
 /// The longest window the agent holds, whoever asks (a policy rule sets less for its callers).
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// `--grpc-paths` unless told otherwise.
@@ -208,7 +211,7 @@ pub fn from_wire(w: api::WindowSpec) -> Result<Request, String> {
 
 /// Every text field within `MAX_TEXT` bytes, and every list within its bound: checked before
 /// anything else reads the request (it came from anyone on the socket).
-fn bounded(w: &api::WindowSpec) -> Result<(), String> {
+pub fn bounded(w: &api::WindowSpec) -> Result<(), String> {
     use api::window_spec::Target;
     let mut texts: Vec<&str> = vec![&w.artifacts];
     match &w.target {
@@ -258,6 +261,11 @@ fn bounded(w: &api::WindowSpec) -> Result<(), String> {
     if texts.iter().any(|t| t.len() > MAX_TEXT) {
         return Err(format!(
             "a request's text fields are at most {MAX_TEXT} bytes each"
+        ));
+    }
+    if texts.iter().map(|t| t.len()).sum::<usize>() > MAX_TOTAL_TEXT {
+        return Err(format!(
+            "a request's text fields are at most {MAX_TOTAL_TEXT} bytes together"
         ));
     }
     Ok(())
@@ -634,6 +642,14 @@ mod tests {
         ])
         .contains("at most"));
         assert!(refused(&|w| w.capsule_max_bytes = 10).contains("4KiB"));
+        assert!(refused(&|w| w.capsule_max_bytes = u64::MAX).contains("at most"));
+        assert!(refused(&|w| {
+            w.capsules = vec![api::Capsule {
+                tool: api::CapsuleTool::Tcpdump as i32,
+                args: vec!["x".repeat(4000); 20],
+            }]
+        })
+        .contains("together"));
         assert!(refused(&|w| w.grpc_paths = 5000).contains("1 to 1024"));
         assert!(refused(&|w| {
             w.target = Some(api::window_spec::Target::Pid(1));
@@ -661,5 +677,13 @@ mod tests {
             })
         })
         .contains("http://HOST:PORT"));
+        let with_query = refused(&|w| {
+            w.otlp = Some(api::OtlpExport {
+                endpoint: "http://u:s3cret@c:4317/?api_key=k3y".into(),
+                ..Default::default()
+            })
+        });
+        assert!(with_query.contains("no query"), "{with_query}");
+        assert!(!with_query.contains("s3cret"), "{with_query}");
     }
 }

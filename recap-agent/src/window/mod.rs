@@ -101,6 +101,13 @@ impl WindowSpec {
         if self.capsules.max_bytes < 4096 {
             return Err("--capsule-max-size must be at least 4KiB: below that a capture cannot hold its own file header and a packet (e.g. --capsule-max-size 10MiB)".into());
         }
+        // The engine takes the cap as a signed number: above this it would read as "no cap".
+        if self.capsules.max_bytes > i64::MAX as u64 {
+            return Err(format!(
+                "--capsule-max-size must be at most {} bytes",
+                i64::MAX
+            ));
+        }
         if !(1..=1024).contains(&self.grpc_paths) {
             return Err("--grpc-paths must be from 1 to 1024".into());
         }

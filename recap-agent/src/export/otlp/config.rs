@@ -162,10 +162,18 @@ pub fn config(
 /// What any configuration must hold, however it was made (flags and variables here, the
 /// fields of an API request in the agent).
 pub fn check(c: &OtlpConfig) -> Result<(), String> {
-    let endpoint = &c.endpoint;
-    if !c.is_tls() && !endpoint.starts_with("http://") {
+    // As shown in messages: never its credentials.
+    let endpoint = &crate::text::url::without_userinfo(&c.endpoint);
+    if !c.is_tls() && !c.endpoint.starts_with("http://") {
         return Err(format!(
             "OTLP endpoint `{endpoint}`: give http://HOST:PORT or https://HOST:PORT"
+        ));
+    }
+    // A key in a query string would be kept and shown like the rest of the URL: OTLP's
+    // credentials go in headers (OTEL_EXPORTER_OTLP_HEADERS, --otlp-header), which are redacted.
+    if c.endpoint.contains(['?', '#']) {
+        return Err(format!(
+            "OTLP endpoint `{endpoint}`: no query or fragment (OTLP takes credentials as headers: --otlp-header KEY=VALUE)"
         ));
     }
     for (k, v) in &c.headers {
@@ -254,10 +262,11 @@ fn validate_header(k: &str, v: &str) -> Result<(), String> {
             k.escape_debug()
         )
     })?;
+    // The value is never repeated: it may be a secret (in any spelling, escaped or not).
     HeaderValue::from_str(v).map_err(|_| {
         format!(
-            "OTLP header `{k}` has a value with characters HTTP does not allow in a header (control characters such as CR/LF): `{}`",
-            v.escape_debug()
+            "OTLP header `{}` has a value with characters HTTP does not allow in a header (control characters such as CR/LF)",
+            k.escape_debug()
         )
     })?;
     Ok(())

@@ -57,7 +57,10 @@ impl Exporter {
             }
         }
         let reason = last.unwrap_or_default();
-        log::debug!("OTLP export to {} failed: {reason}", self.config.endpoint);
+        log::debug!(
+            "OTLP export to {} failed: {reason}",
+            crate::text::url::without_userinfo(&self.config.endpoint)
+        );
         self.failures.push(reason);
     }
 
@@ -68,7 +71,7 @@ impl Exporter {
             "OTLP: {} of {} exports to {} were not delivered (last: {last}); the numbers above are complete, the collector's are not",
             self.failures.len(),
             self.failures.len() + self.sent,
-            self.config.endpoint
+            crate::text::url::without_userinfo(&self.config.endpoint)
         ))
     }
 }

@@ -38,7 +38,8 @@ impl Sink {
     pub fn start(config: OtlpConfig) -> anyhow::Result<Sink> {
         let encoder = Encoder::new(config.resource.clone());
         let (interval, timeout, endpoint) =
-            (config.interval, config.timeout, config.endpoint.clone());
+            // As shown in warnings: never its credentials.
+            (config.interval, config.timeout, crate::text::url::without_userinfo(&config.endpoint));
         let mut exporter = Exporter::new(config)?;
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         let task = tokio::spawn(async move {

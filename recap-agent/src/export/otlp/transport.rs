@@ -57,7 +57,12 @@ impl Transport {
         Ok(match cfg.protocol {
             Protocol::Grpc => {
                 let mut endpoint = tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())
-                    .with_context(|| format!("OTLP endpoint `{}`", cfg.endpoint))?
+                    .with_context(|| {
+                        format!(
+                            "OTLP endpoint `{}`",
+                            crate::text::url::without_userinfo(&cfg.endpoint)
+                        )
+                    })?
                     .connect_timeout(cfg.timeout)
                     .timeout(cfg.timeout);
                 if let Some(tls) = &tls {
@@ -227,7 +232,12 @@ impl HttpTransport {
         };
         let mut request = request
             .body(Full::new(Bytes::from(body)))
-            .with_context(|| format!("OTLP endpoint `{uri}`"))?;
+            .with_context(|| {
+                format!(
+                    "OTLP endpoint `{}`",
+                    crate::text::url::without_userinfo(&uri)
+                )
+            })?;
         request.headers_mut().extend(self.headers.clone());
         let response = self
             .client
