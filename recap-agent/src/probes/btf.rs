@@ -36,6 +36,12 @@ pub enum BtfError {
     NoMember { strukt: String, member: String },
 }
 
+/// `Btf::tracepoint_arity` of the running kernel, if its BTF can be read.
+pub fn tracepoint_arity(name: &str) -> Option<usize> {
+    let data = std::fs::read(VMLINUX_BTF).ok()?;
+    Btf::parse(&data).ok()?.tracepoint_arity(name)
+}
+
 /// Offsets `mem` reads where the kernel has them (`task_struct` fault counters, an OOM
 /// victim's resident memory through `mm->rss_stat[]` as percpu counters, since 6.2); a
 /// missing one stays 0, which the programs read as "not known".
@@ -88,12 +94,14 @@ pub fn kernel_offsets() -> Result<Vec<(&'static str, u64)>, BtfError> {
     Ok(out)
 }
 
+const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
 const KIND_TYPE_TAG: u32 = 18;
 
 /// Type records of a BTF blob, indexed by type id (id 0 is `void`).
@@ -176,6 +184,24 @@ impl<'a> Btf<'a> {
                 kind == KIND_TYPEDEF && self.name(name_off) == name.as_bytes()
             })
         })
+    }
+
+    /// How many arguments the tracepoint `name` passes its hooks: its prototype
+    /// `typedef void (*btf_trace_<name>)(void *, ...)` less the leading `void *`.
+    pub fn tracepoint_arity(&self, name: &str) -> Option<usize> {
+        let want = format!("btf_trace_{name}");
+        let typedef = (1..=self.records.len() as u32).find(|&id| {
+            self.record(id).is_some_and(|(name_off, kind, ..)| {
+                kind == KIND_TYPEDEF && self.name(name_off) == want.as_bytes()
+            })
+        })?;
+        let (.., pointer, _) = self.record(typedef)?;
+        let (_, kind, _, _, proto, _) = self.record(pointer)?;
+        if kind != KIND_PTR {
+            return None;
+        }
+        let (_, kind, _, params, ..) = self.record(proto)?;
+        (kind == KIND_FUNC_PROTO).then(|| params.saturating_sub(1))
     }
 
     /// `sizeof(struct name)`.
@@ -307,6 +333,14 @@ mod tests {
         assert_eq!(btf.member_offset("s", "nope"), None);
         assert_eq!(btf.member_offset("t", "a"), None);
         assert!(Btf::parse(&data[..10]).is_err());
+    }
+
+    #[test]
+    fn counts_the_arguments_of_this_kernels_tracepoints() {
+        // 6.x: sched_switch(preempt, prev, next, prev_state), mark_victim(task, uid).
+        assert_eq!(tracepoint_arity("sched_switch"), Some(4));
+        assert_eq!(tracepoint_arity("mark_victim"), Some(2));
+        assert_eq!(tracepoint_arity("no_such_tracepoint"), None);
     }
 
     #[test]

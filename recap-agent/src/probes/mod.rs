@@ -23,6 +23,14 @@ mod tls;
 mod tls_code;
 
 pub use engine::{ProbeEngine, WindowProbes};
+
+/// Whether this kernel's `oom:mark_victim` passes the victim's pid (before Linux 6.9, without
+/// the 2025 backports) instead of its task, which `mem`'s hook reads: OOM kills cannot be
+/// counted then. Asked of the kernel's BTF once per process.
+pub fn oom_victim_is_a_pid() -> bool {
+    static ARITY: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *ARITY.get_or_init(|| btf::tracepoint_arity("mark_victim")) == Some(1)
+}
 pub use program_set::EBPF_OBJECT;
 pub use tls::{NotRead, TlsSeen};
 

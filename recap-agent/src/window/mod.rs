@@ -602,6 +602,9 @@ impl Window {
         summary
             .warnings
             .extend(unread::tls_warning(&summary.meta.tls));
+        summary.warnings.extend(unread::oom_warning(
+            self.info.families.get(&Family::MEM) == Some(&FamilyStatus::Ok),
+        ));
         summary.warnings.extend(unread::http2_warning(
             counts.get(recap_common::Counter::Http2Lost),
             counts.get(recap_common::Counter::Http2Desync),

@@ -75,6 +75,14 @@ pub fn grpc_paths_warning(other_calls: u64, paths_limit: u64) -> Option<String> 
     })
 }
 
+/// `mem` ran on a kernel whose OOM tracepoint names the victim by pid: its OOM kills are not
+/// counted, and their 0 must not read as "none".
+pub fn oom_warning(mem_ran: bool) -> Option<String> {
+    (mem_ran && crate::probes::oom_victim_is_a_pid()).then(|| {
+        "mem: this kernel's oom:mark_victim passes the victim's pid, not its task (kernels before 6.9 without the 2025 backports): OOM kills are not counted here, and their 0 means unknown".to_string()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
