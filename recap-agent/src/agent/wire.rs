@@ -279,7 +279,7 @@ pub fn duration_to_wire(d: Duration) -> prost_types::Duration {
 }
 
 /// `None` for a negative or malformed duration.
-fn duration_from_wire(d: &prost_types::Duration) -> Option<Duration> {
+pub fn duration_from_wire(d: &prost_types::Duration) -> Option<Duration> {
     let seconds = u64::try_from(d.seconds).ok()?;
     let nanos = u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000)?;
     Some(Duration::new(seconds, nanos))
@@ -300,6 +300,17 @@ fn family_from_wire(value: i32) -> Result<Family, String> {
         .ok_or_else(unknown)?
         .to_lowercase();
     name.parse::<Family>().map_err(|_| unknown())
+}
+
+/// A family's value on the wire as `--probes` names it (`#N` for one RECap does not have).
+pub fn family_name(value: i32) -> String {
+    family_from_wire(value).map_or_else(|_| format!("#{value}"), |f| f.name().into())
+}
+
+/// A capsule tool's value on the wire as `--capsule` names it (`#N` for one RECap does not
+/// have).
+pub fn tool_name(value: i32) -> String {
+    tool_from_wire(value).map_or_else(|_| format!("#{value}"), |t| t.name().into())
 }
 
 /// A capsule tool's enum value on the wire: `CAPSULE_TOOL_` and its name in capitals.
@@ -449,11 +460,7 @@ pub fn command_line(w: &api::WindowSpec) -> Vec<String> {
         push("-d", format_duration(d));
     }
     if !w.families.is_empty() {
-        let names: Vec<String> = w
-            .families
-            .iter()
-            .map(|f| family_from_wire(*f).map_or_else(|_| format!("#{f}"), |f| f.name().into()))
-            .collect();
+        let names: Vec<String> = w.families.iter().map(|f| family_name(*f)).collect();
         push("--probes", names.join(","));
     }
     for c in &w.capsules {

@@ -18,8 +18,8 @@ use super::{
 use crate::{
     agent::{
         api::{
-            watch_event, CapsuleTool, DescribeOptionsRequest, Family, ListWindowsRequest, Options,
-            StartWindowRequest, WindowRecord, WindowRef, WindowStatus,
+            watch_event, DescribeOptionsRequest, ListWindowsRequest, Options, StartWindowRequest,
+            WindowRecord, WindowRef, WindowStatus,
         },
         client::{self, Client},
         wire,
@@ -333,31 +333,18 @@ async fn follow(
 
 /// `recap window options`: what the agent describes, for people or as JSON.
 fn print_options(o: &Options, output: Output) -> anyhow::Result<()> {
-    let family = |v: &i32| {
-        Family::try_from(*v).map_or_else(
-            |_| format!("#{v}"),
-            |f| f.as_str_name().trim_start_matches("FAMILY_").to_lowercase(),
-        )
-    };
-    let tool = |v: &i32| {
-        CapsuleTool::try_from(*v).map_or_else(
-            |_| format!("#{v}"),
-            |t| {
-                t.as_str_name()
-                    .trim_start_matches("CAPSULE_TOOL_")
-                    .to_lowercase()
-            },
-        )
-    };
     let p = o.policy.clone().unwrap_or_default();
-    let max_duration = p.max_duration.map(|d| {
-        format_duration(Duration::new(
-            d.seconds.max(0) as u64,
-            d.nanos.max(0) as u32,
-        ))
-    });
-    let families: Vec<String> = p.families.iter().map(family).collect();
-    let tools: Vec<String> = p.capsule_tools.iter().map(tool).collect();
+    let max_duration = p
+        .max_duration
+        .as_ref()
+        .and_then(wire::duration_from_wire)
+        .map(format_duration);
+    let families: Vec<String> = p.families.iter().map(|f| wire::family_name(*f)).collect();
+    let tools: Vec<String> = p
+        .capsule_tools
+        .iter()
+        .map(|t| wire::tool_name(*t))
+        .collect();
     if output == Output::Json {
         let json = serde_json::json!({
             "families": o.families.iter().map(|f| serde_json::json!({

@@ -36,10 +36,22 @@ pub enum BtfError {
     NoMember { strukt: String, member: String },
 }
 
+/// `what` asked of the running kernel's BTF (read and parsed for the question: the answers
+/// are wanted rarely, on an error or once per process), if it can be read.
+fn of_kernel<T>(what: impl FnOnce(&Btf) -> T) -> Option<T> {
+    let data = std::fs::read(VMLINUX_BTF).ok()?;
+    Some(what(&Btf::parse(&data).ok()?))
+}
+
 /// `Btf::tracepoint_arity` of the running kernel, if its BTF can be read.
 pub fn tracepoint_arity(name: &str) -> Option<usize> {
-    let data = std::fs::read(VMLINUX_BTF).ok()?;
-    Btf::parse(&data).ok()?.tracepoint_arity(name)
+    of_kernel(|b| b.tracepoint_arity(name)).flatten()
+}
+
+/// Whether the running kernel has the tracepoint (its BTF has `btf_trace_<name>`); `true`
+/// when that cannot be told.
+pub fn has_tracepoint(name: &str) -> bool {
+    of_kernel(|b| b.has_typedef(&format!("btf_trace_{name}"))).unwrap_or(true)
 }
 
 /// Offsets `mem` reads where the kernel has them (`task_struct` fault counters, an OOM

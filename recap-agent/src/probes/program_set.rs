@@ -196,7 +196,7 @@ impl ProgramSet {
                 match prog.load(hook.tracepoint, &btf) {
                     Err(ProgramError::AlreadyLoaded) | Ok(()) => {}
                     // The usual reason on an older kernel: the tracepoint is newer than it.
-                    Err(_) if !has_tracepoint(hook.tracepoint) => {
+                    Err(_) if !btf::has_tracepoint(hook.tracepoint) => {
                         return Err(missing_tracepoint(hook.tracepoint))
                     }
                     Err(e) => return Err(describe_program_error(program, &e)),
@@ -406,15 +406,6 @@ impl Loadable for CgroupSkb {
 }
 
 /// A load error, with the end of the verifier log when there is one.
-/// Whether the running kernel has the tracepoint (its BTF has `btf_trace_<name>`); `true` when
-/// that cannot be told (the error then says what the loader said).
-fn has_tracepoint(name: &str) -> bool {
-    let Ok(data) = std::fs::read(btf::VMLINUX_BTF) else {
-        return true;
-    };
-    btf::Btf::parse(&data).map_or(true, |b| b.has_typedef(&format!("btf_trace_{name}")))
-}
-
 /// Tracepoints RECap uses that are newer than the oldest kernels it loads on.
 const NEWER_TRACEPOINTS: &[(&str, &str)] =
     &[("sock_send_length", "6.3"), ("sock_recv_length", "6.3")];
@@ -517,7 +508,7 @@ mod tests {
     use object::{Object, ObjectSymbol};
     use recap_common::{maps, offsets, programs};
 
-    use super::{has_tracepoint, missing_helper, missing_tracepoint, EBPF_OBJECT};
+    use super::{btf::has_tracepoint, missing_helper, missing_tracepoint, EBPF_OBJECT};
 
     /// Map and program names are string literals on both sides: the built object must hold
     /// every one user space opens, and every offset global it writes.
