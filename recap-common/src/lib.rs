@@ -371,7 +371,7 @@ pub const TLS_FUNCTIONS: [(&str, u64); 4] = [
     ("SSL_write_ex", TLS_WRITE | TLS_EX),
 ];
 /// Go's `crypto/tls` functions `http` reads (register ABI, Go ≥ 1.17): `programs::GO_TLS_CALL`
-/// past their prologue (a write is read there), `programs::GO_TLS_RETURN` at each `RET`
+/// at their prologue's stack check branch (a write is read there), `programs::GO_TLS_RETURN` at each `RET`
 /// instruction of `Read` (uretprobes would break Go's movable stacks), the cookie saying
 /// which (`TLS_WRITE`).
 pub const GO_TLS_FUNCTIONS: [(&str, u64); 2] = [
@@ -383,7 +383,7 @@ pub const GO_TLS_FUNCTIONS: [(&str, u64); 2] = [
 pub const TLS_FREE_FUNCTION: &str = "SSL_free";
 /// The function writes (sends) plaintext; otherwise it reads.
 pub const TLS_WRITE: u64 = 1;
-/// An `_ex` function: returns 1 and stores the byte count through its fourth argument.
+/// An `_ex` function: returns > 0 (1) and stores the byte count through its fourth argument.
 pub const TLS_EX: u64 = 2;
 
 /// DNS query types counted by name (`DNS_QTYPES[i]`, value `DNS_QTYPE_CODES[i]`); the last

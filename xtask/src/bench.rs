@@ -34,8 +34,9 @@ pub struct BenchArgs {
     /// Only one part: arm/teardown, cost outside the target, arming with a capsule, the
     /// agent (arming warm vs in-process, 1 to 128 open windows, its footprint), or HTTP
     /// (wrk against nginx in the target, request families on and off), or fleet windows
-    /// (request → every node counting, 1 to 10 agents on etcd).
-    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http", "https", "http2", "fleet", "footprint"])]
+    /// (request → every node counting, 1 to 10 agents on etcd), or a uprobe's cost by the
+    /// instruction it is on.
+    #[arg(long, value_parser = ["arm", "cost", "capsule", "agent", "http", "https", "http2", "uprobe", "fleet", "footprint"])]
     only: Option<String>,
     /// Seconds of wrk load per repetition of the HTTP benchmark.
     #[arg(long, default_value_t = 5)]
@@ -92,6 +93,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if args.only.is_none() || args.only.as_deref() == Some(scheme.name()) {
             crate::bench_http::run(&bin, scheme, args.reps.min(6), args.http_seconds)?;
         }
+    }
+    if args.only.is_none() || args.only.as_deref() == Some("uprobe") {
+        crate::bench_uprobe::run(args.reps.min(8))?;
     }
     if args.only.is_none() || args.only.as_deref() == Some("fleet") {
         crate::test::fleet_bench(&bin)?;

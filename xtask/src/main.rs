@@ -4,6 +4,7 @@
 mod bench;
 mod bench_agent;
 mod bench_http;
+mod bench_uprobe;
 mod demo;
 mod docker;
 mod run;
@@ -43,6 +44,7 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
+    bench_uprobe::child_if_asked();
     let result = match Cli::parse().command {
         Cmd::Setup => setup::run(),
         Cmd::CapsuleImages => docker::capsule_images(),

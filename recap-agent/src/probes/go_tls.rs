@@ -51,7 +51,7 @@ fn version<'a, R: ReadRef<'a>>(obj: &object::File<'a, R>) -> Option<(u32, u32)> 
 }
 
 /// The probes for the functions of `GO_TLS_FUNCTIONS`: `GO_TLS_CALL` (cookie: which function)
-/// just past each one's stack check, `GO_TLS_RETURN` at each return instruction of a read.
+/// at each one's stack check branch, `GO_TLS_RETURN` at each return instruction of a read.
 pub fn points<'a, R: ReadRef<'a>>(obj: &object::File<'a, R>) -> Result<Vec<Point>, String> {
     let mut points = Vec::new();
     for (name, cookie) in GO_TLS_FUNCTIONS {
@@ -81,12 +81,12 @@ pub fn points<'a, R: ReadRef<'a>>(obj: &object::File<'a, R>) -> Result<Vec<Point
                 .and_then(|within| file_start.checked_add(within))
                 .ok_or_else(|| format!("{name}: an offset out of range"))
         };
-        let body = past_stack_check(code, address)
+        let check = stack_check_branch(code, address)
             .ok_or_else(|| format!("{name}: its prologue is not Go's stack check"))?;
         points.push(Point {
             program: programs::GO_TLS_CALL,
             cookie: Some(cookie),
-            offset: offset(body)?,
+            offset: offset(check)?,
         });
         if cookie & TLS_WRITE != 0 {
             continue; // read at the call
@@ -106,11 +106,13 @@ pub fn points<'a, R: ReadRef<'a>>(obj: &object::File<'a, R>) -> Result<Vec<Point
     Ok(points)
 }
 
-/// Where a Go function's body starts: the instruction after its prologue's stack check
-/// (`CMP SP or R12, 16(R14)` — the goroutine's stack guard — then `JBE` to the code that grows
-/// the stack and jumps back to the function's start). The argument registers are untouched
-/// up to there.
-fn past_stack_check(code: &[u8], address: u64) -> Option<u64> {
+/// The branch of a Go function's stack check: `CMP SP or R12, 16(R14)` (the goroutine's stack
+/// guard), then `JBE` to the code that grows the stack and jumps back to the function's
+/// start. The argument registers are untouched up to there, and a probe there is one trap:
+/// the kernel emulates a `jcc` (the instruction after it, the body's first, is single-stepped:
+/// `probe_points`). A call whose stack grows passes it twice, the first time with the branch
+/// taken: the probe reads the flags and skips that pass.
+fn stack_check_branch(code: &[u8], address: u64) -> Option<u64> {
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let mut guard_compared = false;
     for instruction in decoder.iter().take(3) {
@@ -119,7 +121,7 @@ fn past_stack_check(code: &[u8], address: u64) -> Option<u64> {
                 guard_compared = instruction.memory_base() == Register::R14
                     && instruction.memory_displacement64() == 16;
             }
-            Mnemonic::Jbe if guard_compared => return Some(instruction.next_ip()),
+            Mnemonic::Jbe if guard_compared => return Some(instruction.ip()),
             Mnemonic::Lea => {}
             _ => return None,
         }
@@ -148,20 +150,20 @@ mod tests {
     }
 
     #[test]
-    fn the_body_starts_past_either_form_of_the_stack_check() {
+    fn the_probe_is_at_either_form_of_the_stack_checks_branch() {
         // Go 1.19's crypto/tls.(*Conn).Read: cmp rsp, [r14+0x10]; jbe ...; sub rsp, 0x68
         let small = [
             0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xc2, 0x03, 0, 0, 0x48, 0x83, 0xec, 0x68,
         ];
-        assert_eq!(past_stack_check(&small, 0x1000), Some(0x100a));
+        assert_eq!(stack_check_branch(&small, 0x1000), Some(0x1004));
         // Its Write (a large frame): lea r12, [rsp-0x68]; cmp r12, [r14+0x10]; jbe ...
         let large = [
             0x4c, 0x8d, 0x64, 0x24, 0x98, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x64, 0x07, 0, 0,
             0x48, 0x81, 0xec, 0xe8, 0, 0, 0,
         ];
-        assert_eq!(past_stack_check(&large, 0x1000), Some(0x100f));
+        assert_eq!(stack_check_branch(&large, 0x1000), Some(0x1009));
         // No stack check (a compare with something else): not recognised.
         let other = [0x48, 0x3b, 0x46, 0x10, 0x0f, 0x86, 0, 0, 0, 0];
-        assert_eq!(past_stack_check(&other, 0x1000), None);
+        assert_eq!(stack_check_branch(&other, 0x1000), None);
     }
 }

@@ -15,6 +15,7 @@ mod btf;
 mod engine;
 mod go_tls;
 mod http2_frames;
+mod probe_points;
 mod program_set;
 mod reader;
 mod slots;

@@ -20,9 +20,9 @@ use std::{
 };
 
 use object::{Object, ObjectSection, ObjectSymbol};
-use recap_common::{programs, TLS_FREE_FUNCTION, TLS_FUNCTIONS};
+use recap_common::{programs, TLS_EX, TLS_FREE_FUNCTION, TLS_FUNCTIONS, TLS_WRITE};
 
-use super::go_tls;
+use super::{go_tls, probe_points};
 
 /// Libraries found by file name (up to the `.so`) that `http` does not read, and what they are.
 const UNREAD_LIBRARIES: &[(&str, &str)] = &[
@@ -250,59 +250,162 @@ pub struct Point {
     pub offset: u64,
 }
 
-/// The probes that read `code`: for OpenSSL, the entry and return of `TLS_FUNCTIONS` and the
-/// entry of `SSL_free`; for Go, `go_tls::points`. An error says why there are none.
+/// The probes that read `code`: for OpenSSL, the entry and return of `TLS_FUNCTIONS` (or of
+/// the internal functions they share, `tls_points`) and the entry of `SSL_free`; for Go,
+/// `go_tls::points`. An error says why there are none.
 pub fn attach_points(code: &TlsCode) -> Result<Vec<Point>, String> {
+    let file = code.open().map_err(|e| format!("opening it: {e}"))?;
+    let cache = object::ReadCache::new(file);
+    let obj = object::File::parse(&cache).map_err(|e| format!("reading the ELF file: {e}"))?;
     if code.go {
-        let file = code.open().map_err(|e| format!("opening it: {e}"))?;
-        let cache = object::ReadCache::new(file);
-        let obj = object::File::parse(&cache).map_err(|e| format!("reading the ELF file: {e}"))?;
         return go_tls::points(&obj);
     }
-    let offsets = function_offsets(code)?;
+    let functions = functions(&obj)?;
     let mut points = Vec::new();
-    for (&(_, function), offset) in TLS_FUNCTIONS.iter().zip(offsets.calls) {
-        if let Some(offset) = offset {
-            points.push(Point {
-                program: programs::TLS_CALL,
-                cookie: None,
-                offset,
-            });
-            points.push(Point {
-                program: programs::TLS_RETURN,
-                cookie: Some(function),
-                offset,
-            });
-        }
+    for (offset, function) in tls_points(&obj, &functions) {
+        points.push(Point {
+            program: programs::TLS_CALL,
+            cookie: None,
+            offset,
+        });
+        points.push(Point {
+            program: programs::TLS_RETURN,
+            cookie: Some(function),
+            offset,
+        });
     }
-    if let Some(offset) = offsets.free {
+    if let Some(free) = &functions.free {
         points.push(Point {
             program: programs::TLS_FREE,
             cookie: None,
-            offset,
+            offset: free.cheapest_entry(&obj),
         });
     }
     Ok(points)
 }
 
-/// Where the functions `http` probes start in a file (file offsets, as uprobes take them).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Offsets {
-    /// `TLS_FUNCTIONS`, in that order; the `_ex` ones are absent before OpenSSL 1.1.1.
-    pub calls: [Option<u64>; 4],
-    /// `SSL_free`.
-    pub free: Option<u64>,
+/// Where the call and return probes of a read and a write go (file offsets) and the return
+/// probe's cookie (`TLS_FUNCTIONS`' bits). Each API function at the cheapest point that keeps
+/// the meaning of its entry (`probe_points::entry_point`); but where `SSL_read` or
+/// `SSL_write` has no cheap point and its `_ex` sibling is a thin wrapper of an internal
+/// function that has one and that the plain function calls too (OpenSSL 1.1.1 and 3:
+/// `ssl_read_internal(s, buf, num, &readbytes)`), that function alone, as an `_ex` one:
+/// one probe for both, each call a trap and not three.
+fn tls_points<'a, R: object::ReadRef<'a>>(
+    obj: &object::File<'a, R>,
+    functions: &Functions,
+) -> Vec<(u64, u64)> {
+    let mut points = Vec::new();
+    let [read, read_ex, write, write_ex] = &functions.calls;
+    for (plain, ex, write_bit) in [(read, read_ex, 0), (write, write_ex, TLS_WRITE)] {
+        let shared = plain
+            .as_ref()
+            .zip(ex.as_ref())
+            .filter(|(plain, ex)| plain.entry_point(obj).is_none() || ex.entry_point(obj).is_none())
+            .and_then(|(plain, ex)| {
+                let callee = probe_points::wrapped_callee(ex.code(obj)?, ex.address)?;
+                let inside = Function::at(obj, callee)?;
+                let at = inside.entry_point(obj)?;
+                probe_points::calls(plain.code(obj)?, plain.address, callee).then_some(at)
+            });
+        if let Some(at) = shared {
+            points.push((at, write_bit | TLS_EX));
+            continue;
+        }
+        for (f, bits) in [(plain, write_bit), (ex, write_bit | TLS_EX)] {
+            if let Some(f) = f {
+                points.push((f.cheapest_entry(obj), bits));
+            }
+        }
+    }
+    points
 }
 
-/// The `Offsets` of the code's file; an error if `SSL_read` or `SSL_write` is missing.
-pub fn function_offsets(code: &TlsCode) -> Result<Offsets, String> {
-    let file = code.open().map_err(|e| format!("opening it: {e}"))?;
-    let cache = object::ReadCache::new(file);
-    let obj = object::File::parse(&cache).map_err(|e| format!("reading the ELF file: {e}"))?;
+/// A function in an ELF file: its address, its size (0 if its symbol does not say) and where
+/// it starts in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub address: u64,
+    pub size: u64,
+    pub offset: u64,
+}
+
+/// A function longer than this is not decoded (`SSL_read`'s are ~100 bytes).
+const MAX_DECODED_BYTES: u64 = 4096;
+/// Bytes decoded at a function's start when its size is not known.
+const PROLOGUE_BYTES: u64 = 64;
+
+impl Function {
+    /// The function at `address` (a call's target), with no size.
+    fn at<'a, R: object::ReadRef<'a>>(obj: &object::File<'a, R>, address: u64) -> Option<Self> {
+        let section = obj
+            .sections()
+            .find(|s| (s.address()..s.address() + s.size()).contains(&address))?;
+        let (file_start, _) = section.file_range()?;
+        Some(Function {
+            address,
+            size: 0,
+            offset: file_start.checked_add(address - section.address())?,
+        })
+    }
+
+    /// Its machine code (the first `PROLOGUE_BYTES` if its size is not known), or None if
+    /// the file does not hold it or it is too long to decode.
+    fn code<'a, 'b, R: object::ReadRef<'a>>(
+        &self,
+        obj: &'b object::File<'a, R>,
+    ) -> Option<&'a [u8]> {
+        if self.size > MAX_DECODED_BYTES {
+            return None;
+        }
+        let len = if self.size == 0 {
+            PROLOGUE_BYTES
+        } else {
+            self.size
+        };
+        let section = obj
+            .sections()
+            .find(|s| (s.address()..s.address() + s.size()).contains(&self.address))?;
+        let available = section.address() + section.size() - self.address;
+        section
+            .data_range(self.address, len.min(available))
+            .ok()
+            .flatten()
+    }
+
+    /// The file offset of `probe_points::entry_point`, if it has one.
+    fn entry_point<'a, R: object::ReadRef<'a>>(&self, obj: &object::File<'a, R>) -> Option<u64> {
+        let prologue = Function {
+            size: self.size.min(PROLOGUE_BYTES),
+            ..self.clone()
+        };
+        let at = probe_points::entry_point(prologue.code(obj)?, self.address)?;
+        Some(self.offset + (at - self.address))
+    }
+
+    /// The file offset of its entry point, else of its first instruction.
+    fn cheapest_entry<'a, R: object::ReadRef<'a>>(&self, obj: &object::File<'a, R>) -> u64 {
+        self.entry_point(obj).unwrap_or(self.offset)
+    }
+}
+
+/// The functions `http` probes in a file that has them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Functions {
+    /// `TLS_FUNCTIONS`, in that order; the `_ex` ones are absent before OpenSSL 1.1.1.
+    pub calls: [Option<Function>; 4],
+    /// `SSL_free`.
+    pub free: Option<Function>,
+}
+
+/// The `Functions` of an ELF file; an error if `SSL_read` or `SSL_write` is missing.
+pub fn functions<'a, R: object::ReadRef<'a>>(
+    obj: &object::File<'a, R>,
+) -> Result<Functions, String> {
     let wanted =
         |name: &str| name == TLS_FREE_FUNCTION || TLS_FUNCTIONS.iter().any(|(f, _)| *f == name);
-    let mut found: BTreeMap<String, u64> = BTreeMap::new();
-    let look = |found: &mut BTreeMap<String, u64>, sym: object::Symbol<'_, '_, _>| {
+    let mut found: BTreeMap<String, Function> = BTreeMap::new();
+    let look = |found: &mut BTreeMap<String, Function>, sym: object::Symbol<'a, '_, R>| {
         let Ok(name) = sym.name() else { return };
         // Versioned names (`SSL_read@@OPENSSL_3.0.0`) are the same function.
         let name = name.split('@').next().unwrap_or(name);
@@ -322,7 +425,12 @@ pub fn function_offsets(code: &TlsCode) -> Result<Offsets, String> {
             return;
         };
         if let Some(offset) = file_start.checked_add(within) {
-            found.insert(name.to_string(), offset);
+            let function = Function {
+                address: sym.address(),
+                size: sym.size(),
+                offset,
+            };
+            found.insert(name.to_string(), function);
         }
     };
     // The exported functions first; the full symbol table (large in a binary such as node)
@@ -335,15 +443,15 @@ pub fn function_offsets(code: &TlsCode) -> Result<Offsets, String> {
             look(&mut found, sym);
         }
     }
-    let calls = TLS_FUNCTIONS.map(|(name, _)| found.get(name).copied());
+    let calls = TLS_FUNCTIONS.map(|(name, _)| found.get(name).cloned());
     for (i, name) in [(0, "SSL_read"), (2, "SSL_write")] {
         if calls[i].is_none() {
             return Err(format!("{name} not found in its symbols (stripped?)"));
         }
     }
-    Ok(Offsets {
+    Ok(Functions {
         calls,
-        free: found.get(TLS_FREE_FUNCTION).copied(),
+        free: found.get(TLS_FREE_FUNCTION).cloned(),
     })
 }
 
@@ -394,21 +502,58 @@ mod tests {
             go: false,
             mapped: None,
         };
-        let offsets = function_offsets(&code).unwrap();
-        let calls: Vec<u64> = offsets.calls.iter().map(|o| o.unwrap()).collect();
-        let mut distinct = calls.clone();
+        let file = std::fs::read(&code.path).unwrap();
+        let cache = object::ReadCache::new(code.open().unwrap());
+        let obj = object::File::parse(&cache).unwrap();
+        let api = functions(&obj).unwrap();
+        let api_offsets: Vec<u64> = api
+            .calls
+            .iter()
+            .map(|f| f.as_ref().unwrap().offset)
+            .collect();
+        let mut distinct = api_offsets.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert_eq!(distinct.len(), 4, "{offsets:?}");
-        assert!(offsets.free.is_some_and(|f| !calls.contains(&f)));
+        assert_eq!(distinct.len(), 4, "{api:?}");
+        // OpenSSL 3's SSL_read and SSL_write start with `sub $0x18, %rsp` (single-stepped):
+        // each pair is probed once, at the internal function both call, which starts with a
+        // `push` (REX.B 0x41 and 0x50 + register, or 0x50 + register).
+        let points = attach_points(&code).unwrap();
+        let calls: Vec<&Point> = points
+            .iter()
+            .filter(|p| p.program == programs::TLS_CALL)
+            .collect();
+        assert_eq!(calls.len(), 2, "{points:?}");
+        for p in &calls {
+            assert!(!api_offsets.contains(&p.offset), "{points:?}");
+            let at = &file[p.offset as usize..];
+            assert!(
+                matches!(at, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..]),
+                "{:x?}",
+                &at[..4]
+            );
+        }
+        let returns: Vec<(u64, Option<u64>)> = points
+            .iter()
+            .filter(|p| p.program == programs::TLS_RETURN)
+            .map(|p| (p.offset, p.cookie))
+            .collect();
+        assert_eq!(
+            returns,
+            [
+                (calls[0].offset, Some(TLS_EX)),
+                (calls[1].offset, Some(TLS_WRITE | TLS_EX))
+            ]
+        );
+        assert!(points.iter().any(|p| p.program == programs::TLS_FREE
+            && p.offset >= api.free.as_ref().unwrap().offset
+            && p.offset < api.free.as_ref().unwrap().offset + 8));
         // Another file under the same path is refused.
         let other = TlsCode {
             file: (meta.dev(), meta.ino() + 1),
             ..code
         };
-        assert!(function_offsets(&other)
-            .unwrap_err()
-            .contains("not the file"));
+        assert!(attach_points(&other).unwrap_err().contains("not the file"));
         // A FIFO is not waited on.
         let dir = std::env::temp_dir().join(format!("recap-tls-code-{}", std::process::id()));
         let _ = std::fs::create_dir(&dir);

@@ -52,7 +52,9 @@ pub fn recap_tls_call(ctx: ProbeContext) -> u32 {
 }
 
 /// Return of those: `int SSL_read/SSL_write` return the byte count or ≤ 0; the `_ex` ones 1
-/// and the count in `*readbytes`/`*written`, or 0. The attach cookie says which returned.
+/// and the count in `*readbytes`/`*written`, or 0 (OpenSSL's internal `ssl_read_internal`
+/// and `ssl_write_internal`, probed in their stead, > 0 or ≤ 0). The attach cookie says
+/// which returned.
 #[uretprobe]
 pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
     let ret: i32 = ctx.ret();
@@ -62,7 +64,7 @@ pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
         if function & TLS_EX == 0 {
             return ret as i64;
         }
-        if ret != 1 {
+        if ret <= 0 {
             return 0;
         }
         // SAFETY: the `_ex` call's fourth argument, a user address the helper only reads,
@@ -74,9 +76,10 @@ pub fn recap_tls_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Go's `crypto/tls.(*Conn).Read(b []byte)` and `Write(b)`, just past the prologue's stack
-/// check (a call that grows its stack runs its prologue twice, this point once), in the
-/// register ABI: the receiver in RAX, `b`'s data and length in RBX and RCX.
+/// Go's `crypto/tls.(*Conn).Read(b []byte)` and `Write(b)`, at the `JBE` of the prologue's
+/// stack check (the kernel emulates a branch: one trap), in the register ABI: the receiver in
+/// RAX, `b`'s data and length in RBX and RCX. A call that grows its stack passes there twice,
+/// first with the branch taken (to the code that grows it): that pass is skipped.
 ///
 /// A write is read here, before its bytes leave: a Go program reads and writes one
 /// connection from different goroutines (an HTTP client's write loop and read loop, an
@@ -92,6 +95,10 @@ pub fn recap_gotls_in(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: a uprobe's context is the task's saved registers.
     let regs = unsafe { &*ctx.regs };
+    // JBE is taken if CF (bit 0) or ZF (bit 6) is set.
+    if regs.eflags & (1 << 0 | 1 << 6) != 0 {
+        return 0;
+    }
     let (conn, buf, len, g) = (regs.rax, regs.rbx, regs.rcx as i64, regs.r14);
     // SAFETY: the program's own context pointer, as the helper takes it.
     if unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } & TLS_WRITE != 0 {
