@@ -224,26 +224,44 @@ fn wrk(scheme: Scheme, port: u16, seconds: u64) -> anyhow::Result<WrkRun> {
     parsed.with_context(|| format!("reading wrk's output:\n{text}"))
 }
 
-/// Run count and run time (ns) of our loaded programs whose name `which` picks.
-fn bpf_run_stats(which: impl Fn(&str) -> bool) -> (u64, u64) {
+/// Run count and run time (ns) of each of our loaded programs, by name (bpftool truncates
+/// names to 15 characters).
+fn bpf_program_stats() -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut stats = std::collections::BTreeMap::new();
     let Ok(out) = Command::new("bpftool")
         .args(["prog", "show", "-j"])
         .output()
     else {
-        return (0, 0);
+        return stats;
     };
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    progs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"].as_str().is_some_and(&which))
-        .fold((0, 0), |(cnt, ns), p| {
+    for p in progs.as_array().into_iter().flatten() {
+        let Some(name) = p["name"].as_str().filter(|n| n.starts_with("recap_")) else {
+            continue;
+        };
+        let e: &mut (u64, u64) = stats.entry(name.to_string()).or_default();
+        e.0 += p["run_cnt"].as_u64().unwrap_or(0);
+        e.1 += p["run_time_ns"].as_u64().unwrap_or(0);
+    }
+    stats
+}
+
+/// What each program ran between two `bpf_program_stats`: runs and ns, by name.
+fn ran(
+    before: &std::collections::BTreeMap<String, (u64, u64)>,
+    after: &std::collections::BTreeMap<String, (u64, u64)>,
+) -> std::collections::BTreeMap<String, (u64, u64)> {
+    after
+        .iter()
+        .map(|(name, &(cnt, ns))| {
+            let (c0, n0) = before.get(name).copied().unwrap_or_default();
             (
-                cnt + p["run_cnt"].as_u64().unwrap_or(0),
-                ns + p["run_time_ns"].as_u64().unwrap_or(0),
+                name.clone(),
+                (cnt.saturating_sub(c0), ns.saturating_sub(n0)),
             )
         })
+        .filter(|(_, (cnt, _))| *cnt > 0)
+        .collect()
 }
 
 /// Turns the kernel's per-program run statistics on while it lives (they add two clock reads
@@ -272,6 +290,8 @@ struct Sample {
     all_ns: f64,
     /// Requests of the shorter run with the stats on.
     timed_requests: u64,
+    /// Runs and ns of each program in that run.
+    programs: std::collections::BTreeMap<String, (u64, u64)>,
     /// Requests the window counted as served (both wrk runs).
     counted: u64,
 }
@@ -328,22 +348,28 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
             // Throughput with the kernel's run-time stats off (they cost two clock reads per
             // program run), then a shorter run with them on for the eBPF time per request.
             let wrk = load(scheme, port, seconds)?;
-            let (http_ns, all_ns, timed_requests) = if window.is_some() {
+            let (http_ns, all_ns, timed_requests, programs) = if window.is_some() {
                 let stats = BpfStats::enable()?;
-                let (_, http_before) = bpf_run_stats(http_program);
-                let (_, all_before) = bpf_run_stats(|n| n.starts_with("recap_"));
+                let before = bpf_program_stats();
                 let timed = load(scheme, port, 2)?;
-                let (_, http_after) = bpf_run_stats(http_program);
-                let (_, all_after) = bpf_run_stats(|n| n.starts_with("recap_"));
+                let programs = ran(&before, &bpf_program_stats());
                 drop(stats);
-                let per_request = |ns: u64| ns as f64 / timed.requests.max(1) as f64;
+                let per_request = |which: &dyn Fn(&str) -> bool| {
+                    let ns: u64 = programs
+                        .iter()
+                        .filter(|(name, _)| which(name))
+                        .map(|(_, (_, ns))| ns)
+                        .sum();
+                    ns as f64 / timed.requests.max(1) as f64
+                };
                 (
-                    per_request(http_after - http_before),
-                    per_request(all_after - all_before),
+                    per_request(&http_program),
+                    per_request(&|_| true),
                     timed.requests,
+                    programs,
                 )
             } else {
-                (0.0, 0.0, 0)
+                (0.0, 0.0, 0, Default::default())
             };
             let counted = match window {
                 Some(w) => {
@@ -360,6 +386,7 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
                 http_ns,
                 all_ns,
                 timed_requests,
+                programs,
                 counted,
                 wrk,
             });
@@ -415,6 +442,20 @@ pub fn run(bin: &Path, scheme: Scheme, reps: usize, seconds: u64) -> anyhow::Res
             rps / base_rps,
             lat / base_lat
         );
+    }
+    // Where the eBPF time of the `http` window goes, program by program (its last rep).
+    if let Some(last) = samples[1].last() {
+        let requests = last.timed_requests.max(1) as f64;
+        println!("\n| program (window: http, last rep) | runs per request | ns per run | ns per request |");
+        println!("|---|---|---|---|");
+        for (name, (cnt, ns)) in &last.programs {
+            println!(
+                "| {name} | {:.2} | {:.0} | {:.0} |",
+                *cnt as f64 / requests,
+                *ns as f64 / (*cnt).max(1) as f64,
+                *ns as f64 / requests
+            );
+        }
     }
     let goal = match scheme {
         Scheme::Http => "≤ 2 % req/s lost, ≤ 250 ns of eBPF time per request; Grafana Beyla publishes ~500 ns",

@@ -1,4 +1,4 @@
-//! User space's end of `HTTP2_FRAMES`: a thread drains the kernel's HTTP/2 events as they come
+//! User space's end of `HTTP2_FRAMES`: a thread drains the kernel's HTTP/2 events in batches
 //! (the buffer is 1 MiB: a second's worth of a busy server would not fit), hands each to its
 //! connection (`families::http2::streams`) and keeps one `Tally` per window slot. The engine drains what
 //! is left before it reads a window, so a window's last requests are in its numbers.
@@ -112,7 +112,8 @@ impl Http2Frames {
     }
 }
 
-/// Drains the ring buffer whenever the kernel wrote to it, until the engine drops it.
+/// Drains the ring buffer when the kernel wakes it (once 64 KiB wait: `WAKE_AT_BYTES` in the
+/// kernel's `http2.rs`) or every 200 ms, until the engine drops it.
 fn drain_in_background(frames: &SharedFrames) {
     let Some(fd) = frames.lock().ok().and_then(|f| f.fd()) else {
         return;
