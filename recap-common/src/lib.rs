@@ -254,9 +254,12 @@ pub struct HttpConn {
     pub epoch: u64,
     /// When the pending request started (server: its first byte read; client: written).
     pub start_ns: u64,
+    /// `HTTP_H2C_PENDING`: when the `101` was seen (the response's time if no HTTP/2 follows).
+    pub upgraded_ns: u64,
     pub slot: u32,
     /// `HTTP_ROLE_*`, or 0 before anything HTTP was seen; `HTTP_UPGRADED` after `101` or a
-    /// `CONNECT` tunnel: no longer HTTP.
+    /// `CONNECT` tunnel: no longer HTTP; `HTTP_H2C_PENDING` between a `101` and the bytes that
+    /// say whether HTTP/2 follows; `HTTP_H2`.
     pub role: u8,
     pub pending: u8,
     pub method: u8,
@@ -266,14 +269,15 @@ pub struct HttpConn {
     pub carry_in: u8,
     /// 1: a TLS connection's plaintext state (kept by connection cookie in `HTTPS_CONNS`).
     pub tls: u8,
-    /// `HTTP_H2`: the side the target is (`HTTP_ROLE_*`, from who sent the preface).
+    /// `HTTP_H2`: the side the target is (`HTTP_ROLE_*`, from who sent the preface);
+    /// `HTTP_H2C_PENDING`: its side in the upgraded request.
     pub h2_side: u8,
     pub _pad: [u8; 5],
     pub carry: [u8; HTTP_PREFIX],
     /// `HTTP_H2`: the framing of each direction (0: sent, 1: received).
     pub h2: [H2Framing; 2],
 }
-const _: () = assert!(core::mem::size_of::<HttpConn>() == 96);
+const _: () = assert!(core::mem::size_of::<HttpConn>() == 104);
 
 /// Where one direction of an HTTP/2 connection is in its frames.
 #[repr(C)]
@@ -305,6 +309,9 @@ pub const H2_SHIPPED_TYPES: u16 = (1 << 1) | (1 << 3) | (1 << 5) | (1 << 7) | (1
 
 pub const H2_START: u8 = 1;
 pub const H2_CLOSED: u8 = 2;
+/// The connection became HTTP/2 by `Upgrade: h2c`: its HTTP/1.1 request is stream 1's
+/// (`data[0]` its method, `HTTP_METHODS`; `ts_ns` when it started); no frame data.
+pub const H2_UPGRADED: u8 = 3;
 
 /// Bytes of one direction of an HTTP/2 connection handed to user space, in order: the shipped
 /// frames' headers and payloads (`start`: `data` begins with a frame header).
@@ -322,7 +329,8 @@ pub struct H2Event {
     pub incoming: u8,
     pub side: u8,
     /// `H2_START`: `data` begins with a frame header; `H2_CLOSED`: the connection ended
-    /// (no data); 0: more of the frame's payload.
+    /// (no data); `H2_UPGRADED`: it became HTTP/2 by an upgrade; 0: more of the frame's
+    /// payload.
     pub start: u8,
     pub tls: u8,
     pub _pad: [u8; 2],
@@ -335,6 +343,10 @@ pub const HTTP_PREFIX: usize = 16;
 pub const HTTP_UPGRADED: u8 = 3;
 /// Role of a connection that speaks HTTP/2 (its side in `HttpConn::h2_side`).
 pub const HTTP_H2: u8 = 4;
+/// Role of a connection whose request was answered `101 Switching Protocols`, until its next
+/// bytes say whether HTTP/2 follows (`Upgrade: h2c`: the client's preface, the server's
+/// SETTINGS) or another protocol.
+pub const HTTP_H2C_PENDING: u8 = 5;
 
 /// A TLS library call of a target thread (`SSL_read`, `SSL_write`, `_ex`), from its entry to
 /// its return: the plaintext buffer, and the connection named by the socket I/O the library

@@ -185,6 +185,12 @@ pub static HTTP2_FRAMES: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map(name = "H2_WALKS")]
 pub static H2_WALKS: PerCpuArray<crate::probes::http2::Walk> = PerCpuArray::with_max_entries(1, 0);
 
+/// `http`'s `Upgrade: h2c`: the start of a `101`'s I/O, searched for its head's end, one per
+/// CPU (too large for the stack: `probes/h2c.rs`).
+#[map(name = "H2C_HEADS")]
+pub static H2C_HEADS: PerCpuArray<crate::probes::h2c::HeadSearch> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// `dns`: queries waiting for their answer.
 #[map(name = "DNS_PENDING")]
 pub static DNS_PENDING: LruHashMap<DnsKey, DnsPending> = LruHashMap::with_max_entries(16384, 0);

@@ -3,6 +3,7 @@ mod baseline;
 mod cpu;
 mod disk;
 mod dns;
+pub mod h2c;
 mod http;
 pub mod http2;
 mod mem;

@@ -114,6 +114,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "nghttp2-client",
         "the h2c test's client (nghttp) and the HTTP/2 benchmark's load (h2load)",
     ),
+    (
+        "apache2-bin",
+        "the h2c tests' server: Apache httpd upgrades HTTP/1.1 to HTTP/2 (Upgrade: h2c)",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {

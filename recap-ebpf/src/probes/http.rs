@@ -28,11 +28,14 @@ use recap_common::{
         },
         http2::joinable,
     },
-    Counter, HttpConn, HttpKey, HttpStat, TlsKey, HTTP_BUCKETS, HTTP_H2, HTTP_METHOD_CONNECT,
-    HTTP_PREFIX, HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
+    Counter, HttpConn, HttpKey, HttpStat, TlsKey, HTTP_BUCKETS, HTTP_H2, HTTP_H2C_PENDING,
+    HTTP_METHOD_CONNECT, HTTP_PREFIX, HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER, HTTP_UPGRADED,
 };
 
-use super::http2::{self, Bytes, PREFACE_LEN};
+use super::{
+    h2c,
+    http2::{self, Bytes, PREFACE_LEN},
+};
 
 use crate::maps::{
     add, http_state, log2_bucket, task_slot, tls_window, window_epoch, HTTP_REQS, TLS_PROCS,
@@ -57,6 +60,10 @@ const MSGHDR_IOV: u64 = 16;
 
 /// `sock_send_length(struct sock *sk, int ret, int flags)`.
 #[btf_tracepoint(function = "sock_send_length")]
+// Inlined into the program the macro makes: as a function of its own, its return value
+// (unused) was left as whatever LLVM had in R0, once a stack pointer, which the verifier
+// refuses.
+#[inline(always)]
 pub fn recap_http_send(ctx: BtfTracePointContext) -> i32 {
     on_io(&ctx, false);
     0
@@ -64,6 +71,10 @@ pub fn recap_http_send(ctx: BtfTracePointContext) -> i32 {
 
 /// `sock_recv_length(struct sock *sk, int ret, int flags)`.
 #[btf_tracepoint(function = "sock_recv_length")]
+// Inlined into the program the macro makes: as a function of its own, its return value
+// (unused) was left as whatever LLVM had in R0, once a stack pointer, which the verifier
+// refuses.
+#[inline(always)]
 pub fn recap_http_recv(ctx: BtfTracePointContext) -> i32 {
     on_io(&ctx, true);
     0
@@ -75,20 +86,31 @@ pub fn recap_http_recv(ctx: BtfTracePointContext) -> i32 {
 pub fn recap_http_end(ctx: BtfTracePointContext) -> i32 {
     let sk: *mut core::ffi::c_void = ctx.arg(0);
     if let Some((conn, key)) = super::tls::forget(sk) {
-        aborted(&conn);
-        http2::closed(&conn, &key);
+        ended(&conn, || key);
     }
     let conn = http_state(sk, None);
     if !conn.is_null() {
         // SAFETY: non-null, so the socket's own storage, valid while the socket lives (past
         // this tracepoint); read only, plain integers.
-        let conn = unsafe { &*conn };
-        aborted(conn);
-        if conn.role == HTTP_H2 {
-            http2::closed(conn, &socket_key(sk));
-        }
+        ended(unsafe { &*conn }, || socket_key(sk));
     }
     0
+}
+
+/// A connection (or TLS session) ends: its pending request was aborted, user space is told
+/// if it speaks HTTP/2 (`id` names it), a `101` not yet followed by anything was the response.
+#[inline(always)]
+pub fn ended(conn: &HttpConn, id: impl FnOnce() -> TlsKey) {
+    if conn.epoch != window_epoch(conn.slot) {
+        return;
+    }
+    aborted(conn);
+    if conn.role == HTTP_H2 {
+        http2::closed(conn, &id());
+    }
+    if conn.role == HTTP_H2C_PENDING {
+        h2c::closed(conn);
+    }
 }
 
 /// An HTTP/2 connection read at the socket, as user space knows it: its socket cookie.
@@ -104,8 +126,8 @@ fn socket_key(sk: *mut core::ffi::c_void) -> TlsKey {
 
 /// Counts the connection's pending request, if any, as aborted.
 #[inline(always)]
-pub fn aborted(conn: &HttpConn) {
-    if conn.pending != 0 && conn.epoch == window_epoch(conn.slot) {
+fn aborted(conn: &HttpConn) {
+    if conn.pending != 0 {
         let counter = if conn.role == HTTP_ROLE_SERVER {
             Counter::HttpServerAborted
         } else {
@@ -207,15 +229,13 @@ pub fn feed(
     if conn.role == HTTP_UPGRADED {
         return false;
     }
+    if conn.role == HTTP_H2C_PENDING {
+        h2c::next_io(slot, conn, incoming, &bytes, len as u64, id);
+        return true;
+    }
     let io_len = len;
-    let buf = match bytes.kind {
-        http2::BUFFER => bytes.at,
-        // The first iovec's base.
-        http2::IOVECS if bytes.count > 0 => match user::<u64>(bytes.at) {
-            Some(b) => b,
-            None => return false,
-        },
-        _ => return false,
+    let Some((buf, _)) = bytes.first_segment(len as u64) else {
+        return false;
     };
     // The rest of a response already read (its body, e.g. a large download) says nothing: its
     // bytes are not read at all.
@@ -270,6 +290,11 @@ pub fn feed(
     }
     // Carried bytes were used up (or dropped, if this I/O went the other way): store that too.
     let changed = on_data(slot, conn, incoming, p, len) || carried;
+    if conn.role == HTTP_H2C_PENDING {
+        // A `101` began in this I/O: what follows its head may be HTTP/2 frames.
+        h2c::after_101(slot, conn, incoming, &bytes, io_len as u64, id);
+        return true;
+    }
     // A connection older than the window that speaks HTTP/2: joined at a frame's start.
     if conn.role == 0 && have == 0 && joinable(p, len, io_len) {
         conn.role = HTTP_H2;
@@ -287,15 +312,9 @@ pub fn feed(
 /// True if `bytes` begin with HTTP/2's connection preface.
 #[inline(always)]
 fn starts_with_preface(bytes: &Bytes) -> bool {
-    let at = match bytes.kind {
-        http2::BUFFER => bytes.at,
-        http2::IOVECS if bytes.count > 0 => match user::<u64>(bytes.at) {
-            Some(b) => b,
-            None => return false,
-        },
-        _ => return false,
-    };
-    user::<[u8; 8]>(at).is_some_and(|w| u64::from_le_bytes(w) == H2_PREFACE.0)
+    bytes
+        .first_segment(u64::MAX)
+        .is_some_and(|(at, _)| http2::preface_at(at))
 }
 
 /// Where the syscall's data is in user memory, found through the thread's saved registers.
@@ -411,7 +430,17 @@ fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len
         return false;
     }
     // SAFETY: no argument, no memory.
-    let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(conn.start_ns);
+    let now = unsafe { bpf_ktime_get_ns() };
+    if status == 101 {
+        // Switched to HTTP/2 (`h2c`) or another protocol: the next bytes say which, and so
+        // whether this `101` is the response (`h2c.rs`).
+        conn.h2_side = conn.role;
+        conn.role = HTTP_H2C_PENDING;
+        conn.upgraded_ns = now;
+        conn.pending = 0;
+        return true;
+    }
+    let took = now.saturating_sub(conn.start_ns);
     record(
         HttpKey {
             slot,
@@ -426,8 +455,8 @@ fn on_data(slot: u32, conn: &mut HttpConn, incoming: bool, p: &[u8; PREFIX], len
         took,
     );
     conn.pending = 0;
-    if status == 101 || (conn.method == HTTP_METHOD_CONNECT && (200..300).contains(&status)) {
-        conn.role = HTTP_UPGRADED; // a tunnel or another protocol from here on
+    if conn.method == HTTP_METHOD_CONNECT && (200..300).contains(&status) {
+        conn.role = HTTP_UPGRADED; // a tunnel from here on
     }
     true
 }
@@ -448,7 +477,7 @@ static ZERO_STAT: HttpStat = HttpStat {
 };
 
 #[inline(always)]
-fn record(key: HttpKey, took_ns: u64) {
+pub fn record(key: HttpKey, took_ns: u64) {
     let stat = match HTTP_REQS.get_ptr_mut(&key) {
         Some(s) => s,
         None => {

@@ -18,7 +18,7 @@ use aya_ebpf::helpers::{
 };
 use recap_common::{
     Counter, H2Event, H2Framing, HttpConn, TlsKey, H2_CHUNK, H2_CLOSED, H2_FRAME_HEADER,
-    H2_SHIPPED_TYPES, H2_START, HTTP_H2,
+    H2_SHIPPED_TYPES, H2_START, H2_UPGRADED, HTTP_H2,
 };
 
 use crate::maps::{add, H2_WALKS, HTTP2_FRAMES};
@@ -96,6 +96,29 @@ impl Bytes {
             count: 0,
         }
     }
+
+    /// Where the I/O's first bytes are, and how many are there (of `len` in all): the
+    /// buffer, or the first iovec. None if they cannot be read.
+    #[inline(always)]
+    pub fn first_segment(&self, len: u64) -> Option<(u64, u64)> {
+        match self.kind {
+            BUFFER => Some((self.at, len)),
+            IOVECS if self.count > 0 => {
+                let (base, seg) = iovec(self.at)?;
+                Some((base, if seg < len { seg } else { len }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// True if HTTP/2's connection preface begins at `at` in user memory (its first 8 bytes).
+#[inline(always)]
+pub fn preface_at(at: u64) -> bool {
+    // SAFETY: the helper copies from a user address into a stack value and returns an error
+    // instead of faulting.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(at as *const [u8; 8]) }
+        .is_ok_and(|w| u64::from_le_bytes(w) == recap_common::parse::http::H2_PREFACE.0)
 }
 
 /// One I/O's walk, as `step` moves it on: the direction's framing (copied out of the
@@ -293,24 +316,44 @@ pub fn closed(conn: &HttpConn, id: &TlsKey) {
     if conn.role != HTTP_H2 {
         return;
     }
-    if let Some(mut event) = HTTP2_FRAMES.reserve::<H2Event>(0) {
-        // SAFETY: a reserved ring-buffer record the size of an `H2Event`, ours alone until it
-        // is submitted; its fields are integers, written before they are read.
-        let e = unsafe { &mut *event.as_mut_ptr() };
-        e.conn = *id;
-        // SAFETY: the clock helper takes no argument and touches no memory.
-        e.ts_ns = unsafe { bpf_ktime_get_ns() };
-        e.epoch = conn.epoch;
-        e.slot = conn.slot;
-        e.seq = 0;
-        e.incoming = 0;
-        e.side = conn.h2_side;
-        e.tls = conn.tls;
-        e._pad = [0; 2];
-        e.start = H2_CLOSED;
-        e.len = 0;
-        event.submit(submit_flags());
+    // SAFETY: the clock helper takes no argument and touches no memory.
+    notice(conn, id, H2_CLOSED, unsafe { bpf_ktime_get_ns() }, None);
+}
+
+/// Tells user space that a connection became HTTP/2 by `Upgrade: h2c` (`h2c.rs`): its
+/// request, begun at `start_ns`, is stream 1's.
+#[inline(always)]
+pub fn upgraded(conn: &HttpConn, id: &TlsKey) {
+    notice(conn, id, H2_UPGRADED, conn.start_ns, Some(conn.method));
+}
+
+/// An event of the connection itself (`start`: `H2_CLOSED`, `H2_UPGRADED`), with no frame
+/// data (one byte, `data[0]`, if given). A full ring buffer loses it, counted.
+#[inline(always)]
+fn notice(conn: &HttpConn, id: &TlsKey, start: u8, ts_ns: u64, data: Option<u8>) {
+    let Some(mut event) = HTTP2_FRAMES.reserve::<H2Event>(0) else {
+        add(conn.slot, Counter::Http2Lost, 1);
+        return;
+    };
+    // SAFETY: a reserved ring-buffer record the size of an `H2Event`, ours alone until it is
+    // submitted; its fields are integers, written before they are read.
+    let e = unsafe { &mut *event.as_mut_ptr() };
+    e.conn = *id;
+    e.ts_ns = ts_ns;
+    e.epoch = conn.epoch;
+    e.slot = conn.slot;
+    e.seq = 0;
+    e.incoming = 0;
+    e.side = conn.h2_side;
+    e.tls = conn.tls;
+    e._pad = [0; 2];
+    e.start = start;
+    e.len = 0;
+    if let Some(byte) = data {
+        e.data[0] = byte;
+        e.len = 1;
     }
+    event.submit(submit_flags());
 }
 
 /// Hands `n` bytes at the walk's position (after `frame`, a frame header, if given) to user

@@ -184,8 +184,7 @@ pub fn recap_tls_free(ctx: ProbeContext) -> u32 {
     // SAFETY: the state is copied at once (plain integers), before the element is removed.
     if let Some(conn) = unsafe { HTTPS_CONNS.get(&session) }.copied() {
         let _ = HTTPS_CONNS.remove(&session);
-        super::http::aborted(&conn);
-        http2::closed(&conn, &session);
+        super::http::ended(&conn, || session);
     }
     0
 }

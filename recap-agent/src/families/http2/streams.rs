@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use recap_common::{Counter, H2Event, H2_CLOSED, H2_START, HTTP_METHODS, HTTP_ROLE_SERVER};
+use recap_common::{
+    Counter, H2Event, H2_CLOSED, H2_START, H2_UPGRADED, HTTP_METHODS, HTTP_ROLE_SERVER,
+};
 
 use super::{
     hpack::{Decoder, Field},
@@ -137,6 +139,10 @@ impl Conn {
             self.end(tally);
             return true;
         }
+        if e.start == H2_UPGRADED {
+            self.upgraded(e);
+            return false;
+        }
         if self.rejected {
             return false;
         }
@@ -187,6 +193,29 @@ impl Conn {
             tally,
         );
         false
+    }
+
+    /// The connection became HTTP/2 by `Upgrade: h2c`: its HTTP/1.1 request (counted as
+    /// started by the kernel, which read it) is stream 1's, answered on it.
+    fn upgraded(&mut self, e: &H2Event) {
+        let method = HTTP_METHODS
+            .get(e.data[0] as usize)
+            .copied()
+            .filter(|m| !m.is_empty())
+            .unwrap_or(UNKNOWN);
+        self.first_request.get_or_insert(1);
+        self.streams.insert(
+            1,
+            Stream {
+                start_ns: e.ts_ns,
+                method,
+                path: None,
+                // gRPC never upgrades: it speaks HTTP/2 from its first byte.
+                grpc: Some(false),
+                deadline_ns: None,
+                answered: false,
+            },
+        );
     }
 
     fn on_frame(&mut self, d: usize, f: Frame, ts: u64, tally: &mut Tally) {
@@ -722,6 +751,35 @@ mod tests {
         assert_eq!(s.grpc.count(true, "echo.Echo/Say", Some(5)), 1);
         assert_eq!(s.grpc.count(true, "echo.Echo/Slow", Some(4)), 1, "deadline");
         assert_eq!(s.grpc.count(true, "echo.Echo/Slow", Some(14)), 1, "refused");
+    }
+
+    #[test]
+    fn an_upgraded_request_is_answered_on_stream_1() {
+        let mut w = Wire { seq: [0, 0], ts: 0 };
+        let mut tally = Tally::new(1);
+        // `GET` (method 1) upgraded by `Upgrade: h2c` (no frame of its own, no sequence
+        // number), answered 404 on stream 1; then stream 3, a GET answered 200.
+        let mut upgraded = w.event(false, H2_UPGRADED, &[1]);
+        upgraded.seq = 0;
+        w.seq = [0, 0];
+        let mut events = vec![upgraded];
+        events.extend(w.frame(false, HEADERS, END_HEADERS, 1, &[0x8d])); // :status 404
+        events.extend(w.frame(true, HEADERS, END_HEADERS | END_STREAM, 3, &[0x82, 0x84]));
+        events.extend(w.frame(false, HEADERS, END_HEADERS, 3, &[0x88]));
+        let mut conn = Conn::new(&events[0]);
+        for e in &events {
+            assert!(!conn.on_event(e, &mut tally));
+        }
+        let mut counts = RawCounts::zeroed();
+        tally.merge_into(&mut counts);
+        let s = summarise(&counts);
+        // The upgraded request was counted as started by the kernel, which read it.
+        assert_eq!(s.server.started, 1);
+        assert_eq!(s.server.count("GET", 404), 1, "{:?}", s.server.requests);
+        assert_eq!(s.server.count("GET", 200), 1, "{:?}", s.server.requests);
+        assert_eq!(s.server.completed, 2);
+        assert_eq!(s.unmatched_responses, 0);
+        assert_eq!(s.http2.unknown_fields, 0);
     }
 
     #[test]
