@@ -1,7 +1,8 @@
 //! `mem` against ground truth: page faults equal the kernel's own per-process counts
 //! (`/proc/PID/stat` `minflt`/`majflt`, read while the process is idle before and after), a
 //! process outside the target counts 0; an OOM kill in a container with a memory limit is
-//! counted once, with its victim, and the container's memory cgroup is read for usage.
+//! counted once, with its victim, and the container's memory cgroup is read for usage; the
+//! faults in a container equal the kernel's count too.
 
 use std::process::{Command, Stdio};
 
@@ -108,6 +109,74 @@ fn page_faults_of_a_process_that_exited_in_the_window_are_counted() {
         s["mem"]
     );
     drop(shell);
+    assert_no_residue();
+}
+
+/// (minflt + cminflt, majflt + cmajflt) of a process: its own faults and its waited-for
+/// children's.
+fn faults_with_children(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(7)
+        .take(4)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (f[0] + f[1], f[2] + f[3])
+}
+
+/// In a container: a shell in it (started before the window: the target's already) runs
+/// busybox dd, which touches a fresh 4 MiB buffer and exits, three times; the window's faults
+/// equal what the kernel counted for the shell and its exited children, read from the host's
+/// /proc while the shell is idle before and after.
+#[test]
+fn page_faults_in_a_container_equal_the_kernels_count() {
+    if !require_root() {
+        return;
+    }
+    let app = AppContainer::run("recap-mem-faults");
+    let mut shell = Client::start({
+        let mut cmd = Command::new("docker");
+        cmd.args(["exec", "-i", &app.id, "/bin/busybox", "sh", "-c"]);
+        cmd.arg(
+            "echo ready; while read l; do \
+             /bin/busybox dd if=/dev/zero of=/dev/null bs=4M count=1 2>/dev/null; echo done; done",
+        );
+        cmd
+    });
+    // The shell's PID on the host: the container's process that is not its init.
+    let cgroup_procs = {
+        let line = std::fs::read_to_string(format!("/proc/{}/cgroup", app.pid())).unwrap();
+        let path = line
+            .lines()
+            .find_map(|l| l.split_once(":memory:"))
+            .map(|(_, p)| p.to_string())
+            .expect("a memory cgroup");
+        format!("/sys/fs/cgroup/memory{path}/cgroup.procs")
+    };
+    let others: Vec<u32> = std::fs::read_to_string(&cgroup_procs)
+        .unwrap()
+        .lines()
+        .map(|p| p.parse().unwrap())
+        .filter(|p| *p != app.pid())
+        .collect();
+    assert_eq!(others.len(), 1, "init and the shell only: {others:?}");
+    let sh = others[0];
+    let before = faults_with_children(sh);
+    let run = RecapRun::armed_window(&["--container", &app.name], "mem");
+    for _ in 0..3 {
+        assert_eq!(shell.go(), "done");
+    }
+    let (s, err) = run.interrupt();
+    let after = faults_with_children(sh);
+    let mem = &s["mem"];
+    let (minor, major) = (after.0 - before.0, after.1 - before.1);
+    assert!(minor >= 3 * 1024, "4 MiB touched three times: {minor}");
+    assert_eq!(mem["minor_faults"], minor, "{mem:#}\n{err}");
+    assert_eq!(mem["major_faults"], major, "{mem:#}");
+    drop(shell);
+    drop(app);
     assert_no_residue();
 }
 
