@@ -399,6 +399,26 @@ pub fn u(v: &serde_json::Value, path: &str) -> u64 {
         .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
 }
 
+/// One side of a window's `http` summary as `"GET 200 2" -> n` (method, status, HTTP version).
+pub fn requests_by_version(side: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    side["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                format!(
+                    "{} {} {}",
+                    g["method"].as_str().unwrap(),
+                    g["status"],
+                    g["version"].as_str().unwrap()
+                ),
+                g["duration"]["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Parses recap's JSON summary.
 pub fn summary(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))

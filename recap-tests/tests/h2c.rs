@@ -8,7 +8,6 @@
 use std::{collections::BTreeMap, path::PathBuf, process::Command};
 
 use recap_tests::{scripted::Listening, *};
-use serde_json::Value;
 
 /// Apache httpd on 127.0.0.1:`port`, serving `index.html` (200) and nothing else (404), in
 /// the foreground (`-X`: one process), in `cg` if given. The worker MPM: with the event MPM,
@@ -61,26 +60,6 @@ fn curl_h2c(cg: Option<&TestCgroup>, port: u16, paths: &[&str]) -> BTreeMap<Stri
     got
 }
 
-/// The summary's requests of one side: `"GET 200 2"` -> n.
-fn counted(side: &Value) -> BTreeMap<String, u64> {
-    side["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| {
-            (
-                format!(
-                    "{} {} {}",
-                    g["method"].as_str().unwrap(),
-                    g["status"],
-                    g["version"].as_str().unwrap()
-                ),
-                g["duration"]["count"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 const PATHS: [&str; 5] = [
     "/index.html",
     "/missing",
@@ -109,7 +88,11 @@ fn apache_upgraded_to_h2c_in_the_target_is_counted_exactly() {
     assert_eq!(got, expected_h2(), "curl did not upgrade");
     let (s, err) = run.interrupt();
     let http = &s["http"];
-    assert_eq!(counted(&http["server"]), expected_h2(), "{http:#}\n{err}");
+    assert_eq!(
+        requests_by_version(&http["server"]),
+        expected_h2(),
+        "{http:#}\n{err}"
+    );
     assert_eq!(http["server"]["started"], 5, "{http:#}");
     assert_eq!(http["server"]["in_flight"], 0, "{http:#}");
     assert_eq!(http["interim_responses"], 1, "the 101: {http:#}");
@@ -136,7 +119,11 @@ fn curl_upgrading_to_h2c_in_the_target_is_counted_exactly() {
     assert_eq!(curl_h2c(None, server.port, &PATHS), expected_h2());
     let (s, err) = run.interrupt();
     let http = &s["http"];
-    assert_eq!(counted(&http["client"]), expected_h2(), "{http:#}\n{err}");
+    assert_eq!(
+        requests_by_version(&http["client"]),
+        expected_h2(),
+        "{http:#}\n{err}"
+    );
     assert_eq!(http["client"]["started"], 5, "{http:#}");
     assert_eq!(http["interim_responses"], 1, "the 101: {http:#}");
     assert_eq!(http["http2"]["connections"], 1, "{http:#}");
@@ -228,7 +215,11 @@ print(got.split(b' ')[1].decode())
     let http = &s["http"];
     let want: BTreeMap<String, u64> =
         [("GET 101 1.1".to_string(), 1), ("GET 200 2".to_string(), 1)].into();
-    assert_eq!(counted(&http["server"]), want, "{http:#}\n{err}");
+    assert_eq!(
+        requests_by_version(&http["server"]),
+        want,
+        "{http:#}\n{err}"
+    );
     assert_eq!(http["interim_responses"], 1, "h2c's 101: {http:#}");
     assert_eq!(http["http2"]["connections"], 1, "{http:#}");
     assert_eq!(http["http2"]["unknown_fields"], 0, "{http:#}");
