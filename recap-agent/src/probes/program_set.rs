@@ -155,6 +155,7 @@ impl ProgramSet {
     /// nothing: on failure the hooks taken by this call are released. Returns the programs
     /// taken, for `release`.
     pub fn acquire(&mut self, hooks: &[TaskHook]) -> Result<Vec<&'static str>, String> {
+        self.verify_in_parallel(hooks);
         let mut taken = Vec::new();
         for hook in hooks {
             match self.acquire_one(hook) {
@@ -168,6 +169,48 @@ impl ProgramSet {
             }
         }
         Ok(taken)
+    }
+
+    /// Loads the BTF-typed programs of `hooks` that no window holds yet, each on a thread of
+    /// its own: the kernel verifies a program in the thread that loads it, and `http`'s two
+    /// socket programs take ~150 and ~125 ms to verify here, the largest part of a one-shot
+    /// arm. What fails here is left unloaded, and `acquire_one` loads it again and says why.
+    fn verify_in_parallel(&mut self, hooks: &[TaskHook]) {
+        let wanted: Vec<(&str, &str)> = hooks
+            .iter()
+            .filter(|h| h.btf_typed && !self.hooks.contains_key(h.program))
+            .map(|h| (h.program, h.tracepoint))
+            .collect();
+        if wanted.len() < 2 {
+            return;
+        }
+        if self.kernel_btf.is_none() {
+            match Btf::from_sys_fs() {
+                Ok(btf) => self.kernel_btf = Some(btf),
+                Err(_) => return, // `acquire_one` says why
+            }
+        }
+        let Some(btf) = &self.kernel_btf else { return };
+        let programs: Vec<(&str, &mut BtfTracePoint)> = self
+            .ebpf
+            .programs_mut()
+            .filter_map(|(name, program)| {
+                let (_, tracepoint) = wanted.iter().find(|(n, _)| *n == name)?;
+                let program: &mut BtfTracePoint = program.try_into().ok()?;
+                Some((*tracepoint, program))
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for (tracepoint, program) in programs {
+                let spawned = std::thread::Builder::new()
+                    .name("recap-verify".into())
+                    .spawn_scoped(scope, move || {
+                        let _ = program.load(tracepoint, btf);
+                    });
+                // No thread: loaded one after the other by `acquire_one`.
+                drop(spawned);
+            }
+        });
     }
 
     fn acquire_one(&mut self, hook: &TaskHook) -> Result<(), String> {

@@ -28,6 +28,7 @@ const SETTINGS: u8 = 4;
 
 /// The `101`'s own I/O (`len` bytes): if frames follow its head in it (a server that writes
 /// its SETTINGS with the `101`), they decide now; if the head ends it, the next I/O does.
+/// True if this I/O's bytes are now HTTP/2 frames to walk (past the head).
 #[inline(always)]
 pub fn after_101(
     slot: u32,
@@ -35,23 +36,27 @@ pub fn after_101(
     incoming: bool,
     bytes: &Bytes,
     len: u64,
-    id: impl FnOnce() -> TlsKey,
-) {
+    id: &impl Fn() -> TlsKey,
+) -> bool {
     let Some((at, seg_len)) = bytes.first_segment(len) else {
         not_h2c(conn);
-        return;
+        return false;
     };
     match head_end(at, seg_len) {
-        Some(head) if head == len => {}
+        Some(head) if head == len => false,
         Some(head) if head < seg_len && settings_at(at + head) => {
-            become_h2(slot, conn, incoming, bytes, len, head, id)
+            become_h2(slot, conn, incoming, head, id);
+            true
         }
         // Not found in the bytes searched, or something else after it.
-        _ => not_h2c(conn),
+        _ => {
+            not_h2c(conn);
+            false
+        }
     }
 }
 
-/// The connection's first I/O after its `101`.
+/// The connection's first I/O after its `101`. True if its bytes are HTTP/2 frames to walk.
 #[inline(always)]
 pub fn next_io(
     slot: u32,
@@ -59,8 +64,8 @@ pub fn next_io(
     incoming: bool,
     bytes: &Bytes,
     len: u64,
-    id: impl FnOnce() -> TlsKey,
-) {
+    id: &impl Fn() -> TlsKey,
+) -> bool {
     let responses_in = conn.h2_side == HTTP_ROLE_CLIENT;
     let h2 = match bytes.first_segment(len) {
         Some((at, _)) if incoming == responses_in => settings_at(at),
@@ -68,10 +73,11 @@ pub fn next_io(
         None => false,
     };
     if h2 {
-        become_h2(slot, conn, incoming, bytes, len, 0, id);
+        become_h2(slot, conn, incoming, 0, id);
     } else {
         not_h2c(conn);
     }
+    h2
 }
 
 /// The connection ends before its bytes said what followed its `101`: that was its response.
@@ -83,17 +89,9 @@ pub fn closed(conn: &HttpConn) {
 
 /// HTTP/2 from here: the request direction starts with the client's preface (still to come,
 /// or at this I/O's start), the response direction at a frame, `skip` bytes into this I/O if
-/// it is that direction's.
+/// it is that direction's. The caller walks this I/O.
 #[inline(always)]
-fn become_h2(
-    slot: u32,
-    conn: &mut HttpConn,
-    incoming: bool,
-    bytes: &Bytes,
-    len: u64,
-    skip: u64,
-    id: impl FnOnce() -> TlsKey,
-) {
+fn become_h2(slot: u32, conn: &mut HttpConn, incoming: bool, skip: u64, id: &impl Fn() -> TlsKey) {
     let responses_in = conn.h2_side == HTTP_ROLE_CLIENT;
     let (requests, responses) = if responses_in { (0, 1) } else { (1, 0) };
     // Field by field: a whole-array store is a `memset`, whose returned stack pointer LLVM
@@ -112,9 +110,7 @@ fn become_h2(
     conn.role = HTTP_H2;
     add(slot, Counter::HttpInterim, 1);
     add(slot, Counter::HttpH2Connections, 1);
-    let key = id();
-    http2::upgraded(conn, &key);
-    http2::walk(conn, &key, incoming, bytes, len);
+    http2::upgraded(conn, &id());
 }
 
 /// No HTTP/2 after the `101`: it answered the request, and what follows is not HTTP.
