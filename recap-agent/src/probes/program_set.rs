@@ -184,11 +184,9 @@ impl ProgramSet {
         if wanted.len() < 2 {
             return;
         }
-        if self.kernel_btf.is_none() {
-            match Btf::from_sys_fs() {
-                Ok(btf) => self.kernel_btf = Some(btf),
-                Err(_) => return, // `acquire_one` says why
-            }
+        // Without it `acquire_one` says why.
+        if self.read_kernel_btf(wanted[0].0).is_err() {
+            return;
         }
         let Some(btf) = &self.kernel_btf else { return };
         let programs: Vec<(&str, &mut BtfTracePoint)> = self
@@ -213,6 +211,17 @@ impl ProgramSet {
         });
     }
 
+    /// Reads the running kernel's BTF into `kernel_btf` unless it is there (the typed
+    /// tracepoints' programs load against it), for `program`'s sake.
+    fn read_kernel_btf(&mut self, program: &str) -> Result<(), String> {
+        if self.kernel_btf.is_none() {
+            let btf = Btf::from_sys_fs()
+                .map_err(|e| format!("reading the kernel's BTF for {program}: {e}"))?;
+            self.kernel_btf = Some(btf);
+        }
+        Ok(())
+    }
+
     fn acquire_one(&mut self, hook: &TaskHook) -> Result<(), String> {
         if let Some(shared) = self.hooks.get_mut(hook.program) {
             shared.users += 1;
@@ -228,12 +237,8 @@ impl ProgramSet {
         };
         let t = std::time::Instant::now();
         let link = if hook.btf_typed {
-            if self.kernel_btf.is_none() {
-                let btf = Btf::from_sys_fs()
-                    .map_err(|e| format!("reading the kernel's BTF for {program}: {e}"))?;
-                self.kernel_btf = Some(btf);
-            }
-            let btf = self.kernel_btf.take().expect("just set");
+            self.read_kernel_btf(program)?;
+            let btf = self.kernel_btf.take().expect("just read");
             let prog: Result<&mut BtfTracePoint, String> = self.program(program);
             let loaded = prog.and_then(|prog| {
                 match prog.load(hook.tracepoint, &btf) {

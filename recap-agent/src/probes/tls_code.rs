@@ -338,9 +338,7 @@ const PROLOGUE_BYTES: u64 = 64;
 impl Function {
     /// The function at `address` (a call's target), with no size.
     fn at<'a, R: object::ReadRef<'a>>(obj: &object::File<'a, R>, address: u64) -> Option<Self> {
-        let section = obj
-            .sections()
-            .find(|s| (s.address()..s.address() + s.size()).contains(&address))?;
+        let section = section_at(obj, address)?;
         let (file_start, _) = section.file_range()?;
         Some(Function {
             address,
@@ -363,9 +361,7 @@ impl Function {
         } else {
             self.size
         };
-        let section = obj
-            .sections()
-            .find(|s| (s.address()..s.address() + s.size()).contains(&self.address))?;
+        let section = section_at(obj, self.address)?;
         let available = section.address() + section.size() - self.address;
         section
             .data_range(self.address, len.min(available))
@@ -387,6 +383,15 @@ impl Function {
     fn cheapest_entry<'a, R: object::ReadRef<'a>>(&self, obj: &object::File<'a, R>) -> u64 {
         self.entry_point(obj).unwrap_or(self.offset)
     }
+}
+
+/// The section of an ELF file that holds `address`.
+fn section_at<'a, 'b, R: object::ReadRef<'a>>(
+    obj: &'b object::File<'a, R>,
+    address: u64,
+) -> Option<object::Section<'a, 'b, R>> {
+    obj.sections()
+        .find(|s| (s.address()..s.address() + s.size()).contains(&address))
 }
 
 /// The functions `http` probes in a file that has them.

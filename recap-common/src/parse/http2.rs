@@ -1,5 +1,6 @@
 //! HTTP/2 frame headers (RFC 9113 §4.1): where a connection whose preface came before the
-//! window can be joined (`recap-ebpf/src/probes/http2.rs` walks the frames).
+//! window can be joined, and the SETTINGS that start one after `Upgrade: h2c`
+//! (`recap-ebpf/src/probes/http2.rs` walks the frames, `h2c.rs` follows the upgrade).
 
 use crate::{H2_FRAME_HEADER, HTTP_PREFIX};
 
@@ -16,7 +17,7 @@ pub fn joinable(p: &[u8; HTTP_PREFIX], len: usize, io_len: usize) -> bool {
     if len < H2_FRAME_HEADER {
         return false;
     }
-    let length = (p[0] as usize) << 16 | (p[1] as usize) << 8 | p[2] as usize;
+    let length = frame_length(p);
     let (kind, flags) = (p[3], p[4]);
     if p[5] & 0x80 != 0 || length > DEFAULT_MAX_FRAME || H2_FRAME_HEADER + length > io_len {
         return false;
@@ -34,6 +35,24 @@ pub fn joinable(p: &[u8; HTTP_PREFIX], len: usize, io_len: usize) -> bool {
         8 => length == 4 && flags == 0,
         _ => false,
     }
+}
+
+/// A frame header's payload length: its first three bytes, big-endian.
+#[inline(always)]
+fn frame_length(h: &[u8]) -> usize {
+    (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize
+}
+
+/// True if `h` is the header of a SETTINGS frame that can open a side's HTTP/2 (RFC 9113
+/// §6.5): not an ACK, on stream 0, a whole number of 6-byte settings in one default-size frame.
+#[inline(always)]
+pub fn is_settings(h: &[u8; H2_FRAME_HEADER]) -> bool {
+    let length = frame_length(h);
+    h[3] == 4
+        && h[4] & 1 == 0
+        && h[5..9] == [0; 4]
+        && length.is_multiple_of(6)
+        && length <= DEFAULT_MAX_FRAME
 }
 
 #[cfg(test)]
@@ -125,5 +144,22 @@ mod tests {
         // Above the default SETTINGS_MAX_FRAME_SIZE (16,384).
         assert!(whole(16_384, 7, 0, 0));
         assert!(!whole(16_385, 7, 0, 0));
+    }
+
+    #[test]
+    fn settings_that_open_a_side_are_told_from_other_frames() {
+        // Apache's after its 101: SETTINGS with one setting (6 bytes), then an empty one.
+        assert!(is_settings(&[0, 0, 6, 4, 0, 0, 0, 0, 0]));
+        assert!(is_settings(&[0, 0, 0, 4, 0, 0, 0, 0, 0]));
+        assert!(!is_settings(&[0, 0, 0, 4, 1, 0, 0, 0, 0]), "an ACK");
+        assert!(!is_settings(&[0, 0, 6, 4, 0, 0, 0, 0, 1]), "on a stream");
+        assert!(
+            !is_settings(&[0, 0, 5, 4, 0, 0, 0, 0, 0]),
+            "not whole settings"
+        );
+        assert!(!is_settings(&[0, 0x40, 2, 4, 0, 0, 0, 0, 0]), "over 16384");
+        assert!(!is_settings(&[0, 0, 6, 1, 4, 0, 0, 0, 1]), "HEADERS");
+        // A WebSocket's text frame "hello" and what follows it.
+        assert!(!is_settings(&[0x81, 5, b'h', b'e', b'l', b'l', b'o', 0, 0]));
     }
 }

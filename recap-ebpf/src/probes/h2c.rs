@@ -12,7 +12,10 @@ use aya_ebpf::helpers::{
     bpf_probe_read_user,
     generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
 };
-use recap_common::{Counter, HttpConn, HttpKey, TlsKey, HTTP_H2, HTTP_ROLE_CLIENT, HTTP_UPGRADED};
+use recap_common::{
+    parse::http2::is_settings, Counter, HttpConn, HttpKey, TlsKey, H2_FRAME_HEADER, HTTP_H2,
+    HTTP_ROLE_CLIENT, HTTP_UPGRADED,
+};
 
 use super::{
     http::record,
@@ -23,8 +26,6 @@ use crate::maps::{add, H2C_HEADS};
 /// Bytes at the start of a `101`'s I/O searched for the end of its head (`\r\n\r\n`): frames
 /// the server wrote with it come after that.
 pub const HEAD_MAX: usize = 256;
-/// HTTP/2's SETTINGS frame type.
-const SETTINGS: u8 = 4;
 
 /// The `101`'s own I/O (`len` bytes): if frames follow its head in it (a server that writes
 /// its SETTINGS with the `101`), they decide now; if the head ends it, the next I/O does.
@@ -132,21 +133,13 @@ fn not_h2c(conn: &mut HttpConn) {
     conn.h2_side = 0;
 }
 
-/// Whether a SETTINGS frame's header is at `at` in user memory: not an ACK, on stream 0, a
-/// whole number of 6-byte settings.
+/// Whether a SETTINGS frame that opens a side's HTTP/2 begins at `at` in user memory.
 #[inline(always)]
 fn settings_at(at: u64) -> bool {
     // SAFETY: the helper copies from a user address into a stack value and returns an error
     // instead of faulting.
-    let Ok(h) = (unsafe { bpf_probe_read_user(at as *const [u8; 9]) }) else {
-        return false;
-    };
-    let length = (h[0] as u32) << 16 | (h[1] as u32) << 8 | h[2] as u32;
-    h[3] == SETTINGS
-        && h[4] & 1 == 0
-        && h[5..9] == [0; 4]
-        && length.is_multiple_of(6)
-        && length <= 16384
+    unsafe { bpf_probe_read_user(at as *const [u8; H2_FRAME_HEADER]) }
+        .is_ok_and(|h| is_settings(&h))
 }
 
 /// This CPU's search of a `101`'s head (`H2C_HEADS`): the bytes, how many, what was found.
