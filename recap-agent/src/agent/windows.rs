@@ -503,20 +503,29 @@ impl LiveChannel {
 impl WindowObserver for LiveChannel {
     fn tick(&mut self, elapsed: Duration, counts: &RawCounts, window: &ArmedWindow) {
         // Lines only while someone watches or waits (the agent keeps one receiver per open
-        // window): rendering them for every window every second was part of what idle windows
-        // cost the agent. A new watcher sees them from the next tick.
-        let lines = self
-            .watched()
-            .then(|| render(elapsed, self.duration, counts, &window.families));
+        // window): rendering and waking for every window every second was part of what idle
+        // windows cost the agent. Unwatched, the elapsed time is kept without a wake-up; a new
+        // watcher sees the lines from the next tick.
+        if !self.watched() {
+            self.tx.send_if_modified(|l| {
+                l.elapsed = elapsed;
+                false
+            });
+            return;
+        }
+        let lines = render(elapsed, self.duration, counts, &window.families);
         self.tx.send_modify(|l| {
-            if let Some(lines) = lines {
-                l.lines = lines;
-            }
+            l.lines = lines;
             l.elapsed = elapsed;
         });
     }
 
     fn wants_snapshots(&self) -> bool {
+        self.watched()
+    }
+
+    /// Someone watching sees every second's counts, idle window or not.
+    fn due(&self) -> bool {
         self.watched()
     }
 

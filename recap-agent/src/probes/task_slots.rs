@@ -125,7 +125,12 @@ impl TaskSlots {
             return (0, 0); // cgroup gone: the window ends on its own
         };
         // recap's own threads are never a target: counting them would measure the measurer.
-        let own = own_threads();
+        // (Listed only when the cgroup holds threads: most idle targets are empty.)
+        let own = if wanted.is_empty() {
+            BTreeSet::new()
+        } else {
+            own_threads()
+        };
         let wanted: BTreeSet<u32> = wanted
             .into_iter()
             .filter(|tid| !own.contains(tid))

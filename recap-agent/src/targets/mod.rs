@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod liveness;
 pub mod pod;
 
 #[cfg(test)]

@@ -116,6 +116,11 @@ impl WindowObserver for LiveView {
         self.show(&lines);
     }
 
+    /// A person reads this line: every second's counts, idle window or not.
+    fn due(&self) -> bool {
+        true
+    }
+
     fn closed(&mut self, summary: &WindowSummary) {
         self.finish();
         if self.echo_warnings {
