@@ -47,14 +47,6 @@ fn printed_io(logs: &str, when: &str, key: &str) -> Option<u64> {
         .map(|v| v.trim().parse().unwrap())
 }
 
-fn logs(app: &AppContainer) -> String {
-    let out = Command::new("docker")
-        .args(["logs", &app.id])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn direct_io_of_a_container_is_counted_exactly_and_outside_is_0() {
     if !require_root() {
@@ -106,7 +98,7 @@ fn direct_io_of_a_container_is_counted_exactly_and_outside_is_0() {
         .expect("the container's fifo");
     let deadline = Instant::now() + Duration::from_secs(60);
     let printed = loop {
-        let printed = logs(&app);
+        let (_, printed) = recap_harness::docker::cli(&["logs", &app.id]);
         if printed_io(&printed, "after", "cancelled_write_bytes").is_some() {
             break printed;
         }

@@ -7,13 +7,9 @@
 //! polling that file flags an error once it is removed, or when its contents changed since it
 //! was last read; only then is the directory looked in (a lookup in kernfs costs ~8× a poll).
 
-use std::{
-    ffi::CString,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    os::unix::ffi::OsStrExt,
-};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::{cgroup, Target, TargetSpec};
+use super::{Target, TargetSpec};
 
 pub struct Liveness {
     kind: Kind,
@@ -44,19 +40,7 @@ impl Liveness {
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Kind::Gone,
                 Err(_) => Kind::ByPath(Box::new(target.clone())),
             },
-            None => match (
-                open_path_dir(&target.cgroup_dir),
-                std::fs::File::open(target.cgroup_dir.join("cgroup.events")),
-            ) {
-                // What was opened is the target's only if it is still the same cgroup.
-                (Ok(dir), Ok(events))
-                    if cgroup::cgroup_id(&target.cgroup_dir).ok() == Some(target.cgroup_id) =>
-                {
-                    Kind::Cgroup { dir, events }
-                }
-                (Ok(_), Err(_)) => Kind::ByPath(Box::new(target.clone())),
-                _ => Kind::Gone,
-            },
+            None => cgroup_handles(target),
         };
         Liveness { kind }
     }
@@ -116,26 +100,42 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn open_path_dir(dir: &std::path::Path) -> std::io::Result<OwnedFd> {
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: a NUL-terminated path; O_PATH opens no file content.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+/// The cgroup's directory (`O_PATH`) and its `cgroup.events`, opened in that directory: both
+/// are the target's only if the directory is still the cgroup the window resolved.
+fn cgroup_handles(target: &Target) -> Kind {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let Ok(dir) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&target.cgroup_dir)
+    else {
+        return Kind::Gone;
+    };
+    if dir.metadata().map(|m| m.ino()).ok() != Some(target.cgroup_id) {
+        return Kind::Gone;
+    }
+    // SAFETY: a NUL-terminated name relative to a directory descriptor we hold.
+    let events = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c"cgroup.events".as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    if events < 0 {
+        return Kind::ByPath(Box::new(target.clone()));
     }
-    // SAFETY: as above.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Kind::Cgroup {
+        dir: dir.into(),
+        // SAFETY: a descriptor the kernel just returned, owned by no one else.
+        events: unsafe { std::fs::File::from_raw_fd(events) },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::targets::cgroup;
 
     #[test]
     fn a_child_process_is_alive_until_it_exits() {
