@@ -18,25 +18,54 @@ pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
     parse_cgroup2_mount(&mountinfo).ok_or(TargetError::NoCgroup2Mount)
 }
 
-/// How long a read of the mount table serves: the families' cgroup figures look up mounts
-/// for every window every second, and the kernel formats the whole table for each read.
-const MOUNTINFO_FOR: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// `/proc/self/mountinfo`, read again when the last read is older than `MOUNTINFO_FOR`.
-fn mountinfo() -> std::io::Result<std::sync::Arc<str>> {
+/// A number that changes when the agent's mount table does: the families' cgroup figures look
+/// up mounts for every window at each read, and the kernel formats the whole table for each
+/// read of it, so what was found in it is kept until then. Polling an open
+/// `/proc/self/mountinfo` flags a change since the last poll (`mounts_poll`); without that file,
+/// the number moves every 10 s instead.
+fn mount_generation() -> u64 {
     use std::{
-        sync::{Arc, Mutex},
+        os::fd::AsRawFd,
+        sync::{LazyLock, Mutex},
         time::Instant,
     };
-    static CACHE: Mutex<Option<(Instant, Arc<str>)>> = Mutex::new(None);
+    static WATCH: LazyLock<Option<fs::File>> =
+        LazyLock::new(|| fs::File::open("/proc/self/mountinfo").ok());
+    static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
+    static GENERATION: Mutex<u64> = Mutex::new(0);
+    let Some(watch) = WATCH.as_ref() else {
+        return STARTED.elapsed().as_secs() / 10;
+    };
+    let mut poll = libc::pollfd {
+        fd: watch.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // Under the lock: the poll clears the flag it reports.
+    let mut generation = GENERATION.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: one pollfd, valid for the call; a timeout of 0 never blocks.
+    let changed = unsafe { libc::poll(&mut poll, 1, 0) } == 1
+        && poll.revents & (libc::POLLPRI | libc::POLLERR) != 0;
+    // The first call counts as a change: nothing was read before it.
+    if changed || *generation == 0 {
+        *generation += 1;
+    }
+    *generation
+}
+
+/// `/proc/self/mountinfo`, read again when the mount table has changed since the last read.
+fn mountinfo() -> std::io::Result<std::sync::Arc<str>> {
+    use std::sync::{Arc, Mutex};
+    static CACHE: Mutex<Option<(u64, Arc<str>)>> = Mutex::new(None);
+    let generation = mount_generation();
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((at, text)) = cache.as_ref() {
-        if at.elapsed() < MOUNTINFO_FOR {
+        if *at == generation {
             return Ok(text.clone());
         }
     }
     let text: Arc<str> = fs::read_to_string("/proc/self/mountinfo")?.into();
-    *cache = Some((Instant::now(), text.clone()));
+    *cache = Some((generation, text.clone()));
     Ok(text)
 }
 
@@ -99,31 +128,34 @@ fn mount_root_of(mount_point: &Path) -> String {
 /// On a hybrid host, the directory of the v1 hierarchy with `controller` at the path the v2
 /// directory `dir` has (Docker and systemd make matching paths in every hierarchy): where the
 /// target's memory or CPU limits are kept. `None` for the v2 root (that is the host).
-/// Found at most every `MOUNTINFO_FOR` per (directory, controller): families ask for every
-/// window every second.
+/// Found once per (directory, controller) until the mount table changes: families ask for
+/// every window at each read.
 pub fn v1_dir_at_same_path(dir: &Path, controller: &str) -> Option<PathBuf> {
-    use std::{collections::HashMap, sync::Mutex, time::Instant};
-    type Found = HashMap<(PathBuf, String), (Instant, Option<PathBuf>)>;
-    static CACHE: Mutex<Option<Found>> = Mutex::new(None);
+    use std::{collections::HashMap, sync::Mutex};
+    type Found = HashMap<(PathBuf, String), Option<PathBuf>>;
+    static CACHE: Mutex<Option<(u64, Found)>> = Mutex::new(None);
+    let generation = mount_generation();
     let key = (dir.to_path_buf(), controller.to_string());
     {
         let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, found)) = cache.as_ref().and_then(|c| c.get(&key)) {
-            if at.elapsed() < MOUNTINFO_FOR {
-                return found.clone();
+        if let Some((at, found)) = cache.as_ref() {
+            if *at == generation {
+                if let Some(found) = found.get(&key) {
+                    return found.clone();
+                }
             }
         }
     }
     let found = find_v1_dir_at_same_path(dir, controller);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let cache = cache.get_or_insert_with(HashMap::new);
-    // Bounded: what has expired goes before a new entry is kept.
-    if cache.len() >= 4096 {
-        cache.retain(|_, (at, _)| at.elapsed() < MOUNTINFO_FOR);
+    let (at, entries) = cache.get_or_insert_with(|| (generation, HashMap::new()));
+    // A new mount table forgets what the old one said; bounded (removed cgroups' entries go
+    // with the next change of the mount table, or all at once here).
+    if *at != generation || entries.len() >= 4096 {
+        *at = generation;
+        entries.clear();
     }
-    if cache.len() < 4096 {
-        cache.insert(key, (Instant::now(), found.clone()));
-    }
+    entries.insert(key, found.clone());
     found
 }
 

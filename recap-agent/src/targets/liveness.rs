@@ -1,11 +1,14 @@
-//! Whether a window's target still exists, asked once a second by every open window: held
-//! as a handle taken when the window arms, so that the question costs one cheap syscall and
-//! no path walk (with 128 idle windows, the path-based check was 14 % of the agent's samples).
-//! A process target holds a pidfd (which also cannot be fooled by a recycled PID). A cgroup
-//! target holds its directory, in which the kernel refuses every lookup once it is removed (a
-//! cgroup re-created under the same name is another directory), and its `cgroup.events` open:
-//! polling that file flags an error once it is removed, or when its contents changed since it
-//! was last read; only then is the directory looked in (a lookup in kernfs costs ~8× a poll).
+//! Whether a window's target still exists: held as a handle taken when the window arms, so
+//! that the question costs one cheap syscall and no path walk (with 128 idle windows, the
+//! path-based check was 14 % of the agent's samples).
+//! A process target holds a pidfd (which also cannot be fooled by a recycled PID): the window
+//! awaits its readiness (`exited`), so the kernel says when the process exits and nothing
+//! polls. A cgroup target holds its directory, in which the kernel refuses every lookup once it
+//! is removed (a cgroup re-created under the same name is another directory), and its
+//! `cgroup.events` open: polling that file flags an error once it is removed, or when its
+//! contents changed since it was last read; only then is the directory looked in (a lookup in
+//! kernfs costs ~8× a poll). Removing a cgroup wakes no poller (neither epoll on
+//! `cgroup.events` nor inotify on the directory: tried), so a cgroup is asked with each read.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -43,6 +46,24 @@ impl Liveness {
             None => cgroup_handles(target),
         };
         Liveness { kind }
+    }
+
+    /// A future that completes when the kernel says the target has gone, for a target the
+    /// kernel tells of (a process); `None` when `is_alive` has to be asked.
+    pub fn exited(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        let Kind::Process(fd) = &self.kind else {
+            return None;
+        };
+        let fd = fd.try_clone().ok()?;
+        use tokio::io::{unix::AsyncFd, Interest};
+        // SAFETY: an OwnedFd, moved into the AsyncFd: open, and the same file, until dropped.
+        let ready = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
+        Some(Box::pin(async move {
+            // Readable once the process has exited; an error (never seen) counts as gone too.
+            let _ = ready.readable().await;
+        }))
     }
 
     pub fn is_alive(&self) -> bool {
@@ -157,6 +178,26 @@ mod tests {
         }
         child.wait().unwrap();
         assert!(!live.is_alive());
+    }
+
+    /// The window awaits a process target's exit instead of asking each second.
+    #[tokio::test]
+    async fn a_process_targets_exit_is_told_by_the_kernel() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let live = Liveness {
+            kind: Kind::Process(pidfd_open(child.id()).unwrap()),
+        };
+        let mut exited = live.exited().expect("a pidfd is awaited");
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut exited);
+        assert!(early.await.is_err(), "told of an exit while it runs");
+        child.kill().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), exited)
+            .await
+            .expect("not told of the exit");
+        child.wait().unwrap();
     }
 
     /// A cgroup stays alive while processes come and go (`cgroup.events` changes), and is

@@ -132,6 +132,9 @@ pub struct ExportOptions {
 #[derive(Clone)]
 pub struct SharedEngine {
     engine: Arc<Mutex<Option<ProbeEngine>>>,
+    /// Windows' reads take turns here, asynchronously, before they lock the engine: see
+    /// `read_turn`.
+    readers: Arc<tokio::sync::Mutex<()>>,
     unload_when_idle: bool,
     /// How many windows the engine is loaded for (when loaded on demand).
     windows: u32,
@@ -141,6 +144,7 @@ impl SharedEngine {
     pub fn loaded(engine: ProbeEngine) -> Self {
         let shared = SharedEngine {
             engine: Arc::new(Mutex::new(Some(engine))),
+            readers: Arc::default(),
             unload_when_idle: false,
             windows: 0,
         };
@@ -157,6 +161,7 @@ impl SharedEngine {
     pub fn on_demand(windows: usize) -> Self {
         SharedEngine {
             engine: Arc::new(Mutex::new(None)),
+            readers: Arc::default(),
             unload_when_idle: true,
             windows: windows.try_into().unwrap_or(u32::MAX),
         }
@@ -175,6 +180,34 @@ impl SharedEngine {
             *guard = Some(engine);
         }
         f(guard.as_mut().expect("loaded above"))
+    }
+
+    /// `with`, for a window's read (a fraction of a millisecond), from async code, holding its
+    /// `read_turn`: on this thread when the engine is free and loaded, else through
+    /// `block_in_place` (an arm or a close holds it for up to hundreds of milliseconds).
+    /// Handing the runtime's worker to another thread for every read kept a thread per read
+    /// of the last 10 s alive (128 with 128 idle windows), each woken for it: most of what
+    /// idle windows cost the agent.
+    pub fn with_briefly<T>(
+        &self,
+        _turn: &ReadTurn,
+        f: impl FnOnce(&mut ProbeEngine) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        match self.engine.try_lock() {
+            Ok(mut guard) if guard.is_some() => f(guard.as_mut().expect("checked above")),
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                anyhow::bail!("the probe engine's lock is poisoned")
+            }
+            _ => tokio::task::block_in_place(|| self.with(f)),
+        }
+    }
+
+    /// A window's turn to read: windows read on the same second, and wait for each other here
+    /// without holding a runtime worker.
+    pub async fn read_turn(&self) -> ReadTurn {
+        ReadTurn {
+            _held: self.readers.clone().lock_owned().await,
+        }
     }
 
     /// Unloads every program and map (the agent, when it stops).
@@ -248,6 +281,11 @@ fn watch_new_processes(shared: &Arc<Mutex<Option<ProbeEngine>>>, engine: &ProbeE
     if let Err(e) = spawned {
         log::warn!("no thread for the targets' new processes ({e}): their TLS code is instrumented at the next tick");
     }
+}
+
+/// A window's turn to read the engine (`SharedEngine::read_turn`).
+pub struct ReadTurn {
+    _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// What a window reports while it runs. Every method has a default, so an observer takes only
@@ -496,11 +534,10 @@ impl Window {
     }
 
     /// Reads the counts and reports them. `Some(status)` when the window must end now.
-    pub fn tick(&mut self) -> Option<WindowStatus> {
-        if !self.alive.is_alive() {
-            return Some(WindowStatus::TargetExited);
-        }
-        let probes = self.probes.as_ref()?;
+    /// `ask_alive`: whether the target's liveness is asked with the read (the kernel tells of a
+    /// process's exit by itself: see `run_until`).
+    async fn tick(&mut self, ask_alive: bool) -> Option<WindowStatus> {
+        self.probes.as_ref()?;
         self.ticks += 1;
         let due = self.observers.iter().any(|o| o.due());
         // An idle window (nothing moved in its last IDLE_AFTER reads) is looked at every
@@ -514,21 +551,26 @@ impl Window {
             self.tick_observers();
             return None;
         }
+        // A cgroup removed while idle ends its window within IDLE_EVERY seconds.
+        if ask_alive && !self.alive.is_alive() {
+            return Some(WindowStatus::TargetExited);
+        }
+        let turn = self.engine.read_turn().await;
+        let probes = self.probes.as_ref()?;
         let tls_seen = &mut self.tls_seen;
-        let read = tokio::task::block_in_place(|| {
-            self.engine.with(|engine| {
-                engine.flush_logs();
-                match engine.sync_tasks(probes) {
-                    Ok((0, 0)) => {}
-                    Ok((added, removed)) => {
-                        log::debug!("resync: {added} thread(s) added, {removed} removed")
-                    }
-                    Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
+        let read = self.engine.with_briefly(&turn, |engine| {
+            engine.flush_logs();
+            match engine.sync_tasks(probes) {
+                Ok((0, 0)) => {}
+                Ok((added, removed)) => {
+                    log::debug!("resync: {added} thread(s) added, {removed} removed")
                 }
-                *tls_seen = engine.tls_seen(probes);
-                Ok(engine.read(probes)?)
-            })
+                Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
+            }
+            *tls_seen = engine.tls_seen(probes);
+            Ok(engine.read(probes)?)
         });
+        drop(turn);
         match read {
             Ok(counts) => {
                 if counts == self.last_counts {
@@ -566,12 +608,20 @@ impl Window {
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let deadline = tokio::time::Instant::from_std(self.info.deadline());
         tokio::pin!(stop);
+        // A process target's exit wakes the window; a cgroup's removal is asked at each read.
+        let exited = self.alive.exited();
+        let ask_alive = exited.is_none();
+        let mut exited = exited.unwrap_or_else(|| Box::pin(std::future::pending()));
+        if !self.alive.is_alive() {
+            return WindowStatus::TargetExited;
+        }
         loop {
             tokio::select! {
                 _ = sleep_until(deadline) => break WindowStatus::Completed,
                 _ = &mut stop => break WindowStatus::Interrupted,
+                _ = &mut exited => break WindowStatus::TargetExited,
                 _ = tick.tick() => {
-                    if let Some(status) = self.tick() {
+                    if let Some(status) = self.tick(ask_alive).await {
                         break status;
                     }
                 }
