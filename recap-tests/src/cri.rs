@@ -11,9 +11,10 @@ use std::{
 
 use k8s_cri::v1::{
     runtime_service_client::RuntimeServiceClient, ContainerConfig, ContainerMetadata,
-    CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -312,6 +313,34 @@ impl CriRuntime {
                 .collect();
             all.sort();
             all
+        })
+    }
+
+    /// Runs `cmd` in the running container named `container` through CRI's `ExecSync` (what
+    /// `crictl exec -s` and the kubelet's exec probes call); its exit code.
+    pub fn exec_sync(&self, container: &str, cmd: &[&str]) -> i32 {
+        let mut client = self.client.clone();
+        self.rt.block_on(async {
+            let id = client
+                .list_containers(ListContainersRequest { filter: None })
+                .await
+                .expect("ListContainers")
+                .into_inner()
+                .containers
+                .into_iter()
+                .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == container))
+                .unwrap_or_else(|| panic!("no container {container}"))
+                .id;
+            client
+                .exec_sync(ExecSyncRequest {
+                    container_id: id,
+                    cmd: cmd.iter().map(|a| a.to_string()).collect(),
+                    timeout: 10,
+                })
+                .await
+                .expect("ExecSync")
+                .into_inner()
+                .exit_code
         })
     }
 

@@ -78,6 +78,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only.is_none() || args.only.as_deref() == Some("capsule") {
         capsule_arming(&bin, args.reps)?;
+        crate::test::pod_capsule_bench(&bin, args.reps)?;
     }
     if args.only.is_none() || args.only.as_deref() == Some("agent") {
         crate::bench_agent::run(&bin, args.reps)?;

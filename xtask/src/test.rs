@@ -129,6 +129,20 @@ pub fn fleet_bench(bin: &std::path::Path) -> anyhow::Result<()> {
     )
 }
 
+/// `cargo xtask bench --only capsule`, its CRI row: an ignored test of its own (it needs the
+/// test harness's containerd and pods), with the release `recap`.
+pub fn pod_capsule_bench(bin: &std::path::Path, reps: usize) -> anyhow::Result<()> {
+    long_test(
+        "the pod capsule benchmark",
+        "capsule_bench",
+        &["--ignored"],
+        &[
+            ("RECAP_BIN", bin.join("recap").display().to_string()),
+            ("RECAP_BENCH_REPS", reps.to_string()),
+        ],
+    )
+}
+
 /// One integration test file run on its own, with its output shown and sized by variables.
 fn long_test(what: &str, test: &str, extra: &[&str], env: &[(&str, String)]) -> anyhow::Result<()> {
     setup::run()?;
