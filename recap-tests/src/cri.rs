@@ -292,45 +292,47 @@ impl CriRuntime {
         }
     }
 
-    /// Every container the runtime has (any state): (name, state, labels' `recap.window`).
-    pub fn containers(&self) -> Vec<(String, i32, Option<String>)> {
+    /// Every container the runtime has, any state, as CRI lists them.
+    fn list_containers(&self) -> Vec<k8s_cri::v1::Container> {
         let mut client = self.client.clone();
         self.rt.block_on(async {
-            let mut all: Vec<_> = client
+            client
                 .list_containers(ListContainersRequest { filter: None })
                 .await
                 .expect("ListContainers")
                 .into_inner()
                 .containers
-                .into_iter()
-                .map(|c| {
-                    (
-                        c.metadata.map(|m| m.name).unwrap_or_default(),
-                        c.state,
-                        c.labels.get("recap.window").cloned(),
-                    )
-                })
-                .collect();
-            all.sort();
-            all
         })
+    }
+
+    /// Every container the runtime has (any state): (name, state, labels' `recap.window`).
+    pub fn containers(&self) -> Vec<(String, i32, Option<String>)> {
+        let mut all: Vec<_> = self
+            .list_containers()
+            .into_iter()
+            .map(|c| {
+                (
+                    c.metadata.map(|m| m.name).unwrap_or_default(),
+                    c.state,
+                    c.labels.get("recap.window").cloned(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
     }
 
     /// Runs `cmd` in the running container named `container` through CRI's `ExecSync` (what
     /// `crictl exec -s` and the kubelet's exec probes call); its exit code.
     pub fn exec_sync(&self, container: &str, cmd: &[&str]) -> i32 {
+        let id = self
+            .list_containers()
+            .into_iter()
+            .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == container))
+            .unwrap_or_else(|| panic!("no container {container}"))
+            .id;
         let mut client = self.client.clone();
         self.rt.block_on(async {
-            let id = client
-                .list_containers(ListContainersRequest { filter: None })
-                .await
-                .expect("ListContainers")
-                .into_inner()
-                .containers
-                .into_iter()
-                .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == container))
-                .unwrap_or_else(|| panic!("no container {container}"))
-                .id;
             client
                 .exec_sync(ExecSyncRequest {
                     container_id: id,

@@ -31,6 +31,12 @@ pub fn recap_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/recap"))
 }
 
+/// The median of a benchmark's timings (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// `recap-workload`, built by cargo next to the test binary (`target/<profile>/`).
 pub fn workload_bin() -> PathBuf {
     test_bin("recap-workload")

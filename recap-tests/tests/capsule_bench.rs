@@ -12,11 +12,6 @@ use recap_tests::{
     *,
 };
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 #[test]
 #[ignore = "a benchmark: cargo xtask bench --only capsule"]
 fn arming_a_pod_capsule_next_to_cri_exec() {

@@ -18,11 +18,6 @@ fn unix_ms(rfc3339: &str) -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 #[test]
 #[ignore = "a benchmark: cargo xtask bench --only fleet"]
 fn fleet_request_to_every_node_counting() {
