@@ -404,6 +404,10 @@ pub struct Window {
 /// once it moves again.
 const IDLE_AFTER: u32 = 3;
 const IDLE_EVERY: u64 = 10;
+/// How often (in ticks of a second) an idle window's reads also resync its threads and look
+/// at its processes' TLS code: with every read, the subtree's `cgroup.threads` and the
+/// processes' maps were a quarter of what 128 idle windows cost the agent.
+const IDLE_RESYNC_EVERY: u64 = 60;
 
 impl Window {
     /// Resolves the target and arms the probes (capsules start alongside). `started` is when
@@ -546,7 +550,8 @@ impl Window {
         // threads' resync (a safety net: the kernel's fork, exit and cgroup-move hooks keep a
         // window's threads as they change) and the TLS look at its processes (new ones are
         // told by the kernel at once). Those cgroup and /proc reads were most of what 128 idle
-        // windows cost their agent (a profile of 2026-12-03: 36 % of its samples).
+        // windows cost their agent (a profile of 2026-12-03: 36 % of its samples); an idle
+        // window's reads make them every IDLE_RESYNC_EVERY-th second.
         if self.unchanged_reads >= IDLE_AFTER && !self.ticks.is_multiple_of(IDLE_EVERY) && !due {
             self.tick_observers();
             return None;
@@ -555,19 +560,23 @@ impl Window {
         if ask_alive && !self.alive.is_alive() {
             return Some(WindowStatus::TargetExited);
         }
+        let resync =
+            self.unchanged_reads < IDLE_AFTER || self.ticks.is_multiple_of(IDLE_RESYNC_EVERY);
         let turn = self.engine.read_turn().await;
         let probes = self.probes.as_ref()?;
         let tls_seen = &mut self.tls_seen;
         let read = self.engine.with_briefly(&turn, |engine| {
             engine.flush_logs();
-            match engine.sync_tasks(probes) {
-                Ok((0, 0)) => {}
-                Ok((added, removed)) => {
-                    log::debug!("resync: {added} thread(s) added, {removed} removed")
+            if resync {
+                match engine.sync_tasks(probes) {
+                    Ok((0, 0)) => {}
+                    Ok((added, removed)) => {
+                        log::debug!("resync: {added} thread(s) added, {removed} removed")
+                    }
+                    Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
                 }
-                Err(e) => log::warn!("resyncing the target's threads: {e:#}"),
+                *tls_seen = engine.tls_seen(probes);
             }
-            *tls_seen = engine.tls_seen(probes);
             Ok(engine.read(probes)?)
         });
         drop(turn);
