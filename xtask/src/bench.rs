@@ -232,6 +232,21 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
         }
     }
     eprintln!();
+    // Paired within each repetition (the hooks ran one after the other in it), before the
+    // medians sort the columns: whether `syscalls` over the bare hook is noise or real.
+    let index = |prefix: &str| configs.iter().position(|c| c.name.starts_with(prefix));
+    let paired = match (index("window: syscalls"), index("bare no-op")) {
+        (Some(ours), Some(nop)) => {
+            let mut d: Vec<f64> = syscall[ours]
+                .iter()
+                .zip(&syscall[nop])
+                .map(|(o, n)| o - n)
+                .collect();
+            d.sort_by(|a, b| a.total_cmp(b));
+            d
+        }
+        _ => Vec::new(),
+    };
     println!("| what is open | CPU ns per getppid | added | ratio | CPU ns per socket send or receive | added | ratio | CPU ns per ping-pong round trip (2 switches, both sides) | added | ratio |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let results: Vec<(String, f64, f64, f64)> = configs
@@ -269,6 +284,16 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
     let (nop, ours, bpftrace) = (get("bare no-op"), get("window: syscalls"), get("bpftrace"));
     println!();
     println!("- `syscalls` window vs bare no-op `sys_enter` raw tracepoint: {:+.1} ns per syscall (goal: ≤ +15 ns)", ours - nop);
+    if let (Some(low), Some(high)) = (paired.first(), paired.last()) {
+        let quartile = |q: usize| paired[(paired.len() - 1) * q / 4];
+        println!(
+            "  paired within each of the {} repetitions: median {:+.1} ns, quartiles {:+.1} / {:+.1} ns, range {low:+.1} to {high:+.1} ns",
+            paired.len(),
+            quartile(2),
+            quartile(1),
+            quartile(3)
+        );
+    }
     println!(
         "- added cost per syscall, bpftrace one-liner / `syscalls` window: {:.1} ns / {:.1} ns = {:.2}× (goal: ≥ 1.5×)",
         bpftrace - base,
