@@ -273,13 +273,7 @@ fn cost_outside(bin: &Path, target: &IdleTarget, args: &BenchArgs) -> anyhow::Re
             pp / base_pp
         );
     }
-    let get = |prefix: &str| {
-        results
-            .iter()
-            .find(|r| r.0.starts_with(prefix))
-            .map(|r| r.1)
-            .unwrap_or(f64::NAN)
-    };
+    let get = |prefix: &str| index(prefix).map_or(f64::NAN, |i| results[i].1);
     let base = results[0].1;
     let (nop, ours, bpftrace) = (get("bare no-op"), get("window: syscalls"), get("bpftrace"));
     println!();

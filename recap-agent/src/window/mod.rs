@@ -193,13 +193,19 @@ impl SharedEngine {
         _turn: &ReadTurn,
         f: impl FnOnce(&mut ProbeEngine) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
+        // A statement of its own: the guard it may hold is dropped before `with` locks again.
         match self.engine.try_lock() {
-            Ok(mut guard) if guard.is_some() => f(guard.as_mut().expect("checked above")),
+            Ok(mut guard) => {
+                if let Some(engine) = guard.as_mut() {
+                    return f(engine);
+                }
+            }
             Err(std::sync::TryLockError::Poisoned(_)) => {
                 anyhow::bail!("the probe engine's lock is poisoned")
             }
-            _ => tokio::task::block_in_place(|| self.with(f)),
+            Err(std::sync::TryLockError::WouldBlock) => {}
         }
+        tokio::task::block_in_place(|| self.with(f))
     }
 
     /// A window's turn to read: windows read on the same second, and wait for each other here
